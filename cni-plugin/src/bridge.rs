@@ -1,0 +1,71 @@
+//! The node side of a pod: the `cni0` bridge with its gateway address, and
+//! the host end of the pod's veth.
+
+use ipnetwork::Ipv4Network;
+use rand::Rng;
+
+use crate::cni_err;
+use crate::error::Result;
+use crate::netlink::{is_bridge, Link, Netlink};
+use crate::sysctl;
+
+/// Finds or creates the bridge, up, with the gateway address when asked.
+/// A bridge created by a concurrent ADD (EEXIST) is adopted; a link of
+/// the same name that is not a bridge is an error.
+pub async fn ensure_bridge(
+    nl: &Netlink,
+    name: &str,
+    mtu: u32,
+    gateway: Option<Ipv4Network>,
+    promisc: bool,
+) -> Result<Link> {
+    let link = match nl.link_by_name(name).await? {
+        Some(link) => link,
+        None => {
+            match nl.create_bridge(name, random_mac(), mtu).await {
+                Ok(()) => {
+                    // Router advertisements on the pod bridge would give
+                    // the node addresses nobody asked for.
+                    let _ = sysctl::ensure(&format!("net/ipv6/conf/{name}/accept_ra"), "0");
+                }
+                Err(e) if e.is(libc::EEXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+            nl.link_by_name(name)
+                .await?
+                .ok_or_else(|| cni_err!(Kernel, "bridge {name} vanished right after creation"))?
+        }
+    };
+    if !is_bridge(&link) {
+        return Err(cni_err!(
+            InvalidConfig,
+            "link {name} exists and is not a bridge (kind {:?}); remove it or set delegate.bridge",
+            link.kind
+        ));
+    }
+    if !link.up {
+        nl.set_up(link.index, name).await?;
+    }
+    if promisc {
+        nl.set_promisc(link.index).await?;
+    }
+    if let Some(gw) = gateway {
+        nl.ensure_address(link.index, gw, name).await?;
+        sysctl::ensure("net/ipv4/ip_forward", "1")?;
+    }
+    Ok(link)
+}
+
+/// A random locally administered unicast MAC: set explicitly on the
+/// bridge so that it never changes as ports come and go (a changing bridge
+/// MAC stalls every pod's ARP cache).
+pub fn random_mac() -> [u8; 6] {
+    let mut mac: [u8; 6] = rand::rng().random();
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    mac
+}
+
+/// `veth` + 8 random hex digits.
+pub fn random_veth_name() -> String {
+    format!("veth{:08x}", rand::rng().random::<u32>())
+}

@@ -1,0 +1,44 @@
+//! GC: free every address (and masquerade element) whose attachment the
+//! runtime no longer lists. Keeps going after individual failures.
+
+use std::collections::HashSet;
+
+use super::{ipam_error, open_store};
+use crate::cni_err;
+use crate::error::Result;
+use crate::masq;
+use crate::spec::NetConf;
+
+pub fn run(conf: &NetConf) -> Result<()> {
+    let valid = conf.valid_attachments.as_ref().ok_or_else(|| {
+        cni_err!(
+            InvalidConfig,
+            "GC needs cni.dev/valid-attachments (refusing to free every address)"
+        )
+    })?;
+    let store = open_store(conf)?;
+    let report = store.gc(valid).map_err(ipam_error)?;
+    for e in &report.errors {
+        tracing::warn!("GC: {e}");
+    }
+    for a in &report.freed {
+        tracing::info!(
+            "GC freed {} held by {} {}",
+            a.ip,
+            a.container_id,
+            a.ifname.as_deref().unwrap_or("?")
+        );
+    }
+    // Masquerade elements whose address is no longer allocated.
+    let allocated: HashSet<_> = store
+        .allocations()
+        .map_err(ipam_error)?
+        .into_iter()
+        .map(|a| a.ip)
+        .collect();
+    let stale: Vec<_> = masq::members(&conf.name)?
+        .into_iter()
+        .filter(|ip| !allocated.contains(ip))
+        .collect();
+    masq::remove(&conf.name, &stale)
+}

@@ -1,0 +1,27 @@
+//! STATUS: can this node take an ADD now?
+
+use common::SubnetEnvError;
+
+use super::{ipam_error, open_store};
+use crate::cni_err;
+use crate::error::Result;
+use crate::spec::NetConf;
+
+pub fn run(conf: &NetConf) -> Result<()> {
+    let senv = common::SubnetEnv::read(&conf.subnet_file).map_err(|e| match e {
+        SubnetEnvError::Missing { path } => cni_err!(
+            NotAvailable,
+            "flanneld has not written {} yet",
+            path.display()
+        ),
+        other => cni_err!(NotAvailable, "subnet file unusable: {other}"),
+    })?;
+    let subnet = senv.pod_subnet();
+    let free = open_store(conf)?
+        .free_count(subnet, senv.gateway())
+        .map_err(ipam_error)?;
+    if free == 0 {
+        return Err(cni_err!(NotAvailable, "no free address left in {subnet}"));
+    }
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! The CNI environment variables, validated.
+
+use std::path::PathBuf;
+
+use crate::cni_err;
+use crate::error::Result;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Add,
+    Del,
+    Check,
+    Status,
+    Gc,
+    Version,
+}
+
+#[derive(Debug, Clone)]
+pub struct CniEnv {
+    pub command: Command,
+    pub container_id: String,
+    pub netns: Option<PathBuf>,
+    pub ifname: String,
+    pub args: Vec<(String, String)>,
+}
+
+impl CniEnv {
+    /// Reads the variables the verb needs; an error names the variable.
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let command = match get("CNI_COMMAND").as_deref() {
+            Some("ADD") => Command::Add,
+            Some("DEL") => Command::Del,
+            Some("CHECK") => Command::Check,
+            Some("STATUS") => Command::Status,
+            Some("GC") => Command::Gc,
+            Some("VERSION") => Command::Version,
+            Some(other) => {
+                return Err(cni_err!(InvalidEnv, "CNI_COMMAND={other:?} is not a CNI verb"))
+            }
+            None => return Err(cni_err!(InvalidEnv, "CNI_COMMAND is not set")),
+        };
+        let needs_container = matches!(command, Command::Add | Command::Del | Command::Check);
+        let nonempty = |k: &str| get(k).filter(|v| !v.is_empty());
+        let container_id = match nonempty("CNI_CONTAINERID") {
+            Some(id) => {
+                validate_container_id(&id)?;
+                id
+            }
+            None if needs_container => {
+                return Err(cni_err!(InvalidEnv, "CNI_CONTAINERID is not set"))
+            }
+            None => String::new(),
+        };
+        let ifname = match nonempty("CNI_IFNAME") {
+            Some(name) => {
+                validate_ifname(&name)?;
+                name
+            }
+            None if needs_container => return Err(cni_err!(InvalidEnv, "CNI_IFNAME is not set")),
+            None => String::new(),
+        };
+        let netns = nonempty("CNI_NETNS").map(PathBuf::from);
+        if netns.is_none() && matches!(command, Command::Add | Command::Check) {
+            return Err(cni_err!(InvalidEnv, "CNI_NETNS is not set"));
+        }
+        if let Some(path) = &netns {
+            if !path.is_absolute() {
+                return Err(cni_err!(
+                    InvalidEnv,
+                    "CNI_NETNS={} is not an absolute path",
+                    path.display()
+                ));
+            }
+        }
+        let args = parse_args(get("CNI_ARGS").as_deref().unwrap_or(""))?;
+        Ok(Self {
+            command,
+            container_id,
+            netns,
+            ifname,
+            args,
+        })
+    }
+}
+
+/// `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`: the ID ends up in file contents and
+/// rule comments, so nothing else may pass.
+pub fn validate_container_id(id: &str) -> Result<()> {
+    let mut chars = id.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if first_ok && rest_ok {
+        Ok(())
+    } else {
+        Err(cni_err!(
+            InvalidEnv,
+            "CNI_CONTAINERID={id:?} is invalid: must match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"
+        ))
+    }
+}
+
+/// A Linux interface name: 1..=15 bytes, not `.`/`..`, no `/`, `:` or space.
+pub fn validate_ifname(name: &str) -> Result<()> {
+    let reason = if name.len() > 15 {
+        Some("longer than 15 characters")
+    } else if name == "." || name == ".." {
+        Some("not a valid name")
+    } else if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        Some("contains '/', ':' or whitespace")
+    } else {
+        None
+    };
+    match reason {
+        Some(r) => Err(cni_err!(InvalidEnv, "CNI_IFNAME={name:?} is invalid: {r}")),
+        None => Ok(()),
+    }
+}
+
+/// `K=V;K2=V2`.
+fn parse_args(raw: &str) -> Result<Vec<(String, String)>> {
+    raw.split(';')
+        .filter(|p| !p.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) => Ok((k.to_string(), v.to_string())),
+            None => Err(cni_err!(
+                InvalidEnv,
+                "CNI_ARGS: {pair:?} is not KEY=VALUE"
+            )),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Code;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> Result<CniEnv> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        CniEnv::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn add_needs_everything() {
+        let e = env(&[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "abc")]).unwrap_err();
+        assert_eq!(e.code, Code::InvalidEnv);
+        assert!(e.msg.contains("CNI_IFNAME"), "{e}");
+        let ok = env(&[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "abc"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_NETNS", "/var/run/netns/x"),
+            ("CNI_ARGS", "K8S_POD_NAME=a;IgnoreUnknown=1"),
+        ])
+        .expect("valid");
+        assert_eq!(ok.args.len(), 2);
+    }
+
+    #[test]
+    fn del_tolerates_missing_netns() {
+        let ok = env(&[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "abc"),
+            ("CNI_IFNAME", "eth0"),
+        ])
+        .expect("valid");
+        assert!(ok.netns.is_none());
+    }
+
+    #[test]
+    fn rejects_bad_ids_and_names() {
+        for id in ["-abc", "a/b", "a b", "a;b", "ä"] {
+            assert!(validate_container_id(id).is_err(), "{id}");
+        }
+        for name in ["", ".", "..", "a/b", "eth:0", "a b", "abcdefghijklmnop"] {
+            if !name.is_empty() {
+                assert!(validate_ifname(name).is_err(), "{name}");
+            }
+        }
+        assert!(validate_ifname("eth0").is_ok());
+        assert!(validate_container_id("a1_b.c-d").is_ok());
+    }
+}

@@ -1,0 +1,98 @@
+//! `flannel`: the CNI plugin. Reads the CNI environment and the network
+//! configuration, runs one verb, prints the result (or the CNI error JSON)
+//! on stdout. Logs go to stderr only, at the level in `RUST_LOG`.
+
+mod bridge;
+mod cmd;
+mod env;
+mod error;
+mod ipam;
+mod masq;
+mod netlink;
+mod spec;
+mod sysctl;
+
+use std::io::{IsTerminal, Read, Write};
+
+use env::{CniEnv, Command};
+use error::{CniError, Code};
+use serde_json::{json, Value};
+use spec::{NetConf, SUPPORTED_VERSIONS};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(cmd::del::REAP_FLAG) {
+        let code = match cmd::del::reap(&args[2..]) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("flannel {}: {e}", cmd::del::REAP_FLAG);
+                1
+            }
+        };
+        std::process::exit(code);
+    }
+    init_logging();
+    let mut stdin = Vec::new();
+    let read = std::io::stdin().read_to_end(&mut stdin);
+    let version = spec::peek_version(&stdin).unwrap_or_else(|| "1.1.0".to_string());
+    let outcome = match read {
+        Ok(_) => run(&stdin, &version),
+        Err(e) => Err(CniError::new(Code::Io, format!("read stdin: {e}"))),
+    };
+    let (out, code) = match outcome {
+        Ok(Some(value)) => (Some(value), 0),
+        Ok(None) => (None, 0),
+        Err(e) => {
+            tracing::error!("{e}");
+            (Some(e.to_json(&version)), 1)
+        }
+    };
+    if let Some(value) = out {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{value}");
+        let _ = stdout.flush();
+    }
+    std::process::exit(code);
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+/// Runs the verb; `Some(json)` is printed on stdout.
+fn run(stdin: &[u8], version: &str) -> Result<Option<Value>, CniError> {
+    let env = CniEnv::from_env()?;
+    if env.command == Command::Version {
+        return Ok(Some(json!({
+            "cniVersion": version,
+            "supportedVersions": SUPPORTED_VERSIONS,
+        })));
+    }
+    let conf = NetConf::parse(stdin)?;
+    tracing::debug!(command = ?env.command, container = %env.container_id, ifname = %env.ifname, args = ?env.args, "start");
+    match env.command {
+        Command::Status => cmd::status::run(&conf).map(|()| None),
+        Command::Gc => cmd::gc::run(&conf).map(|()| None),
+        Command::Add | Command::Del | Command::Check => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+                .map_err(|e| CniError::new(Code::Io, format!("start runtime: {e}")))?;
+            rt.block_on(async {
+                match env.command {
+                    Command::Add => cmd::add::run(&env, &conf).await.map(Some),
+                    Command::Del => cmd::del::run(&env, &conf).await.map(|()| None),
+                    _ => cmd::check::run(&env, &conf).await.map(|()| None),
+                }
+            })
+        }
+        Command::Version => unreachable!("handled above"),
+    }
+}

@@ -1,0 +1,262 @@
+//! `subnet.env`: the file flanneld writes and the CNI plugin reads.
+//!
+//! ```text
+//! FLANNEL_NETWORK=10.244.0.0/16
+//! FLANNEL_SUBNET=10.244.1.1/24
+//! FLANNEL_MTU=1450
+//! FLANNEL_IPMASQ=true
+//! ```
+//! `FLANNEL_SUBNET` carries the node's first host address (the bridge
+//! gateway) with the subnet's prefix length, exactly as upstream flannel
+//! writes it. The IPv6 keys are parsed and written when present.
+
+use std::fmt::Write as _;
+use std::io::{self, Write as _};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnetwork::{Ipv4Network, Ipv6Network};
+
+/// The parsed contents of a `subnet.env` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubnetEnv {
+    /// `FLANNEL_NETWORK`: the whole overlay, e.g. 10.244.0.0/16.
+    pub network: Ipv4Network,
+    /// `FLANNEL_SUBNET`: this node's gateway address and prefix, e.g. 10.244.1.1/24.
+    pub subnet: Ipv4Network,
+    /// `FLANNEL_MTU`: the MTU pods get.
+    pub mtu: u32,
+    /// `FLANNEL_IPMASQ`: true when flanneld masquerades itself.
+    pub ipmasq: bool,
+    /// `FLANNEL_IPV6_NETWORK`, when the overlay is dual-stack.
+    pub ipv6_network: Option<Ipv6Network>,
+    /// `FLANNEL_IPV6_SUBNET`, when the overlay is dual-stack.
+    pub ipv6_subnet: Option<Ipv6Network>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubnetEnvError {
+    #[error("{} does not exist", path.display())]
+    Missing { path: PathBuf },
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("{}: {reason}", path.display())]
+    Invalid { path: PathBuf, reason: String },
+}
+
+impl SubnetEnv {
+    /// The bridge gateway address (`FLANNEL_SUBNET`'s address part).
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.subnet.ip()
+    }
+
+    /// This node's pod subnet with the host bits cleared, e.g. 10.244.1.0/24.
+    pub fn pod_subnet(&self) -> Ipv4Network {
+        // The prefix is the one already validated, so this cannot fail.
+        Ipv4Network::new(self.subnet.network(), self.subnet.prefix()).unwrap_or(self.subnet)
+    }
+
+    /// Reads and validates `path`.
+    pub fn read(path: &Path) -> Result<Self, SubnetEnvError> {
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            if source.kind() == io::ErrorKind::NotFound {
+                SubnetEnvError::Missing {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                SubnetEnvError::Io {
+                    op: "read",
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+        Self::parse(&text).map_err(|reason| SubnetEnvError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+
+    /// Parses the text of a `subnet.env`. Unknown keys, blank lines and
+    /// `#` comments are ignored; the error names the offending key or line.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut network = None;
+        let mut subnet = None;
+        let mut mtu = None;
+        let mut ipmasq = None;
+        let mut ipv6_network = None;
+        let mut ipv6_subnet = None;
+        for (n, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (key, value) = line
+                .split_once('=')
+                .ok_or_else(|| format!("line {}: expected KEY=VALUE, got {line:?}", n + 1))?;
+            let value = value.trim().trim_matches('"');
+            let bad = |what: &str| format!("{key}={value:?} is not {what}");
+            match key.trim() {
+                "FLANNEL_NETWORK" => {
+                    network = Some(value.parse::<Ipv4Network>().map_err(|_| bad("an IPv4 CIDR"))?)
+                }
+                "FLANNEL_SUBNET" => {
+                    subnet = Some(value.parse::<Ipv4Network>().map_err(|_| bad("an IPv4 CIDR"))?)
+                }
+                "FLANNEL_MTU" => mtu = Some(value.parse::<u32>().map_err(|_| bad("a number"))?),
+                "FLANNEL_IPMASQ" => {
+                    ipmasq = Some(value.parse::<bool>().map_err(|_| bad("true or false"))?)
+                }
+                "FLANNEL_IPV6_NETWORK" => {
+                    ipv6_network =
+                        Some(value.parse::<Ipv6Network>().map_err(|_| bad("an IPv6 CIDR"))?)
+                }
+                "FLANNEL_IPV6_SUBNET" => {
+                    ipv6_subnet =
+                        Some(value.parse::<Ipv6Network>().map_err(|_| bad("an IPv6 CIDR"))?)
+                }
+                _ => {}
+            }
+        }
+        let network = network.ok_or("FLANNEL_NETWORK is missing")?;
+        let subnet = subnet.ok_or("FLANNEL_SUBNET is missing")?;
+        let mtu = mtu.ok_or("FLANNEL_MTU is missing")?;
+        if !(576..=65535).contains(&mtu) {
+            return Err(format!("FLANNEL_MTU={mtu} is outside 576..65535"));
+        }
+        if subnet.prefix() > 30 {
+            return Err(format!("FLANNEL_SUBNET={subnet} leaves no room for pods (prefix > /30)"));
+        }
+        if subnet.ip() == subnet.network() || subnet.ip() == subnet.broadcast() {
+            return Err(format!("FLANNEL_SUBNET={subnet} must name a host address (the gateway)"));
+        }
+        if subnet.prefix() < network.prefix() || !network.contains(subnet.network()) {
+            return Err(format!("FLANNEL_SUBNET={subnet} is not inside FLANNEL_NETWORK={network}"));
+        }
+        Ok(Self {
+            network,
+            subnet,
+            mtu,
+            ipmasq: ipmasq.unwrap_or(false),
+            ipv6_network,
+            ipv6_subnet,
+        })
+    }
+
+    /// The file's text, in upstream flannel's key order.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "FLANNEL_NETWORK={}", self.network);
+        let _ = writeln!(out, "FLANNEL_SUBNET={}", self.subnet);
+        if let Some(n) = self.ipv6_network {
+            let _ = writeln!(out, "FLANNEL_IPV6_NETWORK={n}");
+        }
+        if let Some(s) = self.ipv6_subnet {
+            let _ = writeln!(out, "FLANNEL_IPV6_SUBNET={s}");
+        }
+        let _ = writeln!(out, "FLANNEL_MTU={}", self.mtu);
+        let _ = writeln!(out, "FLANNEL_IPMASQ={}", self.ipmasq);
+        out
+    }
+
+    /// Writes the file atomically (temp file in the same directory, fsync,
+    /// rename), mode 0644, creating the directory if needed.
+    pub fn write_atomic(&self, path: &Path) -> Result<(), SubnetEnvError> {
+        write_file_atomic(path, self.render().as_bytes(), 0o644).map_err(|(op, source)| {
+            SubnetEnvError::Io {
+                op,
+                path: path.to_path_buf(),
+                source,
+            }
+        })
+    }
+}
+
+/// Writes `data` to `path` so that readers see either the old or the new
+/// contents, never a torn file. The error names the step that failed.
+pub fn write_file_atomic(
+    path: &Path,
+    data: &[u8],
+    mode: u32,
+) -> Result<(), (&'static str, io::Error)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| ("create directory for", e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| ("create temporary file for", e))?;
+        f.write_all(data).map_err(|e| ("write", e))?;
+        f.sync_all().map_err(|e| ("sync", e))?;
+        std::fs::rename(&tmp, path).map_err(|e| ("rename into place", e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n";
+
+    #[test]
+    fn parses_upstream_format() {
+        let env = SubnetEnv::parse(SAMPLE).expect("valid");
+        assert_eq!(env.network.to_string(), "10.244.0.0/16");
+        assert_eq!(env.gateway(), Ipv4Addr::new(10, 244, 1, 1));
+        assert_eq!(env.pod_subnet().to_string(), "10.244.1.0/24");
+        assert_eq!(env.mtu, 1450);
+        assert!(env.ipmasq);
+        assert_eq!(env.render(), SAMPLE);
+    }
+
+    #[test]
+    fn names_the_bad_key() {
+        let e = SubnetEnv::parse("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=banana\n").unwrap_err();
+        assert!(e.contains("FLANNEL_SUBNET"), "{e}");
+        let e = SubnetEnv::parse("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\n")
+            .unwrap_err();
+        assert_eq!(e, "FLANNEL_MTU is missing");
+        let e = SubnetEnv::parse("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.9.1.1/24\nFLANNEL_MTU=1450")
+            .unwrap_err();
+        assert!(e.contains("not inside"), "{e}");
+        let e = SubnetEnv::parse("garbage").unwrap_err();
+        assert!(e.contains("line 1"), "{e}");
+        let e = SubnetEnv::parse("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.0/24\nFLANNEL_MTU=1450")
+            .unwrap_err();
+        assert!(e.contains("host address"), "{e}");
+    }
+
+    #[test]
+    fn atomic_write_round_trips() {
+        let dir = std::env::temp_dir().join(format!("subnet-env-test-{}", std::process::id()));
+        let path = dir.join("sub/subnet.env");
+        let env = SubnetEnv::parse(SAMPLE).expect("valid");
+        env.write_atomic(&path).expect("write");
+        assert_eq!(SubnetEnv::read(&path).expect("read"), env);
+        assert!(matches!(
+            SubnetEnv::read(&dir.join("nope")),
+            Err(SubnetEnvError::Missing { .. })
+        ));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}

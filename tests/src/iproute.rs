@@ -1,0 +1,144 @@
+//! Looking at (and, for test fixtures, plumbing) a namespace with iproute2.
+//! The product never runs `ip`; tests use it to see what the product did.
+
+use crate::netns::NetNs;
+use serde_json::Value;
+
+impl NetNs {
+    /// `ip -d -j link show` entries.
+    pub fn links(&self) -> Vec<Value> {
+        as_vec(self.ip_json(&["-d", "link", "show"]))
+    }
+
+    /// `ip -d -j link show dev <name>`'s entry, or `None` when it does not exist.
+    pub fn link(&self, name: &str) -> Option<Value> {
+        let out = crate::cmd::run(
+            std::process::Command::new("ip")
+                .args(["-j", "-d", "-n", self.name(), "link", "show", "dev", name]),
+        );
+        if !out.success() {
+            return None;
+        }
+        serde_json::from_str::<Value>(&out.stdout).ok().and_then(|v| v.get(0).cloned())
+    }
+
+    pub fn has_link(&self, name: &str) -> bool {
+        self.link(name).is_some()
+    }
+
+    /// Names of the links whose kind is `kind` (e.g. "veth", "bridge").
+    pub fn links_of_kind(&self, kind: &str) -> Vec<String> {
+        self.links()
+            .iter()
+            .filter(|l| l["linkinfo"]["info_kind"] == kind)
+            .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// IPv4 addresses on `dev` as "a.b.c.d/len".
+    pub fn ipv4_addrs(&self, dev: &str) -> Vec<String> {
+        as_vec(self.ip_json(&["-4", "addr", "show", "dev", dev]))
+            .iter()
+            .flat_map(|l| as_vec(l["addr_info"].clone()))
+            .filter_map(|a| Some(format!("{}/{}", a["local"].as_str()?, a["prefixlen"].as_u64()?)))
+            .collect()
+    }
+
+    /// `ip -j -4 route show` (main table).
+    pub fn routes_v4(&self) -> Vec<Value> {
+        as_vec(self.ip_json(&["-4", "route", "show"]))
+    }
+
+    /// The IPv4 route whose dst is `dst` ("default" for 0.0.0.0/0), if any.
+    pub fn route_v4(&self, dst: &str) -> Option<Value> {
+        let dst = if dst == "0.0.0.0/0" { "default" } else { dst };
+        self.routes_v4().into_iter().find(|r| r["dst"] == dst)
+    }
+
+    /// Reads `/proc/sys/<key>` inside the namespace (key with '/' or '.').
+    /// Use '/' when a component (an interface name) may itself contain '.'.
+    pub fn sysctl(&self, key: &str) -> String {
+        let rel = if key.contains('/') { key.to_owned() } else { key.replace('.', "/") };
+        let path = format!("/proc/sys/{rel}");
+        self.exec("cat", &[&path]).ok().trim().to_owned()
+    }
+
+    /// A veth pair `a` — `b`, both ends in this namespace and up.
+    pub fn add_veth_pair(&self, a: &str, b: &str) {
+        self.ip_ok(&["link", "add", a, "type", "veth", "peer", "name", b]);
+        self.ip_ok(&["link", "set", a, "up"]);
+        self.ip_ok(&["link", "set", b, "up"]);
+    }
+
+    /// A veth from this namespace (`name`) to `peer_ns` (`peer_name`), both up.
+    pub fn add_veth_to(&self, name: &str, peer_ns: &NetNs, peer_name: &str) {
+        self.ip_ok(&[
+            "link", "add", name, "type", "veth", "peer", "name", peer_name, "netns", peer_ns.name(),
+        ]);
+        self.ip_ok(&["link", "set", name, "up"]);
+        peer_ns.ip_ok(&["link", "set", peer_name, "up"]);
+    }
+
+    /// A bridge `name`, up.
+    pub fn add_bridge(&self, name: &str) {
+        self.ip_ok(&["link", "add", name, "type", "bridge"]);
+        self.ip_ok(&["link", "set", name, "up"]);
+    }
+
+    pub fn set_master(&self, dev: &str, master: &str) {
+        self.ip_ok(&["link", "set", dev, "master", master]);
+    }
+
+    pub fn add_addr(&self, dev: &str, cidr: &str) {
+        self.ip_ok(&["addr", "add", cidr, "dev", dev]);
+    }
+
+    /// Host-side state worth comparing between two pods: `ip -j addr` with MACs,
+    /// ifindexes, netns ids and MAC-derived IPv6 link-local addresses dropped.
+    pub fn normalized_addrs(&self) -> Value {
+        let mut links = as_vec(self.ip_json(&["addr", "show"]));
+        for l in &mut links {
+            if let Some(o) = l.as_object_mut() {
+                for k in ["ifindex", "link_index", "address", "link_netnsid", "link", "altnames"] {
+                    o.remove(k);
+                }
+                if let Some(Value::Array(ai)) = o.get_mut("addr_info") {
+                    ai.retain(|a| !(a["family"] == "inet6" && a["scope"] == "link"));
+                }
+            }
+        }
+        links.sort_by_key(|l| l["ifname"].as_str().unwrap_or("").to_owned());
+        Value::Array(links)
+    }
+
+    /// `ip -j route show table all` for IPv4 and IPv6 (link-local fe80::/64 and
+    /// multicast dropped), sorted.
+    pub fn normalized_routes(&self) -> Value {
+        let mut all = as_vec(self.ip_json(&["-4", "route", "show", "table", "all"]));
+        all.extend(
+            as_vec(self.ip_json(&["-6", "route", "show", "table", "all"]))
+                .into_iter()
+                .filter(|r| {
+                    let dst = r["dst"].as_str().unwrap_or("");
+                    !(dst.starts_with("fe80::") || dst.starts_with("ff00::") || dst.starts_with("ff"))
+                }),
+        );
+        let mut all: Vec<Value> = all
+            .into_iter()
+            .filter(|r| {
+                // fe80 local routes in table local for link-local addresses
+                !(r["type"] == "local" && r["dst"].as_str().is_some_and(|d| d.starts_with("fe80::")))
+            })
+            .collect();
+        all.sort_by_key(|r| r.to_string());
+        Value::Array(all)
+    }
+}
+
+pub(crate) fn as_vec(v: Value) -> Vec<Value> {
+    match v {
+        Value::Array(a) => a,
+        Value::Null => vec![],
+        other => vec![other],
+    }
+}

@@ -1,0 +1,38 @@
+//! flannel-tests: the shared network-namespace harness for flannel-rs tests.
+//!
+//! Everything a test builds lives in namespaces and temp dirs it owns, named
+//! `ft<pid>-<n><tag>` and removed by `Drop` guards (so also on panic):
+//!
+//! - [`NetNs`]: a named netns (`ip netns add/del`), iproute2 inspection
+//!   (`links`, `link`, `ipv4_addrs`, `routes_v4`, `sysctl`,
+//!   `normalized_addrs/routes`), fixture plumbing (`add_veth_pair`,
+//!   `add_veth_to`, `add_bridge`, `add_addr`), nft inspection, and
+//!   `run`/`spawn` to execute Rust code on a thread inside the netns.
+//! - [`TempDir`]: a private temp dir, removed on drop.
+//! - [`cni`]: `CniCall` (one plugin invocation: env, stdin, run in a node
+//!   netns), `CniOutput` (success/error assertions), `SubnetEnv`, `Pod`, and
+//!   `CniNode` (node netns + subnet.env + IPAM dir + flannel config).
+//! - [`tcp`]: `TcpServer` inside a netns and `tcp_fetch` from another.
+//! - [`wait::eventually`]: polling with a deadline for asynchronous kernel state.
+//! - [`proc::ChildGuard`]: a started process, stopped by PID on drop.
+//! - [`cmd`]: running commands with stdin, captured output and a timeout.
+
+pub mod cmd;
+pub mod cni;
+pub mod iproute;
+pub mod names;
+pub mod netns;
+pub mod nft;
+pub mod proc;
+pub mod tcp;
+pub mod tempdir;
+pub mod wait;
+
+pub use cni::{
+    is_host_veth_name, result_address, result_host_veth, result_ip, with_prev_result, CniCall,
+    CniNode, CniOutput, Pod, SubnetEnv, VERSIONS,
+};
+pub use netns::{require_root, NetNs};
+pub use tcp::{tcp_fetch, TcpServer};
+pub use tempdir::TempDir;
+pub use wait::eventually;
