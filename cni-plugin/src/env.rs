@@ -105,7 +105,9 @@ pub fn validate_container_id(id: &str) -> Result<()> {
 
 /// A Linux interface name: 1..=15 bytes, not `.`/`..`, no `/`, `:` or space.
 pub fn validate_ifname(name: &str) -> Result<()> {
-    let reason = if name.len() > 15 {
+    let reason = if name.is_empty() {
+        Some("empty")
+    } else if name.len() > 15 {
         Some("longer than 15 characters")
     } else if name == "." || name == ".." {
         Some("not a valid name")

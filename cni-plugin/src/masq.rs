@@ -21,14 +21,24 @@ const TABLE: &str = "flannel-cni";
 
 /// The nftables script that makes `pod` masquerade.
 pub fn add_script(net: &str, network: Ipv4Network, pod: Ipv4Addr, cid: &str, ifname: &str) -> String {
+    let comment = element_comment(cid, ifname);
     format!(
         "add table ip {TABLE}\n\
          add set ip {TABLE} pods-{net} {{ type ipv4_addr; }}\n\
          add chain ip {TABLE} masq-{net} {{ type nat hook postrouting priority srcnat; policy accept; }}\n\
          flush chain ip {TABLE} masq-{net}\n\
          add rule ip {TABLE} masq-{net} ip saddr @pods-{net} ip daddr != {network} ip daddr != 224.0.0.0/4 masquerade comment \"flannel-rs pod masquerade\"\n\
-         add element ip {TABLE} pods-{net} {{ {pod} comment \"{cid} {ifname}\" }}\n"
+         add element ip {TABLE} pods-{net} {{ {pod} comment \"{comment}\" }}\n"
     )
+}
+
+/// nftables keeps at most 128 bytes of comment; the element is found by
+/// address, so a long container ID is simply shortened (IDs are ASCII).
+fn element_comment(cid: &str, ifname: &str) -> String {
+    const MAX: usize = 128;
+    let room = MAX.saturating_sub(ifname.len() + 1);
+    let cid = if cid.len() > room { &cid[..room] } else { cid };
+    format!("{cid} {ifname}")
 }
 
 /// Adds the pod's address to the masquerade set.
@@ -148,5 +158,13 @@ mod tests {
         assert!(s.contains("ip daddr != 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade"));
         assert!(s.contains("add element ip flannel-cni pods-cbr0 { 10.244.1.5 comment \"abc eth0\" }"));
         assert!(s.contains("flush chain ip flannel-cni masq-cbr0"));
+    }
+
+    #[test]
+    fn long_container_ids_fit_the_comment_limit() {
+        let cid = "a".repeat(300);
+        let c = element_comment(&cid, "eth0");
+        assert_eq!(c.len(), 128);
+        assert!(c.ends_with(" eth0"));
     }
 }

@@ -135,11 +135,21 @@ impl NetConf {
             version,
             name,
             delegate,
-            subnet_file: PathBuf::from(raw.subnet_file.as_deref().unwrap_or(DEFAULT_SUBNET_FILE)),
-            data_dir: PathBuf::from(raw.data_dir.as_deref().unwrap_or(DEFAULT_DATA_DIR)),
+            subnet_file: absolute_path("subnetFile", raw.subnet_file, DEFAULT_SUBNET_FILE)?,
+            data_dir: absolute_path("dataDir", raw.data_dir, DEFAULT_DATA_DIR)?,
             prev_result: raw.prev_result,
             valid_attachments,
         })
+    }
+}
+
+/// A path from the config. Empty or relative paths would depend on the
+/// runtime's working directory, so they are refused.
+fn absolute_path(key: &str, value: Option<String>, default: &str) -> Result<PathBuf> {
+    match value {
+        None => Ok(PathBuf::from(default)),
+        Some(v) if v.starts_with('/') => Ok(PathBuf::from(v)),
+        Some(v) => Err(cni_err!(InvalidConfig, "{key} {v:?} must be an absolute path")),
     }
 }
 
@@ -349,6 +359,10 @@ mod tests {
         let e = parse(r#"{"cniVersion":"1.0.0","name":"x","delegate":{"mtu":"big"}}"#).unwrap_err();
         assert!(e.msg.contains("delegate.mtu"));
         let e = parse(r#"{"cniVersion":"1.0.0","name":"x/y"}"#).unwrap_err();
+        assert_eq!(e.code, Code::InvalidConfig);
+        let e = parse(r#"{"cniVersion":"1.0.0","name":"x","dataDir":"rel/dir"}"#).unwrap_err();
+        assert!(e.msg.contains("dataDir"));
+        let e = parse(r#"{"cniVersion":"1.0.0","name":"x","dataDir":""}"#).unwrap_err();
         assert_eq!(e.code, Code::InvalidConfig);
     }
 

@@ -8,12 +8,17 @@ const BIN: &str = env!("CARGO_BIN_EXE_flannel");
 
 fn is_mac(v: &Value) -> bool {
     v.as_str().is_some_and(|s| {
-        s.len() == 17 && s.split(':').count() == 6 && s.split(':').all(|p| p.len() == 2 && u8::from_str_radix(p, 16).is_ok())
+        s.len() == 17
+            && s.split(':').count() == 6
+            && s.split(':')
+                .all(|p| p.len() == 2 && u8::from_str_radix(p, 16).is_ok())
     })
 }
 
 fn mac_of(ns: &NetNs, dev: &str) -> Value {
-    ns.link(dev).unwrap_or_else(|| panic!("{dev} missing in {}", ns.name()))["address"].clone()
+    ns.link(dev)
+        .unwrap_or_else(|| panic!("{dev} missing in {}", ns.name()))["address"]
+        .clone()
 }
 
 fn result_shape(version: &str) {
@@ -24,14 +29,19 @@ fn result_shape(version: &str) {
     let pre_1 = version.starts_with("0.");
     assert_eq!(res["cniVersion"], version, "{res}");
 
-    let ifs = res["interfaces"].as_array().unwrap_or_else(|| panic!("no interfaces: {res}"));
+    let ifs = res["interfaces"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no interfaces: {res}"));
     assert_eq!(ifs.len(), 3, "interfaces: {res}");
     assert_eq!(ifs[0]["name"], "cni0");
     let veth = ifs[1]["name"].as_str().unwrap();
     assert!(is_host_veth_name(veth), "{veth}");
     assert_eq!(ifs[2]["name"], "eth0");
     assert_eq!(ifs[2]["sandbox"], pod.ns.path_str(), "{res}");
-    assert!(ifs[0].get("sandbox").is_none() && ifs[1].get("sandbox").is_none(), "{res}");
+    assert!(
+        ifs[0].get("sandbox").is_none() && ifs[1].get("sandbox").is_none(),
+        "{res}"
+    );
     for i in ifs {
         assert!(is_mac(&i["mac"]), "bad mac in {i}");
     }
@@ -39,14 +49,22 @@ fn result_shape(version: &str) {
     assert_eq!(ifs[1]["mac"], mac_of(&node.ns, veth));
     assert_eq!(ifs[2]["mac"], mac_of(&pod.ns, "eth0"));
     if version == "1.1.0" {
-        assert_eq!(ifs[2]["mtu"], 1450, "1.1.0 container interface has mtu: {res}");
+        assert_eq!(
+            ifs[2]["mtu"], 1450,
+            "1.1.0 container interface has mtu: {res}"
+        );
     } else {
         for i in ifs {
-            assert!(i.get("mtu").is_none(), "no interface mtu before 1.1.0: {res}");
+            assert!(
+                i.get("mtu").is_none(),
+                "no interface mtu before 1.1.0: {res}"
+            );
         }
     }
 
-    let ips = res["ips"].as_array().unwrap_or_else(|| panic!("no ips: {res}"));
+    let ips = res["ips"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no ips: {res}"));
     assert_eq!(ips.len(), 1, "{res}");
     assert_eq!(ips[0]["address"], "10.244.1.2/24");
     assert_eq!(ips[0]["gateway"], "10.244.1.1");
@@ -54,7 +72,10 @@ fn result_shape(version: &str) {
     if pre_1 {
         assert_eq!(ips[0]["version"], "4", "{version} ips carry version: {res}");
     } else {
-        assert!(ips[0].get("version").is_none(), "{version} ips have no version: {res}");
+        assert!(
+            ips[0].get("version").is_none(),
+            "{version} ips have no version: {res}"
+        );
     }
     assert_eq!(pod.ipv4_addrs(), vec!["10.244.1.2/24".to_owned()]);
 
@@ -62,17 +83,26 @@ fn result_shape(version: &str) {
         .as_array()
         .unwrap_or_else(|| panic!("no routes: {res}"))
         .iter()
-        .map(|r| (r["dst"].as_str().unwrap_or("").to_owned(), r["gw"].as_str().unwrap_or("").to_owned()))
+        .map(|r| {
+            (
+                r["dst"].as_str().unwrap_or("").to_owned(),
+                r["gw"].as_str().unwrap_or("").to_owned(),
+            )
+        })
         .collect();
     routes.sort();
     assert_eq!(
         routes,
-        vec![("0.0.0.0/0".into(), "10.244.1.1".into()), ("10.244.0.0/16".into(), "10.244.1.1".into())],
+        vec![
+            ("0.0.0.0/0".into(), "10.244.1.1".into()),
+            ("10.244.0.0/16".into(), "10.244.1.1".into())
+        ],
         "{res}"
     );
 
     // The result round-trips as prevResult: DEL accepts it and cleans up.
-    node.del(&pod, &with_prev_result(&conf, &res)).success_empty();
+    node.del(&pod, &with_prev_result(&conf, &res))
+        .success_empty();
     assert!(!pod.ns.has_link("eth0"));
     assert!(node.ipam_allocations().is_empty());
 }

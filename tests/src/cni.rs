@@ -26,6 +26,7 @@ pub struct CniCall {
     env: BTreeMap<String, String>,
     stdin: Vec<u8>,
     timeout: Duration,
+    cwd: Option<PathBuf>,
 }
 
 impl CniCall {
@@ -39,6 +40,7 @@ impl CniCall {
             env: BTreeMap::new(),
             stdin: Vec::new(),
             timeout: CALL_TIMEOUT,
+            cwd: None,
         }
     }
 
@@ -70,7 +72,9 @@ impl CniCall {
 
     /// Sets CNI_CONTAINERID, CNI_NETNS and CNI_IFNAME for `pod`.
     pub fn pod(self, pod: &Pod) -> Self {
-        self.container_id(&pod.cid).netns(&pod.ns.path_str()).ifname(&pod.ifname)
+        self.container_id(&pod.cid)
+            .netns(&pod.ns.path_str())
+            .ifname(&pod.ifname)
     }
 
     pub fn config(mut self, conf: &Value) -> Self {
@@ -80,6 +84,13 @@ impl CniCall {
 
     pub fn stdin_raw(mut self, data: &[u8]) -> Self {
         self.stdin = data.to_vec();
+        self
+    }
+
+    /// The plugin's working directory (so a relative path it wrongly uses lands
+    /// somewhere the test owns, not in the source tree).
+    pub fn cwd(mut self, dir: impl AsRef<Path>) -> Self {
+        self.cwd = Some(dir.as_ref().to_owned());
         self
     }
 
@@ -99,13 +110,19 @@ impl CniCall {
             }
             None => Command::new(&self.bin),
         };
-        c.env_clear().env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        c.env_clear().env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        );
         for k in ["RUST_LOG", "RUST_BACKTRACE"] {
             if let Ok(v) = std::env::var(k) {
                 c.env(k, v);
             }
         }
         c.envs(&self.env);
+        if let Some(d) = &self.cwd {
+            c.current_dir(d);
+        }
         c
     }
 
@@ -113,7 +130,10 @@ impl CniCall {
         let mut out = cmd::run_with(&mut self.to_command(), Some(&self.stdin), self.timeout);
         let env: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         out.desc = format!("{} {}", env.join(" "), out.desc);
-        CniOutput { out, stdin: String::from_utf8_lossy(&self.stdin).into_owned() }
+        CniOutput {
+            out,
+            stdin: String::from_utf8_lossy(&self.stdin).into_owned(),
+        }
     }
 }
 
@@ -155,19 +175,32 @@ impl CniOutput {
     #[track_caller]
     pub fn success_empty(&self) {
         assert_eq!(self.out.code, Some(0), "plugin call failed: {self}");
-        assert!(self.out.stdout.trim().is_empty(), "expected empty stdout: {self}");
+        assert!(
+            self.out.stdout.trim().is_empty(),
+            "expected empty stdout: {self}"
+        );
     }
 
     /// A CNI error: exit 1, stdout `{cniVersion, code, msg, ...}` with `code`.
     /// Returns the error object.
     #[track_caller]
     pub fn error(&self, code: u64) -> Value {
-        assert!(!self.out.stderr.contains("panicked"), "plugin panicked: {self}");
-        assert_eq!(self.out.code, Some(1), "expected a CNI error (exit 1) with code {code}: {self}");
+        assert!(
+            !self.out.stderr.contains("panicked"),
+            "plugin panicked: {self}"
+        );
+        assert_eq!(
+            self.out.code,
+            Some(1),
+            "expected a CNI error (exit 1) with code {code}: {self}"
+        );
         let v: Value = serde_json::from_str(&self.out.stdout)
             .unwrap_or_else(|e| panic!("error stdout is not JSON ({e}): {self}"));
         assert_eq!(v["code"].as_u64(), Some(code), "wrong error code: {self}");
-        assert!(v["cniVersion"].is_string(), "error without cniVersion: {self}");
+        assert!(
+            v["cniVersion"].is_string(),
+            "error without cniVersion: {self}"
+        );
         assert!(
             v["msg"].as_str().is_some_and(|m| !m.is_empty()),
             "error without msg: {self}"
@@ -179,8 +212,15 @@ impl CniOutput {
     #[track_caller]
     pub fn error_mentioning(&self, code: u64, needle: &str) -> Value {
         let v = self.error(code);
-        let text = format!("{} {}", v["msg"].as_str().unwrap_or(""), v["details"].as_str().unwrap_or(""));
-        assert!(text.contains(needle), "error should mention {needle:?}: {self}");
+        let text = format!(
+            "{} {}",
+            v["msg"].as_str().unwrap_or(""),
+            v["details"].as_str().unwrap_or("")
+        );
+        assert!(
+            text.contains(needle),
+            "error should mention {needle:?}: {self}"
+        );
         v
     }
 }
@@ -229,7 +269,11 @@ pub struct Pod {
 
 impl Pod {
     pub fn new() -> Pod {
-        Pod { ns: NetNs::new("p"), cid: crate::names::unique("cid"), ifname: "eth0".into() }
+        Pod {
+            ns: NetNs::new("p"),
+            cid: crate::names::unique("cid"),
+            ifname: "eth0".into(),
+        }
     }
 
     pub fn with_ifname(mut self, ifname: &str) -> Pod {
@@ -325,9 +369,25 @@ impl CniNode {
     }
 
     /// A call of the flannel plugin inside this node, with `CNI_COMMAND=verb`
-    /// and `CNI_PATH` set.
+    /// and `CNI_PATH` set, run with the node's temp dir as working directory.
     pub fn call(&self, verb: &str) -> CniCall {
-        CniCall::new(&self.bin, Some(&self.ns)).command(verb).env("CNI_PATH", REFERENCE_CNI_PATH)
+        CniCall::new(&self.bin, Some(&self.ns))
+            .command(verb)
+            .env("CNI_PATH", REFERENCE_CNI_PATH)
+            .cwd(self.dir.path())
+    }
+
+    /// Files the plugin created in its working directory (the node's temp dir)
+    /// other than the node's own `subnet.env` and `ipam/`.
+    pub fn stray_files(&self) -> Vec<String> {
+        std::fs::read_dir(self.dir.path())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n != "subnet.env" && n != "ipam")
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub fn add(&self, pod: &Pod, conf: &Value) -> CniOutput {
@@ -371,24 +431,48 @@ impl CniNode {
 /// `ips[0].address` of a result, e.g. "10.244.1.2/24".
 #[track_caller]
 pub fn result_address(result: &Value) -> String {
-    result["ips"][0]["address"].as_str().unwrap_or_else(|| panic!("no ips[0].address in {result}")).to_owned()
+    result["ips"][0]["address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no ips[0].address in {result}"))
+        .to_owned()
 }
 
 /// `ips[0].address` without the prefix length, e.g. "10.244.1.2".
 #[track_caller]
 pub fn result_ip(result: &Value) -> String {
-    result_address(result).split('/').next().unwrap_or("").to_owned()
+    result_address(result)
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_owned()
 }
 
 /// The host-side veth in a bridge-style result (`interfaces[1].name`).
 #[track_caller]
 pub fn result_host_veth(result: &Value) -> String {
-    result["interfaces"][1]["name"].as_str().unwrap_or_else(|| panic!("no interfaces[1].name in {result}")).to_owned()
+    result["interfaces"][1]["name"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no interfaces[1].name in {result}"))
+        .to_owned()
 }
 
 /// Is `name` `veth` + 8 lowercase hex digits?
 pub fn is_host_veth_name(name: &str) -> bool {
     name.strip_prefix("veth").is_some_and(|h| {
-        h.len() == 8 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        h.len() == 8
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
+}
+
+/// Compares two JSON values, printing both pretty on a mismatch.
+#[track_caller]
+pub fn assert_json_eq(left: &Value, right: &Value, what: &str) {
+    if left != right {
+        panic!(
+            "{what} differ\n--- left ---\n{}\n--- right ---\n{}",
+            serde_json::to_string_pretty(left).unwrap_or_default(),
+            serde_json::to_string_pretty(right).unwrap_or_default()
+        );
+    }
 }

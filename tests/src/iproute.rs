@@ -12,14 +12,22 @@ impl NetNs {
 
     /// `ip -d -j link show dev <name>`'s entry, or `None` when it does not exist.
     pub fn link(&self, name: &str) -> Option<Value> {
-        let out = crate::cmd::run(
-            std::process::Command::new("ip")
-                .args(["-j", "-d", "-n", self.name(), "link", "show", "dev", name]),
-        );
+        let out = crate::cmd::run(std::process::Command::new("ip").args([
+            "-j",
+            "-d",
+            "-n",
+            self.name(),
+            "link",
+            "show",
+            "dev",
+            name,
+        ]));
         if !out.success() {
             return None;
         }
-        serde_json::from_str::<Value>(&out.stdout).ok().and_then(|v| v.get(0).cloned())
+        serde_json::from_str::<Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v.get(0).cloned())
     }
 
     pub fn has_link(&self, name: &str) -> bool {
@@ -40,7 +48,13 @@ impl NetNs {
         as_vec(self.ip_json(&["-4", "addr", "show", "dev", dev]))
             .iter()
             .flat_map(|l| as_vec(l["addr_info"].clone()))
-            .filter_map(|a| Some(format!("{}/{}", a["local"].as_str()?, a["prefixlen"].as_u64()?)))
+            .filter_map(|a| {
+                Some(format!(
+                    "{}/{}",
+                    a["local"].as_str()?,
+                    a["prefixlen"].as_u64()?
+                ))
+            })
             .collect()
     }
 
@@ -58,7 +72,11 @@ impl NetNs {
     /// Reads `/proc/sys/<key>` inside the namespace (key with '/' or '.').
     /// Use '/' when a component (an interface name) may itself contain '.'.
     pub fn sysctl(&self, key: &str) -> String {
-        let rel = if key.contains('/') { key.to_owned() } else { key.replace('.', "/") };
+        let rel = if key.contains('/') {
+            key.to_owned()
+        } else {
+            key.replace('.', "/")
+        };
         let path = format!("/proc/sys/{rel}");
         self.exec("cat", &[&path]).ok().trim().to_owned()
     }
@@ -73,7 +91,16 @@ impl NetNs {
     /// A veth from this namespace (`name`) to `peer_ns` (`peer_name`), both up.
     pub fn add_veth_to(&self, name: &str, peer_ns: &NetNs, peer_name: &str) {
         self.ip_ok(&[
-            "link", "add", name, "type", "veth", "peer", "name", peer_name, "netns", peer_ns.name(),
+            "link",
+            "add",
+            name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer_name,
+            "netns",
+            peer_ns.name(),
         ]);
         self.ip_ok(&["link", "set", name, "up"]);
         peer_ns.ip_ok(&["link", "set", peer_name, "up"]);
@@ -93,13 +120,22 @@ impl NetNs {
         self.ip_ok(&["addr", "add", cidr, "dev", dev]);
     }
 
-    /// Host-side state worth comparing between two pods: `ip -j addr` with MACs,
-    /// ifindexes, netns ids and MAC-derived IPv6 link-local addresses dropped.
+    /// Pod-side state worth comparing between two pods: `ip -j addr` with MACs,
+    /// ifindexes, netns ids, txqlen (meaningless on a noqueue veth; the reference
+    /// plugin leaves it 0) and MAC-derived IPv6 link-local addresses dropped.
     pub fn normalized_addrs(&self) -> Value {
         let mut links = as_vec(self.ip_json(&["addr", "show"]));
         for l in &mut links {
             if let Some(o) = l.as_object_mut() {
-                for k in ["ifindex", "link_index", "address", "link_netnsid", "link", "altnames"] {
+                for k in [
+                    "ifindex",
+                    "link_index",
+                    "address",
+                    "link_netnsid",
+                    "link",
+                    "altnames",
+                    "txqlen",
+                ] {
                     o.remove(k);
                 }
                 if let Some(Value::Array(ai)) = o.get_mut("addr_info") {
@@ -120,14 +156,17 @@ impl NetNs {
                 .into_iter()
                 .filter(|r| {
                     let dst = r["dst"].as_str().unwrap_or("");
-                    !(dst.starts_with("fe80::") || dst.starts_with("ff00::") || dst.starts_with("ff"))
+                    !(dst.starts_with("fe80::")
+                        || dst.starts_with("ff00::")
+                        || dst.starts_with("ff"))
                 }),
         );
         let mut all: Vec<Value> = all
             .into_iter()
             .filter(|r| {
                 // fe80 local routes in table local for link-local addresses
-                !(r["type"] == "local" && r["dst"].as_str().is_some_and(|d| d.starts_with("fe80::")))
+                !(r["type"] == "local"
+                    && r["dst"].as_str().is_some_and(|d| d.starts_with("fe80::")))
             })
             .collect();
         all.sort_by_key(|r| r.to_string());

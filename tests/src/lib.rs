@@ -15,6 +15,9 @@
 //! - [`tcp`]: `TcpServer` inside a netns and `tcp_fetch` from another.
 //! - [`wait::eventually`]: polling with a deadline for asynchronous kernel state.
 //! - [`proc::ChildGuard`]: a started process, stopped by PID on drop.
+//! - [`cluster`]: `Cluster`, an underlay netns + node netns with real
+//!   `flanneld`s on a shared lease dir, pods via the `flannel` CNI binary,
+//!   kernel-state readers and peer-entry checks.
 //! - [`cmd`]: running commands with stdin, captured output and a timeout.
 
 pub mod cmd;
@@ -28,9 +31,10 @@ pub mod tcp;
 pub mod tempdir;
 pub mod wait;
 
+pub use cluster::{Cluster, ClusterPod};
 pub use cni::{
-    is_host_veth_name, result_address, result_host_veth, result_ip, with_prev_result, CniCall,
-    CniNode, CniOutput, Pod, SubnetEnv, VERSIONS,
+    assert_json_eq, is_host_veth_name, result_address, result_host_veth, result_ip,
+    with_prev_result, CniCall, CniNode, CniOutput, Pod, SubnetEnv, VERSIONS,
 };
 pub use netns::{require_root, NetNs};
 pub use tcp::{tcp_fetch, TcpServer};

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// A listener inside a namespace that greets every client with `banner` and
-/// closes. Stops (and joins its thread) on drop.
+/// A listener inside a namespace that greets every client with `banner` (in
+/// which `{peer}` is replaced by the client's IP address, as the server saw
+/// it) and closes. Stops (and joins its thread) on drop.
 pub struct TcpServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -37,10 +38,11 @@ impl TcpServer {
             let _ = tx.send(Ok(l.local_addr().expect("local addr")));
             while !stop2.load(Ordering::Relaxed) {
                 match l.accept() {
-                    Ok((mut s, _)) => {
+                    Ok((mut s, peer)) => {
                         acc2.fetch_add(1, Ordering::Relaxed);
                         let _ = s.set_nonblocking(false);
-                        let _ = s.write_all(banner.as_bytes());
+                        let msg = banner.replace("{peer}", &peer.ip().to_string());
+                        let _ = s.write_all(msg.as_bytes());
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
                 }
@@ -50,7 +52,12 @@ impl TcpServer {
             .recv()
             .expect("server thread died")
             .unwrap_or_else(|e| panic!("bind {bind} in {}: {e}", ns.name()));
-        TcpServer { addr, stop, accepted, thread: Some(thread) }
+        TcpServer {
+            addr,
+            stop,
+            accepted,
+            thread: Some(thread),
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -80,10 +87,13 @@ impl Drop for TcpServer {
 /// closing. Errors carry the reason (refused, timed out, ...).
 pub fn tcp_fetch(ns: &NetNs, to: SocketAddr, timeout: Duration) -> Result<String, String> {
     ns.run(move || {
-        let mut s = TcpStream::connect_timeout(&to, timeout).map_err(|e| format!("connect {to}: {e}"))?;
-        s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        let mut s =
+            TcpStream::connect_timeout(&to, timeout).map_err(|e| format!("connect {to}: {e}"))?;
+        s.set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
         let mut buf = String::new();
-        s.read_to_string(&mut buf).map_err(|e| format!("read from {to}: {e}"))?;
+        s.read_to_string(&mut buf)
+            .map_err(|e| format!("read from {to}: {e}"))?;
         Ok(buf)
     })
 }
