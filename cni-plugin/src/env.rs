@@ -39,7 +39,10 @@ impl CniEnv {
             Some("GC") => Command::Gc,
             Some("VERSION") => Command::Version,
             Some(other) => {
-                return Err(cni_err!(InvalidEnv, "CNI_COMMAND={other:?} is not a CNI verb"))
+                return Err(cni_err!(
+                    InvalidEnv,
+                    "CNI_COMMAND={other:?} is not a CNI verb"
+                ))
             }
             None => return Err(cni_err!(InvalidEnv, "CNI_COMMAND is not set")),
         };
@@ -131,10 +134,7 @@ fn parse_args(raw: &str) -> Result<Vec<(String, String)>> {
         .filter(|p| !p.is_empty())
         .map(|pair| match pair.split_once('=') {
             Some((k, v)) => Ok((k.to_string(), v.to_string())),
-            None => Err(cni_err!(
-                InvalidEnv,
-                "CNI_ARGS: {pair:?} is not KEY=VALUE"
-            )),
+            None => Err(cni_err!(InvalidEnv, "CNI_ARGS: {pair:?} is not KEY=VALUE")),
         })
         .collect()
 }

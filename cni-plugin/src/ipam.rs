@@ -215,6 +215,16 @@ impl Store {
         }
     }
 
+    /// Whether the file of `ip` names (container_id, ifname), or is a
+    /// legacy file of container_id. Reads one file: DEL's fast path when
+    /// the pod's interface still tells which addresses it had.
+    pub fn holds(&self, ip: Ipv4Addr, container_id: &str, ifname: &str) -> Result<bool, IpamError> {
+        Ok(self.read(ip)?.is_some_and(|a| {
+            a.container_id == container_id.trim()
+                && a.ifname.as_deref().is_none_or(|i| i == ifname)
+        }))
+    }
+
     /// Every allocation in the store, sorted by address. Names that are not IPv4 addresses
     /// (`lock`, `last_reserved_ip.*`, IPv6 addresses, ...) and directories are ignored.
     /// Reads without the lock: a file being created right now may show up with an empty ID.

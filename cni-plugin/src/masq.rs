@@ -20,7 +20,13 @@ use crate::error::{CniError, Code};
 const TABLE: &str = "flannel-cni";
 
 /// The nftables script that makes `pod` masquerade.
-pub fn add_script(net: &str, network: Ipv4Network, pod: Ipv4Addr, cid: &str, ifname: &str) -> String {
+pub fn add_script(
+    net: &str,
+    network: Ipv4Network,
+    pod: Ipv4Addr,
+    cid: &str,
+    ifname: &str,
+) -> String {
     let comment = element_comment(cid, ifname);
     format!(
         "add table ip {TABLE}\n\
@@ -42,7 +48,13 @@ fn element_comment(cid: &str, ifname: &str) -> String {
 }
 
 /// Adds the pod's address to the masquerade set.
-pub fn add(net: &str, network: Ipv4Network, pod: Ipv4Addr, cid: &str, ifname: &str) -> Result<(), CniError> {
+pub fn add(
+    net: &str,
+    network: Ipv4Network,
+    pod: Ipv4Addr,
+    cid: &str,
+    ifname: &str,
+) -> Result<(), CniError> {
     nft(&add_script(net, network, pod, cid, ifname))
         .map_err(|e| CniError::new(Code::Masquerade, format!("add masquerade for {pod}: {e}")))
 }
@@ -156,7 +168,9 @@ mod tests {
             "eth0",
         );
         assert!(s.contains("ip daddr != 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade"));
-        assert!(s.contains("add element ip flannel-cni pods-cbr0 { 10.244.1.5 comment \"abc eth0\" }"));
+        assert!(
+            s.contains("add element ip flannel-cni pods-cbr0 { 10.244.1.5 comment \"abc eth0\" }")
+        );
         assert!(s.contains("flush chain ip flannel-cni masq-cbr0"));
     }
 

@@ -37,11 +37,10 @@ impl Version {
             "1.0.0" => Self::V100,
             "1.1.0" => Self::V110,
             other => {
-                return Err(cni_err!(
-                    IncompatibleVersion,
-                    "cniVersion {other:?} is not supported"
+                return Err(
+                    cni_err!(IncompatibleVersion, "cniVersion {other:?} is not supported")
+                        .with_details(format!("supported: {}", SUPPORTED_VERSIONS.join(", "))),
                 )
-                .with_details(format!("supported: {}", SUPPORTED_VERSIONS.join(", "))))
             }
         })
     }
@@ -113,14 +112,12 @@ pub fn peek_version(stdin: &[u8]) -> Option<String> {
 
 impl NetConf {
     pub fn parse(stdin: &[u8]) -> Result<Self> {
-        let raw: RawConf = serde_json::from_slice(stdin).map_err(|e| {
-            cni_err!(Decode, "decode network configuration from stdin: {e}")
-        })?;
-        let version = Version::parse(
-            raw.cni_version
-                .as_deref()
-                .ok_or_else(|| cni_err!(InvalidConfig, "network configuration has no cniVersion"))?,
-        )?;
+        let raw: RawConf = serde_json::from_slice(stdin)
+            .map_err(|e| cni_err!(Decode, "decode network configuration from stdin: {e}"))?;
+        let version =
+            Version::parse(raw.cni_version.as_deref().ok_or_else(|| {
+                cni_err!(InvalidConfig, "network configuration has no cniVersion")
+            })?)?;
         let name = raw
             .name
             .ok_or_else(|| cni_err!(InvalidConfig, "network configuration has no name"))?;
@@ -149,7 +146,10 @@ fn absolute_path(key: &str, value: Option<String>, default: &str) -> Result<Path
     match value {
         None => Ok(PathBuf::from(default)),
         Some(v) if v.starts_with('/') => Ok(PathBuf::from(v)),
-        Some(v) => Err(cni_err!(InvalidConfig, "{key} {v:?} must be an absolute path")),
+        Some(v) => Err(cni_err!(
+            InvalidConfig,
+            "{key} {v:?} must be an absolute path"
+        )),
     }
 }
 
@@ -193,12 +193,18 @@ fn parse_delegate(map: Map<String, Value>) -> Result<Delegate> {
         None | Some(Value::Null) => DEFAULT_BRIDGE.to_string(),
         Some(Value::String(s)) => {
             crate::env::validate_ifname(s).map_err(|_| {
-                cni_err!(InvalidConfig, "delegate.bridge {s:?} is not a valid interface name")
+                cni_err!(
+                    InvalidConfig,
+                    "delegate.bridge {s:?} is not a valid interface name"
+                )
             })?;
             s.clone()
         }
         Some(other) => {
-            return Err(cni_err!(InvalidConfig, "delegate.bridge must be a string, got {other}"))
+            return Err(cni_err!(
+                InvalidConfig,
+                "delegate.bridge must be a string, got {other}"
+            ))
         }
     };
     let mtu = match map.get("mtu") {
@@ -290,7 +296,11 @@ impl AddResult {
             OutInterface {
                 name: &i.name,
                 mac: &i.mac,
-                mtu: if version >= Version::V110 { i.mtu } else { None },
+                mtu: if version >= Version::V110 {
+                    i.mtu
+                } else {
+                    None
+                },
                 sandbox: i.sandbox.as_deref(),
             }
         }
@@ -349,10 +359,15 @@ mod tests {
     fn rejects_bad_configs_with_the_right_code() {
         assert_eq!(parse("{").unwrap_err().code, Code::Decode);
         assert_eq!(
-            parse(r#"{"cniVersion":"0.2.0","name":"x"}"#).unwrap_err().code,
+            parse(r#"{"cniVersion":"0.2.0","name":"x"}"#)
+                .unwrap_err()
+                .code,
             Code::IncompatibleVersion
         );
-        assert_eq!(parse(r#"{"cniVersion":"1.0.0"}"#).unwrap_err().code, Code::InvalidConfig);
+        assert_eq!(
+            parse(r#"{"cniVersion":"1.0.0"}"#).unwrap_err().code,
+            Code::InvalidConfig
+        );
         let e = parse(r#"{"cniVersion":"1.0.0","name":"x","delegate":{"ipam":{}}}"#).unwrap_err();
         assert_eq!(e.code, Code::UnsupportedField);
         assert!(e.msg.contains("delegate.ipam"));

@@ -102,22 +102,36 @@ impl SubnetEnv {
             let bad = |what: &str| format!("{key}={value:?} is not {what}");
             match key.trim() {
                 "FLANNEL_NETWORK" => {
-                    network = Some(value.parse::<Ipv4Network>().map_err(|_| bad("an IPv4 CIDR"))?)
+                    network = Some(
+                        value
+                            .parse::<Ipv4Network>()
+                            .map_err(|_| bad("an IPv4 CIDR"))?,
+                    )
                 }
                 "FLANNEL_SUBNET" => {
-                    subnet = Some(value.parse::<Ipv4Network>().map_err(|_| bad("an IPv4 CIDR"))?)
+                    subnet = Some(
+                        value
+                            .parse::<Ipv4Network>()
+                            .map_err(|_| bad("an IPv4 CIDR"))?,
+                    )
                 }
                 "FLANNEL_MTU" => mtu = Some(value.parse::<u32>().map_err(|_| bad("a number"))?),
                 "FLANNEL_IPMASQ" => {
                     ipmasq = Some(value.parse::<bool>().map_err(|_| bad("true or false"))?)
                 }
                 "FLANNEL_IPV6_NETWORK" => {
-                    ipv6_network =
-                        Some(value.parse::<Ipv6Network>().map_err(|_| bad("an IPv6 CIDR"))?)
+                    ipv6_network = Some(
+                        value
+                            .parse::<Ipv6Network>()
+                            .map_err(|_| bad("an IPv6 CIDR"))?,
+                    )
                 }
                 "FLANNEL_IPV6_SUBNET" => {
-                    ipv6_subnet =
-                        Some(value.parse::<Ipv6Network>().map_err(|_| bad("an IPv6 CIDR"))?)
+                    ipv6_subnet = Some(
+                        value
+                            .parse::<Ipv6Network>()
+                            .map_err(|_| bad("an IPv6 CIDR"))?,
+                    )
                 }
                 _ => {}
             }
@@ -129,13 +143,19 @@ impl SubnetEnv {
             return Err(format!("FLANNEL_MTU={mtu} is outside 576..65535"));
         }
         if subnet.prefix() > 30 {
-            return Err(format!("FLANNEL_SUBNET={subnet} leaves no room for pods (prefix > /30)"));
+            return Err(format!(
+                "FLANNEL_SUBNET={subnet} leaves no room for pods (prefix > /30)"
+            ));
         }
         if subnet.ip() == subnet.network() || subnet.ip() == subnet.broadcast() {
-            return Err(format!("FLANNEL_SUBNET={subnet} must name a host address (the gateway)"));
+            return Err(format!(
+                "FLANNEL_SUBNET={subnet} must name a host address (the gateway)"
+            ));
         }
         if subnet.prefix() < network.prefix() || !network.contains(subnet.network()) {
-            return Err(format!("FLANNEL_SUBNET={subnet} is not inside FLANNEL_NETWORK={network}"));
+            return Err(format!(
+                "FLANNEL_SUBNET={subnet} is not inside FLANNEL_NETWORK={network}"
+            ));
         }
         Ok(Self {
             network,
@@ -231,18 +251,23 @@ mod tests {
 
     #[test]
     fn names_the_bad_key() {
-        let e = SubnetEnv::parse("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=banana\n").unwrap_err();
+        let e =
+            SubnetEnv::parse("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=banana\n").unwrap_err();
         assert!(e.contains("FLANNEL_SUBNET"), "{e}");
         let e = SubnetEnv::parse("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\n")
             .unwrap_err();
         assert_eq!(e, "FLANNEL_MTU is missing");
-        let e = SubnetEnv::parse("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.9.1.1/24\nFLANNEL_MTU=1450")
-            .unwrap_err();
+        let e = SubnetEnv::parse(
+            "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.9.1.1/24\nFLANNEL_MTU=1450",
+        )
+        .unwrap_err();
         assert!(e.contains("not inside"), "{e}");
         let e = SubnetEnv::parse("garbage").unwrap_err();
         assert!(e.contains("line 1"), "{e}");
-        let e = SubnetEnv::parse("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.0/24\nFLANNEL_MTU=1450")
-            .unwrap_err();
+        let e = SubnetEnv::parse(
+            "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.0/24\nFLANNEL_MTU=1450",
+        )
+        .unwrap_err();
         assert!(e.contains("host address"), "{e}");
     }
 

@@ -63,10 +63,16 @@ fn describe(cmd: &Command) -> String {
 pub fn run_with(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> Output {
     let desc = describe(cmd);
     let start = Instant::now();
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn `{desc}`: {e}"));
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn `{desc}`: {e}"));
     let writer = stdin.map(|data| {
         let mut pipe = child.stdin.take().expect("stdin pipe");
         let data = data.to_vec();
@@ -95,7 +101,10 @@ pub fn run_with(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> O
                 // Child::kill signals this child's PID only.
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("`{desc}` did not finish within {timeout:?}; killed pid {}", child.id());
+                panic!(
+                    "`{desc}` did not finish within {timeout:?}; killed pid {}",
+                    child.id()
+                );
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(2)),
             Err(e) => panic!("wait `{desc}`: {e}"),
@@ -106,7 +115,13 @@ pub fn run_with(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> O
     }
     let stdout = String::from_utf8_lossy(&out_t.join().unwrap_or_default()).into_owned();
     let stderr = String::from_utf8_lossy(&err_t.join().unwrap_or_default()).into_owned();
-    Output { desc, code: status.code(), stdout, stderr, elapsed: start.elapsed() }
+    Output {
+        desc,
+        code: status.code(),
+        stdout,
+        stderr,
+        elapsed: start.elapsed(),
+    }
 }
 
 /// Runs `cmd` (no stdin) with the default timeout.

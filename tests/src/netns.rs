@@ -35,7 +35,11 @@ impl NetNs {
         let name = crate::names::unique(tag);
         let out = cmd::run_args("ip", &["netns", "add", &name]);
         assert!(out.success(), "ip netns add {name}: {out}");
-        let ns = NetNs { path: Path::new(NETNS_DIR).join(&name), name, deleted: false };
+        let ns = NetNs {
+            path: Path::new(NETNS_DIR).join(&name),
+            name,
+            deleted: false,
+        };
         ns.ip_ok(&["link", "set", "lo", "up"]);
         ns
     }
@@ -68,7 +72,13 @@ impl NetNs {
     /// `ip -j -n <ns> <args>` parsed as JSON (an empty output is `[]`).
     #[track_caller]
     pub fn ip_json(&self, args: &[&str]) -> serde_json::Value {
-        let out = cmd::run(Command::new("ip").arg("-j").arg("-n").arg(&self.name).args(args));
+        let out = cmd::run(
+            Command::new("ip")
+                .arg("-j")
+                .arg("-n")
+                .arg(&self.name)
+                .args(args),
+        );
         let text = out.ok();
         if text.trim().is_empty() {
             return serde_json::Value::Array(vec![]);

@@ -42,7 +42,10 @@ impl NetNs {
 
 fn parse_elem(e: &Value) -> SetElem {
     match e {
-        Value::String(s) => SetElem { val: s.clone(), comment: None },
+        Value::String(s) => SetElem {
+            val: s.clone(),
+            comment: None,
+        },
         Value::Object(o) if o.contains_key("elem") => {
             let inner = &o["elem"];
             SetElem {
@@ -53,6 +56,9 @@ fn parse_elem(e: &Value) -> SetElem {
                 comment: inner["comment"].as_str().map(str::to_owned),
             }
         }
-        other => SetElem { val: other.to_string(), comment: None },
+        other => SetElem {
+            val: other.to_string(),
+            comment: None,
+        },
     }
 }

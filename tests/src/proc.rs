@@ -12,7 +12,10 @@ impl ChildGuard {
     pub fn spawn(cmd: &mut Command) -> ChildGuard {
         let desc = format!("{cmd:?}");
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {desc}: {e}"));
-        ChildGuard { child: Some(child), desc }
+        ChildGuard {
+            child: Some(child),
+            desc,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -21,7 +24,9 @@ impl ChildGuard {
 
     /// Has it exited already? (Returns its status when it has.)
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     pub fn child_mut(&mut self) -> &mut Child {

@@ -92,7 +92,12 @@ struct Plan<'a> {
 }
 
 /// Creates the veth and configures both ends; on failure removes the veth.
-async fn attach(plan: &Plan<'_>, host: &Netlink, pod: &Netlink, bridge: &Link) -> Result<AddResult> {
+async fn attach(
+    plan: &Plan<'_>,
+    host: &Netlink,
+    pod: &Netlink,
+    bridge: &Link,
+) -> Result<AddResult> {
     let ifname = &plan.env.ifname;
     let mut attempt = 0;
     let host_name = loop {
@@ -149,13 +154,18 @@ async fn configure(
         host.set_hairpin(host_link.index, true).await?;
     }
     let pod_link = pod.link_by_name(ifname).await?.ok_or_else(|| {
-        cni_err!(Kernel, "veth peer {ifname} did not appear in {}", plan.place)
+        cni_err!(
+            Kernel,
+            "veth peer {ifname} did not appear in {}",
+            plan.place
+        )
     })?;
     common::netns::run_in(plan.ns.as_fd(), || {
         sysctl::ensure(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1")
     })
     .map_err(|e| cni_err!(Kernel, "enter {} to set arp_notify: {e}", plan.place))??;
-    pod.ensure_address(pod_link.index, plan.address, ifname).await?;
+    pod.ensure_address(pod_link.index, plan.address, ifname)
+        .await?;
     pod.set_up(pod_link.index, ifname).await?;
     let mut routes = vec![plan.network];
     if d.is_default_gateway {

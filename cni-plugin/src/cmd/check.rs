@@ -110,12 +110,17 @@ pub async fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
         if ip.interface.is_some() && ip.interface != container_idx {
             continue;
         }
-        let want: Ipv4Network = ip
-            .address
-            .parse()
-            .map_err(|_| cni_err!(Decode, "prevResult address {:?} is not IPv4 CIDR", ip.address))?;
+        let want: Ipv4Network = ip.address.parse().map_err(|_| {
+            cni_err!(
+                Decode,
+                "prevResult address {:?} is not IPv4 CIDR",
+                ip.address
+            )
+        })?;
         if !have.contains(&want) {
-            return Err(mismatch(format!("address {want} is missing from {ifname} in {place}")));
+            return Err(mismatch(format!(
+                "address {want} is missing from {ifname} in {place}"
+            )));
         }
         if !held.contains(&want.ip()) {
             return Err(mismatch(format!(

@@ -10,6 +10,7 @@
 //! DEL deletes the link itself.
 
 use std::fs::File;
+use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::process::{Command, Stdio};
 
@@ -24,16 +25,28 @@ use crate::netlink::Netlink;
 use crate::spec::NetConf;
 
 pub async fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
-    let store = open_store(conf)?;
-    let ips = store
-        .find(&env.container_id, &env.ifname)
-        .map_err(ipam_error)?;
+    let (cid, ifname) = (&env.container_id, &env.ifname);
+    // Detaching reads the interface's addresses, so the IPAM files can be
+    // checked by name instead of scanning the whole store.
+    let mut on_iface = Vec::new();
     if let Some(path) = env.netns.as_deref() {
         match open_netns(path) {
-            Ok(ns) => detach(&ns, &path.display().to_string(), &env.ifname).await?,
+            Ok(ns) => on_iface = detach(&ns, &path.display().to_string(), ifname).await?,
             Err(e) if e.code == Code::UnknownContainer => {}
             Err(e) => return Err(e),
         }
+    }
+    let store = open_store(conf)?;
+    let mut ips = Vec::new();
+    for ip in on_iface {
+        if store.holds(ip, cid, ifname).map_err(ipam_error)? {
+            ips.push(ip);
+        }
+    }
+    let scan = ips.is_empty();
+    if scan {
+        // The namespace or the interface is gone: look the pod up.
+        ips = store.find(cid, ifname).map_err(ipam_error)?;
     }
     if !ips.is_empty() {
         let senv = SubnetEnv::read(&conf.subnet_file).ok();
@@ -42,24 +55,31 @@ pub async fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
             masq::remove(&conf.name, &ips)?;
         }
     }
-    store
-        .release(&env.container_id, &env.ifname)
-        .map_err(ipam_error)?;
+    if scan {
+        store.release(cid, ifname).map_err(ipam_error)?;
+    } else {
+        for ip in ips {
+            store.release_ip(ip, cid).map_err(ipam_error)?;
+        }
+    }
     Ok(())
 }
 
-async fn detach(ns: &File, place: &str, ifname: &str) -> Result<()> {
+/// Renames the pod's interface out of the way and takes it down; returns
+/// the IPv4 addresses it had. A missing interface is fine.
+async fn detach(ns: &File, place: &str, ifname: &str) -> Result<Vec<Ipv4Addr>> {
     let pod = Netlink::open_in(ns, place)?;
     let Some(link) = pod.link_by_name(ifname).await? else {
-        return Ok(());
+        return Ok(Vec::new());
     };
+    let addresses = pod.addresses(link.index).await?;
     let tomb = format!("cnidel{:08x}", rand::rng().random::<u32>());
     pod.rename_down(link.index, ifname, &tomb).await?;
     if let Err(e) = spawn_reaper(ns, link.index) {
         tracing::debug!("cannot start the link reaper ({e}); deleting {tomb} inline");
         pod.delete_link(link.index, &tomb).await?;
     }
-    Ok(())
+    Ok(addresses.into_iter().map(|a| a.ip()).collect())
 }
 
 /// Starts `flannel --reap-link <ifindex> <fd>` detached, with the pod's

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Benchmarks, one suite per run: `ci/bench.sh cni [cni-bench options]`.
+#   cni  flannel-rs's CNI plugin vs the reference bridge + host-local pair:
+#        ADD/DEL latency (median, p99) and 64-pod bursts, 16 at a time.
+# Installs the apt packages it needs, builds release, runs as root. A missed
+# target is reported, not failed; a failed plugin call fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+suite="${1:-}"
+case "$suite" in
+  cni) shift ;;
+  *)
+    echo "usage: ci/bench.sh cni [--pods N] [--bursts K] [--warmup W]" >&2
+    exit 2
+    ;;
+esac
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "ci/bench.sh: the benchmark creates network namespaces and must run as root" >&2
+  exit 1
+fi
+
+if [ -x ci/deps.sh ]; then
+  ci/deps.sh
+else
+  for need in /usr/sbin/ip /usr/lib/cni/bridge /usr/lib/cni/host-local; do
+    if [ ! -x "$need" ]; then
+      echo "ci/bench.sh: $need missing: apt-get install iproute2 containernetworking-plugins" >&2
+      exit 1
+    fi
+  done
+fi
+
+cargo build --release -p cni-plugin -p flannel-tests
+exec target/release/cni-bench --flannel target/release/flannel "$@"

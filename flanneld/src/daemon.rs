@@ -1,0 +1,329 @@
+//! The daemon's life: acquire a lease, bring up flannel.<VNI>, publish
+//! subnet.env, then keep the kernel true to the leases until told to stop.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use common::SubnetEnv;
+use ipnetwork::Ipv4Network;
+use rtnetlink::Handle;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::time::{sleep, Instant};
+
+use crate::http::Readiness;
+use crate::iface::ExtIface;
+use crate::lease::{Lease, LeaseAttrs, LeaseError, LeaseEvent, LeaseStore, LeaseTiming};
+use crate::netconf::NetConfig;
+use crate::vxlan::{Device, DeviceSpec, Peer, Vxlan};
+use crate::{mac, watch_kernel};
+
+/// Everything the daemon needs besides the store.
+pub struct Settings {
+    pub ext: ExtIface,
+    pub public_ip: Ipv4Addr,
+    pub subnet_file: PathBuf,
+    pub ip_masq: bool,
+    pub timing: LeaseTiming,
+    pub resync_interval: Duration,
+    pub healthz: Option<SocketAddr>,
+}
+
+/// How the daemon ended.
+#[derive(Debug)]
+pub enum Exit {
+    /// SIGTERM/SIGINT: the datapath stays for the next start.
+    Stopped,
+}
+
+pub async fn run(
+    store: Box<dyn LeaseStore>,
+    config: NetConfig,
+    settings: Settings,
+    handle: Handle,
+) -> Result<Exit, String> {
+    let ready = Readiness::default();
+    if let Some(addr) = settings.healthz {
+        crate::http::serve(addr, ready.clone()).await?;
+    }
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| format!("install SIGTERM handler: {e}"))?;
+    let mut sigint =
+        signal(SignalKind::interrupt()).map_err(|e| format!("install SIGINT handler: {e}"))?;
+
+    let vni = config.backend.vni;
+    let vtep_mac = mac::vtep_mac(settings.public_ip, vni);
+    let mtu = config.backend.mtu.unwrap_or(settings.ext.mtu) - 50;
+    let spec = DeviceSpec {
+        vni,
+        port: config.backend.port,
+        local: settings.public_ip,
+        ext_index: settings.ext.index,
+        mtu,
+        mac: vtep_mac,
+        gbp: config.backend.gbp,
+        learning: config.backend.learning,
+    };
+    let vx = Vxlan::new(handle.clone());
+    // Which peers share our L2 segment (DirectRouting), and which routes on
+    // the external interface are ours to keep true.
+    let routing = vx
+        .routing(
+            config.network,
+            config.subnet_len,
+            settings.ext.index,
+            config.backend.direct_routing,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let vx = vx.with_routing(routing);
+    let mut dev = vx.ensure_device(&spec).await.map_err(|e| e.to_string())?;
+    tracing::info!(
+        device = %dev.name, mac = %mac::format(&dev.mac), local = %settings.public_ip,
+        dev = %settings.ext.name, mtu, "VXLAN device ready"
+    );
+
+    let previous = SubnetEnv::read(&settings.subnet_file)
+        .ok()
+        .map(|e| e.pod_subnet());
+    let attrs = LeaseAttrs::vxlan(settings.public_ip, vni, &mac::format(&vtep_mac));
+    let mut lease = store
+        .acquire(&config, &attrs, previous)
+        .await
+        .map_err(|e| format!("acquire a subnet lease: {e}"))?;
+    let own = lease.subnet;
+    tracing::info!(subnet = %own, "lease acquired");
+
+    vx.ensure_address(&dev, own.network(), config.network)
+        .await
+        .map_err(|e| e.to_string())?;
+    write_subnet_env(&settings, &config, own, mtu)?;
+    ready.set(true);
+
+    let mut watch = store
+        .watch()
+        .await
+        .map_err(|e| format!("watch leases: {e}"))?;
+    let mut peers: BTreeMap<Ipv4Network, Peer> = BTreeMap::new();
+    for l in &watch.snapshot {
+        if let Some(p) = peer_of(l, own, vni) {
+            peers.insert(p.subnet, p);
+        }
+    }
+    resync(&vx, &dev, &peers, "start-up").await;
+
+    let mut kernel_events =
+        watch_kernel::subscribe().map_err(|e| format!("subscribe to kernel events: {e}"))?;
+    let mut next_resync = Instant::now() + settings.resync_interval;
+    let mut renew_at = deadline(settings.timing.renew_at(&lease));
+
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping, datapath left in place"); return Ok(Exit::Stopped) }
+            _ = sigint.recv() => { tracing::info!("SIGINT: stopping, datapath left in place"); return Ok(Exit::Stopped) }
+            ev = watch.events.recv() => {
+                let ev = match ev {
+                    Some(Ok(ev)) => ev,
+                    Some(Err(e)) => { tracing::warn!("lease watch: {e}"); continue }
+                    None => return Err("the lease watch ended".into()),
+                };
+                match ev {
+                    LeaseEvent::Added(l) if l.subnet == own => {
+                        if l.attrs.public_ip != settings.public_ip {
+                            return Err(format!(
+                                "lease for {own} was taken over by {}: exiting so this node stops serving a subnet it no longer owns",
+                                l.attrs.public_ip
+                            ));
+                        }
+                    }
+                    LeaseEvent::Removed(l) if l.subnet == own => {
+                        tracing::warn!("our lease for {own} disappeared; renewing it at once");
+                        lease = renew_or_exit(store.as_ref(), &lease).await?;
+                        renew_at = deadline(settings.timing.renew_at(&lease));
+                    }
+                    LeaseEvent::Added(l) => match peer_of(&l, own, vni) {
+                        Some(p) => {
+                            let old = peers.get(&p.subnet).cloned();
+                            if old.as_ref() != Some(&p) {
+                                if let Err(e) = vx.set_peer(&dev, &p, old.as_ref()).await {
+                                    tracing::warn!("program peer {}: {e} (resync will retry)", p.subnet);
+                                } else {
+                                    tracing::info!(subnet = %p.subnet, public_ip = %p.public_ip, vtep = %mac::format(&p.vtep_mac), "peer programmed");
+                                }
+                                peers.insert(p.subnet, p);
+                            }
+                        }
+                        None => {
+                            // Not (or no longer) a usable vxlan peer.
+                            if let Some(old) = peers.remove(&l.subnet) {
+                                let _ = vx.remove_peer(&dev, &old).await;
+                            }
+                        }
+                    },
+                    LeaseEvent::Removed(l) => {
+                        if let Some(old) = peers.remove(&l.subnet) {
+                            match vx.remove_peer(&dev, &old).await {
+                                Ok(()) => tracing::info!(subnet = %old.subnet, "peer removed"),
+                                Err(e) => tracing::warn!("remove peer {}: {e} (resync will retry)", old.subnet),
+                            }
+                        }
+                    }
+                }
+            }
+            _ = kernel_events.changed(dev.index) => {
+                // Something on our device changed: check at once rather
+                // than at the next tick.
+                next_resync = Instant::now() + Duration::from_millis(20);
+            }
+            _ = tokio::time::sleep_until(next_resync) => {
+                dev = check_device(&vx, &spec, dev, own, &config, &peers).await;
+                resync(&vx, &dev, &peers, "periodic").await;
+                next_resync = Instant::now() + settings.resync_interval;
+            }
+            _ = tokio::time::sleep_until(renew_at) => {
+                lease = renew_or_exit(store.as_ref(), &lease).await?;
+                renew_at = deadline(settings.timing.renew_at(&lease));
+                tracing::debug!(subnet = %own, "lease renewed");
+            }
+        }
+    }
+}
+
+/// Recreates the device (and replays every peer) if someone deleted it.
+async fn check_device(
+    vx: &Vxlan,
+    spec: &DeviceSpec,
+    dev: Device,
+    own: Ipv4Network,
+    config: &NetConfig,
+    peers: &BTreeMap<Ipv4Network, Peer>,
+) -> Device {
+    match vx.find_device(spec.vni).await {
+        Ok(Some(found)) if found.index == dev.index => return dev,
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!("look for {}: {e}", dev.name);
+            return dev;
+        }
+    }
+    tracing::warn!(
+        "{} was deleted or replaced: recreating it with {} peers",
+        dev.name,
+        peers.len()
+    );
+    match vx.ensure_device(spec).await {
+        Ok(new) => {
+            if let Err(e) = vx.ensure_address(&new, own.network(), config.network).await {
+                tracing::warn!("{e}");
+            }
+            new
+        }
+        Err(e) => {
+            tracing::error!("recreate {}: {e}", dev.name);
+            dev
+        }
+    }
+}
+
+/// Diffs the kernel against the peers and fixes it. At start-up what it
+/// adds is the normal programming of peers; later, it is a repair.
+async fn resync(vx: &Vxlan, dev: &Device, peers: &BTreeMap<Ipv4Network, Peer>, why: &str) {
+    let wanted: Vec<Peer> = peers.values().cloned().collect();
+    let start_up = why == "start-up";
+    match vx.reconcile(dev, &wanted).await {
+        Ok(r) => {
+            for entry in &r.added {
+                if start_up {
+                    tracing::info!("programmed {entry}");
+                } else {
+                    tracing::warn!("{why} resync: restored {entry}");
+                }
+            }
+            for entry in &r.removed {
+                tracing::warn!("{why} resync: removed {entry} (no lease explains it)");
+            }
+            for entry in &r.failed {
+                tracing::error!("{why} resync: could not repair {entry}");
+            }
+        }
+        Err(e) => tracing::warn!("{why} resync of {}: {e}", dev.name),
+    }
+}
+
+async fn renew_or_exit(store: &dyn LeaseStore, lease: &Lease) -> Result<Lease, String> {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match store.renew(lease).await {
+            Ok(l) => return Ok(l),
+            Err(e @ LeaseError::Lost { .. }) => {
+                return Err(format!(
+                    "{e}: exiting so this node stops serving a subnet it no longer owns"
+                ))
+            }
+            Err(e) => {
+                if SystemTime::now() >= lease.expiration {
+                    return Err(format!(
+                        "renew lease for {}: {e}; it has expired",
+                        lease.subnet
+                    ));
+                }
+                tracing::warn!(
+                    "renew lease for {}: {e}; retrying in {delay:?}",
+                    lease.subnet
+                );
+                sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// A lease as a VXLAN peer, unless it is ours, another backend's, or malformed.
+fn peer_of(l: &Lease, own: Ipv4Network, vni: u32) -> Option<Peer> {
+    if l.subnet == own {
+        return None;
+    }
+    let data = l.attrs.vxlan_data()?;
+    if data.vni != vni {
+        tracing::debug!(subnet = %l.subnet, "ignoring lease with VNI {}", data.vni);
+        return None;
+    }
+    let Some(vtep_mac) = mac::parse(&data.vtep_mac) else {
+        tracing::warn!(subnet = %l.subnet, "ignoring lease with malformed VtepMAC {:?}", data.vtep_mac);
+        return None;
+    };
+    Some(Peer {
+        subnet: l.subnet,
+        public_ip: l.attrs.public_ip,
+        vtep_mac,
+    })
+}
+
+fn deadline(at: SystemTime) -> Instant {
+    let wait = at
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    Instant::now() + wait
+}
+
+fn write_subnet_env(
+    settings: &Settings,
+    config: &NetConfig,
+    own: Ipv4Network,
+    mtu: u32,
+) -> Result<(), String> {
+    let gateway = Ipv4Addr::from(u32::from(own.network()) + 1);
+    let env = SubnetEnv {
+        network: config.network,
+        subnet: Ipv4Network::new(gateway, own.prefix()).map_err(|e| e.to_string())?,
+        mtu,
+        ipmasq: settings.ip_masq,
+        ipv6_network: None,
+        ipv6_subnet: None,
+    };
+    env.write_atomic(&settings.subnet_file)
+        .map_err(|e| e.to_string())?;
+    tracing::info!(path = %settings.subnet_file.display(), "subnet file written");
+    Ok(())
+}

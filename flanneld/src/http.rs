@@ -1,0 +1,66 @@
+//! `/healthz` (always 200 while the process runs) and `/readyz` (503 until
+//! subnet.env is written and the datapath is in place), on
+//! `--healthz-ip:--healthz-port`. Two fixed answers need no HTTP framework:
+//! read the request line, answer, close.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Shared readiness, flipped by the daemon.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Binds now (so a bad address fails at start-up) and serves in the background.
+pub async fn serve(addr: SocketAddr, ready: Readiness) -> Result<(), String> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("listen for health checks on {addr}: {e}"))?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                continue;
+            };
+            let ready = ready.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let n = match tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    sock.read(&mut buf),
+                )
+                .await
+                {
+                    Ok(Ok(n)) => n,
+                    _ => return,
+                };
+                let request = String::from_utf8_lossy(&buf[..n]);
+                let path = request.split_whitespace().nth(1).unwrap_or("");
+                let (status, body) = match path {
+                    "/healthz" => ("200 OK", "ok\n"),
+                    "/readyz" if ready.get() => ("200 OK", "ready\n"),
+                    "/readyz" => ("503 Service Unavailable", "not ready\n"),
+                    _ => ("404 Not Found", "not found\n"),
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    Ok(())
+}

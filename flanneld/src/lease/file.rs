@@ -1,0 +1,269 @@
+//! The embedded lease store: a directory shared by every flanneld on the
+//! host (`--lease-dir`, default `/var/lib/flannel/leases`).
+//!
+//! # Layout
+//!
+//! ```text
+//! <dir>/.lock            flock(LOCK_EX) around every acquire, renew, release
+//! <dir>/10.244.1.0-24    one lease, named like its etcd key
+//! <dir>/.10.244.1.0-24.<pid>.<rand>.tmp   a write in progress (ignored)
+//! ```
+//!
+//! A lease file is one line of JSON: flannel's lease value, byte for byte
+//! as in etcd, with the expiry appended as `Expiration` (RFC 3339, UTC,
+//! millisecond precision; any precision is read back):
+//!
+//! ```text
+//! {"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"},"Expiration":"2026-11-26T12:00:00.000Z"}
+//! ```
+//!
+//! Files are written atomically (a dot-named temp file in the same
+//! directory, fsync, rename) with mode 0644. Names starting with a dot and
+//! names that are not `<ip>-<len>` are never leases. A file whose content
+//! does not parse is logged and treated as absent: acquire may overwrite it.
+//!
+//! # Semantics
+//!
+//! - An expired lease file is free: acquire overwrites it, watches report
+//!   it as removed when its time is up, even though no file changes.
+//! - acquire: the in-range lease naming our `PublicIP` (expired or not: a
+//!   file still naming us has not been taken) with fresh attributes and
+//!   expiry; else `previous` if leasable and free; else a random free subnet
+//!   between SubnetMin and SubnetMax; else `NoFreeSubnet`. Should several
+//!   in-range files name our IP (written by hand, or by a crashed store),
+//!   `previous` is kept if it is one of them, else the one expiring last,
+//!   and the others are deleted, so a node holds exactly one lease. Files
+//!   outside the configured range are neither reused nor touched.
+//! - renew: rewrites our file with the new attributes and expiry. If the
+//!   file vanished (or holds an expired or malformed lease) the subnet is
+//!   free, so it is recreated (logged): the node keeps its subnet, its
+//!   routes and its pods' addresses, which is what flannel's re-acquire
+//!   would achieve the long way round. If an unexpired lease of another
+//!   `PublicIP` is there, `Lost`.
+//! - release: deletes the file only if it still names our `PublicIP`.
+//! - watch: inotify on the directory (`IN_CLOSE_WRITE`, `IN_MOVED_TO`,
+//!   `IN_DELETE`, `IN_MOVED_FROM`), added before the snapshot is read; a
+//!   task keeps the current map, re-reads a changed file, sends `Added` for
+//!   a new lease or new attributes (not for a renewal that only moves the
+//!   expiry) and `Removed` for a deleted, unparsable or expired one, with a
+//!   timer set to the earliest expiry. An inotify queue overflow re-reads
+//!   the whole directory and diffs. The task ends when the receiver drops.
+
+mod format;
+mod watch;
+
+#[cfg(test)]
+mod tests;
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use ipnetwork::Ipv4Network;
+use rand::seq::IteratorRandom;
+
+use self::format::{
+    expiry_after, io_err, lock_dir, read_all, read_lease, remove_lease, write_lease,
+};
+use super::{Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming, LeaseWatch};
+use crate::netconf::NetConfig;
+
+/// The embedded lease store. Cheap to clone; every clone (and every other
+/// process using the same directory) sees the same leases.
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    net_config_path: PathBuf,
+    timing: LeaseTiming,
+}
+
+impl FileStore {
+    /// A store on `dir`, reading the network configuration from
+    /// `net_config_path`. Touches nothing yet: `dir` (with its parents) is
+    /// created by the first acquire, renew, release or watch that finds it
+    /// missing, and an error there names it.
+    pub fn new(dir: PathBuf, net_config_path: PathBuf, timing: LeaseTiming) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                dir,
+                net_config_path,
+                timing,
+            }),
+        }
+    }
+
+    /// The lease directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Runs blocking file work (flock waits, fsync) off the async threads.
+    async fn blocking<T, F>(&self, what: &'static str, f: F) -> Result<T, LeaseError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, LeaseError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| {
+                LeaseError::Store(format!(
+                    "{what} in {}: task failed: {e}",
+                    self.inner.dir.display()
+                ))
+            })?
+    }
+}
+
+#[async_trait::async_trait]
+impl LeaseStore for FileStore {
+    async fn network_config(&self) -> Result<NetConfig, LeaseError> {
+        self.blocking("read network config", |inner| {
+            read_net_config(&inner.net_config_path)
+        })
+        .await
+    }
+
+    async fn acquire(
+        &self,
+        config: &NetConfig,
+        attrs: &LeaseAttrs,
+        previous: Option<Ipv4Network>,
+    ) -> Result<Lease, LeaseError> {
+        let (config, attrs) = (config.clone(), attrs.clone());
+        self.blocking("acquire", move |inner| {
+            inner.acquire(&config, &attrs, previous)
+        })
+        .await
+    }
+
+    async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+        let lease = lease.clone();
+        self.blocking("renew", move |inner| inner.renew(&lease))
+            .await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), LeaseError> {
+        let lease = lease.clone();
+        self.blocking("release", move |inner| inner.release(&lease))
+            .await
+    }
+
+    async fn watch(&self) -> Result<LeaseWatch, LeaseError> {
+        watch::start(&self.inner.dir)
+    }
+}
+
+fn read_net_config(path: &Path) -> Result<NetConfig, LeaseError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            tracing::info!(path = %path.display(), "no network config file; using the default (Network {})",
+                crate::netconf::DEFAULT_NETWORK);
+            return Ok(NetConfig::default_config());
+        }
+        Err(e) => return Err(io_err("read network config", path)(e)),
+    };
+    NetConfig::parse(&text)
+        .map_err(|reason| LeaseError::Store(format!("network config {}: {reason}", path.display())))
+}
+
+impl Inner {
+    fn acquire(
+        &self,
+        config: &NetConfig,
+        attrs: &LeaseAttrs,
+        previous: Option<Ipv4Network>,
+    ) -> Result<Lease, LeaseError> {
+        let _lock = lock_dir(&self.dir)?;
+        let now = SystemTime::now();
+        let leases = read_all(&self.dir)?;
+        let taken = |subnet: Ipv4Network| {
+            leases
+                .iter()
+                .any(|l| l.subnet == subnet && !l.is_expired(now))
+        };
+        // `previous` may come from subnet.env with host bits set.
+        let previous = previous
+            .and_then(|p| Ipv4Network::new(p.network(), p.prefix()).ok())
+            .filter(|p| config.is_leasable(*p));
+
+        let mut mine: Vec<&Lease> = leases
+            .iter()
+            .filter(|l| l.attrs.public_ip == attrs.public_ip && config.is_leasable(l.subnet))
+            .collect();
+        mine.sort_by_key(|l| (Some(l.subnet) == previous, l.expiration));
+        let subnet = if let Some(keep) = mine.pop() {
+            for extra in mine {
+                tracing::warn!(subnet = %extra.subnet, kept = %keep.subnet, public_ip = %attrs.public_ip,
+                    "removing a second lease held by the same public IP");
+                remove_lease(&self.dir, extra.subnet)?;
+            }
+            keep.subnet
+        } else if let Some(p) = previous.filter(|p| !taken(*p)) {
+            p
+        } else {
+            config
+                .subnets()
+                .filter(|s| !taken(*s))
+                .choose(&mut rand::rng())
+                .ok_or(LeaseError::NoFreeSubnet {
+                    network: config.network,
+                    subnet_len: config.subnet_len,
+                })?
+        };
+        let lease = Lease {
+            subnet,
+            attrs: attrs.clone(),
+            expiration: expiry_after(self.timing.ttl),
+        };
+        write_lease(&self.dir, &lease)?;
+        Ok(lease)
+    }
+
+    fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+        let _lock = lock_dir(&self.dir)?;
+        let ours = lease.attrs.public_ip;
+        match read_lease(&self.dir, lease.subnet)? {
+            Some(cur) if cur.attrs.public_ip == ours => {}
+            Some(cur) if !cur.is_expired(SystemTime::now()) => {
+                return Err(LeaseError::Lost {
+                    subnet: lease.subnet,
+                    holder: cur.attrs.public_ip.to_string(),
+                });
+            }
+            Some(cur) => tracing::warn!(subnet = %lease.subnet, holder = %cur.attrs.public_ip,
+                "our lease was taken by another node whose lease has expired since; taking it back"),
+            None => tracing::warn!(subnet = %lease.subnet, dir = %self.dir.display(),
+                "our lease file vanished; the subnet is free, recreating it"),
+        }
+        let renewed = Lease {
+            subnet: lease.subnet,
+            attrs: lease.attrs.clone(),
+            expiration: expiry_after(self.timing.ttl),
+        };
+        write_lease(&self.dir, &renewed)?;
+        Ok(renewed)
+    }
+
+    fn release(&self, lease: &Lease) -> Result<(), LeaseError> {
+        let _lock = lock_dir(&self.dir)?;
+        match read_lease(&self.dir, lease.subnet)? {
+            Some(cur) if cur.attrs.public_ip == lease.attrs.public_ip => {
+                remove_lease(&self.dir, lease.subnet)
+            }
+            Some(cur) => {
+                tracing::info!(subnet = %lease.subnet, holder = %cur.attrs.public_ip,
+                    "not releasing a lease another node holds now");
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! The on-disk form of the embedded store: file names, lease files, atomic
+//! writes and the directory lock. The format is described in the parent
+//! module's documentation.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ipnetwork::Ipv4Network;
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::lease::{Lease, LeaseAttrs, LeaseError};
+
+/// The lock file every read-modify-write holds `flock(LOCK_EX)` on.
+pub(crate) const LOCK_FILE: &str = ".lock";
+
+/// One lease file: flannel's lease value with `Expiration` appended.
+#[derive(Serialize, Deserialize)]
+struct LeaseFile {
+    #[serde(rename = "PublicIP")]
+    public_ip: Ipv4Addr,
+    #[serde(rename = "PublicIPv6", default)]
+    public_ipv6: Option<Ipv6Addr>,
+    #[serde(rename = "BackendType")]
+    backend_type: String,
+    #[serde(rename = "BackendData", default)]
+    backend_data: serde_json::Value,
+    /// RFC 3339, UTC (`Z`), any number of fractional digits.
+    #[serde(rename = "Expiration")]
+    expiration: String,
+}
+
+pub(crate) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> LeaseError {
+    let path = path.to_path_buf();
+    move |source| LeaseError::Io { op, path, source }
+}
+
+/// `10.244.1.0/24` → `10.244.1.0-24`, as etcd's key.
+pub(crate) fn file_name(subnet: Ipv4Network) -> String {
+    format!("{}-{}", subnet.network(), subnet.prefix())
+}
+
+/// `10.244.1.0-24` → `10.244.1.0/24`; `None` for anything else (including
+/// a subnet written with host bits set).
+pub(crate) fn parse_name(name: &str) -> Option<Ipv4Network> {
+    let (ip, len) = name.split_once('-')?;
+    let ip: Ipv4Addr = ip.parse().ok()?;
+    let len: u8 = len.parse().ok()?;
+    let net = Ipv4Network::new(ip, len).ok()?;
+    (net.network() == ip).then_some(net)
+}
+
+/// The path of a subnet's lease file.
+pub(crate) fn lease_path(dir: &Path, subnet: Ipv4Network) -> PathBuf {
+    dir.join(file_name(subnet))
+}
+
+/// `now + ttl`, cut to whole milliseconds so that what is written is
+/// exactly what is read back.
+pub(crate) fn expiry_after(ttl: Duration) -> SystemTime {
+    let t = SystemTime::now() + ttl;
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => UNIX_EPOCH + Duration::from_millis(d.as_millis() as u64),
+        Err(_) => t,
+    }
+}
+
+pub(crate) fn encode(lease: &Lease) -> Result<Vec<u8>, String> {
+    let file = LeaseFile {
+        public_ip: lease.attrs.public_ip,
+        public_ipv6: lease.attrs.public_ipv6,
+        backend_type: lease.attrs.backend_type.clone(),
+        backend_data: lease.attrs.backend_data.clone(),
+        expiration: humantime::format_rfc3339_millis(lease.expiration).to_string(),
+    };
+    let mut bytes = serde_json::to_vec(&file).map_err(|e| e.to_string())?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+pub(crate) fn decode(subnet: Ipv4Network, bytes: &[u8]) -> Result<Lease, String> {
+    let file: LeaseFile = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let expiration = humantime::parse_rfc3339(file.expiration.trim())
+        .map_err(|e| format!("Expiration {:?}: {e}", file.expiration))?;
+    Ok(Lease {
+        subnet,
+        attrs: LeaseAttrs {
+            public_ip: file.public_ip,
+            public_ipv6: file.public_ipv6,
+            backend_type: file.backend_type,
+            backend_data: file.backend_data,
+        },
+        expiration,
+    })
+}
+
+/// Reads one lease file. A missing file is `None`; so is a malformed one,
+/// which is logged and otherwise treated as absent.
+pub(crate) fn read_lease(dir: &Path, subnet: Ipv4Network) -> Result<Option<Lease>, LeaseError> {
+    let path = lease_path(dir, subnet);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("read lease", &path)(e)),
+    };
+    match decode(subnet, &bytes) {
+        Ok(lease) => Ok(Some(lease)),
+        Err(reason) => {
+            tracing::warn!(path = %path.display(), "ignoring malformed lease file: {reason}");
+            Ok(None)
+        }
+    }
+}
+
+/// Every well-formed lease in the directory, expired ones included. Dot
+/// files (the lock, temp files) and files not named like a subnet are skipped.
+pub(crate) fn read_all(dir: &Path) -> Result<Vec<Lease>, LeaseError> {
+    let entries = fs::read_dir(dir).map_err(io_err("list lease directory", dir))?;
+    let mut leases = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_err("list lease directory", dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with('.') {
+            continue;
+        }
+        let Some(subnet) = parse_name(name) else {
+            tracing::debug!(dir = %dir.display(), "ignoring {name:?}: not named like a subnet");
+            continue;
+        };
+        if let Some(lease) = read_lease(dir, subnet)? {
+            leases.push(lease);
+        }
+    }
+    Ok(leases)
+}
+
+/// Writes a lease file atomically: a dot-named temp file in the same
+/// directory, fsync, rename over the lease file.
+pub(crate) fn write_lease(dir: &Path, lease: &Lease) -> Result<(), LeaseError> {
+    let path = lease_path(dir, lease.subnet);
+    let bytes = encode(lease)
+        .map_err(|e| LeaseError::Store(format!("encode lease {}: {e}", path.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.{:08x}.tmp",
+        file_name(lease.subnet),
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let write = || -> Result<(), LeaseError> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)
+            .map_err(io_err("create temp lease file", &tmp))?;
+        f.write_all(&bytes)
+            .map_err(io_err("write temp lease file", &tmp))?;
+        f.sync_all().map_err(io_err("sync temp lease file", &tmp))?;
+        fs::rename(&tmp, &path).map_err(io_err("rename temp lease file into", &path))
+    };
+    let result = write();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Deletes a lease file; a file already gone is fine.
+pub(crate) fn remove_lease(dir: &Path, subnet: Ipv4Network) -> Result<(), LeaseError> {
+    let path = lease_path(dir, subnet);
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(io_err("remove lease", &path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Creates the lease directory (and its parents) if it is missing.
+pub(crate) fn ensure_dir(dir: &Path) -> Result<(), LeaseError> {
+    fs::create_dir_all(dir).map_err(io_err("create lease directory", dir))
+}
+
+/// Takes `flock(LOCK_EX)` on `<dir>/.lock`, held until the guard drops.
+/// The file is opened read-only, so closing it wakes no watcher.
+pub(crate) fn lock_dir(dir: &Path) -> Result<Flock<File>, LeaseError> {
+    ensure_dir(dir)?;
+    let path = dir.join(LOCK_FILE);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o644)
+                .open(&path)
+                .map_err(io_err("create lock file", &path))?;
+            File::open(&path).map_err(io_err("open lock file", &path))?
+        }
+        Err(e) => return Err(io_err("open lock file", &path)(e)),
+    };
+    let mut file = file;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusive) {
+            Ok(guard) => return Ok(guard),
+            Err((f, Errno::EINTR)) => file = f,
+            Err((_, errno)) => return Err(io_err("lock", &path)(std::io::Error::from(errno))),
+        }
+    }
+}

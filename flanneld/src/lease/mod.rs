@@ -1,0 +1,158 @@
+//! Subnet leases: the types every store shares and the trait they
+//! implement. One file per store: `file.rs` (embedded, the default),
+//! `etcd.rs`, `kube.rs`.
+
+pub mod file;
+
+#[cfg(test)]
+mod contract_tests;
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use ipnetwork::Ipv4Network;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::netconf::NetConfig;
+
+/// A lease's value, byte for byte flannel's JSON:
+/// `{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseAttrs {
+    #[serde(rename = "PublicIP")]
+    pub public_ip: Ipv4Addr,
+    #[serde(rename = "PublicIPv6", default)]
+    pub public_ipv6: Option<Ipv6Addr>,
+    #[serde(rename = "BackendType")]
+    pub backend_type: String,
+    #[serde(rename = "BackendData", default)]
+    pub backend_data: serde_json::Value,
+}
+
+/// `BackendData` of a vxlan lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VxlanData {
+    #[serde(rename = "VNI")]
+    pub vni: u32,
+    #[serde(rename = "VtepMAC")]
+    pub vtep_mac: String,
+}
+
+impl LeaseAttrs {
+    pub fn vxlan(public_ip: Ipv4Addr, vni: u32, vtep_mac: &str) -> Self {
+        Self {
+            public_ip,
+            public_ipv6: None,
+            backend_type: "vxlan".to_string(),
+            backend_data: serde_json::json!({ "VNI": vni, "VtepMAC": vtep_mac }),
+        }
+    }
+
+    /// The vxlan data, when this is a well-formed vxlan lease.
+    pub fn vxlan_data(&self) -> Option<VxlanData> {
+        if self.backend_type != "vxlan" {
+            return None;
+        }
+        serde_json::from_value(self.backend_data.clone()).ok()
+    }
+}
+
+/// A subnet held by one node until `expiration`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub subnet: Ipv4Network,
+    pub attrs: LeaseAttrs,
+    pub expiration: SystemTime,
+}
+
+impl Lease {
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        self.expiration <= now
+    }
+}
+
+/// A change seen by a watch. A changed lease arrives as `Added` with its
+/// new attributes; an expired or deleted one as `Removed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseEvent {
+    Added(Lease),
+    Removed(Lease),
+}
+
+/// What a watch delivers: the current leases, then every change after them.
+pub struct LeaseWatch {
+    pub snapshot: Vec<Lease>,
+    pub events: mpsc::Receiver<Result<LeaseEvent, LeaseError>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("no free subnet: every /{subnet_len} of {network} between the configured SubnetMin and SubnetMax is leased")]
+    NoFreeSubnet {
+        network: Ipv4Network,
+        subnet_len: u8,
+    },
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("lease for {subnet} is no longer ours (now held by {holder})")]
+    Lost { subnet: Ipv4Network, holder: String },
+    #[error("lease for {subnet} does not exist")]
+    NotFound { subnet: Ipv4Network },
+    #[error("lease store: {0}")]
+    Store(String),
+}
+
+/// How long a lease lives, and when it is renewed.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseTiming {
+    /// 24 h in production, as flannel.
+    pub ttl: Duration,
+    /// Renew this long before expiry (`--subnet-lease-renew-margin`),
+    /// capped at half the TTL so short test TTLs still renew in time.
+    pub renew_margin: Duration,
+}
+
+impl LeaseTiming {
+    pub fn renew_at(&self, lease: &Lease) -> SystemTime {
+        let margin = self.renew_margin.min(self.ttl / 2);
+        lease
+            .expiration
+            .checked_sub(margin)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+}
+
+/// A lease store. All three implementations keep flannel's semantics.
+#[async_trait::async_trait]
+pub trait LeaseStore: Send + Sync {
+    /// The network configuration as this store holds it (a file, the etcd
+    /// `<prefix>/config` key, or the kube-flannel ConfigMap's file).
+    async fn network_config(&self) -> Result<NetConfig, LeaseError>;
+
+    /// Takes a subnet for `attrs.public_ip`: the lease this public IP already
+    /// holds, else `previous` (the subnet in the old subnet.env) if it is
+    /// free, else a random free one. Never returns an expired or foreign lease.
+    async fn acquire(
+        &self,
+        config: &NetConfig,
+        attrs: &LeaseAttrs,
+        previous: Option<Ipv4Network>,
+    ) -> Result<Lease, LeaseError>;
+
+    /// Extends our lease by the TTL (and updates its attributes). `Lost`
+    /// when someone else holds the subnet now.
+    async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError>;
+
+    /// Gives our lease back (a node leaving the cluster for good).
+    async fn release(&self, lease: &Lease) -> Result<(), LeaseError>;
+
+    /// The current unexpired leases, then every change. Expiry of a lease
+    /// is reported as `Removed` when it happens, without any write.
+    async fn watch(&self) -> Result<LeaseWatch, LeaseError>;
+}

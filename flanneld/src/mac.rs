@@ -1,0 +1,61 @@
+//! The VTEP MAC: derived from the node's public IP and the VNI, so it is
+//! the same after every restart and reboot without being stored anywhere —
+//! a changing VtepMAC leaves stale FDB and neighbour entries on every peer.
+
+use std::net::Ipv4Addr;
+
+/// FNV-1a, fixed here so the MAC never depends on a library's hasher.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// A locally administered unicast MAC, stable for (public IP, VNI).
+pub fn vtep_mac(public_ip: Ipv4Addr, vni: u32) -> [u8; 6] {
+    let mut input = b"flannel-rs vtep ".to_vec();
+    input.extend_from_slice(&public_ip.octets());
+    input.extend_from_slice(&vni.to_be_bytes());
+    let h = fnv1a(&input).to_be_bytes();
+    let mut mac = [h[0], h[1], h[2], h[3], h[4], h[5]];
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    mac
+}
+
+pub fn format(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+pub fn parse(text: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut out {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_distinct_and_local_unicast() {
+        let a = vtep_mac(Ipv4Addr::new(192, 168, 64, 3), 1);
+        assert_eq!(a, vtep_mac(Ipv4Addr::new(192, 168, 64, 3), 1));
+        assert_ne!(a, vtep_mac(Ipv4Addr::new(192, 168, 64, 4), 1));
+        assert_ne!(a, vtep_mac(Ipv4Addr::new(192, 168, 64, 3), 2));
+        assert_eq!(a[0] & 0x01, 0, "unicast");
+        assert_eq!(a[0] & 0x02, 0x02, "locally administered");
+        assert_eq!(parse(&format(&a)), Some(a));
+        assert_eq!(parse("c6:d2:32:6f:8f"), None);
+        assert_eq!(parse("c6:d2:32:6f:8f:44:00"), None);
+        assert_eq!(parse("zz:d2:32:6f:8f:44"), None);
+    }
+}

@@ -1,0 +1,106 @@
+//! flanneld: CLI → daemon. Errors end as one log line and a non-zero exit.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use flanneld::cli::{Cli, StoreKind};
+use flanneld::daemon::{self, Settings};
+use flanneld::lease::file::FileStore;
+use flanneld::lease::{LeaseStore, LeaseTiming};
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                std::process::exit(0);
+            }
+            // One line: clap's first, without the usage block.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("flanneld: {}", first.trim_start_matches("error: "));
+            std::process::exit(2);
+        }
+    };
+    init_logging();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => fail(format!("start runtime: {e}")),
+    };
+    match rt.block_on(run(cli)) {
+        Ok(daemon::Exit::Stopped) => std::process::exit(0),
+        Err(e) => fail(e),
+    }
+}
+
+fn fail(msg: String) -> ! {
+    tracing::error!("{msg}");
+    std::process::exit(1);
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+async fn run(cli: Cli) -> Result<daemon::Exit, String> {
+    let timing = LeaseTiming {
+        ttl: Duration::from_secs(cli.lease_ttl),
+        renew_margin: Duration::from_secs(cli.subnet_lease_renew_margin * 60),
+    };
+    let store: Box<dyn LeaseStore> = match cli.store_kind()? {
+        StoreKind::File => Box::new(FileStore::new(
+            cli.lease_dir.clone(),
+            cli.net_config_path.clone(),
+            timing,
+        )),
+        StoreKind::Etcd => {
+            return Err(
+                "--etcd-endpoints: the etcd lease store is not implemented yet; \
+                        use the embedded store (--lease-dir)"
+                    .into(),
+            )
+        }
+        StoreKind::Kube => {
+            return Err(
+                "--kube-subnet-mgr: the Kubernetes lease store is not implemented yet; \
+                        use the embedded store (--lease-dir)"
+                    .into(),
+            )
+        }
+    };
+    let config = store
+        .network_config()
+        .await
+        .map_err(|e| format!("read the network configuration: {e}"))?;
+
+    let (conn, handle, _) =
+        rtnetlink::new_connection().map_err(|e| format!("open netlink socket: {e}"))?;
+    tokio::spawn(conn);
+    let ext = flanneld::iface::select(&handle, &cli.iface, &cli.iface_regex).await?;
+    let public_ip = cli.public_ip.unwrap_or(ext.addr);
+    tracing::info!(iface = %ext.name, addr = %ext.addr, %public_ip, mtu = ext.mtu, "external interface");
+    let settings = Settings {
+        ext,
+        public_ip,
+        subnet_file: cli.subnet_file.clone(),
+        ip_masq: cli.ip_masq,
+        timing,
+        resync_interval: Duration::from_secs(cli.resync_interval),
+        healthz: (cli.healthz_port != 0).then(|| SocketAddr::new(cli.healthz_ip, cli.healthz_port)),
+    };
+    daemon::run(store, config, settings, handle).await
+}

@@ -1,0 +1,214 @@
+//! The VXLAN backend: the `flannel.<VNI>` device and, per peer, the
+//! neighbour, FDB and route entries that carry traffic to it (or, with
+//! DirectRouting and a peer on our L2 network, one direct route), kept true
+//! to the leases by [`Vxlan::reconcile`].
+//!
+//! Netlink only: every method is one or a few rtnetlink requests on the
+//! handle given to [`Vxlan::new`], i.e. in the network namespace that
+//! handle's socket was opened in.
+//!
+//! - `device.rs`: create / adopt / replace the device, its address.
+//! - `peer.rs`: what one peer needs, programming and removing it.
+//! - `reconcile.rs`: dump, diff against the wanted set, repair.
+//! - `link.rs`, `neigh.rs`, `route.rs`: one typed method per kernel operation.
+
+mod device;
+mod error;
+mod link;
+mod mac;
+mod neigh;
+mod peer;
+mod reconcile;
+mod route;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+use rtnetlink::Handle;
+
+pub use error::VxlanError;
+
+/// What `flannel.<VNI>` must look like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSpec {
+    pub vni: u32,
+    /// UDP destination port (flannel: 8472; 0 = the kernel's default, 8472).
+    pub port: u16,
+    /// Our public IP: the source of the encapsulated packets.
+    pub local: Ipv4Addr,
+    /// ifindex of the external interface.
+    pub ext_index: u32,
+    /// Interface MTU − 50 (or Backend.MTU − 50); 0 leaves the kernel's choice.
+    pub mtu: u32,
+    /// The VtepMAC: the same across restarts (a changed one leaves stale
+    /// entries on every peer).
+    pub mac: [u8; 6],
+    pub gbp: bool,
+    pub learning: bool,
+}
+
+/// The device as it exists in the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub index: u32,
+    pub name: String,
+    pub mac: [u8; 6],
+}
+
+/// One peer's lease, as the backend needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub subnet: Ipv4Network,
+    pub public_ip: Ipv4Addr,
+    pub vtep_mac: [u8; 6],
+}
+
+impl Peer {
+    /// `<subnet>.0`: the peer's address on its VXLAN device, our gateway to
+    /// its subnet and the IP of its neighbour entry.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.subnet.network()
+    }
+}
+
+/// What a reconcile changed, one human-readable entry per kernel object
+/// ("fdb 0e:00:00:00:00:44 dst 192.168.64.3 on flannel.1"), for logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Repairs {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Repairs that the kernel refused ("replace route ...: Network is
+    /// unreachable"). The other repairs were still made; the next
+    /// reconcile tries these again.
+    pub failed: Vec<String>,
+}
+
+impl Repairs {
+    /// Nothing differed and nothing failed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.failed.is_empty()
+    }
+}
+
+/// Where the backend may route beyond `flannel.<VNI>`, and whether it
+/// routes peers on our L2 network directly (Backend.DirectRouting).
+///
+/// Build it with [`Vxlan::routing`] (which reads the external interface's
+/// name and IPv4 subnets) and give it to [`Vxlan::with_routing`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routing {
+    /// The flannel Network and SubnetLen: a route on the external
+    /// interface is only ever ours when its destination is a
+    /// SubnetLen-sized subnet of Network and it has a gateway.
+    pub network: Ipv4Network,
+    pub subnet_len: u8,
+    pub ext_index: u32,
+    /// For messages ("route 10.244.2.0/24 via 192.168.64.3 dev eth0").
+    pub ext_name: String,
+    /// Backend.DirectRouting.
+    pub direct_routing: bool,
+    /// The IPv4 subnets of the external interface: a peer whose PublicIP
+    /// is inside one of them is on our L2 network.
+    pub ext_subnets: Vec<Ipv4Network>,
+}
+
+/// The VXLAN backend on one rtnetlink connection.
+pub struct Vxlan {
+    handle: Handle,
+    routing: Option<Routing>,
+}
+
+impl Vxlan {
+    /// The backend with overlay routing only: every peer gets the three
+    /// VXLAN entries and the external interface's routes are never touched.
+    pub fn new(handle: Handle) -> Self {
+        Self {
+            handle,
+            routing: None,
+        }
+    }
+
+    /// Enables direct routing per `routing.direct_routing`, and lets
+    /// reconcile remove direct routes (on the external interface, to a
+    /// SubnetLen-sized subnet of Network) that no peer explains, e.g. left
+    /// over from running with DirectRouting before.
+    pub fn with_routing(mut self, routing: Routing) -> Self {
+        self.routing = Some(routing);
+        self
+    }
+
+    /// The routing configuration in effect.
+    pub fn routing_config(&self) -> Option<&Routing> {
+        self.routing.as_ref()
+    }
+
+    /// `flannel.<VNI>`.
+    pub fn device_name(vni: u32) -> String {
+        format!("flannel.{vni}")
+    }
+
+    /// True when `peer` is routed directly (DirectRouting on, its PublicIP
+    /// inside one of the external interface's subnets) instead of through
+    /// the VXLAN device.
+    pub fn is_direct(&self, peer: &Peer) -> bool {
+        self.routing.as_ref().is_some_and(|r| {
+            r.direct_routing && r.ext_subnets.iter().any(|s| s.contains(peer.public_ip))
+        })
+    }
+
+    /// Builds the [`Routing`] for the external interface `ext_index`: reads
+    /// its name and IPv4 subnets.
+    pub async fn routing(
+        &self,
+        network: Ipv4Network,
+        subnet_len: u8,
+        ext_index: u32,
+        direct_routing: bool,
+    ) -> Result<Routing, VxlanError> {
+        let links = self.links();
+        let ext = links
+            .by_index(ext_index)
+            .await?
+            .ok_or_else(|| VxlanError::Unexpected {
+                op: format!("look up external interface #{ext_index}"),
+                reason: "no such interface".to_string(),
+            })?;
+        let ext_subnets = links
+            .addresses(ext_index, &ext.name)
+            .await?
+            .into_iter()
+            .filter_map(|(net, _)| Ipv4Network::new(net.network(), net.prefix()).ok())
+            .collect();
+        Ok(Routing {
+            network,
+            subnet_len,
+            ext_index,
+            ext_name: ext.name,
+            direct_routing,
+            ext_subnets,
+        })
+    }
+
+    fn links(&self) -> link::Links<'_> {
+        link::Links {
+            handle: &self.handle,
+        }
+    }
+
+    fn neighbours<'a>(&'a self, dev: &'a Device) -> neigh::Neighbours<'a> {
+        neigh::Neighbours {
+            handle: &self.handle,
+            index: dev.index,
+            name: &dev.name,
+        }
+    }
+
+    fn routes(&self) -> route::Routes<'_> {
+        route::Routes {
+            handle: &self.handle,
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Neighbour (ARP) and FDB entries on the VXLAN device: one typed method per
+//! kernel operation.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::Handle;
+
+use super::error::{ok_if_missing, VxlanError};
+use super::mac::format_mac;
+
+const NUD_PERMANENT: u16 = 0x80;
+
+/// An IPv4 neighbour entry as dumped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NeighEntry {
+    pub ip: Ipv4Addr,
+    pub mac: Option<Vec<u8>>,
+    pub permanent: bool,
+}
+
+/// An FDB entry (one remote of it) as dumped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FdbEntry {
+    pub mac: Vec<u8>,
+    /// The remote VTEP; None for entries without an IPv4 destination.
+    pub dst: Option<Ipv4Addr>,
+    pub permanent: bool,
+}
+
+/// An FDB entry's NDA_DST: the parser only knows it is IPv4 for the inet
+/// families, so in an AF_BRIDGE dump it arrives as raw bytes.
+fn ipv4_of(a: &NeighbourAddress) -> Option<Ipv4Addr> {
+    match a {
+        NeighbourAddress::Inet(ip) => Some(*ip),
+        NeighbourAddress::Other(bytes) => <[u8; 4]>::try_from(bytes.as_slice())
+            .ok()
+            .map(Ipv4Addr::from),
+        _ => None,
+    }
+}
+
+fn is_permanent(state: NeighbourState) -> bool {
+    u16::from(state) & NUD_PERMANENT != 0
+}
+
+/// Neighbour and FDB operations on one device.
+pub(crate) struct Neighbours<'a> {
+    pub handle: &'a Handle,
+    pub index: u32,
+    pub name: &'a str,
+}
+
+impl Neighbours<'_> {
+    /// `ip neigh replace IP lladdr MAC dev NAME nud permanent`.
+    pub async fn replace(&self, ip: Ipv4Addr, mac: [u8; 6]) -> Result<(), VxlanError> {
+        self.handle
+            .neighbours()
+            .add(self.index, IpAddr::V4(ip))
+            .link_layer_address(&mac)
+            .state(NeighbourState::Permanent)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| {
+                VxlanError::netlink(
+                    format!(
+                        "replace neighbour {ip} lladdr {} on {}",
+                        format_mac(&mac),
+                        self.name
+                    ),
+                    e,
+                )
+            })
+    }
+
+    /// `ip neigh del IP dev NAME`; an entry already gone is fine.
+    pub async fn delete(&self, ip: Ipv4Addr) -> Result<(), VxlanError> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.ifindex = self.index;
+        msg.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+        ok_if_missing(
+            self.handle
+                .neighbours()
+                .del(msg)
+                .execute()
+                .await
+                .map_err(|e| {
+                    VxlanError::netlink(format!("delete neighbour {ip} on {}", self.name), e)
+                }),
+        )
+    }
+
+    /// The IPv4 neighbour entries of this device.
+    pub async fn dump(&self) -> Result<Vec<NeighEntry>, VxlanError> {
+        let mut stream = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet)
+            .execute();
+        let mut out = Vec::new();
+        while let Some(msg) = stream
+            .try_next()
+            .await
+            .map_err(|e| VxlanError::netlink(format!("list neighbours of {}", self.name), e))?
+        {
+            if msg.header.ifindex != self.index || msg.header.family != AddressFamily::Inet {
+                continue;
+            }
+            let mut ip = None;
+            let mut mac = None;
+            for attr in &msg.attributes {
+                match attr {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => ip = Some(*a),
+                    NeighbourAttribute::LinkLayerAddress(m) => mac = Some(m.clone()),
+                    _ => {}
+                }
+            }
+            if let Some(ip) = ip {
+                out.push(NeighEntry {
+                    ip,
+                    mac,
+                    permanent: is_permanent(msg.header.state),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// `bridge fdb replace MAC dev NAME dst DST self permanent`.
+    pub async fn fdb_replace(&self, mac: [u8; 6], dst: Ipv4Addr) -> Result<(), VxlanError> {
+        let mut req = self
+            .handle
+            .neighbours()
+            .add_bridge(self.index, &mac)
+            .flags(NeighbourFlags::Own)
+            .state(NeighbourState::Permanent)
+            .replace();
+        req.message_mut()
+            .attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)));
+        req.execute().await.map_err(|e| {
+            VxlanError::netlink(
+                format!(
+                    "replace fdb entry {} dst {dst} on {}",
+                    format_mac(&mac),
+                    self.name
+                ),
+                e,
+            )
+        })
+    }
+
+    /// `bridge fdb del MAC dev NAME dst DST self`: removes that remote (and
+    /// the entry with its last remote); an entry already gone is fine.
+    pub async fn fdb_delete(&self, mac: &[u8], dst: Option<Ipv4Addr>) -> Result<(), VxlanError> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Bridge;
+        msg.header.ifindex = self.index;
+        msg.header.flags = NeighbourFlags::Own;
+        msg.header.state = NeighbourState::Permanent;
+        msg.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        if let Some(dst) = dst {
+            msg.attributes
+                .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)));
+        }
+        let what = match dst {
+            Some(dst) => format!("{} dst {dst}", format_mac(mac)),
+            None => format_mac(mac),
+        };
+        ok_if_missing(
+            self.handle
+                .neighbours()
+                .del(msg)
+                .execute()
+                .await
+                .map_err(|e| {
+                    VxlanError::netlink(format!("delete fdb entry {what} on {}", self.name), e)
+                }),
+        )
+    }
+
+    /// The FDB entries of this device (one per remote).
+    pub async fn fdb_dump(&self) -> Result<Vec<FdbEntry>, VxlanError> {
+        let mut stream = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Bridge)
+            .execute();
+        let mut out = Vec::new();
+        while let Some(msg) = stream
+            .try_next()
+            .await
+            .map_err(|e| VxlanError::netlink(format!("list fdb of {}", self.name), e))?
+        {
+            if msg.header.ifindex != self.index || msg.header.family != AddressFamily::Bridge {
+                continue;
+            }
+            let mut mac = None;
+            let mut dst = None;
+            for attr in &msg.attributes {
+                match attr {
+                    NeighbourAttribute::LinkLayerAddress(m) => mac = Some(m.clone()),
+                    NeighbourAttribute::Destination(a) => dst = ipv4_of(a),
+                    _ => {}
+                }
+            }
+            if let Some(mac) = mac {
+                out.push(FdbEntry {
+                    mac,
+                    dst,
+                    permanent: is_permanent(msg.header.state),
+                });
+            }
+        }
+        Ok(out)
+    }
+}

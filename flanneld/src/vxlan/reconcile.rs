@@ -1,0 +1,251 @@
+//! Keeping the kernel true to the leases: one dump each of neighbours, FDB
+//! and routes, diffed against what the peers need; only the differences
+//! are written.
+//!
+//! What counts as ours, and so may be removed when no peer explains it:
+//! - neighbours on the device in state PERMANENT (entries the kernel made
+//!   by itself, e.g. INCOMPLETE or STALE, are left to its own GC);
+//! - FDB entries on the device that are PERMANENT (learned ones, with
+//!   `learning` on, are the kernel's);
+//! - main-table IPv4 routes out of the device, except the kernel's own
+//!   (proto kernel);
+//! - with a [`Routing`](super::Routing): main-table routes out of the
+//!   external interface that have a gateway and whose destination is a
+//!   SubnetLen-sized subnet of Network. The node's other routes never are.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use rtnetlink::packet_route::route::RouteProtocol;
+
+use super::neigh::{FdbEntry, NeighEntry};
+use super::peer::{describe_fdb, describe_neigh, PeerEntries};
+use super::route::{RouteEntry, RouteSpec};
+use super::{Device, Peer, Repairs, Routing, Vxlan, VxlanError};
+
+/// The kernel's state, as dumped.
+#[derive(Debug, Default)]
+pub(crate) struct Observed {
+    pub neighbours: Vec<NeighEntry>,
+    pub fdb: Vec<FdbEntry>,
+    pub routes: Vec<RouteEntry>,
+}
+
+/// The writes that make the kernel match: removals first, then additions.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    pub del_neigh: Vec<NeighEntry>,
+    pub del_fdb: Vec<FdbEntry>,
+    pub del_routes: Vec<RouteEntry>,
+    pub add_neigh: Vec<(Ipv4Addr, [u8; 6])>,
+    pub add_fdb: Vec<([u8; 6], Ipv4Addr)>,
+    pub add_routes: Vec<RouteSpec>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.del_neigh.is_empty()
+            && self.del_fdb.is_empty()
+            && self.del_routes.is_empty()
+            && self.add_neigh.is_empty()
+            && self.add_fdb.is_empty()
+            && self.add_routes.is_empty()
+    }
+}
+
+/// True when `route` is one reconcile manages (see the module docs).
+pub(crate) fn is_managed(route: &RouteEntry, dev: &Device, routing: Option<&Routing>) -> bool {
+    if route.protocol == RouteProtocol::Kernel {
+        return false;
+    }
+    match route.oif {
+        Some(oif) if oif == dev.index => true,
+        Some(oif) => routing.is_some_and(|r| {
+            oif == r.ext_index
+                && route.gw.is_some()
+                && route.dst.prefix() == r.subnet_len
+                && route.dst.prefix() > r.network.prefix()
+                && r.network.contains(route.dst.network())
+        }),
+        None => false,
+    }
+}
+
+/// The diff between `observed` and what `wanted` needs.
+pub(crate) fn plan(
+    observed: &Observed,
+    wanted: &[PeerEntries],
+    dev: &Device,
+    routing: Option<&Routing>,
+) -> Plan {
+    let mut want_neigh = Vec::new();
+    let mut want_fdb = Vec::new();
+    let mut want_routes = Vec::new();
+    for w in wanted {
+        if let PeerEntries::Overlay {
+            neigh_ip,
+            mac,
+            vtep,
+            ..
+        } = w
+        {
+            want_neigh.push((*neigh_ip, *mac));
+            want_fdb.push((*mac, *vtep));
+        }
+        want_routes.push(w.route().clone());
+    }
+    let neigh_ips: HashSet<Ipv4Addr> = want_neigh.iter().map(|(ip, _)| *ip).collect();
+    let fdb_keys: HashSet<([u8; 6], Ipv4Addr)> = want_fdb.iter().copied().collect();
+
+    Plan {
+        del_neigh: observed
+            .neighbours
+            .iter()
+            .filter(|n| n.permanent && !neigh_ips.contains(&n.ip))
+            .cloned()
+            .collect(),
+        add_neigh: want_neigh
+            .iter()
+            .filter(|(ip, mac)| {
+                !observed
+                    .neighbours
+                    .iter()
+                    .any(|n| n.ip == *ip && n.permanent && n.mac.as_deref() == Some(&mac[..]))
+            })
+            .copied()
+            .collect(),
+        del_fdb: observed
+            .fdb
+            .iter()
+            .filter(|f| {
+                f.permanent
+                    && !matches!((<[u8; 6]>::try_from(f.mac.as_slice()), f.dst),
+                    (Ok(mac), Some(dst)) if fdb_keys.contains(&(mac, dst)))
+            })
+            .cloned()
+            .collect(),
+        add_fdb: want_fdb
+            .iter()
+            .filter(|(mac, dst)| {
+                !observed
+                    .fdb
+                    .iter()
+                    .any(|f| f.permanent && f.mac == mac[..] && f.dst == Some(*dst))
+            })
+            .copied()
+            .collect(),
+        del_routes: observed
+            .routes
+            .iter()
+            .filter(|r| is_managed(r, dev, routing) && !want_routes.iter().any(|w| r.is(w)))
+            .cloned()
+            .collect(),
+        add_routes: want_routes
+            .iter()
+            .filter(|w| !observed.routes.iter().any(|r| r.is(w)))
+            .cloned()
+            .collect(),
+    }
+}
+
+impl Vxlan {
+    /// Makes the kernel match `peers` exactly: one dump each of neighbours,
+    /// FDB and routes, diffed against what the peers need; adds what is
+    /// missing or wrong, deletes what no peer explains (see the module docs
+    /// for what is considered ours). No writes when nothing differs.
+    ///
+    /// Also sets the device up if someone set it down (which flushes its
+    /// routes). `Err(DeviceGone)` when the device no longer exists: call
+    /// `ensure_device` and `reconcile` again. A refused repair does not stop
+    /// the others; it is listed in `Repairs::failed`.
+    pub async fn reconcile(&self, dev: &Device, peers: &[Peer]) -> Result<Repairs, VxlanError> {
+        let mut repairs = Repairs::default();
+        let links = self.links();
+        let link = links.by_index(dev.index).await?;
+        match link {
+            Some(link) if link.name == dev.name && link.is_vxlan() => {
+                if !link.up {
+                    links.set_up(dev.index, &dev.name).await?;
+                    repairs.added.push(format!("link {} up", dev.name));
+                }
+            }
+            _ => {
+                return Err(VxlanError::DeviceGone {
+                    name: dev.name.clone(),
+                })
+            }
+        }
+
+        let nb = self.neighbours(dev);
+        let observed = Observed {
+            neighbours: nb.dump().await?,
+            fdb: nb.fdb_dump().await?,
+            routes: self.routes().dump().await?,
+        };
+        let wanted: Vec<PeerEntries> = peers.iter().map(|p| self.entries(dev, p)).collect();
+        let plan = plan(&observed, &wanted, dev, self.routing.as_ref());
+        if plan.is_empty() {
+            return Ok(repairs);
+        }
+        self.apply(dev, plan, &mut repairs).await;
+        Ok(repairs)
+    }
+
+    async fn apply(&self, dev: &Device, plan: Plan, repairs: &mut Repairs) {
+        let nb = self.neighbours(dev);
+        let routes = self.routes();
+        let Repairs {
+            added,
+            removed,
+            failed,
+        } = repairs;
+        for route in &plan.del_routes {
+            let dev_name = self.oif_name(dev, route.oif);
+            let r = routes.delete_entry(route, &dev_name).await;
+            note(removed, failed, route.describe(&dev_name), r);
+        }
+        for n in &plan.del_neigh {
+            let r = nb.delete(n.ip).await;
+            note(
+                removed,
+                failed,
+                describe_neigh(n.ip, n.mac.as_deref(), &dev.name),
+                r,
+            );
+        }
+        for f in &plan.del_fdb {
+            let r = nb.fdb_delete(&f.mac, f.dst).await;
+            note(removed, failed, describe_fdb(&f.mac, f.dst, &dev.name), r);
+        }
+        for (ip, mac) in &plan.add_neigh {
+            let r = nb.replace(*ip, *mac).await;
+            note(added, failed, describe_neigh(*ip, Some(mac), &dev.name), r);
+        }
+        for (mac, dst) in &plan.add_fdb {
+            let r = nb.fdb_replace(*mac, *dst).await;
+            note(added, failed, describe_fdb(mac, Some(*dst), &dev.name), r);
+        }
+        for spec in &plan.add_routes {
+            let r = routes.replace(spec).await;
+            note(added, failed, spec.to_string(), r);
+        }
+    }
+
+    /// The name of a route's output device, for messages.
+    fn oif_name(&self, dev: &Device, oif: Option<u32>) -> String {
+        match (oif, &self.routing) {
+            (Some(i), _) if i == dev.index => dev.name.clone(),
+            (Some(i), Some(r)) if i == r.ext_index => r.ext_name.clone(),
+            (Some(i), _) => format!("#{i}"),
+            (None, _) => "?".to_string(),
+        }
+    }
+}
+
+/// Records a repair as done, or its error as failed.
+fn note(done: &mut Vec<String>, failed: &mut Vec<String>, what: String, r: Result<(), VxlanError>) {
+    match r {
+        Ok(()) => done.push(what),
+        Err(e) => failed.push(e.to_string()),
+    }
+}
