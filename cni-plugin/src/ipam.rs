@@ -220,8 +220,7 @@ impl Store {
     /// the pod's interface still tells which addresses it had.
     pub fn holds(&self, ip: Ipv4Addr, container_id: &str, ifname: &str) -> Result<bool, IpamError> {
         Ok(self.read(ip)?.is_some_and(|a| {
-            a.container_id == container_id.trim()
-                && a.ifname.as_deref().is_none_or(|i| i == ifname)
+            a.container_id == container_id.trim() && a.ifname.as_deref().is_none_or(|i| i == ifname)
         }))
     }
 

@@ -59,7 +59,12 @@ pub struct Cli {
     )]
     pub subnet_file: PathBuf,
     /// minutes before the lease expires at which it is renewed
-    #[arg(long, env = "FLANNELD_SUBNET_LEASE_RENEW_MARGIN", default_value_t = 60)]
+    #[arg(
+        long,
+        env = "FLANNELD_SUBNET_LEASE_RENEW_MARGIN",
+        default_value_t = 60,
+        allow_negative_numbers = true
+    )]
     pub subnet_lease_renew_margin: u64,
     /// path to the network configuration file
     #[arg(
@@ -119,11 +124,11 @@ pub struct Cli {
     )]
     pub lease_dir: PathBuf,
     /// [flannel-rs] lease lifetime in seconds (flannel: 24 h)
-    #[arg(long, env = "FLANNELD_LEASE_TTL", default_value_t = 86_400,
+    #[arg(long, env = "FLANNELD_LEASE_TTL", default_value_t = 86_400, allow_negative_numbers = true,
           value_parser = clap::value_parser!(u64).range(2..))]
     pub lease_ttl: u64,
     /// [flannel-rs] seconds between full checks of the kernel state against the leases
-    #[arg(long, env = "FLANNELD_RESYNC_INTERVAL", default_value_t = 5,
+    #[arg(long, env = "FLANNELD_RESYNC_INTERVAL", default_value_t = 5, allow_negative_numbers = true,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub resync_interval: u64,
 }

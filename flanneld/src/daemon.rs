@@ -15,6 +15,7 @@ use tokio::time::{sleep, Instant};
 use crate::http::Readiness;
 use crate::iface::ExtIface;
 use crate::lease::{Lease, LeaseAttrs, LeaseError, LeaseEvent, LeaseStore, LeaseTiming};
+use crate::masq::{self, MasqKeeper, MasqRules};
 use crate::netconf::NetConfig;
 use crate::vxlan::{Device, DeviceSpec, Peer, Vxlan};
 use crate::{mac, watch_kernel};
@@ -25,6 +26,12 @@ pub struct Settings {
     pub public_ip: Ipv4Addr,
     pub subnet_file: PathBuf,
     pub ip_masq: bool,
+    /// `--iptables-forward-rules`.
+    pub forward_rules: bool,
+    /// Not `--ip-masq-fully-random-disable`.
+    pub fully_random: bool,
+    /// `--iptables-resync`.
+    pub rules_resync: Duration,
     pub timing: LeaseTiming,
     pub resync_interval: Duration,
     pub healthz: Option<SocketAddr>,
@@ -98,6 +105,7 @@ pub async fn run(
     vx.ensure_address(&dev, own.network(), config.network)
         .await
         .map_err(|e| e.to_string())?;
+    let mut rules = start_rules(&settings, &config, own)?;
     write_subnet_env(&settings, &config, own, mtu)?;
     ready.set(true);
 
@@ -117,6 +125,7 @@ pub async fn run(
         watch_kernel::subscribe().map_err(|e| format!("subscribe to kernel events: {e}"))?;
     let mut next_resync = Instant::now() + settings.resync_interval;
     let mut renew_at = deadline(settings.timing.renew_at(&lease));
+    let mut rules_tick = tokio::time::interval(settings.rules_resync);
 
     loop {
         tokio::select! {
@@ -181,11 +190,44 @@ pub async fn run(
                 resync(&vx, &dev, &peers, "periodic").await;
                 next_resync = Instant::now() + settings.resync_interval;
             }
+            _ = rules_tick.tick() => {
+                if let Some(keeper) = rules.as_mut() {
+                    match keeper.check() {
+                        Ok(true) => tracing::warn!("masquerade/forward rules were changed; rewrote table ip {}", masq::TABLE),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!("check masquerade/forward rules: {e}"),
+                    }
+                }
+            }
             _ = tokio::time::sleep_until(renew_at) => {
                 lease = renew_or_exit(store.as_ref(), &lease).await?;
                 renew_at = deadline(settings.timing.renew_at(&lease));
                 tracing::debug!(subnet = %own, "lease renewed");
             }
+        }
+    }
+}
+
+/// Installs the masquerade and forward rules. Masquerading was asked for,
+/// so failing it is fatal; the forward rules are only a convenience.
+fn start_rules(
+    settings: &Settings,
+    config: &NetConfig,
+    own: Ipv4Network,
+) -> Result<Option<MasqKeeper>, String> {
+    let rules = MasqRules {
+        network: config.network,
+        subnet: own,
+        masquerade: settings.ip_masq,
+        forward: settings.forward_rules,
+        fully_random: settings.fully_random,
+    };
+    match MasqKeeper::start(rules) {
+        Ok(keeper) => Ok(Some(keeper)),
+        Err(e) if settings.ip_masq => Err(format!("install masquerade rules: {e}")),
+        Err(e) => {
+            tracing::warn!("install forward rules: {e}; continuing without them");
+            Ok(None)
         }
     }
 }

@@ -81,7 +81,17 @@ pub async fn select(
     }
     if !regexes.is_empty() {
         for pattern in regexes {
-            let re = Regex::new(pattern).map_err(|e| format!("--iface-regex {pattern:?}: {e}"))?;
+            let re = Regex::new(pattern).map_err(|e| {
+                // regex's message spans several lines; keep its last, the reason.
+                let text = e.to_string();
+                let reason = text
+                    .lines()
+                    .last()
+                    .unwrap_or("invalid")
+                    .trim()
+                    .trim_start_matches("error: ");
+                format!("--iface-regex {pattern:?} is not a valid regex: {reason}")
+            })?;
             for link in &links {
                 if re.is_match(&link.name) {
                     if let Some(ext) = build(link, None) {

@@ -7,6 +7,7 @@ pub mod http;
 pub mod iface;
 pub mod lease;
 pub mod mac;
+pub mod masq;
 pub mod netconf;
 pub mod vxlan;
 pub mod watch_kernel;

@@ -20,6 +20,7 @@
 //!   kernel-state readers and peer-entry checks.
 //! - [`cmd`]: running commands with stdin, captured output and a timeout.
 
+pub mod cluster;
 pub mod cmd;
 pub mod cni;
 pub mod iproute;

@@ -1,0 +1,461 @@
+//! A netns cluster: an underlay namespace with a bridge, N node namespaces on
+//! it, one `flanneld` per node on a shared embedded lease store, and pods
+//! attached by the real `flannel` CNI binary. Used by the flanneld
+//! integration tests and (later) by the `netns-cluster` tool.
+//!
+//! Layout of one cluster (every name carries this process's `ft<pid>-` prefix):
+//!
+//! ```text
+//!   underlay netns: br0 192.168.64.1/24
+//!     ├─ veth ── node0 netns: eth0 192.168.64.10/24, default via 192.168.64.1
+//!     ├─ veth ── node1 netns: eth0 192.168.64.11/24 ...
+//!   <tmp>/leases/            shared lease directory (--lease-dir)
+//!   <tmp>/net-conf.json      --net-config-path
+//!   <tmp>/node<i>/subnet.env --subnet-file
+//!   <tmp>/node<i>/ipam/      the CNI IPAM dataDir
+//!   <tmp>/node<i>/flanneld.log  flanneld's stderr (printed when a test fails)
+//! ```
+//!
+//! Everything is removed on drop, also on panic: daemons stopped by PID,
+//! namespaces deleted, the temp dir removed.
+
+mod kernel;
+pub mod monitor;
+mod node;
+mod pod;
+
+pub use kernel::{FdbEntry, KernelState, NeighEntry, PeerEntries, RouteEntry, VxlanInfo};
+pub use node::{DaemonRun, LeaseFile, Node};
+pub use pod::ClusterPod;
+
+use crate::netns::NetNs;
+use crate::tempdir::TempDir;
+use serde_json::{json, Value};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The underlay bridge's name and address (every node's default gateway).
+pub const UNDERLAY_BRIDGE: &str = "br0";
+pub const UNDERLAY_GATEWAY: &str = "192.168.64.1";
+/// Node `i`'s address is `192.168.64.<NODE_IP_BASE + i>`.
+pub const NODE_IP_BASE: u8 = 10;
+/// The VXLAN device flanneld manages (VNI 1).
+pub const VXLAN_DEV: &str = "flannel.1";
+/// How long a node's flanneld may take to write its subnet.env.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The default `net-conf.json`.
+pub fn default_net_conf() -> Value {
+    json!({"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}})
+}
+
+/// A binary of this workspace, from the target dir of the running executable
+/// (`target/<profile>/deps/<test>` → `target/<profile>/<name>`).
+/// `FLANNEL_TESTS_BIN_DIR` overrides the directory.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let mut dirs = Vec::new();
+    if let Some(d) = std::env::var_os("FLANNEL_TESTS_BIN_DIR") {
+        dirs.push(PathBuf::from(d));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(d) = exe.parent() {
+            dirs.push(d.to_owned());
+            if let Some(up) = d.parent() {
+                dirs.push(up.to_owned());
+            }
+        }
+    }
+    for d in &dirs {
+        let p = d.join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "binary `{name}` not found (looked in {dirs:?}); run `cargo build --workspace` \
+         (with the same profile as the tests) first"
+    )
+}
+
+/// How to build a [`Cluster`].
+#[derive(Clone, Debug)]
+pub struct ClusterBuilder {
+    nodes: usize,
+    net_conf: Option<String>,
+    lease_ttl: u64,
+    resync_interval: u64,
+    extra_args: Vec<String>,
+    start: bool,
+    mtu: Option<u32>,
+}
+
+impl Default for ClusterBuilder {
+    fn default() -> Self {
+        ClusterBuilder {
+            nodes: 2,
+            net_conf: Some(default_net_conf().to_string()),
+            lease_ttl: 86_400,
+            resync_interval: 1,
+            extra_args: Vec::new(),
+            start: true,
+            mtu: None,
+        }
+    }
+}
+
+impl ClusterBuilder {
+    pub fn nodes(mut self, n: usize) -> Self {
+        assert!(n <= 200, "at most 200 nodes fit the underlay /24");
+        self.nodes = n;
+        self
+    }
+
+    /// The `net-conf.json` to write (a JSON value).
+    pub fn net_conf(self, conf: Value) -> Self {
+        self.net_conf_raw(&conf.to_string())
+    }
+
+    /// The `net-conf.json` text, verbatim (for malformed files).
+    pub fn net_conf_raw(mut self, text: &str) -> Self {
+        self.net_conf = Some(text.to_owned());
+        self
+    }
+
+    /// Write no `net-conf.json` at all.
+    pub fn no_net_conf(mut self) -> Self {
+        self.net_conf = None;
+        self
+    }
+
+    /// `--lease-ttl` (seconds) for every node.
+    pub fn lease_ttl(mut self, secs: u64) -> Self {
+        self.lease_ttl = secs;
+        self
+    }
+
+    /// `--resync-interval` (seconds) for every node; 1 by default.
+    pub fn resync_interval(mut self, secs: u64) -> Self {
+        self.resync_interval = secs;
+        self
+    }
+
+    /// Extra flanneld arguments for every node.
+    pub fn flanneld_args(mut self, args: &[&str]) -> Self {
+        self.extra_args.extend(args.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// Start every node's flanneld and wait for its subnet.env (default), or not.
+    pub fn start(mut self, start: bool) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// The MTU of the underlay (node `eth0`s and the bridge); 1500 by default.
+    pub fn underlay_mtu(mut self, mtu: u32) -> Self {
+        self.mtu = Some(mtu);
+        self
+    }
+
+    pub fn build(self) -> Cluster {
+        crate::netns::require_root();
+        let dir = TempDir::new("c");
+        let underlay = NetNs::new("u");
+        underlay.add_bridge(UNDERLAY_BRIDGE);
+        underlay.add_addr(UNDERLAY_BRIDGE, &format!("{UNDERLAY_GATEWAY}/24"));
+        if let Some(mtu) = self.mtu {
+            underlay.ip_ok(&["link", "set", UNDERLAY_BRIDGE, "mtu", &mtu.to_string()]);
+        }
+        std::fs::create_dir(dir.join("leases")).expect("create lease dir");
+        if let Some(text) = &self.net_conf {
+            std::fs::write(dir.join("net-conf.json"), text).expect("write net-conf.json");
+        }
+        let mut c = Cluster {
+            nodes: Vec::new(),
+            underlay,
+            flanneld: workspace_binary("flanneld"),
+            flannel: workspace_binary("flannel"),
+            opts: self.clone(),
+            dir,
+        };
+        for _ in 0..self.nodes {
+            c.add_node();
+        }
+        if self.start {
+            for i in 0..c.nodes.len() {
+                c.start(i);
+            }
+            for i in 0..c.nodes.len() {
+                c.wait_ready(i);
+            }
+        }
+        c
+    }
+}
+
+/// A running netns cluster. Field order is drop order: daemons and node
+/// namespaces first, then the underlay, then the temp dir.
+pub struct Cluster {
+    nodes: Vec<Node>,
+    underlay: NetNs,
+    flanneld: PathBuf,
+    flannel: PathBuf,
+    opts: ClusterBuilder,
+    dir: TempDir,
+}
+
+impl Cluster {
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder::default()
+    }
+
+    /// `n` nodes with the default config, all started and ready.
+    pub fn new(n: usize) -> Cluster {
+        Cluster::builder().nodes(n).build()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn lease_dir(&self) -> PathBuf {
+        self.dir.join("leases")
+    }
+
+    pub fn net_conf_path(&self) -> PathBuf {
+        self.dir.join("net-conf.json")
+    }
+
+    pub fn underlay(&self) -> &NetNs {
+        &self.underlay
+    }
+
+    pub fn flanneld_bin(&self) -> &Path {
+        &self.flanneld
+    }
+
+    pub fn flannel_bin(&self) -> &Path {
+        &self.flannel
+    }
+
+    pub fn resync_interval(&self) -> Duration {
+        Duration::from_secs(self.opts.resync_interval)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn node(&self, i: usize) -> &Node {
+        &self.nodes[i]
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// Adds a node namespace wired to the underlay (flanneld not started);
+    /// returns its index.
+    pub fn add_node(&mut self) -> usize {
+        let i = self.nodes.len();
+        let ip = Ipv4Addr::new(192, 168, 64, NODE_IP_BASE + i as u8);
+        let name = format!("node{i}");
+        let ns = NetNs::new(&format!("n{i}"));
+        let peer = format!("v{i}");
+        // The node's eth0, with its peer on the underlay bridge.
+        ns.add_veth_to("eth0", &self.underlay, &peer);
+        self.underlay.set_master(&peer, UNDERLAY_BRIDGE);
+        if let Some(mtu) = self.opts.mtu {
+            ns.ip_ok(&["link", "set", "eth0", "mtu", &mtu.to_string()]);
+            self.underlay
+                .ip_ok(&["link", "set", &peer, "mtu", &mtu.to_string()]);
+        }
+        ns.add_addr("eth0", &format!("{ip}/24"));
+        ns.ip_ok(&["route", "add", "default", "via", UNDERLAY_GATEWAY]);
+        let dir = self.dir.join(&name);
+        std::fs::create_dir_all(dir.join("ipam")).expect("create node dir");
+        self.nodes.push(Node::new(name, ns, ip, dir));
+        i
+    }
+
+    /// The flanneld command line for node `i` (without `ip netns exec`).
+    pub fn flanneld_args(&self, i: usize, extra: &[&str]) -> Vec<String> {
+        let n = &self.nodes[i];
+        let mut a: Vec<String> = vec![
+            "--lease-dir".into(),
+            self.lease_dir().to_string_lossy().into_owned(),
+            "--subnet-file".into(),
+            n.subnet_file().to_string_lossy().into_owned(),
+            "--net-config-path".into(),
+            self.net_conf_path().to_string_lossy().into_owned(),
+            "--lease-ttl".into(),
+            self.opts.lease_ttl.to_string(),
+            "--resync-interval".into(),
+            self.opts.resync_interval.to_string(),
+        ];
+        a.extend(self.opts.extra_args.iter().cloned());
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    }
+
+    /// Starts node `i`'s flanneld (does not wait for it to be ready).
+    pub fn start(&mut self, i: usize) {
+        self.start_with(i, &[]);
+    }
+
+    /// Starts node `i`'s flanneld with extra arguments.
+    pub fn start_with(&mut self, i: usize, extra: &[&str]) {
+        let args = self.flanneld_args(i, extra);
+        let bin = self.flanneld.clone();
+        self.nodes[i].spawn_daemon(&bin, &args);
+    }
+
+    /// Runs flanneld on node `i` with exactly `args` (no defaults added) and
+    /// waits up to `timeout` for it to exit; a daemon still running then is
+    /// stopped and reported as `exited: false`.
+    pub fn run_flanneld(&self, i: usize, args: &[&str], timeout: Duration) -> DaemonRun {
+        self.nodes[i].run_once(&self.flanneld, args, timeout)
+    }
+
+    /// Waits for node `i`'s subnet.env (panics with its log if flanneld exits
+    /// or does not get there within [`READY_TIMEOUT`]).
+    pub fn wait_ready(&self, i: usize) {
+        self.nodes[i].wait_ready(READY_TIMEOUT);
+    }
+
+    /// SIGTERM; waits for the exit and returns it.
+    pub fn stop(&mut self, i: usize) -> std::process::ExitStatus {
+        self.nodes[i].signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))
+    }
+
+    /// SIGKILL; waits for the exit.
+    pub fn kill(&mut self, i: usize) -> std::process::ExitStatus {
+        self.nodes[i].signal_and_wait(nix::sys::signal::Signal::SIGKILL, Duration::from_secs(10))
+    }
+
+    /// Every lease file in the shared lease directory, unexpired or not.
+    pub fn leases(&self) -> Vec<LeaseFile> {
+        node::read_leases(&self.lease_dir())
+    }
+
+    /// The unexpired lease whose PublicIP is node `i`'s.
+    pub fn lease_of(&self, i: usize) -> Option<LeaseFile> {
+        let ip = self.nodes[i].ip.to_string();
+        self.leases()
+            .into_iter()
+            .find(|l| l.public_ip == ip && !l.is_expired())
+    }
+
+    #[track_caller]
+    pub fn lease_of_ok(&self, i: usize) -> LeaseFile {
+        self.lease_of(i).unwrap_or_else(|| {
+            panic!(
+                "no lease for {} ({}); leases: {:#?}",
+                self.nodes[i].name,
+                self.nodes[i].ip,
+                self.leases()
+            )
+        })
+    }
+
+    /// Deletes node `i`'s lease file.
+    pub fn remove_lease(&self, i: usize) {
+        let l = self.lease_of_ok(i);
+        std::fs::remove_file(&l.path)
+            .unwrap_or_else(|e| panic!("remove {}: {e}", l.path.display()));
+    }
+
+    /// What node `i`'s flannel.1 should hold: one entry set per unexpired
+    /// vxlan lease of another public IP.
+    pub fn expected_peers(&self, i: usize) -> Vec<PeerEntries> {
+        let me = self.nodes[i].ip.to_string();
+        let mut v: Vec<PeerEntries> = self
+            .leases()
+            .iter()
+            .filter(|l| l.public_ip != me && !l.is_expired() && l.backend_type == "vxlan")
+            .map(PeerEntries::from_lease)
+            .collect();
+        v.sort_by(|a, b| a.subnet.cmp(&b.subnet));
+        v
+    }
+
+    /// Node `i`'s kernel state on flannel.1.
+    pub fn kernel(&self, i: usize) -> KernelState {
+        KernelState::read(&self.nodes[i].ns)
+    }
+
+    /// `Ok` when node `i`'s routes, neighbours and FDB entries on flannel.1 are
+    /// exactly those of `expected`.
+    pub fn check_entries(&self, i: usize, expected: &[PeerEntries]) -> Result<(), String> {
+        self.kernel(i)
+            .check_exactly(expected)
+            .map_err(|e| format!("{}: {e}", self.nodes[i].name))
+    }
+
+    /// Waits until every node in `which` has exactly the entries its current
+    /// peers' leases call for.
+    pub fn wait_converged(&self, which: &[usize], timeout: Duration) {
+        crate::wait::eventually(timeout, "peer entries to match the leases", || {
+            for &i in which {
+                self.check_entries(i, &self.expected_peers(i))?;
+            }
+            Ok(())
+        });
+    }
+
+    /// Waits until every running node has exactly its peers' entries.
+    pub fn wait_all_converged(&self, timeout: Duration) {
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_running())
+            .collect();
+        self.wait_converged(&running, timeout);
+    }
+
+    /// The CNI config a runtime would pass to the flannel plugin on node `i`.
+    pub fn cni_config(&self, i: usize) -> Value {
+        let n = &self.nodes[i];
+        json!({
+            "cniVersion": "1.0.0",
+            "name": "cbr0",
+            "type": "flannel",
+            "delegate": {"hairpinMode": true, "isDefaultGateway": true},
+            "subnetFile": n.subnet_file(),
+            "dataDir": n.data_dir(),
+        })
+    }
+
+    /// flanneld's log of node `i` so far.
+    pub fn log(&self, i: usize) -> String {
+        self.nodes[i].log()
+    }
+
+    /// All nodes' logs, each under a header.
+    pub fn all_logs(&self) -> String {
+        let mut s = String::new();
+        for n in &self.nodes {
+            s.push_str(&format!(
+                "===== {} ({}) flanneld log =====\n{}\n",
+                n.name,
+                n.ns.name(),
+                n.log()
+            ));
+        }
+        s
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.all_logs());
+        }
+        for n in &mut self.nodes {
+            n.stop_daemon();
+        }
+    }
+}
