@@ -47,11 +47,15 @@ fn ip_masq_installs_flannels_rules_and_keeps_them() {
             other => Err(format!("{other:?}")),
         }
     });
-    assert!(
-        c.log(0).contains("rewrote table ip flannel-rs"),
-        "{}",
-        c.log(0)
-    );
+    // The log line follows the rewrite by a moment.
+    flannel_tests::eventually(Duration::from_secs(2), "repair logged", || {
+        let log = c.log(0);
+        if log.contains("rewrote table ip flannel-rs") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
 }
 
 #[test]
