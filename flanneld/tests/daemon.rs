@@ -1,0 +1,66 @@
+//! The daemon's own contract: health endpoints, and what happens when its
+//! lease is taken by another node.
+
+use flannel_tests::cluster::Cluster;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+const HEALTH_PORT: u16 = 10256;
+
+/// GET `path` on the node's own health port, from inside its namespace.
+fn get(c: &Cluster, i: usize, path: &'static str) -> Result<String, String> {
+    c.node(i).ns.run(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", HEALTH_PORT)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").map_err(|e| e.to_string())?;
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).map_err(|e| e.to_string())?;
+        Ok(reply)
+    })
+}
+
+#[test]
+fn healthz_and_readyz_answer_once_subnet_env_is_written() {
+    let port = HEALTH_PORT.to_string();
+    let c = Cluster::builder()
+        .nodes(1)
+        .flanneld_args(&["--healthz-ip", "127.0.0.1", "--healthz-port", &port])
+        .build();
+    let health =
+        flannel_tests::eventually(Duration::from_secs(5), "healthz", || get(&c, 0, "/healthz"));
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let ready = get(&c, 0, "/readyz").expect("readyz");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let other = get(&c, 0, "/nope").expect("404");
+    assert!(other.starts_with("HTTP/1.1 404"), "{other}");
+}
+
+#[test]
+fn a_lease_taken_by_another_node_makes_the_daemon_exit_non_zero() {
+    let mut c = Cluster::new(1);
+    let lease = c.lease_of_ok(0);
+    // Another node (192.168.64.99) now holds our subnet.
+    let text = std::fs::read_to_string(&lease.path).expect("lease file");
+    let stolen = text.replace(&format!("\"{}\"", lease.public_ip), "\"192.168.64.99\"");
+    assert_ne!(text, stolen, "the lease names our public IP");
+    let tmp = lease.path.with_file_name(".stolen.tmp");
+    std::fs::write(&tmp, stolen).expect("write");
+    std::fs::rename(&tmp, &lease.path).expect("rename");
+
+    flannel_tests::eventually(Duration::from_secs(10), "flanneld exits", || {
+        if c.node(0).is_running() {
+            Err("still running".into())
+        } else {
+            Ok(())
+        }
+    });
+    let status = c.stop(0);
+    assert_eq!(status.code(), Some(1), "{status:?}\n{}", c.log(0));
+    let log = c.log(0);
+    assert!(
+        log.contains("was taken over by 192.168.64.99"),
+        "the log says why:\n{log}"
+    );
+}
