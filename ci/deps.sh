@@ -6,7 +6,7 @@ set -euo pipefail
 
 PACKAGES=(
   iproute2 iptables nftables iputils-ping containernetworking-plugins
-  protobuf-compiler etcd-server etcd-client
+  protobuf-compiler etcd-server etcd-client openssl
 )
 
 missing=()

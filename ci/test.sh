@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test: installs the apt packages the tests need, builds, runs
-# the unit and netns integration suites, then checks nothing was left
-# behind. Needs root (network namespaces).
+# the unit, netns integration and end-to-end suites, then checks nothing
+# was left behind: no network namespace, no process of ours (a binary of
+# this workspace, or anything naming a test temp dir or a netns-cluster
+# dir; zombies, which only PID 1 can reap, excepted), no temp dir, no
+# netns-cluster dir. Needs root (network namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,12 +14,52 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 ci/deps.sh
 
-before=$(ip netns list | wc -l)
+root=$(pwd -P)
+tmp=${TMPDIR:-/tmp}
+tmp=${tmp%/}
+run_dir=/run/flannel-rs-netns-cluster
+
+# Live processes of ours: "pid cmdline", one a line.
+our_procs() {
+  local d pid state exe cmd
+  for d in /proc/[0-9]*; do
+    pid=${d#/proc/}
+    state=$(sed 's/.*) //' "$d/stat" 2>/dev/null | cut -d' ' -f1) || continue
+    [ -n "$state" ] && [ "$state" != Z ] || continue
+    exe=$(readlink "$d/exe" 2>/dev/null) || exe=""
+    cmd=$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null) || continue
+    case "$exe" in "$root"/target/*)
+      echo "$pid $cmd"
+      continue
+      ;;
+    esac
+    case "$cmd" in *"$tmp"/ft[0-9]*-* | *"$run_dir"/*) echo "$pid $cmd" ;; esac
+  done | sort
+}
+leftovers() {
+  {
+    ip netns list | sed 's/^/netns /'
+    our_procs | sed 's/^/process /'
+    ls -d "$tmp"/ft[0-9]*-* 2>/dev/null | sed 's/^/temp dir /' || true
+    ls -d "$run_dir"/* 2>/dev/null | sed 's/^/netns-cluster dir /' || true
+  } | sort
+}
+
+before=$(leftovers)
 cargo build --workspace --all-targets
+start=$(date +%s)
 cargo test --workspace -- --test-threads="${TEST_THREADS:-4}"
-after=$(ip netns list | wc -l)
-if [ "$after" -gt "$before" ]; then
-  echo "ci/test.sh: the tests left $((after - before)) network namespace(s) behind:" >&2
-  ip netns list >&2
+echo "ci/test.sh: tests took $(($(date +%s) - start)) s"
+# Allow a few seconds for stragglers to finish (the CNI DEL helpers, or an
+# unrelated run that happened to overlap) before calling it a leak.
+for _ in $(seq 50); do
+  new=$(comm -13 <(echo "$before") <(leftovers))
+  [ -z "$new" ] && break
+  sleep 0.1
+done
+if [ -n "$new" ]; then
+  echo "ci/test.sh: the tests left these behind:" >&2
+  echo "$new" >&2
   exit 1
 fi
+echo "ci/test.sh: nothing left behind (namespaces, processes, temp dirs)"

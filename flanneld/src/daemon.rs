@@ -10,7 +10,7 @@ use common::SubnetEnv;
 use ipnetwork::Ipv4Network;
 use rtnetlink::Handle;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::time::{sleep, Instant};
+use tokio::time::Instant;
 
 use crate::http::Readiness;
 use crate::iface::ExtIface;
@@ -125,6 +125,7 @@ pub async fn run(
         watch_kernel::subscribe().map_err(|e| format!("subscribe to kernel events: {e}"))?;
     let mut next_resync = Instant::now() + settings.resync_interval;
     let mut renew_at = deadline(settings.timing.renew_at(&lease));
+    let mut renewal = Renewal::default();
     let mut rules_tick = tokio::time::interval(settings.rules_resync);
 
     loop {
@@ -148,8 +149,7 @@ pub async fn run(
                     }
                     LeaseEvent::Removed(l) if l.subnet == own => {
                         tracing::warn!("our lease for {own} disappeared; renewing it at once");
-                        lease = renew_or_exit(store.as_ref(), &lease).await?;
-                        renew_at = deadline(settings.timing.renew_at(&lease));
+                        renew_at = Instant::now();
                     }
                     LeaseEvent::Added(l) => match peer_of(&l, own, vni) {
                         Some(p) => {
@@ -188,6 +188,7 @@ pub async fn run(
             _ = tokio::time::sleep_until(next_resync) => {
                 dev = check_device(&vx, &spec, dev, own, &config, &peers).await;
                 resync(&vx, &dev, &peers, "periodic").await;
+                ready.set_store(store.is_reachable());
                 next_resync = Instant::now() + settings.resync_interval;
             }
             _ = rules_tick.tick() => {
@@ -200,9 +201,8 @@ pub async fn run(
                 }
             }
             _ = tokio::time::sleep_until(renew_at) => {
-                lease = renew_or_exit(store.as_ref(), &lease).await?;
-                renew_at = deadline(settings.timing.renew_at(&lease));
-                tracing::debug!(subnet = %own, "lease renewed");
+                renew_at = renewal.attempt(store.as_ref(), &mut lease, &settings.timing).await?;
+                ready.set_store(store.is_reachable());
             }
         }
     }
@@ -293,29 +293,56 @@ async fn resync(vx: &Vxlan, dev: &Device, peers: &BTreeMap<Ipv4Network, Peer>, w
     }
 }
 
-async fn renew_or_exit(store: &dyn LeaseStore, lease: &Lease) -> Result<Lease, String> {
-    let mut delay = Duration::from_millis(500);
-    loop {
+/// Lease renewal that never blocks the loop: a failed attempt schedules
+/// the next one with back-off (the datapath stays as it is meanwhile), and
+/// the log says when renewal starts failing and when it recovers, not at
+/// every attempt.
+#[derive(Default)]
+struct Renewal {
+    failing: bool,
+    backoff: Duration,
+}
+
+impl Renewal {
+    const FIRST_RETRY: Duration = Duration::from_millis(500);
+    const MAX_RETRY: Duration = Duration::from_secs(30);
+
+    /// Renews `lease` in place; returns when to try next. Only a lease
+    /// another node now holds is fatal.
+    async fn attempt(
+        &mut self,
+        store: &dyn LeaseStore,
+        lease: &mut Lease,
+        timing: &LeaseTiming,
+    ) -> Result<Instant, String> {
         match store.renew(lease).await {
-            Ok(l) => return Ok(l),
-            Err(e @ LeaseError::Lost { .. }) => {
-                return Err(format!(
-                    "{e}: exiting so this node stops serving a subnet it no longer owns"
-                ))
-            }
-            Err(e) => {
-                if SystemTime::now() >= lease.expiration {
-                    return Err(format!(
-                        "renew lease for {}: {e}; it has expired",
-                        lease.subnet
-                    ));
+            Ok(renewed) => {
+                if self.failing {
+                    tracing::info!(subnet = %renewed.subnet, "lease renewed again");
+                } else {
+                    tracing::debug!(subnet = %renewed.subnet, "lease renewed");
                 }
-                tracing::warn!(
-                    "renew lease for {}: {e}; retrying in {delay:?}",
-                    lease.subnet
-                );
-                sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
+                *self = Self::default();
+                *lease = renewed;
+                Ok(deadline(timing.renew_at(lease)))
+            }
+            Err(e @ LeaseError::Lost { .. }) => Err(format!(
+                "{e}: exiting so this node stops serving a subnet it no longer owns"
+            )),
+            Err(e) => {
+                self.backoff = if self.failing {
+                    (self.backoff * 2).min(Self::MAX_RETRY)
+                } else {
+                    Self::FIRST_RETRY
+                };
+                if !self.failing {
+                    tracing::warn!(
+                        "renew lease for {}: {e}; retrying with back-off, the datapath stays as it is",
+                        lease.subnet
+                    );
+                }
+                self.failing = true;
+                Ok(Instant::now() + self.backoff)
             }
         }
     }

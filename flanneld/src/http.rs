@@ -10,17 +10,42 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// Shared readiness, flipped by the daemon.
-#[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+/// Shared readiness, flipped by the daemon: ready once subnet.env and the
+/// datapath are in place, and while the lease store answers.
+#[derive(Clone)]
+pub struct Readiness {
+    datapath: Arc<AtomicBool>,
+    store: Arc<AtomicBool>,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self {
+            datapath: Arc::new(AtomicBool::new(false)),
+            store: Arc::new(AtomicBool::new(true)),
+        }
+    }
+}
 
 impl Readiness {
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+        self.datapath.store(ready, Ordering::SeqCst);
     }
 
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+    /// Whether the lease store answered its last request.
+    pub fn set_store(&self, reachable: bool) {
+        self.store.store(reachable, Ordering::SeqCst);
+    }
+
+    /// `None` when ready, else why not.
+    pub fn why_not(&self) -> Option<&'static str> {
+        if !self.datapath.load(Ordering::SeqCst) {
+            Some("subnet.env not written yet\n")
+        } else if !self.store.load(Ordering::SeqCst) {
+            Some("lease store unreachable\n")
+        } else {
+            None
+        }
     }
 }
 
@@ -50,8 +75,10 @@ pub async fn serve(addr: SocketAddr, ready: Readiness) -> Result<(), String> {
                 let path = request.split_whitespace().nth(1).unwrap_or("");
                 let (status, body) = match path {
                     "/healthz" => ("200 OK", "ok\n"),
-                    "/readyz" if ready.get() => ("200 OK", "ready\n"),
-                    "/readyz" => ("503 Service Unavailable", "not ready\n"),
+                    "/readyz" => match ready.why_not() {
+                        None => ("200 OK", "ready\n"),
+                        Some(why) => ("503 Service Unavailable", why),
+                    },
                     _ => ("404 Not Found", "not found\n"),
                 };
                 let reply = format!(

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use flanneld::cli::{Cli, StoreKind};
 use flanneld::daemon::{self, Settings};
+use flanneld::lease::etcd::{EtcdConfig, EtcdStore};
 use flanneld::lease::file::FileStore;
 use flanneld::lease::{LeaseStore, LeaseTiming};
 
@@ -45,6 +46,21 @@ fn fail(msg: String) -> ! {
     std::process::exit(1);
 }
 
+/// The etcd store from flannel's `--etcd-*` flags.
+fn etcd_store(cli: &Cli, timing: LeaseTiming) -> Result<EtcdStore, String> {
+    let config = EtcdConfig {
+        endpoints: EtcdConfig::parse_endpoints(cli.etcd_endpoints.as_deref().unwrap_or_default()),
+        prefix: cli.etcd_prefix.clone(),
+        keyfile: cli.etcd_keyfile.clone(),
+        certfile: cli.etcd_certfile.clone(),
+        cafile: cli.etcd_cafile.clone(),
+        username: cli.etcd_username.clone(),
+        password: cli.etcd_password.clone(),
+    };
+    tracing::info!(endpoints = %config.endpoints.join(","), prefix = %config.prefix, "etcd lease store");
+    EtcdStore::new(config, timing).map_err(|e| e.to_string())
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -67,13 +83,7 @@ async fn run(cli: Cli) -> Result<daemon::Exit, String> {
             cli.net_config_path.clone(),
             timing,
         )),
-        StoreKind::Etcd => {
-            return Err(
-                "--etcd-endpoints: the etcd lease store is not implemented yet; \
-                        use the embedded store (--lease-dir)"
-                    .into(),
-            )
-        }
+        StoreKind::Etcd => Box::new(etcd_store(&cli, timing)?),
         StoreKind::Kube => {
             return Err(
                 "--kube-subnet-mgr: the Kubernetes lease store is not implemented yet; \

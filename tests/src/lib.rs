@@ -18,14 +18,18 @@
 //! - [`cluster`]: `Cluster`, an underlay netns + node netns with real
 //!   `flanneld`s on a shared lease dir, pods via the `flannel` CNI binary,
 //!   kernel-state readers and peer-entry checks.
+//! - [`netns_cluster`]: the `netns-cluster` tool (a cluster persisted across
+//!   processes: `up`, `status`, `matrix`, `exec`, `down`).
 //! - [`cmd`]: running commands with stdin, captured output and a timeout.
 
 pub mod cluster;
 pub mod cmd;
 pub mod cni;
+pub mod etcd;
 pub mod iproute;
 pub mod names;
 pub mod netns;
+pub mod netns_cluster;
 pub mod nft;
 pub mod proc;
 pub mod tcp;

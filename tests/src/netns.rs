@@ -44,6 +44,52 @@ impl NetNs {
         ns
     }
 
+    /// Creates the namespace `name` exactly (no per-process prefix; the
+    /// caller makes it unique) and brings its loopback up. Deleted on drop
+    /// unless [`disarm`](Self::disarm)ed. Errors (e.g. the name exists) are
+    /// returned, not panicked.
+    pub fn with_name(name: &str) -> Result<NetNs, String> {
+        require_root();
+        let out = cmd::run_args("ip", &["netns", "add", name]);
+        if !out.success() {
+            return Err(format!(
+                "ip netns add {name}: {}",
+                out.stderr.trim().lines().last().unwrap_or("failed")
+            ));
+        }
+        let ns = NetNs {
+            path: Path::new(NETNS_DIR).join(name),
+            name: name.to_owned(),
+            deleted: false,
+        };
+        let out = ns.ip(&["link", "set", "lo", "up"]);
+        if !out.success() {
+            return Err(format!("lo up in {name}: {}", out.stderr.trim()));
+        }
+        Ok(ns)
+    }
+
+    /// A handle on an existing namespace made by someone else (e.g. another
+    /// process of the `netns-cluster` tool): never deleted on drop.
+    pub fn existing(name: &str) -> NetNs {
+        NetNs {
+            path: Path::new(NETNS_DIR).join(name),
+            name: name.to_owned(),
+            deleted: true,
+        }
+    }
+
+    /// Leaves the namespace in place when this handle drops (it outlives the
+    /// process; whoever recorded its name deletes it).
+    pub fn disarm(&mut self) {
+        self.deleted = true;
+    }
+
+    /// Does the namespace exist (its bind mount is there)?
+    pub fn exists(&self) -> bool {
+        self.path.exists()
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -176,6 +222,35 @@ pub fn sweep_stale() {
             }
         }
     }
+}
+
+/// Deletes the named namespace if it exists (`ip netns del`); `Ok` when it
+/// is gone afterwards.
+pub fn delete_by_name(name: &str) -> Result<(), String> {
+    let path = Path::new(NETNS_DIR).join(name);
+    if !path.exists() {
+        return Ok(());
+    }
+    let out = cmd::run_args("ip", &["netns", "del", name]);
+    if out.success() || !path.exists() {
+        Ok(())
+    } else {
+        Err(format!("ip netns del {name}: {}", out.stderr.trim()))
+    }
+}
+
+/// Names of all namespaces starting with `prefix`.
+pub fn namespaces_with_prefix(prefix: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(NETNS_DIR)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
 }
 
 /// Names of all namespaces this process has made and not yet deleted.

@@ -55,6 +55,92 @@ impl ChildGuard {
     pub fn desc(&self) -> &str {
         &self.desc
     }
+
+    /// Lets the process outlive this guard (and this process): returns its
+    /// PID for whoever stops it later (see [`RecordedProcess`]).
+    pub fn detach(mut self) -> u32 {
+        self.child.take().map(|c| c.id()).unwrap_or(0)
+    }
+}
+
+/// Makes `cmd` start in a session of its own (setsid), so it survives the
+/// terminal and process group of whoever started it.
+pub fn new_session(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A process another run of a tool started and recorded by PID, with a
+/// string its command line must contain (so a reused PID is never signalled).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecordedProcess {
+    pub pid: u32,
+    /// A substring of `/proc/<pid>/cmdline` (NULs read as spaces), e.g. the
+    /// cluster's own directory.
+    pub cmdline_contains: String,
+}
+
+impl RecordedProcess {
+    /// The command line of `pid` (arguments joined by spaces), if it exists
+    /// and is not a zombie.
+    pub fn cmdline_of(pid: u32) -> Option<String> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let state = stat.rsplit(')').next()?.trim_start().chars().next()?;
+        if state == 'Z' || state == 'X' {
+            return None;
+        }
+        let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let s: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        Some(s.join(" "))
+    }
+
+    /// Is it still running, and still the process we recorded?
+    pub fn is_ours(&self) -> bool {
+        self.pid > 1
+            && Self::cmdline_of(self.pid).is_some_and(|c| c.contains(&self.cmdline_contains))
+    }
+
+    /// SIGTERM, then SIGKILL once `grace` passes, each only after checking
+    /// the command line; `Ok` once it is gone (or was never ours).
+    pub fn stop(&self, grace: std::time::Duration) -> Result<(), String> {
+        use nix::sys::signal::{kill, Signal};
+        use std::time::{Duration, Instant};
+        let pid = nix::unistd::Pid::from_raw(self.pid as i32);
+        if !self.is_ours() {
+            return Ok(());
+        }
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if !self.is_ours() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if self.is_ours() {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if !self.is_ours() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err(format!("pid {} survived SIGKILL", self.pid))
+    }
 }
 
 impl Drop for ChildGuard {

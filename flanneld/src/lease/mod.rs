@@ -2,6 +2,7 @@
 //! implement. One file per store: `file.rs` (embedded, the default),
 //! `etcd.rs`, `kube.rs`.
 
+pub mod etcd;
 pub mod file;
 
 #[cfg(test)]
@@ -155,4 +156,10 @@ pub trait LeaseStore: Send + Sync {
     /// The current unexpired leases, then every change. Expiry of a lease
     /// is reported as `Removed` when it happens, without any write.
     async fn watch(&self) -> Result<LeaseWatch, LeaseError>;
+
+    /// Whether the store answered its last request (for `/readyz`). A
+    /// store that cannot be unreachable (the embedded one) is always so.
+    fn is_reachable(&self) -> bool {
+        true
+    }
 }

@@ -1,7 +1,7 @@
 //! A node's kernel state on `flannel.1`, read back with iproute2, and the
 //! entries a set of peer leases calls for.
 
-use super::node::LeaseFile;
+use super::lease::LeaseFile;
 use super::VXLAN_DEV;
 use crate::netns::NetNs;
 use serde_json::Value;

@@ -19,14 +19,23 @@
 //! Everything is removed on drop, also on panic: daemons stopped by PID,
 //! namespaces deleted, the temp dir removed.
 
+mod checks;
 mod kernel;
+pub mod lease;
 pub mod monitor;
 mod node;
+pub mod persist;
 mod pod;
+pub mod store;
+pub mod traffic;
 
+pub use checks::{SECOND_BRIDGE, SECOND_GATEWAY};
 pub use kernel::{FdbEntry, KernelState, NeighEntry, PeerEntries, RouteEntry, VxlanInfo};
-pub use node::{DaemonRun, LeaseFile, Node};
+pub use lease::LeaseFile;
+pub use node::{network_of, DaemonRun, Node};
+pub use persist::{ClusterState, NodeState, PodState};
 pub use pod::ClusterPod;
+pub use store::{Store, StoreKind};
 
 use crate::netns::NetNs;
 use crate::tempdir::TempDir;
@@ -88,6 +97,10 @@ pub struct ClusterBuilder {
     extra_args: Vec<String>,
     start: bool,
     mtu: Option<u32>,
+    prefix: Option<String>,
+    dir: Option<PathBuf>,
+    detached: bool,
+    store: StoreKind,
 }
 
 impl Default for ClusterBuilder {
@@ -100,6 +113,10 @@ impl Default for ClusterBuilder {
             extra_args: Vec::new(),
             start: true,
             mtu: None,
+            prefix: None,
+            dir: None,
+            detached: false,
+            store: StoreKind::File,
         }
     }
 }
@@ -158,10 +175,51 @@ impl ClusterBuilder {
         self
     }
 
+    /// Names every namespace (and pod container ID) `<prefix><what>`
+    /// exactly — `underlay`, `node0`, `node0-pod1` — instead of this
+    /// process's unique `ft<pid>-<n>` names. For clusters that outlive the
+    /// process (the `netns-cluster` tool); the caller makes the prefix unique.
+    pub fn name_prefix(mut self, prefix: &str) -> Self {
+        self.prefix = Some(prefix.to_owned());
+        self
+    }
+
+    /// The cluster's directory (created; must not exist), instead of a
+    /// fresh temp dir.
+    pub fn dir(mut self, dir: &Path) -> Self {
+        self.dir = Some(dir.to_owned());
+        self
+    }
+
+    /// Start daemons (flanneld, etcd) in sessions of their own, so that
+    /// [`Cluster::persist`] can leave them running after this process exits.
+    pub fn detached(mut self, detached: bool) -> Self {
+        self.detached = detached;
+        self
+    }
+
+    /// The lease store (the embedded file store by default).
+    pub fn store(mut self, store: StoreKind) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// A namespace named after `short` (this process's unique names) or
+    /// `<prefix><long>` (with a name prefix).
+    fn make_ns(&self, short: &str, long: &str) -> NetNs {
+        match &self.prefix {
+            None => NetNs::new(short),
+            Some(p) => NetNs::with_name(&format!("{p}{long}")).unwrap_or_else(|e| panic!("{e}")),
+        }
+    }
+
     pub fn build(self) -> Cluster {
         crate::netns::require_root();
-        let dir = TempDir::new("c");
-        let underlay = NetNs::new("u");
+        let dir = match &self.dir {
+            None => TempDir::new("c"),
+            Some(d) => TempDir::create_at(d).unwrap_or_else(|e| panic!("{e}")),
+        };
+        let underlay = self.make_ns("u", "underlay");
         underlay.add_bridge(UNDERLAY_BRIDGE);
         underlay.add_addr(UNDERLAY_BRIDGE, &format!("{UNDERLAY_GATEWAY}/24"));
         if let Some(mtu) = self.mtu {
@@ -171,8 +229,22 @@ impl ClusterBuilder {
         if let Some(text) = &self.net_conf {
             std::fs::write(dir.join("net-conf.json"), text).expect("write net-conf.json");
         }
+        let store = match self.store {
+            StoreKind::File => Store::File(dir.join("leases")),
+            StoreKind::Etcd => {
+                let conf = self.net_conf.clone().unwrap_or_else(|| "{}".into());
+                Store::Etcd(store::EtcdServer::start(
+                    &underlay,
+                    dir.path(),
+                    &conf,
+                    self.detached,
+                ))
+            }
+        };
         let mut c = Cluster {
             nodes: Vec::new(),
+            extra: Vec::new(),
+            store,
             underlay,
             flanneld: workspace_binary("flanneld"),
             flannel: workspace_binary("flannel"),
@@ -198,6 +270,9 @@ impl ClusterBuilder {
 /// namespaces first, then the underlay, then the temp dir.
 pub struct Cluster {
     nodes: Vec<Node>,
+    /// More namespaces a test wired in (e.g. a second underlay).
+    extra: Vec<NetNs>,
+    store: Store,
     underlay: NetNs,
     flanneld: PathBuf,
     flannel: PathBuf,
@@ -265,7 +340,7 @@ impl Cluster {
         let i = self.nodes.len();
         let ip = Ipv4Addr::new(192, 168, 64, NODE_IP_BASE + i as u8);
         let name = format!("node{i}");
-        let ns = NetNs::new(&format!("n{i}"));
+        let ns = self.opts.make_ns(&format!("n{i}"), &name);
         let peer = format!("v{i}");
         // The node's eth0, with its peer on the underlay bridge.
         ns.add_veth_to("eth0", &self.underlay, &peer);
@@ -279,16 +354,17 @@ impl Cluster {
         ns.ip_ok(&["route", "add", "default", "via", UNDERLAY_GATEWAY]);
         let dir = self.dir.join(&name);
         std::fs::create_dir_all(dir.join("ipam")).expect("create node dir");
-        self.nodes.push(Node::new(name, ns, ip, dir));
+        let mut node = Node::new(name, ns, ip, dir);
+        node.detached = self.opts.detached;
+        self.nodes.push(node);
         i
     }
 
     /// The flanneld command line for node `i` (without `ip netns exec`).
     pub fn flanneld_args(&self, i: usize, extra: &[&str]) -> Vec<String> {
         let n = &self.nodes[i];
-        let mut a: Vec<String> = vec![
-            "--lease-dir".into(),
-            self.lease_dir().to_string_lossy().into_owned(),
+        let mut a: Vec<String> = self.store.flanneld_args();
+        a.extend([
             "--subnet-file".into(),
             n.subnet_file().to_string_lossy().into_owned(),
             "--net-config-path".into(),
@@ -297,7 +373,7 @@ impl Cluster {
             self.opts.lease_ttl.to_string(),
             "--resync-interval".into(),
             self.opts.resync_interval.to_string(),
-        ];
+        ]);
         a.extend(self.opts.extra_args.iter().cloned());
         a.extend(extra.iter().map(|s| s.to_string()));
         a
@@ -338,9 +414,30 @@ impl Cluster {
         self.nodes[i].signal_and_wait(nix::sys::signal::Signal::SIGKILL, Duration::from_secs(10))
     }
 
-    /// Every lease file in the shared lease directory, unexpired or not.
+    /// Every lease in the store (for the file store: unexpired or not).
     pub fn leases(&self) -> Vec<LeaseFile> {
-        node::read_leases(&self.lease_dir())
+        self.store.leases(&self.underlay)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Keeps `ns` until the cluster drops (before the node namespaces go).
+    pub fn adopt_ns(&mut self, ns: NetNs) -> &NetNs {
+        self.extra.push(ns);
+        self.extra.last().expect("just pushed")
+    }
+
+    /// The name prefix (see [`ClusterBuilder::name_prefix`]), if any.
+    pub fn name_prefix(&self) -> Option<&str> {
+        self.opts.prefix.as_deref()
+    }
+
+    /// A namespace named like the cluster's own (`short`: tag of a unique
+    /// name; `long`: the name after the cluster prefix).
+    pub fn make_ns(&self, short: &str, long: &str) -> NetNs {
+        self.opts.make_ns(short, long)
     }
 
     /// The unexpired lease whose PublicIP is node `i`'s.
@@ -363,11 +460,10 @@ impl Cluster {
         })
     }
 
-    /// Deletes node `i`'s lease file.
+    /// Releases node `i`'s lease in the store (file store: deletes the file).
     pub fn remove_lease(&self, i: usize) {
         let l = self.lease_of_ok(i);
-        std::fs::remove_file(&l.path)
-            .unwrap_or_else(|e| panic!("remove {}: {e}", l.path.display()));
+        self.store.remove(&self.underlay, &l);
     }
 
     /// What node `i`'s flannel.1 should hold: one entry set per unexpired

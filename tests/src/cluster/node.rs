@@ -2,14 +2,13 @@
 //! process; and the lease files of the shared store.
 
 use crate::netns::NetNs;
-use crate::proc::ChildGuard;
-use serde_json::Value;
+use crate::proc::{ChildGuard, RecordedProcess};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -20,6 +19,12 @@ pub struct Node {
     pub ip: Ipv4Addr,
     pub dir: PathBuf,
     daemon: Option<ChildGuard>,
+    /// A flanneld another process started (a cluster attached from its
+    /// saved state): looked at, never stopped by this handle.
+    recorded: Option<RecordedProcess>,
+    /// Start flanneld in its own session, to outlive this process.
+    pub(super) detached: bool,
+    pods_made: std::sync::atomic::AtomicU32,
     starts: usize,
     /// subnet.env's identity when the daemon was last started: ready means
     /// a fresh subnet.env (flanneld writes it by rename: a new inode).
@@ -65,6 +70,9 @@ impl Node {
             ip,
             dir,
             daemon: None,
+            recorded: None,
+            detached: false,
+            pods_made: Default::default(),
             starts: 0,
             env_before: None,
             ns,
@@ -90,11 +98,45 @@ impl Node {
 
     /// The PID of the running flanneld, if any.
     pub fn pid(&self) -> Option<u32> {
-        self.daemon.as_ref().map(ChildGuard::pid)
+        self.daemon
+            .as_ref()
+            .map(ChildGuard::pid)
+            .or(self.recorded.as_ref().map(|r| r.pid))
+    }
+
+    /// Lets flanneld outlive this handle; returns it as a recorded process
+    /// (its command line names this node's subnet file).
+    pub(super) fn detach_daemon(&mut self) -> Option<RecordedProcess> {
+        if let Some(g) = self.daemon.take() {
+            self.recorded = Some(RecordedProcess {
+                pid: g.detach(),
+                cmdline_contains: self.subnet_file().to_string_lossy().into_owned(),
+            });
+        }
+        self.recorded.clone()
+    }
+
+    /// Adopts a flanneld started by another process (for looking at it).
+    pub(super) fn set_recorded(&mut self, r: Option<RecordedProcess>) {
+        self.recorded = r;
+    }
+
+    /// The next pod number on this node (0, 1, ...).
+    pub(super) fn next_pod_seq(&self) -> u32 {
+        self.pods_made
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(super) fn set_pods_made(&self, n: u32) {
+        self.pods_made
+            .store(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Is flanneld running (started and not exited)?
     pub fn is_running(&self) -> bool {
+        if self.daemon.is_none() {
+            return self.recorded.as_ref().is_some_and(RecordedProcess::is_ours);
+        }
         let Some(pid) = self.pid() else { return false };
         // Not reaped yet: a zombie still counts as exited.
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -173,6 +215,9 @@ impl Node {
         let err = log.try_clone().expect("dup log fd");
         let mut c = self.command(bin, args);
         c.stdout(Stdio::from(log)).stderr(Stdio::from(err));
+        if self.detached {
+            crate::proc::new_session(&mut c);
+        }
         self.daemon = Some(ChildGuard::spawn(&mut c));
     }
 
@@ -295,171 +340,4 @@ pub fn network_of(cidr: &str) -> Option<String> {
     }
     let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
     Some(format!("{}/{len}", Ipv4Addr::from(u32::from(ip) & mask)))
-}
-
-/// One file of the embedded lease store, e.g. `leases/10.244.1.0-24`.
-#[derive(Debug, Clone)]
-pub struct LeaseFile {
-    pub path: PathBuf,
-    /// "10.244.1.0/24", from the file name.
-    pub subnet: String,
-    pub public_ip: String,
-    pub backend_type: String,
-    pub vni: Option<u64>,
-    pub vtep_mac: String,
-    /// When the store says it expires (when the file carries it in a form we know).
-    pub expires: Option<SystemTime>,
-    pub raw: Value,
-}
-
-impl LeaseFile {
-    pub fn is_expired(&self) -> bool {
-        self.expires.is_some_and(|t| t <= SystemTime::now())
-    }
-
-    /// The subnet's network address ("10.244.1.0"): the peer's VTEP address.
-    pub fn vtep_ip(&self) -> &str {
-        self.subnet.split('/').next().unwrap_or("")
-    }
-}
-
-/// Reads every `a.b.c.d-len` file of `dir` (other names, e.g. temp files and
-/// locks, are skipped, as are files that do not parse).
-pub fn read_leases(dir: &Path) -> Vec<LeaseFile> {
-    let mut v = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return v;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some((ip, len)) = name.split_once('-') else {
-            continue;
-        };
-        if ip.parse::<Ipv4Addr>().is_err() || len.parse::<u8>().is_err() {
-            continue;
-        }
-        let Ok(text) = std::fs::read_to_string(e.path()) else {
-            continue;
-        };
-        let Ok(raw) = serde_json::from_str::<Value>(&text) else {
-            continue;
-        };
-        let Some(attrs) = find_attrs(&raw) else {
-            continue;
-        };
-        let bd = &attrs["BackendData"];
-        v.push(LeaseFile {
-            path: e.path(),
-            subnet: format!("{ip}/{len}"),
-            public_ip: attrs["PublicIP"].as_str().unwrap_or("").to_owned(),
-            backend_type: attrs["BackendType"].as_str().unwrap_or("").to_owned(),
-            vni: bd["VNI"].as_u64(),
-            vtep_mac: bd["VtepMAC"].as_str().unwrap_or("").to_lowercase(),
-            expires: find_expiry(&raw),
-            raw,
-        });
-    }
-    v.sort_by(|a, b| a.subnet.cmp(&b.subnet));
-    v
-}
-
-/// The object holding `PublicIP` (the file itself or one level down).
-fn find_attrs(v: &Value) -> Option<&Value> {
-    if v.get("PublicIP").is_some() {
-        return Some(v);
-    }
-    v.as_object()?
-        .values()
-        .find(|x| x.get("PublicIP").is_some())
-}
-
-/// An expiry field: unix seconds/milliseconds or an RFC 3339 time.
-fn find_expiry(v: &Value) -> Option<SystemTime> {
-    let obj = v.as_object()?;
-    let (_, val) = obj.iter().find(|(k, _)| {
-        let k = k.to_lowercase();
-        k.starts_with("expir") || k == "expires" || k == "expires_at"
-    })?;
-    match val {
-        Value::Number(n) => {
-            let f = n.as_f64()?;
-            let secs = if f > 1e12 { f / 1000.0 } else { f };
-            Some(UNIX_EPOCH + Duration::from_secs_f64(secs))
-        }
-        Value::String(s) => parse_rfc3339(s),
-        Value::Object(o) => {
-            // serde's SystemTime: {"secs_since_epoch":..,"nanos_since_epoch":..}
-            let secs = o.get("secs_since_epoch")?.as_u64()?;
-            let nanos = o
-                .get("nanos_since_epoch")
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
-            Some(UNIX_EPOCH + Duration::new(secs, nanos as u32))
-        }
-        _ => None,
-    }
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`.
-fn parse_rfc3339(s: &str) -> Option<SystemTime> {
-    let b = s.as_bytes();
-    if b.len() < 20 {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut i = 19;
-    let mut nanos = 0u32;
-    if b.get(i) == Some(&b'.') {
-        let start = i + 1;
-        i = start;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        let frac = &s[start..i.min(start + 9)];
-        nanos = format!("{frac:0<9}").parse().ok()?;
-    }
-    let offset = match b.get(i)? {
-        b'Z' | b'z' => 0,
-        b'+' | b'-' => {
-            let sign = if b[i] == b'-' { -1 } else { 1 };
-            sign * (num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60)
-        }
-        _ => return None,
-    };
-    // Days from civil (Howard Hinnant's algorithm).
-    let y2 = if mo <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + mi * 60 + se - offset;
-    Some(UNIX_EPOCH + Duration::new(u64::try_from(secs).ok()?, nanos))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_and_networks_parse() {
-        let t = parse_rfc3339("2024-01-02T03:04:05.5Z").unwrap();
-        assert_eq!(
-            t.duration_since(UNIX_EPOCH).unwrap(),
-            Duration::new(1_704_164_645, 500_000_000)
-        );
-        let t2 = parse_rfc3339("2024-01-02T05:04:05+02:00").unwrap();
-        assert_eq!(
-            t2.duration_since(UNIX_EPOCH).unwrap().as_secs(),
-            1_704_164_645
-        );
-        assert_eq!(
-            network_of("10.244.3.1/24").as_deref(),
-            Some("10.244.3.0/24")
-        );
-        assert_eq!(network_of("x/24"), None);
-    }
 }

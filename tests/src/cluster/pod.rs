@@ -35,10 +35,32 @@ impl Cluster {
             .config(&self.cni_config(i))
     }
 
+    /// A new pod namespace for node `i` (not attached yet): a unique name,
+    /// or `<prefix>node<i>-pod<k>` (also its container ID) with a name prefix.
+    pub fn new_pod(&self, i: usize) -> Pod {
+        match self.name_prefix() {
+            None => Pod::new(),
+            Some(_) => {
+                let name = format!("node{i}-pod{}", self.node(i).next_pod_seq());
+                let ns = self.make_ns("p", &name);
+                Pod {
+                    cid: ns.name().to_owned(),
+                    ns,
+                    ifname: "eth0".into(),
+                }
+            }
+        }
+    }
+
     /// CNI ADD of a new pod namespace on node `i`; returns the pod or the
     /// plugin's output when it failed.
     pub fn try_add_pod(&self, i: usize) -> Result<ClusterPod, CniOutput> {
-        let pod = Pod::new();
+        self.attach_pod(i, self.new_pod(i))
+    }
+
+    /// CNI ADD of `pod` (a namespace made beforehand, e.g. by
+    /// [`new_pod`](Self::new_pod)) on node `i`.
+    pub fn attach_pod(&self, i: usize, pod: Pod) -> Result<ClusterPod, CniOutput> {
         let out = self.cni_call(i, "ADD", &pod).run();
         if out.code() != Some(0) {
             return Err(out);

@@ -1,0 +1,124 @@
+//! flannel's etcd layout: key names and lease values, byte for byte.
+//!
+//! ```text
+//! <prefix>/config                 {"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}
+//! <prefix>/subnets/10.244.1.0-24  {"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}
+//! ```
+//!
+//! The value carries no expiry: the etcd lease the key is attached to does.
+
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+
+use crate::lease::LeaseAttrs;
+
+/// An example value for `<prefix>/config`, shown when the key is missing.
+pub const EXAMPLE_CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
+
+/// The keys under one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// `prefix` as given by `--etcd-prefix`; a trailing `/` is dropped so
+    /// `/coreos.com/network/` and `/coreos.com/network` name the same keys.
+    pub fn new(prefix: &str) -> Self {
+        let trimmed = prefix.trim_end_matches('/');
+        Self {
+            prefix: trimmed.to_string(),
+        }
+    }
+
+    /// `<prefix>/config`
+    pub fn config(&self) -> String {
+        format!("{}/config", self.prefix)
+    }
+
+    /// `<prefix>/subnets/`: every lease key starts with it.
+    pub fn subnets(&self) -> String {
+        format!("{}/subnets/", self.prefix)
+    }
+
+    /// `<prefix>/subnets/10.244.1.0-24`
+    pub fn lease(&self, subnet: Ipv4Network) -> String {
+        format!("{}{}-{}", self.subnets(), subnet.network(), subnet.prefix())
+    }
+
+    /// The subnet a lease key names. `None` for keys outside
+    /// `<prefix>/subnets/` or not named like a subnet. A dual-stack key
+    /// (`10.244.1.0-24&fc00::-64`) names its IPv4 subnet.
+    pub fn subnet_of(&self, key: &[u8]) -> Option<Ipv4Network> {
+        let key = std::str::from_utf8(key).ok()?;
+        let name = key.strip_prefix(&self.subnets())?;
+        let v4 = name.split('&').next()?;
+        let (ip, len) = v4.split_once('-')?;
+        let ip: Ipv4Addr = ip.parse().ok()?;
+        let len: u8 = len.parse().ok()?;
+        let net = Ipv4Network::new(ip, len).ok()?;
+        (net.network() == ip).then_some(net)
+    }
+}
+
+/// flannel's lease value: `LeaseAttrs` as JSON, fields in flannel's order.
+pub fn encode(attrs: &LeaseAttrs) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(attrs).map_err(|e| format!("encode lease value: {e}"))
+}
+
+/// Parses a lease value written by us or by upstream flannel.
+pub fn decode(value: &[u8]) -> Result<LeaseAttrs, String> {
+    serde_json::from_slice(value).map_err(|e| {
+        let shown = String::from_utf8_lossy(&value[..value.len().min(200)]).into_owned();
+        format!("not a flannel lease value ({e}): {shown:?}")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv4Network {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn key_layout_is_flannels() {
+        let k = Keys::new("/coreos.com/network/");
+        assert_eq!(k.config(), "/coreos.com/network/config");
+        assert_eq!(
+            k.lease(net("10.244.1.0/24")),
+            "/coreos.com/network/subnets/10.244.1.0-24"
+        );
+        let parse = |s: &str| k.subnet_of(s.as_bytes());
+        assert_eq!(
+            parse("/coreos.com/network/subnets/10.244.1.0-24"),
+            Some(net("10.244.1.0/24"))
+        );
+        assert_eq!(
+            parse("/coreos.com/network/subnets/10.244.1.0-24&fc00::-64"),
+            Some(net("10.244.1.0/24"))
+        );
+        for bad in [
+            "/coreos.com/network/config",
+            "/coreos.com/network/subnets/10.244.1.1-24",
+            "/coreos.com/network/subnets/banana",
+            "/other/subnets/10.244.1.0-24",
+        ] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn value_is_flannels_bytes() {
+        let a = LeaseAttrs::vxlan("192.168.64.3".parse().expect("ip"), 1, "c6:d2:32:6f:8f:44");
+        let v = encode(&a).expect("encode");
+        assert_eq!(
+            String::from_utf8(v.clone()).expect("utf8"),
+            r#"{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#
+        );
+        assert_eq!(decode(&v).expect("decode"), a);
+        assert!(decode(b"{\"PublicIP\":\"nope\"}").is_err());
+    }
+}

@@ -1,0 +1,294 @@
+//! Watching `<prefix>/subnets/`: a snapshot, then a task that follows
+//! etcd's watch stream and turns it into `LeaseEvent`s.
+//!
+//! The task keeps the leases it has reported and the revision it has seen.
+//! It watches from that revision + 1. When the stream breaks (etcd down,
+//! restarted, a network cut noticed by HTTP/2 keep-alive) or etcd cancels
+//! it because the revision was compacted, the task re-lists the prefix
+//! (retrying with back-off while etcd is unreachable, logging once per state
+//! change), reports the difference between what it had reported and what
+//! etcd holds now, and watches again from the list's revision + 1. So a
+//! change made during an outage arrives once, and a change seen before the
+//! outage is not reported again. Events are diffed too: a put that only
+//! moves a lease to a new etcd lease (a renewal) sends nothing.
+//!
+//! The event channel stays open across outages; the task ends only when
+//! the receiver is dropped.
+
+use std::collections::{BTreeSet, HashMap};
+
+use etcd_client::{EventType, WatchOptions};
+use ipnetwork::Ipv4Network;
+use tokio::sync::mpsc;
+
+use super::conn::{classify, Backoff, Failure, OP_TIMEOUT};
+use super::keys::decode;
+use super::{Entry, EtcdStore};
+use crate::lease::{Lease, LeaseAttrs, LeaseError, LeaseEvent, LeaseWatch};
+
+/// Room for events not yet taken by the consumer; when full the task waits
+/// (etcd buffers the stream meanwhile).
+const CHANNEL_DEPTH: usize = 256;
+
+/// The receiver was dropped: the task ends.
+struct Closed;
+
+/// Why following the stream stopped.
+enum Stop {
+    Closed,
+    /// The start revision was compacted away.
+    Compacted(i64),
+    /// The stream could not be opened or broke.
+    Broken(Failure),
+}
+
+impl From<Closed> for Stop {
+    fn from(_: Closed) -> Self {
+        Stop::Closed
+    }
+}
+
+pub(super) async fn start(store: EtcdStore) -> Result<LeaseWatch, LeaseError> {
+    let mut backoff = Backoff::new(format!("watch {}", store.keys().subnets()));
+    let (entries, revision) = loop {
+        match store.list().await {
+            Ok(listed) => {
+                backoff.succeeded();
+                break listed;
+            }
+            Err(f @ Failure::Refused(_)) => return Err(f.into()),
+            Err(f) => backoff.failed("unreachable", f.message()).await,
+        }
+    };
+    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+    let mut watcher = Watcher {
+        store,
+        current: HashMap::new(),
+        revision,
+        tx,
+    };
+    let wanted = valid(entries);
+    let ids: Vec<i64> = wanted.values().map(|(_, id)| *id).collect();
+    let expiries =
+        futures::future::join_all(ids.iter().map(|id| watcher.store.expiry_of(*id))).await;
+    for ((subnet, (attrs, _)), expiration) in wanted.into_iter().zip(expiries) {
+        watcher.current.insert(
+            subnet,
+            Lease {
+                subnet,
+                attrs,
+                expiration,
+            },
+        );
+    }
+    let mut snapshot: Vec<Lease> = watcher.current.values().cloned().collect();
+    snapshot.sort_by_key(|l| l.subnet);
+    tokio::spawn(watcher.run(backoff));
+    Ok(LeaseWatch {
+        snapshot,
+        events: rx,
+    })
+}
+
+/// A watch that claims to have reported `reported` as of `revision`: the
+/// task follows from `revision + 1` (tests use it to watch from a
+/// compacted revision).
+#[cfg(test)]
+pub(super) fn start_from(
+    store: EtcdStore,
+    reported: Vec<Lease>,
+    revision: i64,
+) -> mpsc::Receiver<Result<LeaseEvent, LeaseError>> {
+    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+    let backoff = Backoff::new(format!("watch {}", store.keys().subnets()));
+    let watcher = Watcher {
+        store,
+        current: reported.into_iter().map(|l| (l.subnet, l)).collect(),
+        revision,
+        tx,
+    };
+    tokio::spawn(watcher.run(backoff));
+    rx
+}
+
+/// The well-formed leases of a listing, with their etcd lease IDs.
+fn valid(entries: Vec<Entry>) -> HashMap<Ipv4Network, (LeaseAttrs, i64)> {
+    entries
+        .into_iter()
+        .filter_map(|e| Some((e.subnet, (e.attrs.ok()?, e.lease_id))))
+        .collect()
+}
+
+struct Watcher {
+    store: EtcdStore,
+    /// The leases as this watch last reported them.
+    current: HashMap<Ipv4Network, Lease>,
+    /// The revision `current` reflects.
+    revision: i64,
+    tx: mpsc::Sender<Result<LeaseEvent, LeaseError>>,
+}
+
+impl Watcher {
+    async fn run(mut self, mut backoff: Backoff) {
+        let what = self.store.keys().subnets();
+        loop {
+            let tx = self.tx.clone();
+            let stop = tokio::select! {
+                _ = tx.closed() => Stop::Closed,
+                stop = self.follow(&mut backoff) => stop,
+            };
+            match stop {
+                Stop::Closed => break,
+                Stop::Compacted(at) => tracing::warn!(
+                    "watch {what}: revision {} was compacted (now {at}); re-listing and diffing",
+                    self.revision + 1
+                ),
+                Stop::Broken(f) => {
+                    let state = match &f {
+                        Failure::Unreachable(_) => "unreachable".to_string(),
+                        Failure::Refused(m) => m.clone(),
+                    };
+                    backoff
+                        .failed(&state, &format!("{}; will re-list and diff", f.message()))
+                        .await;
+                }
+            }
+            let relisted = tokio::select! {
+                _ = tx.closed() => Err(Closed),
+                r = self.relist(&mut backoff) => r,
+            };
+            if relisted.is_err() {
+                break;
+            }
+        }
+        tracing::debug!("watch {what}: ended (receiver dropped)");
+    }
+
+    /// Follows the stream from `revision + 1` until it stops.
+    async fn follow(&mut self, backoff: &mut Backoff) -> Stop {
+        let prefix = self.store.keys().subnets();
+        let mut client = match self.store.client().await {
+            Ok(c) => c,
+            Err(f) => return Stop::Broken(f),
+        };
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(self.revision + 1);
+        let op = format!("watch {prefix}");
+        let mut stream =
+            match tokio::time::timeout(OP_TIMEOUT, client.watch(prefix.as_str(), Some(opts))).await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Stop::Broken(classify(&op, &e)),
+                Err(_) => return Stop::Broken(super::conn::timed_out(&op)),
+            };
+        loop {
+            let resp = match stream.message().await {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    return Stop::Broken(Failure::Unreachable(format!("etcd {op}: stream ended")))
+                }
+                Err(e) => return Stop::Broken(classify(&op, &e)),
+            };
+            if resp.created() {
+                backoff.succeeded();
+            }
+            if resp.canceled() {
+                if resp.compact_revision() > 0 {
+                    return Stop::Compacted(resp.compact_revision());
+                }
+                return Stop::Broken(Failure::Unreachable(format!(
+                    "etcd {op}: canceled by etcd ({})",
+                    resp.cancel_reason()
+                )));
+            }
+            for ev in resp.events() {
+                let Some(kv) = ev.kv() else { continue };
+                let Some(subnet) = self.store.keys().subnet_of(kv.key()) else {
+                    continue;
+                };
+                self.revision = self.revision.max(kv.mod_revision());
+                let new = match ev.event_type() {
+                    EventType::Put => match decode(kv.value()) {
+                        Ok(attrs) => Some((attrs, kv.lease())),
+                        Err(reason) => {
+                            tracing::warn!(key = %self.store.keys().lease(subnet), "skipping malformed lease: {reason}");
+                            None
+                        }
+                    },
+                    EventType::Delete => None,
+                };
+                if let Err(Closed) = self.update(subnet, new).await {
+                    return Stop::Closed;
+                }
+            }
+        }
+    }
+
+    /// Re-reads the prefix (waiting for etcd) and reports the difference.
+    async fn relist(&mut self, backoff: &mut Backoff) -> Result<(), Closed> {
+        let (entries, revision) = loop {
+            match self.store.list().await {
+                Ok(listed) => break listed,
+                Err(f) => {
+                    let state = match &f {
+                        Failure::Unreachable(_) => "unreachable".to_string(),
+                        Failure::Refused(m) => m.clone(),
+                    };
+                    backoff.failed(&state, f.message()).await;
+                }
+            }
+        };
+        let mut wanted = valid(entries);
+        let subnets: BTreeSet<Ipv4Network> =
+            self.current.keys().chain(wanted.keys()).copied().collect();
+        let mut changes = 0usize;
+        for subnet in subnets {
+            let before = self.current.get(&subnet).map(|l| l.attrs.clone());
+            let new = wanted.remove(&subnet);
+            if before != new.as_ref().map(|(a, _)| a.clone()) {
+                changes += 1;
+            }
+            self.update(subnet, new).await?;
+        }
+        self.revision = revision;
+        if changes > 0 {
+            tracing::info!(
+                "watch {}: caught up with {changes} change(s) made while the watch was down",
+                self.store.keys().subnets()
+            );
+        }
+        Ok(())
+    }
+
+    /// Brings one subnet up to date, reporting a change.
+    async fn update(
+        &mut self,
+        subnet: Ipv4Network,
+        new: Option<(LeaseAttrs, i64)>,
+    ) -> Result<(), Closed> {
+        match new {
+            // A renewal: only the etcd lease moved.
+            Some((attrs, _)) if self.current.get(&subnet).is_some_and(|l| l.attrs == attrs) => {
+                Ok(())
+            }
+            Some((attrs, lease_id)) => {
+                let lease = Lease {
+                    subnet,
+                    attrs,
+                    expiration: self.store.expiry_of(lease_id).await,
+                };
+                self.current.insert(subnet, lease.clone());
+                self.send(LeaseEvent::Added(lease)).await
+            }
+            None => match self.current.remove(&subnet) {
+                Some(old) => self.send(LeaseEvent::Removed(old)).await,
+                None => Ok(()),
+            },
+        }
+    }
+
+    async fn send(&self, event: LeaseEvent) -> Result<(), Closed> {
+        self.tx.send(Ok(event)).await.map_err(|_| Closed)
+    }
+}

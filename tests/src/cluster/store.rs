@@ -1,0 +1,220 @@
+//! Where a cluster's leases live: the embedded file store (a directory all
+//! node flanneld shares) or a real etcd (Debian's `etcd-server`) running inside
+//! the underlay namespace on the bridge address, so its traffic never leaves
+//! the cluster's namespaces.
+
+use super::lease::{parse_etcdctl_leases, read_leases, LeaseFile};
+use super::UNDERLAY_GATEWAY;
+use crate::netns::NetNs;
+use crate::proc::{ChildGuard, RecordedProcess};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// The lease store a cluster's flanneld processes use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StoreKind {
+    /// The embedded store: `<cluster dir>/leases`, `--lease-dir`.
+    #[default]
+    File,
+    /// etcd v3 at `http://192.168.64.1:2379` in the underlay namespace.
+    Etcd,
+}
+
+impl StoreKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::File => "file",
+            StoreKind::Etcd => "etcd",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<StoreKind> {
+        match s {
+            "file" => Some(StoreKind::File),
+            "etcd" => Some(StoreKind::Etcd),
+            _ => None,
+        }
+    }
+}
+
+/// flannel's default etcd prefix.
+pub const ETCD_PREFIX: &str = "/coreos.com/network";
+
+/// The client URL flanneld's are given (`--etcd-endpoints`).
+pub fn etcd_endpoint() -> String {
+    format!("http://{UNDERLAY_GATEWAY}:2379")
+}
+
+/// Where etcd lives on Debian.
+pub const ETCD_BIN: &str = "/usr/bin/etcd";
+pub const ETCDCTL_BIN: &str = "/usr/bin/etcdctl";
+
+/// A running etcd: started by this process (stopped on drop) or recorded
+/// by another run of the tool (left alone on drop).
+pub struct EtcdServer {
+    child: Option<ChildGuard>,
+    recorded: Option<RecordedProcess>,
+    dir: PathBuf,
+}
+
+impl EtcdServer {
+    /// Starts etcd inside `underlay` with its data and log in `dir/etcd*`,
+    /// waits until it answers, and stores the network config `net_conf`
+    /// at `<prefix>/config`. `detached`: in a session of its own.
+    pub fn start(underlay: &NetNs, dir: &Path, net_conf: &str, detached: bool) -> EtcdServer {
+        for bin in [ETCD_BIN, ETCDCTL_BIN] {
+            assert!(
+                Path::new(bin).is_file(),
+                "{bin} not found: `apt-get install etcd-server etcd-client` (or run ci/deps.sh)"
+            );
+        }
+        let data = dir.join("etcd");
+        let log_path = dir.join("etcd.log");
+        let log = std::fs::File::create(&log_path)
+            .unwrap_or_else(|e| panic!("create {}: {e}", log_path.display()));
+        let err = log.try_clone().expect("dup etcd log fd");
+        let url = etcd_endpoint();
+        let peer = "http://127.0.0.1:2380";
+        let mut c = underlay.command(ETCD_BIN);
+        c.args(["--name", "netns-cluster", "--data-dir"])
+            .arg(&data)
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                peer,
+                "--initial-advertise-peer-urls",
+                peer,
+            ])
+            .args(["--initial-cluster", &format!("netns-cluster={peer}")])
+            .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err));
+        if detached {
+            crate::proc::new_session(&mut c);
+        }
+        let server = EtcdServer {
+            child: Some(ChildGuard::spawn(&mut c)),
+            recorded: None,
+            dir: dir.to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = etcdctl(underlay, &["endpoint", "health"]);
+            if out.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not become healthy within 20 s: {out}\n--- etcd.log ---\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let key = format!("{ETCD_PREFIX}/config");
+        etcdctl(underlay, &["put", &key, net_conf]).ok();
+        server
+    }
+
+    /// A server another process started (from its saved state).
+    pub fn recorded(r: RecordedProcess, dir: &Path) -> EtcdServer {
+        EtcdServer {
+            child: None,
+            recorded: Some(r),
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// Lets etcd outlive this handle; returns it as a recorded process (its
+    /// command line names its data dir).
+    pub fn detach(&mut self) -> Option<RecordedProcess> {
+        if let Some(g) = self.child.take() {
+            self.recorded = Some(RecordedProcess {
+                pid: g.detach(),
+                cmdline_contains: self.dir.join("etcd").to_string_lossy().into_owned(),
+            });
+        }
+        self.recorded.clone()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child
+            .as_ref()
+            .map(ChildGuard::pid)
+            .or(self.recorded.as_ref().map(|r| r.pid))
+    }
+}
+
+/// `etcdctl --endpoints <url> <args>` inside the underlay namespace (v3 API).
+pub fn etcdctl(underlay: &NetNs, args: &[&str]) -> crate::cmd::Output {
+    let url = etcd_endpoint();
+    let mut c = underlay.command(ETCDCTL_BIN);
+    c.env("ETCDCTL_API", "3")
+        .args([
+            "--endpoints",
+            &url,
+            "--dial-timeout",
+            "2s",
+            "--command-timeout",
+            "5s",
+        ])
+        .args(args);
+    crate::cmd::run_with(&mut c, None, Duration::from_secs(15))
+}
+
+/// A cluster's store and how to read it.
+pub enum Store {
+    File(PathBuf),
+    Etcd(EtcdServer),
+}
+
+impl Store {
+    pub fn kind(&self) -> StoreKind {
+        match self {
+            Store::File(_) => StoreKind::File,
+            Store::Etcd(_) => StoreKind::Etcd,
+        }
+    }
+
+    /// Every lease the store holds (for the file store: also expired ones).
+    pub fn leases(&self, underlay: &NetNs) -> Vec<LeaseFile> {
+        match self {
+            Store::File(dir) => read_leases(dir),
+            Store::Etcd(_) => {
+                let prefix = format!("{ETCD_PREFIX}/subnets/");
+                let out = etcdctl(underlay, &["get", "--prefix", &prefix]);
+                if out.success() {
+                    parse_etcdctl_leases(&out.stdout)
+                } else {
+                    vec![]
+                }
+            }
+        }
+    }
+
+    /// Releases a lease the way its store does: the file goes, or the key.
+    pub fn remove(&self, underlay: &NetNs, lease: &LeaseFile) {
+        match self {
+            Store::File(_) => std::fs::remove_file(&lease.path)
+                .unwrap_or_else(|e| panic!("remove {}: {e}", lease.path.display())),
+            Store::Etcd(_) => {
+                let key = lease.path.to_string_lossy().into_owned();
+                etcdctl(underlay, &["del", &key]).ok();
+            }
+        }
+    }
+
+    /// The flanneld flags that select this store.
+    pub fn flanneld_args(&self) -> Vec<String> {
+        match self {
+            Store::File(dir) => vec!["--lease-dir".into(), dir.to_string_lossy().into_owned()],
+            Store::Etcd(_) => vec!["--etcd-endpoints".into(), etcd_endpoint()],
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! Real traffic between pods: the full reachability matrix by ping or by a
+//! TCP echo (every pod to every other, in parallel), and a continuous ping
+//! that measures how much traffic a disruption cost.
+
+use super::{Cluster, ClusterPod};
+use crate::proc::ChildGuard;
+use crate::tcp::{tcp_fetch, TcpServer};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How many probes run at once.
+const PARALLEL: usize = 8;
+
+/// One ordered pair's outcome.
+#[derive(Debug, Clone)]
+pub struct PairResult {
+    pub from: usize,
+    pub to: usize,
+    pub ok: bool,
+    /// The last error, when it failed.
+    pub detail: String,
+    /// Until the first success (or the timeout).
+    pub took: Duration,
+}
+
+/// Every ordered pair of a set of pods, probed one way (`how`).
+#[derive(Debug, Clone)]
+pub struct Matrix {
+    pub how: &'static str,
+    pub labels: Vec<String>,
+    pub ips: Vec<Ipv4Addr>,
+    pub results: Vec<PairResult>,
+}
+
+impl Matrix {
+    pub fn pairs(&self) -> usize {
+        self.results.len()
+    }
+
+    pub fn reachable(&self) -> usize {
+        self.results.iter().filter(|r| r.ok).count()
+    }
+
+    pub fn all_ok(&self) -> bool {
+        self.reachable() == self.pairs()
+    }
+
+    /// "from → to: why" for each failed pair.
+    pub fn failures(&self) -> Vec<String> {
+        self.results
+            .iter()
+            .filter(|r| !r.ok)
+            .map(|r| {
+                format!(
+                    "{} → {} ({}): {}",
+                    self.labels[r.from], self.labels[r.to], self.ips[r.to], r.detail
+                )
+            })
+            .collect()
+    }
+
+    #[track_caller]
+    pub fn assert_all_ok(&self) {
+        assert!(
+            self.all_ok(),
+            "{} of {} pairs unreachable by {}:\n{}\n{}",
+            self.pairs() - self.reachable(),
+            self.pairs(),
+            self.how,
+            self.failures().join("\n"),
+            self.render()
+        );
+    }
+
+    /// A grid: one row per source, one column per destination; `ok`, `--`
+    /// for the pod itself, `FAIL` for an unreachable pair.
+    pub fn render(&self) -> String {
+        let n = self.labels.len();
+        let lw = self
+            .labels
+            .iter()
+            .zip(&self.ips)
+            .map(|(l, ip)| l.len() + ip.to_string().len() + 3)
+            .max()
+            .unwrap_or(4)
+            .max(12);
+        let cw = self
+            .labels
+            .iter()
+            .map(String::len)
+            .max()
+            .unwrap_or(4)
+            .max(4)
+            + 2;
+        let mut s = format!("{:<lw$}", format!("{} from \\ to", self.how));
+        for l in &self.labels {
+            s.push_str(&format!("{l:>cw$}"));
+        }
+        s.push('\n');
+        for from in 0..n {
+            let row = format!("{} ({})", self.labels[from], self.ips[from]);
+            s.push_str(&format!("{row:<lw$}"));
+            for to in 0..n {
+                let cell = if from == to {
+                    "--"
+                } else {
+                    match self.results.iter().find(|r| r.from == from && r.to == to) {
+                        Some(r) if r.ok => "ok",
+                        _ => "FAIL",
+                    }
+                };
+                s.push_str(&format!("{cell:>cw$}"));
+            }
+            s.push('\n');
+        }
+        s.push_str(&format!(
+            "{}/{} pairs reachable by {}\n",
+            self.reachable(),
+            self.pairs(),
+            self.how
+        ));
+        s
+    }
+}
+
+/// A pod's label in a matrix: its name after the cluster prefix, or
+/// `node<i>` and its position otherwise.
+fn label(c: &Cluster, p: &ClusterPod, k: usize) -> String {
+    match c.name_prefix() {
+        Some(pre) => p
+            .ns()
+            .name()
+            .strip_prefix(pre)
+            .unwrap_or(p.ns().name())
+            .into(),
+        None => format!("n{}p{k}", p.node),
+    }
+}
+
+/// Every ordered pair of `n` pods.
+fn all_pairs(n: usize) -> Vec<(usize, usize)> {
+    (0..n)
+        .flat_map(|a| (0..n).filter(move |&b| b != a).map(move |b| (a, b)))
+        .collect()
+}
+
+/// Runs `probe(from, to)` for each of `pairs` (indexes into `pods`) until
+/// it succeeds or `timeout` passes, `PARALLEL` at a time.
+fn run_matrix(
+    c: &Cluster,
+    how: &'static str,
+    pods: &[&ClusterPod],
+    pairs: &[(usize, usize)],
+    timeout: Duration,
+    probe: &(dyn Fn(usize, usize) -> Result<(), String> + Sync),
+) -> Matrix {
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL.min(pairs.len()) {
+            s.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(from, to)) = pairs.get(k) else {
+                    break;
+                };
+                let start = Instant::now();
+                let (ok, detail) = loop {
+                    match probe(from, to) {
+                        Ok(()) => break (true, String::new()),
+                        Err(e) if start.elapsed() >= timeout => break (false, e),
+                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                };
+                let r = PairResult {
+                    from,
+                    to,
+                    ok,
+                    detail,
+                    took: start.elapsed(),
+                };
+                results.lock().unwrap().push(r);
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap();
+    results.sort_by_key(|r| (r.from, r.to));
+    let mut per_node = std::collections::HashMap::new();
+    let labels = pods
+        .iter()
+        .map(|p| {
+            let k = per_node.entry(p.node).or_insert(0usize);
+            *k += 1;
+            label(c, p, *k - 1)
+        })
+        .collect();
+    Matrix {
+        how,
+        labels,
+        ips: pods.iter().map(|p| p.ip).collect(),
+        results,
+    }
+}
+
+impl Cluster {
+    /// Pings every pod from every other (one echo each, retried until
+    /// `timeout`).
+    pub fn ping_matrix(&self, pods: &[&ClusterPod], timeout: Duration) -> Matrix {
+        run_matrix(
+            self,
+            "ping",
+            pods,
+            &all_pairs(pods.len()),
+            timeout,
+            &|a, b| self.ping_once(pods[a], pods[b].ip),
+        )
+    }
+
+    /// Pings every pod of `to` from `from` (one echo each, retried until
+    /// `timeout`); `from` is index 0 of the matrix.
+    pub fn ping_from(&self, from: &ClusterPod, to: &[&ClusterPod], timeout: Duration) -> Matrix {
+        let mut pods = vec![from];
+        pods.extend_from_slice(to);
+        let pairs: Vec<(usize, usize)> = (1..pods.len()).map(|b| (0, b)).collect();
+        run_matrix(self, "ping", &pods, &pairs, timeout, &|a, b| {
+            self.ping_once(pods[a], pods[b].ip)
+        })
+    }
+
+    /// A TCP connection from every pod to a server in every other; the
+    /// server answers with the client address it saw, which must be the
+    /// client pod's own (no NAT inside the cluster network).
+    pub fn tcp_matrix(&self, pods: &[&ClusterPod], timeout: Duration) -> Matrix {
+        let servers: Vec<TcpServer> = pods
+            .iter()
+            .map(|p| TcpServer::start(p.ns(), SocketAddr::new(p.ip.into(), 0), "from {peer}"))
+            .collect();
+        run_matrix(
+            self,
+            "tcp",
+            pods,
+            &all_pairs(pods.len()),
+            timeout,
+            &|a, b| {
+                let got = tcp_fetch(pods[a].ns(), servers[b].addr(), Duration::from_secs(1))?;
+                let want = format!("from {}", pods[a].ip);
+                if got == want {
+                    Ok(())
+                } else {
+                    Err(format!("server saw {got:?}, want {want:?}"))
+                }
+            },
+        )
+    }
+}
+
+/// `ping -i <interval>` from a pod, running until [`finish`](Pinger::finish).
+pub struct Pinger {
+    guard: ChildGuard,
+    interval: Duration,
+    what: String,
+}
+
+/// What a [`Pinger`] counted.
+#[derive(Debug, Clone)]
+pub struct PingStats {
+    pub transmitted: u32,
+    pub received: u32,
+    pub interval: Duration,
+    pub output: String,
+}
+
+impl PingStats {
+    /// How long traffic was lost: unanswered echoes × interval.
+    pub fn lost_time(&self) -> Duration {
+        self.interval * self.transmitted.saturating_sub(self.received)
+    }
+}
+
+impl Pinger {
+    pub fn start(from: &ClusterPod, to: Ipv4Addr, interval: Duration) -> Pinger {
+        let mut cmd = from.ns().command("ping");
+        cmd.args(["-n", "-W", "1", "-i"])
+            .arg(format!("{:.3}", interval.as_secs_f64()))
+            .arg(to.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        Pinger {
+            guard: ChildGuard::spawn(&mut cmd),
+            interval,
+            what: format!("ping {} → {to}", from.ip),
+        }
+    }
+
+    /// Stops it (SIGINT: ping prints its statistics) and returns the counts.
+    #[track_caller]
+    pub fn finish(mut self) -> PingStats {
+        use std::io::Read;
+        let pid = nix::unistd::Pid::from_raw(self.guard.pid() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let mut out = String::new();
+        if let Some(mut p) = self.guard.child_mut().stdout.take() {
+            let _ = p.read_to_string(&mut out);
+        }
+        let _ = self.guard.child_mut().wait();
+        let count = |suffix: &str| {
+            out.lines()
+                .find(|l| l.contains("packets transmitted"))
+                .and_then(|l| {
+                    l.split(", ")
+                        .find_map(|p| p.strip_suffix(suffix))
+                        .and_then(|n| n.trim().parse().ok())
+                })
+        };
+        let transmitted = count(" packets transmitted")
+            .unwrap_or_else(|| panic!("{}: no statistics in its output:\n{out}", self.what));
+        PingStats {
+            transmitted,
+            received: count(" received").unwrap_or(0),
+            interval: self.interval,
+            output: out,
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! `status`, `matrix`, `exec` and `down` on a cluster `up` left running.
+
+use super::{attach, catching, check_name, cluster_dir, prefix, state_path};
+use crate::cluster::ClusterState;
+use std::time::Duration;
+
+/// The table with an ENTRIES column; `Ok((text, healthy))`.
+pub fn status(name: &str) -> Result<(String, bool), String> {
+    let (st, c, pods) = attach(name)?;
+    catching(|| {
+        let (table, ok) = super::render_table(&c, &pods, true);
+        let head = format!(
+            "cluster {:?}: {} nodes, {} pods, {} store{} ({})\n",
+            st.name,
+            st.nodes.len(),
+            st.pods.len(),
+            st.store,
+            st.etcd
+                .as_ref()
+                .map(|e| {
+                    let state = if e.is_ours() { "running" } else { "DOWN" };
+                    format!(", etcd pid {} {state}", e.pid)
+                })
+                .unwrap_or_default(),
+            st.dir.display()
+        );
+        let verdict = if ok {
+            "every node's flannel.1 entries match the leases\n"
+        } else {
+            "NOT healthy: see above\n"
+        };
+        Ok((format!("{head}{table}{verdict}"), ok))
+    })
+}
+
+/// The pod-to-pod reachability matrix by ping (and by TCP with `tcp`);
+/// `Ok((text, all reachable))`.
+pub fn matrix(name: &str, tcp: bool, timeout: Duration) -> Result<(String, bool), String> {
+    let (_, c, pods) = attach(name)?;
+    if pods.len() < 2 {
+        return Err(format!(
+            "cluster {name:?} has {} pod(s): nothing to match",
+            pods.len()
+        ));
+    }
+    catching(|| {
+        let refs: Vec<_> = pods.iter().collect();
+        let m = c.ping_matrix(&refs, timeout);
+        let mut text = m.render();
+        let mut ok = m.all_ok();
+        for f in m.failures() {
+            text.push_str(&format!("  unreachable: {f}\n"));
+        }
+        if tcp {
+            let t = c.tcp_matrix(&refs, timeout);
+            text.push('\n');
+            text.push_str(&t.render());
+            for f in t.failures() {
+                text.push_str(&format!("  unreachable: {f}\n"));
+            }
+            ok &= t.all_ok();
+        }
+        Ok((text, ok))
+    })
+}
+
+/// The namespace `target` names in cluster `st`: `underlay`, a node
+/// (`node0`), a pod (`node0-pod1`) or a full namespace name of the cluster.
+pub fn resolve(st: &ClusterState, target: &str) -> Option<String> {
+    let full = if target.starts_with(&st.prefix) {
+        target.to_owned()
+    } else {
+        format!("{}{target}", st.prefix)
+    };
+    let mut known: Vec<&str> = vec![&st.underlay];
+    known.extend(st.nodes.iter().map(|n| n.netns.as_str()));
+    known.extend(st.pods.iter().map(|p| p.netns.as_str()));
+    known.extend(st.extra_netns.iter().map(String::as_str));
+    known.contains(&full.as_str()).then_some(full)
+}
+
+/// Replaces this process with `cmd` run inside `target`'s namespace
+/// (returns only on failure).
+pub fn exec(name: &str, target: &str, cmd: &[String]) -> Result<std::convert::Infallible, String> {
+    use std::os::unix::process::CommandExt;
+    let st = super::load(name)?;
+    if cmd.is_empty() {
+        return Err("exec: no command given (netns-cluster exec NODE|POD -- CMD...)".into());
+    }
+    let ns = resolve(&st, target).ok_or_else(|| {
+        let mut names = vec!["underlay".to_string()];
+        names.extend(st.nodes.iter().map(|n| n.name.clone()));
+        names.extend(st.pods.iter().map(|p| p.name.clone()));
+        format!(
+            "no node or pod {target:?} in cluster {name:?}; one of: {}",
+            names.join(", ")
+        )
+    })?;
+    let err = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .args(cmd)
+        .exec();
+    Err(format!("ip netns exec {ns}: {err}"))
+}
+
+/// Removes cluster `name`: stops its recorded processes, deletes its
+/// namespaces and directory. Harmless when it is already gone.
+pub fn down(name: &str) -> Result<String, String> {
+    check_name(name)?;
+    let dir = cluster_dir(name);
+    let path = state_path(&dir);
+    if !path.exists() {
+        // Nothing recorded: only namespaces carrying this cluster's prefix
+        // (left by an interrupted `up`) can be ours.
+        let left = crate::netns::namespaces_with_prefix(&prefix(name));
+        let mut errs = Vec::new();
+        for ns in &left {
+            if let Err(e) = crate::netns::delete_by_name(ns) {
+                errs.push(e);
+            }
+        }
+        if dir.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                errs.push(format!("remove {}: {e}", dir.display()));
+            }
+        }
+        if !errs.is_empty() {
+            return Err(errs.join("\n"));
+        }
+        return Ok(if left.is_empty() {
+            format!("no cluster named {name:?}: nothing to do")
+        } else {
+            format!(
+                "no state for {name:?}; deleted {} leftover namespace(s)",
+                left.len()
+            )
+        });
+    }
+    let st = ClusterState::load(&path)?;
+    let daemons =
+        st.nodes.iter().filter(|n| n.flanneld.is_some()).count() + usize::from(st.etcd.is_some());
+    let namespaces = 1 + st.nodes.len() + st.pods.len() + st.extra_netns.len();
+    let errs = st.destroy();
+    if errs.is_empty() {
+        Ok(format!(
+            "cluster {name:?} down: {daemons} process(es) stopped, {namespaces} namespaces \
+             deleted, {} removed",
+            st.dir.display()
+        ))
+    } else {
+        Err(format!(
+            "cluster {name:?}: could not remove everything:\n{}",
+            errs.join("\n")
+        ))
+    }
+}

@@ -1,0 +1,107 @@
+//! The table `up` and `status` print: node, public IP, leased subnet,
+//! VtepMAC, flanneld, (status: whether the kernel matches the leases), pods.
+
+use crate::cluster::{Cluster, ClusterPod};
+
+/// One node's row (plus one line per further pod).
+struct Row {
+    cells: Vec<String>,
+    pods: Vec<String>,
+}
+
+/// Renders the table; with `check`, a column saying whether each node's
+/// flannel.1 routes, neighbours and FDB entries are exactly its peers'
+/// leases', and the differences below the table.
+pub fn render_table(c: &Cluster, pods: &[ClusterPod], check: bool) -> (String, bool) {
+    let leases = c.leases();
+    let mut all_ok = true;
+    let mut notes = Vec::new();
+    let mut head = vec!["NODE", "PUBLIC IP", "SUBNET", "VTEP MAC", "FLANNELD"];
+    if check {
+        head.push("ENTRIES");
+    }
+    head.push("PODS");
+    let rows: Vec<Row> = c
+        .nodes()
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let ip = n.ip.to_string();
+            let subnet = n
+                .subnet_env()
+                .and_then(|e| e.get("FLANNEL_SUBNET").cloned())
+                .and_then(|s| crate::cluster::network_of(&s))
+                .unwrap_or_else(|| "-".into());
+            let lease = leases.iter().find(|l| l.public_ip == ip && !l.is_expired());
+            let mac = lease
+                .map(|l| l.vtep_mac.clone())
+                .unwrap_or_else(|| "-".into());
+            let daemon = match (n.pid(), n.is_running()) {
+                (Some(pid), true) => format!("pid {pid}"),
+                (Some(pid), false) => {
+                    all_ok = false;
+                    format!("DOWN (was {pid})")
+                }
+                (None, _) => "-".into(),
+            };
+            let mut cells = vec![n.name.clone(), ip, subnet, mac, daemon];
+            if check {
+                let peers = c.expected_peers(i);
+                match c.check_entries(i, &peers) {
+                    Ok(()) => cells.push(format!("ok ({} peers)", peers.len())),
+                    Err(e) => {
+                        all_ok = false;
+                        notes.push(e);
+                        cells.push("MISMATCH".into());
+                    }
+                }
+            }
+            let pods = pods
+                .iter()
+                .filter(|p| p.node == i)
+                .map(|p| format!("{} {}", pod_name(c, p), p.ip))
+                .collect();
+            Row { cells, pods }
+        })
+        .collect();
+    let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(&r.cells) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: &[String], last: &str| {
+        let mut s = String::new();
+        for (cell, w) in cells.iter().zip(&widths) {
+            s.push_str(&format!("{cell:<w$}  "));
+        }
+        s.push_str(last);
+        s.trim_end().to_owned() + "\n"
+    };
+    let head_cells: Vec<String> = head[..head.len() - 1]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut out = line(&head_cells, "PODS");
+    for r in &rows {
+        let first = r.pods.first().map(String::as_str).unwrap_or("-");
+        out.push_str(&line(&r.cells, first));
+        let blank: Vec<String> = r.cells.iter().map(|_| String::new()).collect();
+        for p in r.pods.iter().skip(1) {
+            out.push_str(&line(&blank, p));
+        }
+    }
+    for n in notes {
+        out.push_str(&format!("  mismatch: {n}\n"));
+    }
+    (out, all_ok)
+}
+
+/// A pod's name within its cluster, e.g. "node0-pod1".
+pub fn pod_name(c: &Cluster, p: &ClusterPod) -> String {
+    let full = p.ns().name();
+    c.name_prefix()
+        .and_then(|pre| full.strip_prefix(pre))
+        .unwrap_or(full)
+        .to_owned()
+}
