@@ -20,17 +20,6 @@ use serde_json::{json, Value};
 use spec::{NetConf, SUPPORTED_VERSIONS};
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(cmd::del::REAP_FLAG) {
-        let code = match cmd::del::reap(&args[2..]) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("flannel {}: {e}", cmd::del::REAP_FLAG);
-                1
-            }
-        };
-        std::process::exit(code);
-    }
     init_logging();
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);
@@ -55,15 +44,19 @@ fn main() {
     std::process::exit(code);
 }
 
+/// Warnings and errors by default; `RUST_LOG` for more. The plugin runs
+/// once per pod, so the default path skips parsing a filter.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match std::env::var("RUST_LOG") {
+        Ok(directives) => builder
+            .with_env_filter(tracing_subscriber::EnvFilter::new(directives))
+            .init(),
+        Err(_) => builder.with_max_level(tracing::Level::WARN).init(),
+    }
 }
 
 /// Runs the verb; `Some(json)` is printed on stdout.

@@ -182,9 +182,10 @@ impl Netlink {
     }
 
     /// Creates a veth pair: `host` in this namespace, attached to
-    /// `controller` and up; `peer` directly inside `peer_ns`, down, both
-    /// with `mtu`. One round trip, and the container's name never exists
-    /// in the node's namespace.
+    /// `controller` and up; `peer` directly inside `peer_ns`, down (the
+    /// kernel configures the peer before the host end exists, so it cannot
+    /// come up yet: ENOTCONN), both with `mtu`. One round trip, and the
+    /// container's name never exists in the node's namespace.
     pub async fn create_veth(
         &self,
         host: &str,
@@ -281,25 +282,28 @@ impl Netlink {
 
     /// IPv4 addresses on the link.
     pub async fn addresses(&self, index: u32) -> NlResult<Vec<Ipv4Network>> {
-        let mut stream = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute();
+        Ok(self
+            .all_addresses()
+            .await?
+            .into_iter()
+            .filter(|(i, _)| *i == index)
+            .map(|(_, net)| net)
+            .collect())
+    }
+
+    /// Every IPv4 address in the namespace, with its link's index.
+    pub async fn all_addresses(&self) -> NlResult<Vec<(u32, Ipv4Network)>> {
+        let mut stream = self.handle.address().get().execute();
         let mut out = Vec::new();
         while let Some(msg) = stream
             .try_next()
             .await
-            .map_err(self.err(format!("list addresses of link #{index}")))?
+            .map_err(self.err("list addresses".to_string()))?
         {
-            if msg.header.index != index {
-                continue;
-            }
             for attr in &msg.attributes {
                 if let AddressAttribute::Address(IpAddr::V4(ip)) = attr {
                     if let Ok(net) = Ipv4Network::new(*ip, msg.header.prefix_len) {
-                        out.push(net);
+                        out.push((msg.header.index, net));
                     }
                 }
             }

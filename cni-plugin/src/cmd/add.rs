@@ -28,14 +28,8 @@ pub async fn run(env: &CniEnv, conf: &NetConf) -> Result<Value> {
     let ns = open_netns(netns_path)?;
     let place = netns_path.display().to_string();
     let host = Netlink::open()?;
+    // An existing CNI_IFNAME shows up as EEXIST when the veth is created.
     let pod = Netlink::open_in(&ns, &place)?;
-    if pod.link_by_name(&env.ifname).await?.is_some() {
-        return Err(cni_err!(
-            InterfaceExists,
-            "interface {} already exists in {place}",
-            env.ifname
-        ));
-    }
 
     let d = &conf.delegate;
     let mtu = d.mtu.unwrap_or(senv.mtu);
@@ -137,23 +131,23 @@ async fn attach(
     }
 }
 
-async fn configure(
-    plan: &Plan<'_>,
-    host: &Netlink,
-    pod: &Netlink,
-    bridge: &Link,
-    host_name: &str,
-) -> Result<AddResult> {
-    let ifname = &plan.env.ifname;
-    let d = &plan.conf.delegate;
-    let host_link = host
+/// The node's end: look it up (index, MAC), hairpin as configured.
+async fn host_end(plan: &Plan<'_>, host: &Netlink, host_name: &str) -> Result<Link> {
+    let link = host
         .link_by_name(host_name)
         .await?
         .ok_or_else(|| cni_err!(Kernel, "veth {host_name} vanished right after creation"))?;
-    if d.hairpin_mode {
-        host.set_hairpin(host_link.index, true).await?;
+    if plan.conf.delegate.hairpin_mode {
+        host.set_hairpin(link.index, true).await?;
     }
-    let pod_link = pod.link_by_name(ifname).await?.ok_or_else(|| {
+    Ok(link)
+}
+
+/// The pod's end: arp_notify, address, up, routes. Returns the link and
+/// the routes' destinations.
+async fn pod_end(plan: &Plan<'_>, pod: &Netlink) -> Result<(Link, Vec<Ipv4Network>)> {
+    let ifname = &plan.env.ifname;
+    let link = pod.link_by_name(ifname).await?.ok_or_else(|| {
         cni_err!(
             Kernel,
             "veth peer {ifname} did not appear in {}",
@@ -164,16 +158,31 @@ async fn configure(
         sysctl::ensure(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1")
     })
     .map_err(|e| cni_err!(Kernel, "enter {} to set arp_notify: {e}", plan.place))??;
-    pod.ensure_address(pod_link.index, plan.address, ifname)
-        .await?;
-    pod.set_up(pod_link.index, ifname).await?;
+    pod.ensure_address(link.index, plan.address, ifname).await?;
+    pod.set_up(link.index, ifname).await?;
     let mut routes = vec![plan.network];
-    if d.is_default_gateway {
+    if plan.conf.delegate.is_default_gateway {
         routes.push(Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).unwrap_or(plan.network));
     }
     for dst in &routes {
-        pod.ensure_route(*dst, plan.gateway, pod_link.index).await?;
+        pod.ensure_route(*dst, plan.gateway, link.index).await?;
     }
+    Ok((link, routes))
+}
+
+async fn configure(
+    plan: &Plan<'_>,
+    host: &Netlink,
+    pod: &Netlink,
+    bridge: &Link,
+    host_name: &str,
+) -> Result<AddResult> {
+    let ifname = &plan.env.ifname;
+    let d = &plan.conf.delegate;
+    // The two ends are independent: configure them concurrently, one
+    // netlink socket each.
+    let (host_link, (pod_link, routes)) =
+        futures::try_join!(host_end(plan, host, host_name), pod_end(plan, pod))?;
     if plan.masq {
         masq::add(
             &plan.conf.name,

@@ -4,20 +4,17 @@
 //! Unregistering a veth makes the kernel wait for an RCU grace period
 //! (~20 ms here), which would dominate DEL. So DEL renames the pod's
 //! interface to a tombstone name and takes it down — after that the name
-//! `CNI_IFNAME` is free, the link carries no traffic, and the address can
-//! be handed out again — and a detached child process, holding the
-//! namespace open, deletes the tombstone. If that child cannot be started,
-//! DEL deletes the link itself.
+//! `CNI_IFNAME` is free and the link carries no traffic — and a forked
+//! child, holding the namespace open, deletes the tombstone (see
+//! `reap.rs`). If the child cannot be forked, DEL deletes the link itself.
 
 use std::fs::File;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, AsRawFd};
-use std::process::{Command, Stdio};
 
 use common::SubnetEnv;
 use rand::Rng;
 
-use super::{ip_masq, ipam_error, open_netns, open_store};
+use super::{ip_masq, ipam_error, open_netns, open_store, reap};
 use crate::env::CniEnv;
 use crate::error::{Code, Result};
 use crate::masq;
@@ -69,59 +66,20 @@ pub async fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
 /// the IPv4 addresses it had. A missing interface is fine.
 async fn detach(ns: &File, place: &str, ifname: &str) -> Result<Vec<Ipv4Addr>> {
     let pod = Netlink::open_in(ns, place)?;
-    let Some(link) = pod.link_by_name(ifname).await? else {
+    // Both questions in flight at once: one round trip.
+    let (link, addresses) = futures::try_join!(pod.link_by_name(ifname), pod.all_addresses())?;
+    let Some(link) = link else {
         return Ok(Vec::new());
     };
-    let addresses = pod.addresses(link.index).await?;
     let tomb = format!("cnidel{:08x}", rand::rng().random::<u32>());
     pod.rename_down(link.index, ifname, &tomb).await?;
-    if let Err(e) = spawn_reaper(ns, link.index) {
-        tracing::debug!("cannot start the link reaper ({e}); deleting {tomb} inline");
+    if let Err(e) = reap::fork_deleter(ns, link.index) {
+        tracing::debug!("cannot fork the link deleter ({e}); deleting {tomb} inline");
         pod.delete_link(link.index, &tomb).await?;
     }
-    Ok(addresses.into_iter().map(|a| a.ip()).collect())
-}
-
-/// Starts `flannel --reap-link <ifindex> <fd>` detached, with the pod's
-/// namespace passed as an inherited descriptor so it outlives our exit.
-fn spawn_reaper(ns: &File, index: u32) -> std::io::Result<()> {
-    let fd = nix::unistd::dup(ns.as_fd()).map_err(std::io::Error::from)?;
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg(REAP_FLAG)
-        .arg(index.to_string())
-        .arg(fd.as_raw_fd().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    cmd.spawn()?;
-    Ok(())
-}
-
-/// The first argument that turns the binary into the link reaper.
-pub const REAP_FLAG: &str = "--reap-link";
-
-/// The reaper: enter the namespace behind `fd`, delete link `index`.
-pub fn reap(args: &[String]) -> std::result::Result<(), String> {
-    use std::os::fd::FromRawFd;
-    let [index, fd] = args else {
-        return Err(format!("usage: flannel {REAP_FLAG} IFINDEX FD"));
-    };
-    let index: u32 = index.parse().map_err(|_| format!("bad ifindex {index}"))?;
-    let fd: i32 = fd.parse().map_err(|_| format!("bad fd {fd}"))?;
-    // SAFETY: the parent passed us this descriptor and nothing else owns it.
-    let ns = unsafe { File::from_raw_fd(fd) };
-    nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-        .map_err(|e| format!("enter namespace: {e}"))?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(|e| format!("start runtime: {e}"))?;
-    rt.block_on(async {
-        let nl = Netlink::open().map_err(|e| e.to_string())?;
-        match nl.delete_link(index, &format!("#{index}")).await {
-            Err(e) if !e.is(libc::ENODEV) => Err(e.to_string()),
-            _ => Ok(()),
-        }
-    })
+    Ok(addresses
+        .into_iter()
+        .filter(|(index, _)| *index == link.index)
+        .map(|(_, net)| net.ip())
+        .collect())
 }

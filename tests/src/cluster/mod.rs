@@ -361,6 +361,8 @@ impl Cluster {
     }
 
     /// The flanneld command line for node `i` (without `ip netns exec`).
+    /// `--lease-ttl` or `--resync-interval` in `extra` replaces the
+    /// cluster-wide value for this node (flanneld takes each flag once).
     pub fn flanneld_args(&self, i: usize, extra: &[&str]) -> Vec<String> {
         let n = &self.nodes[i];
         let mut a: Vec<String> = self.store.flanneld_args();
@@ -369,11 +371,15 @@ impl Cluster {
             n.subnet_file().to_string_lossy().into_owned(),
             "--net-config-path".into(),
             self.net_conf_path().to_string_lossy().into_owned(),
-            "--lease-ttl".into(),
-            self.opts.lease_ttl.to_string(),
-            "--resync-interval".into(),
-            self.opts.resync_interval.to_string(),
         ]);
+        for (flag, value) in [
+            ("--lease-ttl", self.opts.lease_ttl),
+            ("--resync-interval", self.opts.resync_interval),
+        ] {
+            if !extra.contains(&flag) {
+                a.extend([flag.to_string(), value.to_string()]);
+            }
+        }
         a.extend(self.opts.extra_args.iter().cloned());
         a.extend(extra.iter().map(|s| s.to_string()));
         a

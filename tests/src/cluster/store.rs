@@ -56,6 +56,8 @@ pub struct EtcdServer {
     child: Option<ChildGuard>,
     recorded: Option<RecordedProcess>,
     dir: PathBuf,
+    /// Started in a session of its own (kept across a restart).
+    detached: bool,
 }
 
 impl EtcdServer {
@@ -69,10 +71,28 @@ impl EtcdServer {
                 "{bin} not found: `apt-get install etcd-server etcd-client` (or run ci/deps.sh)"
             );
         }
-        let data = dir.join("etcd");
-        let log_path = dir.join("etcd.log");
-        let log = std::fs::File::create(&log_path)
-            .unwrap_or_else(|e| panic!("create {}: {e}", log_path.display()));
+        let mut server = EtcdServer {
+            child: None,
+            recorded: None,
+            dir: dir.to_owned(),
+            detached,
+        };
+        server.spawn(underlay);
+        let key = format!("{ETCD_PREFIX}/config");
+        etcdctl(underlay, &["put", &key, net_conf]).ok();
+        server
+    }
+
+    /// Starts the etcd process (data dir `dir/etcd`, log appended to
+    /// `dir/etcd.log`) and waits until it answers.
+    fn spawn(&mut self, underlay: &NetNs) {
+        let data = self.dir.join("etcd");
+        let log_path = self.dir.join("etcd.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", log_path.display()));
         let err = log.try_clone().expect("dup etcd log fd");
         let url = etcd_endpoint();
         let peer = "http://127.0.0.1:2380";
@@ -96,14 +116,10 @@ impl EtcdServer {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err));
-        if detached {
+        if self.detached {
             crate::proc::new_session(&mut c);
         }
-        let server = EtcdServer {
-            child: Some(ChildGuard::spawn(&mut c)),
-            recorded: None,
-            dir: dir.to_owned(),
-        };
+        self.child = Some(ChildGuard::spawn(&mut c));
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let out = etcdctl(underlay, &["endpoint", "health"]);
@@ -117,9 +133,26 @@ impl EtcdServer {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        let key = format!("{ETCD_PREFIX}/config");
-        etcdctl(underlay, &["put", &key, net_conf]).ok();
-        server
+    }
+
+    /// Stops the etcd this process started (SIGTERM, by its PID; SIGKILL
+    /// after 10 s), keeping its data dir for [`restart`](Self::restart).
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut g = self
+            .child
+            .take()
+            .expect("stop: etcd is not running, or was not started by this process");
+        g.stop(Duration::from_secs(10))
+    }
+
+    /// Starts etcd again after [`stop`](Self::stop): same data dir, same
+    /// address; waits until it answers.
+    pub fn restart(&mut self, underlay: &NetNs) {
+        assert!(
+            self.child.is_none() && self.recorded.is_none(),
+            "restart: etcd is still running (stop it first)"
+        );
+        self.spawn(underlay);
     }
 
     /// A server another process started (from its saved state).
@@ -128,6 +161,7 @@ impl EtcdServer {
             child: None,
             recorded: Some(r),
             dir: dir.to_owned(),
+            detached: true,
         }
     }
 
@@ -210,11 +244,40 @@ impl Store {
         }
     }
 
+    /// The etcd server, for a cluster on etcd.
+    pub fn etcd_mut(&mut self) -> Option<&mut EtcdServer> {
+        match self {
+            Store::File(_) => None,
+            Store::Etcd(e) => Some(e),
+        }
+    }
+
     /// The flanneld flags that select this store.
     pub fn flanneld_args(&self) -> Vec<String> {
         match self {
             Store::File(dir) => vec!["--lease-dir".into(), dir.to_string_lossy().into_owned()],
             Store::Etcd(_) => vec!["--etcd-endpoints".into(), etcd_endpoint()],
         }
+    }
+}
+
+impl super::Cluster {
+    /// Stops the cluster's etcd (by its PID), keeping its data and address;
+    /// the nodes' flanneld keep running and find etcd unreachable.
+    pub fn stop_etcd(&mut self) {
+        self.store
+            .etcd_mut()
+            .expect("stop_etcd: the cluster's store is not etcd")
+            .stop();
+    }
+
+    /// Starts the cluster's etcd again (after [`stop_etcd`](Self::stop_etcd))
+    /// on the same data dir and address; returns once it answers.
+    pub fn restart_etcd(&mut self) {
+        let etcd = match &mut self.store {
+            Store::Etcd(e) => e,
+            Store::File(_) => panic!("restart_etcd: the cluster's store is not etcd"),
+        };
+        etcd.restart(&self.underlay);
     }
 }

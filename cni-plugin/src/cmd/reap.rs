@@ -1,0 +1,76 @@
+//! Deleting a detached veth off DEL's critical path.
+//!
+//! The kernel's unregister of a veth waits for an RCU grace period (~20 ms)
+//! inside the delete request itself. DEL has already renamed the link and
+//! taken it down; a forked child deletes it. The child inherits the pod
+//! namespace's descriptor, so the namespace lives until the link is gone
+//! even if the runtime removes it right after DEL. The child makes raw
+//! syscalls only and ends with `_exit`: it never returns into the parent's
+//! runtime, and forking is safe because the plugin has one thread.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+
+use nix::unistd::{fork, ForkResult};
+use rtnetlink::packet_core::{NetlinkMessage, NLM_F_ACK, NLM_F_REQUEST};
+use rtnetlink::packet_route::link::LinkMessage;
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+/// Forks a child that deletes link `index` inside `ns`; returns at once.
+pub fn fork_deleter(ns: &File, index: u32) -> io::Result<()> {
+    if thread_count()? != 1 {
+        // Forking a multi-threaded process could copy a held lock.
+        return Err(io::Error::other("the plugin is not single-threaded"));
+    }
+    // SAFETY: the process has a single thread (checked above), and the
+    // child only runs `delete_in_child`, which makes raw syscalls, and then
+    // calls `_exit` without unwinding or running destructors.
+    match unsafe { fork() }.map_err(io::Error::from)? {
+        ForkResult::Parent { .. } => Ok(()),
+        ForkResult::Child => {
+            let code = match delete_in_child(ns, index) {
+                Ok(()) => 0,
+                Err(_) => 1,
+            };
+            // SAFETY: ends the child without touching the parent's state.
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+fn thread_count() -> io::Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/task")?.count())
+}
+
+fn delete_in_child(ns: &File, index: u32) -> io::Result<()> {
+    // Detach from the runtime: own session, and no copy of its stdout or
+    // stderr pipes (the runtime reads them until every writer closed them).
+    nix::unistd::setsid().map_err(io::Error::from)?;
+    let null = File::options().read(true).write(true).open("/dev/null")?;
+    for fd in 0..=2 {
+        // SAFETY: plain dup2 onto the standard descriptors; both are open.
+        if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    let mut link = LinkMessage::default();
+    link.header.index = index;
+    let mut msg = NetlinkMessage::from(RouteNetlinkMessage::DelLink(link));
+    msg.header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    msg.header.sequence_number = 1;
+    msg.finalize();
+    let mut buf = vec![0u8; msg.buffer_len()];
+    msg.serialize(&mut buf);
+    socket.send(&buf, 0)?;
+    // The ack: the kernel has unregistered the link (or it was gone).
+    let mut reply = Vec::with_capacity(4096);
+    socket.recv(&mut reply, 0)?;
+    Ok(())
+}
