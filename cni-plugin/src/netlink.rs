@@ -5,13 +5,17 @@ use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, AsRawFd};
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use ipnetwork::Ipv4Network;
+use rtnetlink::packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST,
+};
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol};
+use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::error::{CniError, Code};
@@ -182,20 +186,29 @@ impl Netlink {
     }
 
     /// Creates a veth pair: `host` in this namespace, attached to
-    /// `controller` and up; `peer` directly inside `peer_ns`, down (the
-    /// kernel configures the peer before the host end exists, so it cannot
-    /// come up yet: ENOTCONN), both with `mtu`. One round trip, and the
-    /// container's name never exists in the node's namespace.
+    /// `controller` and up; `peer` directly inside `peer_ns` with the MAC
+    /// `peer_mac`, down (the kernel configures the peer before the host end
+    /// exists, so it cannot come up yet: ENOTCONN), both with `mtu`. One
+    /// round trip, and the container's name never exists in the node's
+    /// namespace.
+    ///
+    /// The request asks the kernel to echo the new link (NLM_F_ECHO,
+    /// honoured since Linux 6.3): that answer carries the host end's index
+    /// and MAC and, as its IFLA_LINK, the peer's index, which spares two
+    /// lookups. `None` from an older kernel: look them up.
     pub async fn create_veth(
         &self,
         host: &str,
         peer: &str,
+        peer_mac: [u8; 6],
         peer_ns: &File,
         mtu: u32,
         controller: u32,
-    ) -> NlResult<()> {
+    ) -> NlResult<Option<(Link, u32)>> {
+        let op = || format!("create veth {host} (peer {peer}) in {}", self.place);
         let peer_msg = LinkUnspec::new_with_name(peer)
             .mtu(mtu)
+            .address(peer_mac.to_vec())
             .setns_by_fd(peer_ns.as_raw_fd())
             .build();
         let msg = LinkVeth::new(host, peer)
@@ -204,12 +217,30 @@ impl Netlink {
             .controller(controller)
             .up()
             .build();
-        self.handle
-            .link()
-            .add(msg)
-            .execute()
-            .await
-            .map_err(self.err(format!("create veth {host} (peer {peer})")))
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewLink(msg));
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO;
+        let mut handle = self.handle.clone();
+        let mut replies = handle.request(req).map_err(|e| NlError::new(op(), e))?;
+        let mut echoed = None;
+        while let Some(reply) = replies.next().await {
+            match reply.payload {
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    return Err(NlError::new(op(), rtnetlink::Error::NetlinkError(e)))
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
+                    let peer_index = link.attributes.iter().find_map(|a| match a {
+                        LinkAttribute::Link(i) => Some(*i),
+                        _ => None,
+                    });
+                    let link = Link::from_message(link);
+                    if link.name == host {
+                        echoed = peer_index.map(|p| (link, p));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(echoed)
     }
 
     pub async fn set_hairpin(&self, index: u32, on: bool) -> NlResult<()> {

@@ -8,11 +8,11 @@ use ipnetwork::Ipv4Network;
 use serde_json::Value;
 
 use super::{ip_masq, ipam_error, open_netns, open_store, read_subnet_env};
-use crate::bridge::{ensure_bridge, random_veth_name};
+use crate::bridge::{ensure_bridge, random_mac, random_veth_name};
 use crate::cni_err;
 use crate::env::CniEnv;
 use crate::error::Result;
-use crate::netlink::{Link, Netlink};
+use crate::netlink::{format_mac, Link, Netlink};
 use crate::spec::{AddResult, Interface, NetConf};
 use crate::{masq, sysctl};
 
@@ -94,13 +94,14 @@ async fn attach(
 ) -> Result<AddResult> {
     let ifname = &plan.env.ifname;
     let mut attempt = 0;
-    let host_name = loop {
+    let peer_mac = random_mac();
+    let (host_name, echoed) = loop {
         let name = random_veth_name();
         match host
-            .create_veth(&name, ifname, plan.ns, plan.mtu, bridge.index)
+            .create_veth(&name, ifname, peer_mac, plan.ns, plan.mtu, bridge.index)
             .await
         {
-            Ok(()) => break name,
+            Ok(echoed) => break (name, echoed),
             Err(e) if e.is(libc::EEXIST) => {
                 if pod.link_by_name(ifname).await?.is_some() {
                     return Err(cni_err!(
@@ -117,7 +118,21 @@ async fn attach(
             Err(e) => return Err(e.into()),
         }
     };
-    match configure(plan, host, pod, bridge, &host_name).await {
+    // The kernel's echo of the new link names both ends; older kernels
+    // do not echo, and the ends are looked up instead.
+    let known = echoed.map(|(host_link, peer_index)| {
+        let pod_link = Link {
+            index: peer_index,
+            name: ifname.clone(),
+            mac: format_mac(&peer_mac),
+            mtu: plan.mtu,
+            kind: None,
+            controller: None,
+            up: false,
+        };
+        (host_link, pod_link)
+    });
+    match configure(plan, host, pod, bridge, &host_name, known).await {
         Ok(result) => Ok(result),
         Err(e) => {
             // Deleting one end of a veth deletes both.
@@ -132,11 +147,19 @@ async fn attach(
 }
 
 /// The node's end: look it up (index, MAC), hairpin as configured.
-async fn host_end(plan: &Plan<'_>, host: &Netlink, host_name: &str) -> Result<Link> {
-    let link = host
-        .link_by_name(host_name)
-        .await?
-        .ok_or_else(|| cni_err!(Kernel, "veth {host_name} vanished right after creation"))?;
+async fn host_end(
+    plan: &Plan<'_>,
+    host: &Netlink,
+    host_name: &str,
+    known: Option<Link>,
+) -> Result<Link> {
+    let link = match known {
+        Some(link) => link,
+        None => host
+            .link_by_name(host_name)
+            .await?
+            .ok_or_else(|| cni_err!(Kernel, "veth {host_name} vanished right after creation"))?,
+    };
     if plan.conf.delegate.hairpin_mode {
         host.set_hairpin(link.index, true).await?;
     }
@@ -145,28 +168,43 @@ async fn host_end(plan: &Plan<'_>, host: &Netlink, host_name: &str) -> Result<Li
 
 /// The pod's end: arp_notify, address, up, routes. Returns the link and
 /// the routes' destinations.
-async fn pod_end(plan: &Plan<'_>, pod: &Netlink) -> Result<(Link, Vec<Ipv4Network>)> {
+async fn pod_end(
+    plan: &Plan<'_>,
+    pod: &Netlink,
+    known: Option<Link>,
+) -> Result<(Link, Vec<Ipv4Network>)> {
     let ifname = &plan.env.ifname;
-    let link = pod.link_by_name(ifname).await?.ok_or_else(|| {
-        cni_err!(
-            Kernel,
-            "veth peer {ifname} did not appear in {}",
-            plan.place
-        )
-    })?;
+    let link = match known {
+        Some(link) => link,
+        None => pod.link_by_name(ifname).await?.ok_or_else(|| {
+            cni_err!(
+                Kernel,
+                "veth peer {ifname} did not appear in {}",
+                plan.place
+            )
+        })?,
+    };
     common::netns::run_in(plan.ns.as_fd(), || {
         sysctl::ensure(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1")
     })
     .map_err(|e| cni_err!(Kernel, "enter {} to set arp_notify: {e}", plan.place))??;
-    pod.ensure_address(link.index, plan.address, ifname).await?;
-    pod.set_up(link.index, ifname).await?;
     let mut routes = vec![plan.network];
     if plan.conf.delegate.is_default_gateway {
         routes.push(Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).unwrap_or(plan.network));
     }
-    for dst in &routes {
-        pod.ensure_route(*dst, plan.gateway, link.index).await?;
-    }
+    // Address, up, then the routes through the gateway that the address
+    // makes reachable: queued on one socket in that order, so the kernel
+    // applies them in that order, without a wait between them.
+    let index = link.index;
+    futures::try_join!(
+        pod.ensure_address(index, plan.address, ifname),
+        pod.set_up(index, ifname),
+        futures::future::try_join_all(routes.iter().map(|dst| pod.ensure_route(
+            *dst,
+            plan.gateway,
+            index
+        ))),
+    )?;
     Ok((link, routes))
 }
 
@@ -176,13 +214,20 @@ async fn configure(
     pod: &Netlink,
     bridge: &Link,
     host_name: &str,
+    known: Option<(Link, Link)>,
 ) -> Result<AddResult> {
     let ifname = &plan.env.ifname;
     let d = &plan.conf.delegate;
+    let (host_known, pod_known) = match known {
+        Some((h, p)) => (Some(h), Some(p)),
+        None => (None, None),
+    };
     // The two ends are independent: configure them concurrently, one
     // netlink socket each.
-    let (host_link, (pod_link, routes)) =
-        futures::try_join!(host_end(plan, host, host_name), pod_end(plan, pod))?;
+    let (host_link, (pod_link, routes)) = futures::try_join!(
+        host_end(plan, host, host_name, host_known),
+        pod_end(plan, pod, pod_known)
+    )?;
     if plan.masq {
         masq::add(
             &plan.conf.name,
