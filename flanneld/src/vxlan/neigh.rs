@@ -99,21 +99,8 @@ impl Neighbours<'_> {
 
     /// The IPv4 neighbour entries of this device.
     pub async fn dump(&self) -> Result<Vec<NeighEntry>, VxlanError> {
-        let mut stream = self
-            .handle
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Inet)
-            .execute();
         let mut out = Vec::new();
-        while let Some(msg) = stream
-            .try_next()
-            .await
-            .map_err(|e| VxlanError::netlink(format!("list neighbours of {}", self.name), e))?
-        {
-            if msg.header.ifindex != self.index || msg.header.family != AddressFamily::Inet {
-                continue;
-            }
+        for msg in self.entries(AddressFamily::Inet, "neighbours").await? {
             let mut ip = None;
             let mut mac = None;
             for attr in &msg.attributes {
@@ -129,6 +116,32 @@ impl Neighbours<'_> {
                     mac,
                     permanent: is_permanent(msg.header.state),
                 });
+            }
+        }
+        Ok(out)
+    }
+
+    /// One dump of the neighbour table in `family` (IPv4 neighbours, or
+    /// the bridge family's FDB), keeping this device's entries.
+    async fn entries(
+        &self,
+        family: AddressFamily,
+        what: &str,
+    ) -> Result<Vec<NeighbourMessage>, VxlanError> {
+        let mut stream = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(family)
+            .execute();
+        let mut out = Vec::new();
+        while let Some(msg) = stream
+            .try_next()
+            .await
+            .map_err(|e| VxlanError::netlink(format!("list {what} of {}", self.name), e))?
+        {
+            if msg.header.ifindex == self.index && msg.header.family == family {
+                out.push(msg);
             }
         }
         Ok(out)
@@ -190,21 +203,8 @@ impl Neighbours<'_> {
 
     /// The FDB entries of this device (one per remote).
     pub async fn fdb_dump(&self) -> Result<Vec<FdbEntry>, VxlanError> {
-        let mut stream = self
-            .handle
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Bridge)
-            .execute();
         let mut out = Vec::new();
-        while let Some(msg) = stream
-            .try_next()
-            .await
-            .map_err(|e| VxlanError::netlink(format!("list fdb of {}", self.name), e))?
-        {
-            if msg.header.ifindex != self.index || msg.header.family != AddressFamily::Bridge {
-                continue;
-            }
+        for msg in self.entries(AddressFamily::Bridge, "fdb").await? {
             let mut mac = None;
             let mut dst = None;
             for attr in &msg.attributes {
