@@ -2,7 +2,8 @@
 //! private data dir and free ports, stopped by its PID on drop (also on
 //! panic). Optionally TLS with client certificates made here by `openssl`.
 //!
-//! ```ignore
+//! ```no_run
+//! use flannel_tests::etcd::EtcdServer;
 //! let etcd = EtcdServer::start();
 //! etcd.etcdctl(&["put", "/coreos.com/network/config", r#"{"Network":"10.244.0.0/16"}"#]).ok();
 //! // flanneld --etcd-endpoints <etcd.endpoint()> ...
