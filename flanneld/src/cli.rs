@@ -123,9 +123,9 @@ pub struct Cli {
         default_value = "/var/lib/flannel/leases"
     )]
     pub lease_dir: PathBuf,
-    /// [flannel-rs] lease lifetime in seconds (flannel: 24 h)
+    /// [flannel-rs] lease lifetime in seconds (flannel: 24 h; at most 10 years)
     #[arg(long, env = "FLANNELD_LEASE_TTL", default_value_t = 86_400, allow_negative_numbers = true,
-          value_parser = clap::value_parser!(u64).range(2..))]
+          value_parser = clap::value_parser!(u64).range(2..=315_360_000))]
     pub lease_ttl: u64,
     /// [flannel-rs] seconds between full checks of the kernel state against the leases
     #[arg(long, env = "FLANNELD_RESYNC_INTERVAL", default_value_t = 5, allow_negative_numbers = true,

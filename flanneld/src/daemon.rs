@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use common::SubnetEnv;
@@ -50,6 +51,7 @@ pub async fn run(
     settings: Settings,
     handle: Handle,
 ) -> Result<Exit, String> {
+    let store: Arc<dyn LeaseStore> = Arc::from(store);
     let ready = Readiness::default();
     if let Some(addr) = settings.healthz {
         crate::http::serve(addr, ready.clone()).await?;
@@ -61,7 +63,17 @@ pub async fn run(
 
     let vni = config.backend.vni;
     let vtep_mac = mac::vtep_mac(settings.public_ip, vni);
-    let mtu = config.backend.mtu.unwrap_or(settings.ext.mtu) - 50;
+    // VXLAN over IPv4 costs 50 bytes of headers.
+    let base_mtu = config.backend.mtu.unwrap_or(settings.ext.mtu);
+    let mtu = base_mtu
+        .checked_sub(50)
+        .filter(|m| *m >= 576)
+        .ok_or_else(|| {
+            format!(
+                "MTU {base_mtu} of {} leaves no room for VXLAN (needs at least 626)",
+                settings.ext.name
+            )
+        })?;
     let spec = DeviceSpec {
         vni,
         port: config.backend.port,
@@ -100,12 +112,17 @@ pub async fn run(
         .await
         .map_err(|e| format!("acquire a subnet lease: {e}"))?;
     let own = lease.subnet;
+    let me = Me {
+        subnet: own,
+        public_ip: settings.public_ip,
+        config: &config,
+    };
     tracing::info!(subnet = %own, "lease acquired");
 
     vx.ensure_address(&dev, own.network(), config.network)
         .await
         .map_err(|e| e.to_string())?;
-    let mut rules = start_rules(&settings, &config, own)?;
+    let mut rules = start_rules(&settings, &config, own).await?;
     write_subnet_env(&settings, &config, own, mtu)?;
     ready.set(true);
 
@@ -115,7 +132,7 @@ pub async fn run(
         .map_err(|e| format!("watch leases: {e}"))?;
     let mut peers: BTreeMap<Ipv4Network, Peer> = BTreeMap::new();
     for l in &watch.snapshot {
-        if let Some(p) = peer_of(l, own, vni) {
+        if let Some(p) = peer_of(l, &me) {
             peers.insert(p.subnet, p);
         }
     }
@@ -126,6 +143,7 @@ pub async fn run(
     let mut next_resync = Instant::now() + settings.resync_interval;
     let mut renew_at = deadline(settings.timing.renew_at(&lease));
     let mut renewal = Renewal::default();
+    let mut renewing: Option<tokio::task::JoinHandle<Result<Lease, LeaseError>>> = None;
     let mut rules_tick = tokio::time::interval(settings.rules_resync);
 
     loop {
@@ -151,7 +169,7 @@ pub async fn run(
                         tracing::warn!("our lease for {own} disappeared; renewing it at once");
                         renew_at = Instant::now();
                     }
-                    LeaseEvent::Added(l) => match peer_of(&l, own, vni) {
+                    LeaseEvent::Added(l) => match peer_of(&l, &me) {
                         Some(p) => {
                             let old = peers.get(&p.subnet).cloned();
                             if old.as_ref() != Some(&p) {
@@ -193,15 +211,28 @@ pub async fn run(
             }
             _ = rules_tick.tick() => {
                 if let Some(keeper) = rules.as_mut() {
-                    match keeper.check() {
+                    match keeper.check().await {
                         Ok(true) => tracing::warn!("masquerade/forward rules were changed; rewrote table ip {}", masq::TABLE),
                         Ok(false) => {}
                         Err(e) => tracing::warn!("check masquerade/forward rules: {e}"),
                     }
                 }
             }
-            _ = tokio::time::sleep_until(renew_at) => {
-                renew_at = renewal.attempt(store.as_ref(), &mut lease, &settings.timing).await?;
+            _ = tokio::time::sleep_until(renew_at), if renewing.is_none() => {
+                // In a task of its own: a slow store (etcd timing out, a
+                // held lock) must not stall signals, events and repairs.
+                let (store, lease) = (Arc::clone(&store), lease.clone());
+                renewing = Some(tokio::spawn(async move { store.renew(&lease).await }));
+            }
+            result = async {
+                match renewing.as_mut() {
+                    Some(task) => task.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                renewing = None;
+                let result = result.map_err(|e| format!("lease renewal task: {e}"))?;
+                renew_at = renewal.settle(result, &mut lease, &settings.timing)?;
                 ready.set_store(store.is_reachable());
             }
         }
@@ -210,7 +241,7 @@ pub async fn run(
 
 /// Installs the masquerade and forward rules. Masquerading was asked for,
 /// so failing it is fatal; the forward rules are only a convenience.
-fn start_rules(
+async fn start_rules(
     settings: &Settings,
     config: &NetConfig,
     own: Ipv4Network,
@@ -222,7 +253,7 @@ fn start_rules(
         forward: settings.forward_rules,
         fully_random: settings.fully_random,
     };
-    match MasqKeeper::start(rules) {
+    match MasqKeeper::start(rules).await {
         Ok(keeper) => Ok(Some(keeper)),
         Err(e) if settings.ip_masq => Err(format!("install masquerade rules: {e}")),
         Err(e) => {
@@ -293,7 +324,7 @@ async fn resync(vx: &Vxlan, dev: &Device, peers: &BTreeMap<Ipv4Network, Peer>, w
     }
 }
 
-/// Lease renewal that never blocks the loop: a failed attempt schedules
+/// Lease renewal, run in a task off the loop: a failed attempt schedules
 /// the next one with back-off (the datapath stays as it is meanwhile), and
 /// the log says when renewal starts failing and when it recovers, not at
 /// every attempt.
@@ -307,15 +338,16 @@ impl Renewal {
     const FIRST_RETRY: Duration = Duration::from_millis(500);
     const MAX_RETRY: Duration = Duration::from_secs(30);
 
-    /// Renews `lease` in place; returns when to try next. Only a lease
-    /// another node now holds is fatal.
-    async fn attempt(
+    /// Takes in a renewal's result: updates `lease` and says when to renew
+    /// next (or retry, after a failure). Only a lease another node now
+    /// holds is fatal.
+    fn settle(
         &mut self,
-        store: &dyn LeaseStore,
+        result: Result<Lease, LeaseError>,
         lease: &mut Lease,
         timing: &LeaseTiming,
     ) -> Result<Instant, String> {
-        match store.renew(lease).await {
+        match result {
             Ok(renewed) => {
                 if self.failing {
                     tracing::info!(subnet = %renewed.subnet, "lease renewed again");
@@ -348,11 +380,30 @@ impl Renewal {
     }
 }
 
+/// Who we are, to tell peers from ourselves.
+struct Me<'a> {
+    subnet: Ipv4Network,
+    public_ip: Ipv4Addr,
+    config: &'a NetConfig,
+}
+
 /// A lease as a VXLAN peer, unless it is ours, another backend's, or malformed.
-fn peer_of(l: &Lease, own: Ipv4Network, vni: u32) -> Option<Peer> {
-    if l.subnet == own {
+/// Only leases our configuration could have handed out are trusted: a
+/// stray key such as `0.0.0.0-0` or the node LAN's subnet would otherwise
+/// become a route that replaces the default or the connected route.
+fn peer_of(l: &Lease, me: &Me) -> Option<Peer> {
+    if l.subnet == me.subnet {
         return None;
     }
+    if !me.config.is_leasable(l.subnet) {
+        tracing::warn!(subnet = %l.subnet, "ignoring a lease outside {} (SubnetLen {}, SubnetMin..SubnetMax)", me.config.network, me.config.subnet_len);
+        return None;
+    }
+    if l.attrs.public_ip.is_unspecified() || l.attrs.public_ip == me.public_ip {
+        tracing::warn!(subnet = %l.subnet, public_ip = %l.attrs.public_ip, "ignoring a lease that does not name another node");
+        return None;
+    }
+    let vni = me.config.backend.vni;
     let data = l.attrs.vxlan_data()?;
     if data.vni != vni {
         tracing::debug!(subnet = %l.subnet, "ignoring lease with VNI {}", data.vni);

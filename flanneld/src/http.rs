@@ -10,6 +10,9 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// Health checks served at once.
+const MAX_CONNECTIONS: usize = 64;
+
 /// Shared readiness, flipped by the daemon: ready once subnet.env and the
 /// datapath are in place, and while the lease store answers.
 #[derive(Clone)]
@@ -54,13 +57,26 @@ pub async fn serve(addr: SocketAddr, ready: Readiness) -> Result<(), String> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("listen for health checks on {addr}: {e}"))?;
+    // Probes need a handful of connections; a flood must not use up the
+    // daemon's descriptors.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                continue;
+            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+                return;
+            };
+            let mut sock = match listener.accept().await {
+                Ok((sock, _)) => sock,
+                Err(e) => {
+                    // EMFILE and the like: do not spin.
+                    tracing::debug!("accept a health check: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             let ready = ready.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let mut buf = [0u8; 1024];
                 let n = match tokio::time::timeout(
                     std::time::Duration::from_secs(5),

@@ -19,8 +19,6 @@ pub struct ExtIface {
     /// The address peers reach us at (unless --public-ip says otherwise).
     pub addr: Ipv4Addr,
     pub mtu: u32,
-    /// Every IPv4 network on the interface (for DirectRouting).
-    pub networks: Vec<Ipv4Network>,
 }
 
 struct LinkRow {
@@ -53,7 +51,6 @@ pub async fn select(
             name: link.name.clone(),
             addr,
             mtu: link.mtu,
-            networks,
         })
     };
 

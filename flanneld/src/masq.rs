@@ -20,8 +20,11 @@
 //! ```
 //! P is this node's subnet, N the cluster network.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
 
 use ipnetwork::Ipv4Network;
 
@@ -73,26 +76,23 @@ impl MasqRules {
     }
 
     /// Replaces the table in one transaction (creating it if needed).
-    pub fn apply(&self) -> Result<(), String> {
+    pub async fn apply(&self) -> Result<(), String> {
         let script = format!(
             "add table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{\n{}}}\n",
             self.body()
         );
-        nft(&["-f", "-"], Some(&script)).map(|_| ())
+        nft(&["-f", "-"], Some(&script)).await.map(|_| ())
     }
 
     /// Removes the table (rules switched off).
-    pub fn remove() -> Result<(), String> {
-        nft(
-            &["-f", "-"],
-            Some(&format!("add table ip {TABLE}\ndelete table ip {TABLE}\n")),
-        )
-        .map(|_| ())
+    pub async fn remove() -> Result<(), String> {
+        let script = format!("add table ip {TABLE}\ndelete table ip {TABLE}\n");
+        nft(&["-f", "-"], Some(&script)).await.map(|_| ())
     }
 
     /// The rules as the kernel has them, normalised, to compare runs.
-    pub fn current() -> Result<Option<String>, String> {
-        match nft(&["list", "table", "ip", TABLE], None) {
+    pub async fn current() -> Result<Option<String>, String> {
+        match nft(&["list", "table", "ip", TABLE], None).await {
             Ok(text) => Ok(Some(normalise(&text))),
             Err(e) if e.contains("No such file or directory") => Ok(None),
             Err(e) => Err(e),
@@ -108,21 +108,21 @@ pub struct MasqKeeper {
 }
 
 impl MasqKeeper {
-    pub fn start(rules: MasqRules) -> Result<Self, String> {
+    pub async fn start(rules: MasqRules) -> Result<Self, String> {
         let mut keeper = Self {
             rules,
             applied: None,
         };
-        keeper.install()?;
+        keeper.install().await?;
         Ok(keeper)
     }
 
-    fn install(&mut self) -> Result<(), String> {
+    async fn install(&mut self) -> Result<(), String> {
         if self.rules.wanted() {
-            self.rules.apply()?;
-            self.applied = MasqRules::current()?;
+            self.rules.apply().await?;
+            self.applied = MasqRules::current().await?;
         } else {
-            MasqRules::remove()?;
+            MasqRules::remove().await?;
             self.applied = None;
         }
         Ok(())
@@ -130,14 +130,14 @@ impl MasqKeeper {
 
     /// Rewrites the table if it differs from what we installed; returns
     /// whether it had to.
-    pub fn check(&mut self) -> Result<bool, String> {
+    pub async fn check(&mut self) -> Result<bool, String> {
         if !self.rules.wanted() {
             return Ok(false);
         }
-        if MasqRules::current()? == self.applied && self.applied.is_some() {
+        if MasqRules::current().await? == self.applied && self.applied.is_some() {
             return Ok(false);
         }
-        self.install()?;
+        self.install().await?;
         Ok(true)
     }
 }
@@ -150,7 +150,12 @@ fn normalise(text: &str) -> String {
         .join("\n")
 }
 
-fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+/// How long one `nft` run may take before it is abandoned (and killed).
+const NFT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `nft` without blocking the daemon's thread, always reaping it.
+async fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    let what = format!("nft {}", args.join(" "));
     let mut child = Command::new("nft")
         .args(args)
         .stdin(if stdin.is_some() {
@@ -160,22 +165,27 @@ fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("run nft (install the nftables package): {e}"))?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())
-            .map_err(|e| format!("write nft script: {e}"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("wait for nft: {e}"))?;
+    let run = async {
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            // A write error shows up as nft's own failure below.
+            let _ = pipe.write_all(text.as_bytes()).await;
+        }
+        child.wait_with_output().await
+    };
+    let out = match tokio::time::timeout(NFT_TIMEOUT, run).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => return Err(format!("{what}: wait: {e}")),
+        Err(_) => return Err(format!("{what}: no answer within {NFT_TIMEOUT:?}")),
+    };
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         let err = String::from_utf8_lossy(&out.stderr);
         Err(format!(
-            "nft {}: {}",
-            args.join(" "),
+            "{what}: {}",
             err.lines().next().unwrap_or("failed").trim()
         ))
     }

@@ -29,14 +29,18 @@ pub fn run(conf: &NetConf) -> Result<()> {
             a.ifname.as_deref().unwrap_or("?")
         );
     }
-    // Masquerade elements whose address is no longer allocated.
+    // Masquerade elements whose address is no longer allocated. The set is
+    // read before the allocations: an element only exists after its
+    // address was allocated, so a pod being added meanwhile is never taken
+    // for stale.
+    let members = masq::members(&conf.name)?;
     let allocated: HashSet<_> = store
         .allocations()
         .map_err(ipam_error)?
         .into_iter()
         .map(|a| a.ip)
         .collect();
-    let stale: Vec<_> = masq::members(&conf.name)?
+    let stale: Vec<_> = members
         .into_iter()
         .filter(|ip| !allocated.contains(ip))
         .collect();

@@ -368,7 +368,19 @@ impl EtcdStore {
                 Some(g) => g,
                 None => *grant.insert(self.grant(subnet).await?),
             };
-            if self.write(subnet, cond, Some((&value, lease_id))).await? {
+            let written = match self.write(subnet, cond, Some((&value, lease_id))).await {
+                Ok(written) => written,
+                Err(e) => {
+                    // The write may have committed before the error (a
+                    // timeout), so the key may be on this lease: never
+                    // revoke it. Forget it; if unused it expires by itself,
+                    // and the next attempt grants a fresh one (so a grant
+                    // that expired during an outage is not reused forever).
+                    *grant = None;
+                    return Err(e.into());
+                }
+            };
+            if written {
                 *grant = None;
                 if old_lease != lease_id {
                     self.revoke(old_lease).await;
@@ -476,7 +488,16 @@ impl LeaseStore for EtcdStore {
                     Some(g) => g,
                     None => *grant.insert(self.grant(lease.subnet).await?),
                 };
-                if self.write(lease.subnet, cond, Some((&value, lease_id))).await? {
+                let written = match self.write(lease.subnet, cond, Some((&value, lease_id))).await {
+                    Ok(written) => written,
+                    Err(e) => {
+                        // Possibly committed (a timeout): the key may be on
+                        // the new lease, so it must not be revoked below.
+                        grant = None;
+                        return Err(e.into());
+                    }
+                };
+                if written {
                     grant = None;
                     self.revoke(old_lease).await;
                     return Ok(Lease {

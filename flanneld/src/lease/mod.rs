@@ -103,8 +103,6 @@ pub enum LeaseError {
     },
     #[error("lease for {subnet} is no longer ours (now held by {holder})")]
     Lost { subnet: Ipv4Network, holder: String },
-    #[error("lease for {subnet} does not exist")]
-    NotFound { subnet: Ipv4Network },
     #[error("lease store: {0}")]
     Store(String),
 }

@@ -140,11 +140,6 @@ impl Vxlan {
         self
     }
 
-    /// The routing configuration in effect.
-    pub fn routing_config(&self) -> Option<&Routing> {
-        self.routing.as_ref()
-    }
-
     /// `flannel.<VNI>`.
     pub fn device_name(vni: u32) -> String {
         format!("flannel.{vni}")
