@@ -64,3 +64,39 @@ fn a_lease_taken_by_another_node_makes_the_daemon_exit_non_zero() {
         "the log says why:\n{log}"
     );
 }
+
+#[test]
+fn a_lease_outside_the_network_never_becomes_a_route() {
+    let c = Cluster::new(1);
+    // A stray key naming the node LAN, and one naming everything.
+    let expires = "2099-01-01T00:00:00Z";
+    for name in ["192.168.64.0-24", "0.0.0.0-0"] {
+        let value = format!(
+            r#"{{"PublicIP":"192.168.64.99","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"0e:00:00:00:00:99"}},"Expiration":"{expires}"}}"#
+        );
+        let tmp = c.lease_dir().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, value).expect("write lease");
+        std::fs::rename(&tmp, c.lease_dir().join(name)).expect("rename lease");
+    }
+    flannel_tests::eventually(Duration::from_secs(5), "both ignored", || {
+        let log = c.log(0);
+        if log.matches("ignoring a lease outside").count() >= 2 {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
+    let routes = c.node(0).ns.exec("ip", &["route", "show"]);
+    assert!(routes.success(), "{routes}");
+    assert!(!routes.stdout.contains("flannel.1"), "{}", routes.stdout);
+    assert!(
+        routes.stdout.contains("default via 192.168.64.1 dev eth0"),
+        "{}",
+        routes.stdout
+    );
+    assert!(
+        routes.stdout.contains("192.168.64.0/24 dev eth0"),
+        "{}",
+        routes.stdout
+    );
+}
