@@ -20,7 +20,7 @@ use rtnetlink::packet_route::route::RouteProtocol;
 
 use super::neigh::{FdbEntry, NeighEntry};
 use super::peer::{describe_fdb, describe_neigh, PeerEntries};
-use super::route::{RouteEntry, RouteSpec};
+use super::route::{RouteEntry, RouteKey, RouteSpec};
 use super::{Device, Peer, Repairs, Routing, Vxlan, VxlanError};
 
 /// The kernel's state, as dumped.
@@ -94,8 +94,29 @@ pub(crate) fn plan(
         }
         want_routes.push(w.route().clone());
     }
+    // Every side of the diff is a set, so a resync stays linear in the
+    // number of peers.
     let neigh_ips: HashSet<Ipv4Addr> = want_neigh.iter().map(|(ip, _)| *ip).collect();
     let fdb_keys: HashSet<([u8; 6], Ipv4Addr)> = want_fdb.iter().copied().collect();
+    let want_route_keys: HashSet<RouteKey> = want_routes.iter().map(RouteSpec::key).collect();
+    let have_neigh: HashSet<(Ipv4Addr, &[u8])> = observed
+        .neighbours
+        .iter()
+        .filter(|n| n.permanent)
+        .filter_map(|n| Some((n.ip, n.mac.as_deref()?)))
+        .collect();
+    let have_fdb: HashSet<(&[u8], Ipv4Addr)> = observed
+        .fdb
+        .iter()
+        .filter(|f| f.permanent)
+        .filter_map(|f| Some((f.mac.as_slice(), f.dst?)))
+        .collect();
+    let have_routes: HashSet<RouteKey> = observed
+        .routes
+        .iter()
+        .filter(|r| r.priority == 0)
+        .map(RouteEntry::key)
+        .collect();
 
     Plan {
         del_neigh: observed
@@ -106,12 +127,7 @@ pub(crate) fn plan(
             .collect(),
         add_neigh: want_neigh
             .iter()
-            .filter(|(ip, mac)| {
-                !observed
-                    .neighbours
-                    .iter()
-                    .any(|n| n.ip == *ip && n.permanent && n.mac.as_deref() == Some(&mac[..]))
-            })
+            .filter(|(ip, mac)| !have_neigh.contains(&(*ip, &mac[..])))
             .copied()
             .collect(),
         del_fdb: observed
@@ -126,23 +142,21 @@ pub(crate) fn plan(
             .collect(),
         add_fdb: want_fdb
             .iter()
-            .filter(|(mac, dst)| {
-                !observed
-                    .fdb
-                    .iter()
-                    .any(|f| f.permanent && f.mac == mac[..] && f.dst == Some(*dst))
-            })
+            .filter(|(mac, dst)| !have_fdb.contains(&(&mac[..], *dst)))
             .copied()
             .collect(),
         del_routes: observed
             .routes
             .iter()
-            .filter(|r| is_managed(r, dev, routing) && !want_routes.iter().any(|w| r.is(w)))
+            .filter(|r| {
+                is_managed(r, dev, routing)
+                    && !(r.priority == 0 && want_route_keys.contains(&r.key()))
+            })
             .cloned()
             .collect(),
         add_routes: want_routes
             .iter()
-            .filter(|w| !observed.routes.iter().any(|r| r.is(w)))
+            .filter(|w| !have_routes.contains(&w.key()))
             .cloned()
             .collect(),
     }

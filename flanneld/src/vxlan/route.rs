@@ -25,6 +25,15 @@ pub(crate) struct RouteSpec {
     pub onlink: bool,
 }
 
+/// Destination, gateway, device, onlink: hashable, for the resync's diff.
+pub(crate) type RouteKey = (Ipv4Network, Option<Ipv4Addr>, Option<u32>, bool);
+
+impl RouteSpec {
+    pub fn key(&self) -> RouteKey {
+        (self.dst, Some(self.gw), Some(self.oif), self.onlink)
+    }
+}
+
 impl fmt::Display for RouteSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "route {} via {} dev {}", self.dst, self.gw, self.dev)?;
@@ -49,13 +58,10 @@ pub(crate) struct RouteEntry {
 }
 
 impl RouteEntry {
-    /// True when this route is exactly `spec` (metric 0).
-    pub fn is(&self, spec: &RouteSpec) -> bool {
-        self.dst == spec.dst
-            && self.gw == Some(spec.gw)
-            && self.oif == Some(spec.oif)
-            && self.onlink == spec.onlink
-            && self.priority == 0
+    /// What identifies the route for the diff: destination, gateway,
+    /// device, onlink.
+    pub fn key(&self) -> RouteKey {
+        (self.dst, self.gw, self.oif, self.onlink)
     }
 
     /// For messages: "route 10.244.2.0/24 via 10.244.2.0 dev flannel.1".
