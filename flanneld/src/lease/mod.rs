@@ -60,6 +60,22 @@ impl LeaseAttrs {
     }
 }
 
+/// `10.244.1.0/24` → `10.244.1.0-24`: a lease's name in both stores
+/// (etcd's key suffix, the embedded store's file name).
+pub fn subnet_key(subnet: Ipv4Network) -> String {
+    format!("{}-{}", subnet.network(), subnet.prefix())
+}
+
+/// `10.244.1.0-24` → `10.244.1.0/24`; `None` for anything else, including
+/// a subnet written with host bits set.
+pub fn parse_subnet_key(name: &str) -> Option<Ipv4Network> {
+    let (ip, len) = name.split_once('-')?;
+    let ip: Ipv4Addr = ip.parse().ok()?;
+    let len: u8 = len.parse().ok()?;
+    let net = Ipv4Network::new(ip, len).ok()?;
+    (net.network() == ip).then_some(net)
+}
+
 /// A subnet held by one node until `expiration`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {

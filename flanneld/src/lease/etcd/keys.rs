@@ -7,11 +7,9 @@
 //!
 //! The value carries no expiry: the etcd lease the key is attached to does.
 
-use std::net::Ipv4Addr;
-
 use ipnetwork::Ipv4Network;
 
-use crate::lease::LeaseAttrs;
+use crate::lease::{parse_subnet_key, subnet_key, LeaseAttrs};
 
 /// An example value for `<prefix>/config`, shown when the key is missing.
 pub const EXAMPLE_CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
@@ -44,7 +42,7 @@ impl Keys {
 
     /// `<prefix>/subnets/10.244.1.0-24`
     pub fn lease(&self, subnet: Ipv4Network) -> String {
-        format!("{}{}-{}", self.subnets(), subnet.network(), subnet.prefix())
+        format!("{}{}", self.subnets(), subnet_key(subnet))
     }
 
     /// The subnet a lease key names. `None` for keys outside
@@ -53,12 +51,7 @@ impl Keys {
     pub fn subnet_of(&self, key: &[u8]) -> Option<Ipv4Network> {
         let key = std::str::from_utf8(key).ok()?;
         let name = key.strip_prefix(&self.subnets())?;
-        let v4 = name.split('&').next()?;
-        let (ip, len) = v4.split_once('-')?;
-        let ip: Ipv4Addr = ip.parse().ok()?;
-        let len: u8 = len.parse().ok()?;
-        let net = Ipv4Network::new(ip, len).ok()?;
-        (net.network() == ip).then_some(net)
+        parse_subnet_key(name.split('&').next()?)
     }
 }
 

@@ -40,22 +40,8 @@ pub(crate) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Erro
     move |source| LeaseError::Io { op, path, source }
 }
 
-/// `10.244.1.0/24` → `10.244.1.0-24`, as etcd's key.
-pub(crate) fn file_name(subnet: Ipv4Network) -> String {
-    format!("{}-{}", subnet.network(), subnet.prefix())
-}
+pub(crate) use crate::lease::{parse_subnet_key as parse_name, subnet_key as file_name};
 
-/// `10.244.1.0-24` → `10.244.1.0/24`; `None` for anything else (including
-/// a subnet written with host bits set).
-pub(crate) fn parse_name(name: &str) -> Option<Ipv4Network> {
-    let (ip, len) = name.split_once('-')?;
-    let ip: Ipv4Addr = ip.parse().ok()?;
-    let len: u8 = len.parse().ok()?;
-    let net = Ipv4Network::new(ip, len).ok()?;
-    (net.network() == ip).then_some(net)
-}
-
-/// The path of a subnet's lease file.
 pub(crate) fn lease_path(dir: &Path, subnet: Ipv4Network) -> PathBuf {
     dir.join(file_name(subnet))
 }
