@@ -7,12 +7,13 @@ mod cmd;
 mod env;
 mod error;
 mod ipam;
+mod log;
 mod masq;
 mod netlink;
 mod spec;
 mod sysctl;
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 
 use env::{CniEnv, Command};
 use error::{CniError, Code};
@@ -20,7 +21,7 @@ use serde_json::{json, Value};
 use spec::{NetConf, SUPPORTED_VERSIONS};
 
 fn main() {
-    init_logging();
+    log::init();
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);
     let version = spec::peek_version(&stdin).unwrap_or_else(|| "1.1.0".to_string());
@@ -42,21 +43,6 @@ fn main() {
         let _ = stdout.flush();
     }
     std::process::exit(code);
-}
-
-/// Warnings and errors by default; `RUST_LOG` for more. The plugin runs
-/// once per pod, so the default path skips parsing a filter.
-fn init_logging() {
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false);
-    match std::env::var("RUST_LOG") {
-        Ok(directives) => builder
-            .with_env_filter(tracing_subscriber::EnvFilter::new(directives))
-            .init(),
-        Err(_) => builder.with_max_level(tracing::Level::WARN).init(),
-    }
 }
 
 /// Runs the verb; `Some(json)` is printed on stdout.
