@@ -67,3 +67,42 @@ fn without_ip_masq_only_the_forward_rules_exist() {
     assert!(!rules.contains("masquerade"), "{rules}");
     assert!(rules.contains("ip saddr 10.244.0.0/16 accept"), "{rules}");
 }
+
+/// With --ip-masq, a pod talking to an address outside the cluster network
+/// (here the underlay's bridge) is seen with its node's address; a pod on
+/// another node still sees the pod's own address.
+#[test]
+fn ip_masq_rewrites_traffic_leaving_the_network_and_only_that() {
+    use flannel_tests::{tcp_fetch, TcpServer};
+    use std::net::SocketAddr;
+
+    let c = Cluster::builder()
+        .nodes(2)
+        .flanneld_args(&["--ip-masq"])
+        .build();
+    c.wait_all_converged(Duration::from_secs(10));
+    let pod = c.add_pod(0);
+    let peer = c.add_pod(1);
+
+    let outside: SocketAddr = "192.168.64.1:18081".parse().expect("addr");
+    let _world = TcpServer::start(c.underlay(), outside, "{peer}");
+    let seen = flannel_tests::eventually(Duration::from_secs(5), "outside reachable", || {
+        tcp_fetch(pod.ns(), outside, Duration::from_secs(2))
+    });
+    assert_eq!(
+        seen.trim(),
+        c.node(0).ip.to_string(),
+        "masqueraded to the node"
+    );
+
+    let inside = SocketAddr::new(peer.ip.into(), 18082);
+    let _svc = TcpServer::start(peer.ns(), inside, "{peer}");
+    let seen = flannel_tests::eventually(Duration::from_secs(5), "pod reachable", || {
+        tcp_fetch(pod.ns(), inside, Duration::from_secs(2))
+    });
+    assert_eq!(
+        seen.trim(),
+        pod.ip.to_string(),
+        "pod to pod keeps the pod's address"
+    );
+}
