@@ -12,17 +12,17 @@ use crate::sysctl;
 /// Finds or creates the bridge, up, with the gateway address when asked.
 /// A bridge created by a concurrent ADD (EEXIST) is adopted; a link of
 /// the same name that is not a bridge is an error.
-pub async fn ensure_bridge(
+pub fn ensure_bridge(
     nl: &Netlink,
     name: &str,
     mtu: u32,
     gateway: Option<Ipv4Network>,
     promisc: bool,
 ) -> Result<Link> {
-    let link = match nl.link_by_name(name).await? {
+    let link = match nl.link_by_name(name)? {
         Some(link) => link,
         None => {
-            match nl.create_bridge(name, random_mac(), mtu).await {
+            match nl.create_bridge(name, random_mac(), mtu) {
                 Ok(()) => {
                     // Router advertisements on the pod bridge would give
                     // the node addresses nobody asked for.
@@ -31,8 +31,7 @@ pub async fn ensure_bridge(
                 Err(e) if e.is(libc::EEXIST) => {}
                 Err(e) => return Err(e.into()),
             }
-            nl.link_by_name(name)
-                .await?
+            nl.link_by_name(name)?
                 .ok_or_else(|| cni_err!(Kernel, "bridge {name} vanished right after creation"))?
         }
     };
@@ -44,13 +43,13 @@ pub async fn ensure_bridge(
         ));
     }
     if !link.up {
-        nl.set_up(link.index, name).await?;
+        nl.set_up(link.index, name)?;
     }
     if promisc {
-        nl.set_promisc(link.index).await?;
+        nl.set_promisc(link.index)?;
     }
     if let Some(gw) = gateway {
-        nl.ensure_address(link.index, gw, name).await?;
+        nl.ensure_address(link.index, gw, name)?;
         sysctl::ensure("net/ipv4/ip_forward", "1")?;
     }
     Ok(link)

@@ -59,20 +59,10 @@ fn run(stdin: &[u8], version: &str) -> Result<Option<Value>, CniError> {
     match env.command {
         Command::Status => cmd::status::run(&conf).map(|()| None),
         Command::Gc => cmd::gc::run(&conf).map(|()| None),
-        Command::Add => block_on(cmd::add::run(&env, &conf))?.map(Some),
-        Command::Del => block_on(cmd::del::run(&env, &conf))?.map(|()| None),
-        Command::Check => block_on(cmd::check::run(&env, &conf))?.map(|()| None),
+        Command::Add => cmd::add::run(&env, &conf).map(Some),
+        Command::Del => cmd::del::run(&env, &conf).map(|()| None),
+        Command::Check => cmd::check::run(&env, &conf).map(|()| None),
         // Answered above, before the configuration is parsed.
         Command::Version => Ok(None),
     }
-}
-
-/// Runs a netlink verb on a single-threaded runtime: everything happens on
-/// this thread, which is what entering a pod's namespace relies on.
-fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, CniError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(|e| CniError::new(Code::Io, format!("start runtime: {e}")))?;
-    Ok(rt.block_on(f))
 }

@@ -12,14 +12,14 @@ use crate::bridge::{ensure_bridge, random_mac, random_veth_name};
 use crate::cni_err;
 use crate::env::CniEnv;
 use crate::error::Result;
-use crate::netlink::{format_mac, Link, Netlink};
+use crate::netlink::{format_mac, Link, Netlink, Pending};
 use crate::spec::{AddResult, Interface, NetConf};
 use crate::{masq, sysctl};
 
 /// How many random host-side names to try before giving up.
 const VETH_NAME_ATTEMPTS: usize = 8;
 
-pub async fn run(env: &CniEnv, conf: &NetConf) -> Result<Value> {
+pub fn run(env: &CniEnv, conf: &NetConf) -> Result<Value> {
     let senv = read_subnet_env(conf)?;
     let netns_path = env
         .netns
@@ -43,8 +43,7 @@ pub async fn run(env: &CniEnv, conf: &NetConf) -> Result<Value> {
         mtu,
         d.is_gateway.then_some(gw_net),
         d.promisc_mode,
-    )
-    .await?;
+    )?;
 
     let store = open_store(conf)?;
     let ip = store
@@ -62,7 +61,7 @@ pub async fn run(env: &CniEnv, conf: &NetConf) -> Result<Value> {
         network: senv.network,
         masq: ip_masq(conf, Some(&senv)).unwrap_or(false),
     };
-    match attach(&plan, &host, &pod, &bridge).await {
+    match attach(&plan, &host, &pod, &bridge) {
         Ok(result) => Ok(result.to_json(conf.version)),
         Err(e) => {
             if let Err(undo) = store.release_ip(ip, &env.container_id) {
@@ -86,24 +85,16 @@ struct Plan<'a> {
 }
 
 /// Creates the veth and configures both ends; on failure removes the veth.
-async fn attach(
-    plan: &Plan<'_>,
-    host: &Netlink,
-    pod: &Netlink,
-    bridge: &Link,
-) -> Result<AddResult> {
+fn attach(plan: &Plan<'_>, host: &Netlink, pod: &Netlink, bridge: &Link) -> Result<AddResult> {
     let ifname = &plan.env.ifname;
     let mut attempt = 0;
     let peer_mac = random_mac();
     let (host_name, echoed) = loop {
         let name = random_veth_name();
-        match host
-            .create_veth(&name, ifname, peer_mac, plan.ns, plan.mtu, bridge.index)
-            .await
-        {
+        match host.create_veth(&name, ifname, peer_mac, plan.ns, plan.mtu, bridge.index) {
             Ok(echoed) => break (name, echoed),
             Err(e) if e.is(libc::EEXIST) => {
-                if pod.link_by_name(ifname).await?.is_some() {
+                if pod.link_by_name(ifname)?.is_some() {
                     return Err(cni_err!(
                         InterfaceExists,
                         "interface {ifname} already exists in {}",
@@ -132,12 +123,12 @@ async fn attach(
         };
         (host_link, pod_link)
     });
-    match configure(plan, host, pod, bridge, &host_name, known).await {
+    match configure(plan, host, pod, bridge, &host_name, known) {
         Ok(result) => Ok(result),
         Err(e) => {
             // Deleting one end of a veth deletes both.
-            if let Ok(Some(link)) = host.link_by_name(&host_name).await {
-                if let Err(undo) = host.delete_link(link.index, &host_name).await {
+            if let Ok(Some(link)) = host.link_by_name(&host_name) {
+                if let Err(undo) = host.delete_link(link.index, &host_name) {
                     tracing::warn!("ADD failed and removing its veth failed too: {undo}");
                 }
             }
@@ -146,29 +137,33 @@ async fn attach(
     }
 }
 
-/// The node's end: look it up (index, MAC), hairpin as configured.
-async fn host_end(
+/// The node's end: look it up (index, MAC) unless known, and send the
+/// hairpin setting (its answer is read by the caller).
+fn host_end(
     plan: &Plan<'_>,
     host: &Netlink,
     host_name: &str,
     known: Option<Link>,
-) -> Result<Link> {
+) -> Result<(Link, Option<Pending>)> {
     let link = match known {
         Some(link) => link,
         None => host
-            .link_by_name(host_name)
-            .await?
+            .link_by_name(host_name)?
             .ok_or_else(|| cni_err!(Kernel, "veth {host_name} vanished right after creation"))?,
     };
-    if plan.conf.delegate.hairpin_mode {
-        host.set_hairpin(link.index, true).await?;
-    }
-    Ok(link)
+    // Sent now, its answer read after the pod's end is configured: the
+    // two ends are independent, one socket each.
+    let hairpin = if plan.conf.delegate.hairpin_mode {
+        Some(host.start(Netlink::hairpin_request(link.index, true))?)
+    } else {
+        None
+    };
+    Ok((link, hairpin))
 }
 
 /// The pod's end: arp_notify, address, up, routes. Returns the link and
 /// the routes' destinations.
-async fn pod_end(
+fn pod_end(
     plan: &Plan<'_>,
     pod: &Netlink,
     known: Option<Link>,
@@ -176,7 +171,7 @@ async fn pod_end(
     let ifname = &plan.env.ifname;
     let link = match known {
         Some(link) => link,
-        None => pod.link_by_name(ifname).await?.ok_or_else(|| {
+        None => pod.link_by_name(ifname)?.ok_or_else(|| {
             cni_err!(
                 Kernel,
                 "veth peer {ifname} did not appear in {}",
@@ -193,22 +188,23 @@ async fn pod_end(
         routes.push(Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).unwrap_or(plan.network));
     }
     // Address, up, then the routes through the gateway that the address
-    // makes reachable: queued on one socket in that order, so the kernel
+    // makes reachable: sent on one socket in that order, so the kernel
     // applies them in that order, without a wait between them.
     let index = link.index;
-    futures::try_join!(
-        pod.ensure_address(index, plan.address, ifname),
-        pod.set_up(index, ifname),
-        futures::future::try_join_all(routes.iter().map(|dst| pod.ensure_route(
-            *dst,
-            plan.gateway,
-            index
-        ))),
-    )?;
+    let mut requests = vec![
+        Netlink::address_request(index, plan.address, ifname),
+        Netlink::up_request(index, ifname),
+    ];
+    requests.extend(
+        routes
+            .iter()
+            .map(|dst| Netlink::route_request(*dst, plan.gateway, index)),
+    );
+    pod.run_all(requests)?;
     Ok((link, routes))
 }
 
-async fn configure(
+fn configure(
     plan: &Plan<'_>,
     host: &Netlink,
     pod: &Netlink,
@@ -222,12 +218,12 @@ async fn configure(
         Some((h, p)) => (Some(h), Some(p)),
         None => (None, None),
     };
-    // The two ends are independent: configure them concurrently, one
-    // netlink socket each.
-    let (host_link, (pod_link, routes)) = futures::try_join!(
-        host_end(plan, host, host_name, host_known),
-        pod_end(plan, pod, pod_known)
-    )?;
+    let (host_link, hairpin) = host_end(plan, host, host_name, host_known)?;
+    let pod_end = pod_end(plan, pod, pod_known);
+    if let Some(pending) = hairpin {
+        host.finish(pending)?;
+    }
+    let (pod_link, routes) = pod_end?;
     if plan.masq {
         masq::add(
             &plan.conf.name,

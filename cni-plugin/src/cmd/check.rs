@@ -49,7 +49,7 @@ fn mismatch(what: String) -> crate::error::CniError {
     cni_err!(CheckMismatch, "CHECK: {what}")
 }
 
-pub async fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
+pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
     if conf.version < Version::V040 {
         return Err(cni_err!(
             IncompatibleVersion,
@@ -75,8 +75,7 @@ pub async fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
 
     // The container interface.
     let link = pod
-        .link_by_name(ifname)
-        .await?
+        .link_by_name(ifname)?
         .ok_or_else(|| mismatch(format!("interface {ifname} not found in {place}")))?;
     if !link.up {
         return Err(mismatch(format!("interface {ifname} in {place} is down")));
@@ -102,7 +101,7 @@ pub async fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
     }
 
     // Its addresses, and the IPAM store's record of them.
-    let have = pod.addresses(link.index).await?;
+    let have = pod.addresses(link.index)?;
     let held = open_store(conf)?
         .find(&env.container_id, ifname)
         .map_err(ipam_error)?;
@@ -132,7 +131,7 @@ pub async fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
     }
 
     // Routes.
-    let routes = pod.routes().await?;
+    let routes = pod.routes()?;
     for r in &prev.routes {
         let dst: Ipv4Network = r
             .dst
@@ -160,8 +159,7 @@ pub async fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
     let host = Netlink::open()?;
     let bridge_name = &conf.delegate.bridge;
     let bridge = host
-        .link_by_name(bridge_name)
-        .await?
+        .link_by_name(bridge_name)?
         .ok_or_else(|| mismatch(format!("bridge {bridge_name} not found")))?;
     for i in prev
         .interfaces
@@ -169,8 +167,7 @@ pub async fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
         .filter(|i| i.sandbox.is_none() && i.name != *bridge_name)
     {
         let veth = host
-            .link_by_name(&i.name)
-            .await?
+            .link_by_name(&i.name)?
             .ok_or_else(|| mismatch(format!("host interface {} not found", i.name)))?;
         if veth.controller != Some(bridge.index) {
             return Err(mismatch(format!(

@@ -21,14 +21,14 @@ use crate::masq;
 use crate::netlink::Netlink;
 use crate::spec::NetConf;
 
-pub async fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
+pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
     let (cid, ifname) = (&env.container_id, &env.ifname);
     // Detaching reads the interface's addresses, so the IPAM files can be
     // checked by name instead of scanning the whole store.
     let mut on_iface = Vec::new();
     if let Some(path) = env.netns.as_deref() {
         match open_netns(path) {
-            Ok(ns) => on_iface = detach(&ns, &path.display().to_string(), ifname).await?,
+            Ok(ns) => on_iface = detach(&ns, &path.display().to_string(), ifname)?,
             Err(e) if e.code == Code::UnknownContainer => {}
             Err(e) => return Err(e),
         }
@@ -64,22 +64,18 @@ pub async fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
 
 /// Renames the pod's interface out of the way and takes it down; returns
 /// the IPv4 addresses it had. A missing interface is fine.
-async fn detach(ns: &File, place: &str, ifname: &str) -> Result<Vec<Ipv4Addr>> {
+fn detach(ns: &File, place: &str, ifname: &str) -> Result<Vec<Ipv4Addr>> {
     let pod = Netlink::open_in(ns, place)?;
-    // Both questions in flight at once: one round trip.
-    let (link, addresses) = futures::try_join!(pod.link_by_name(ifname), pod.all_addresses())?;
+    let link = pod.link_by_name(ifname)?;
     let Some(link) = link else {
         return Ok(Vec::new());
     };
+    let addresses = pod.addresses(link.index)?;
     let tomb = format!("cnidel{:08x}", rand::rng().random::<u32>());
-    pod.rename_down(link.index, ifname, &tomb).await?;
+    pod.rename_down(link.index, ifname, &tomb)?;
     if let Err(e) = reap::fork_deleter(ns, link.index) {
         tracing::debug!("cannot fork the link deleter ({e}); deleting {tomb} inline");
-        pod.delete_link(link.index, &tomb).await?;
+        pod.delete_link(link.index, &tomb)?;
     }
-    Ok(addresses
-        .into_iter()
-        .filter(|(index, _)| *index == link.index)
-        .map(|(_, net)| net.ip())
-        .collect())
+    Ok(addresses.into_iter().map(|net| net.ip()).collect())
 }

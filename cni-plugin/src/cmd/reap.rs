@@ -4,19 +4,17 @@
 //! inside the delete request itself. DEL has already renamed the link and
 //! taken it down; a forked child deletes it. The child inherits the pod
 //! namespace's descriptor, so the namespace lives until the link is gone
-//! even if the runtime removes it right after DEL. The child makes raw
-//! syscalls only and ends with `_exit`: it never returns into the parent's
-//! runtime, and forking is safe because the plugin has one thread.
+//! even if the runtime removes it right after DEL. The child opens its own
+//! netlink socket and ends with `_exit`: it never returns into the parent's
+//! state, and forking is safe because the plugin has one thread.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 
 use nix::unistd::{fork, ForkResult};
-use rtnetlink::packet_core::{NetlinkMessage, NLM_F_ACK, NLM_F_REQUEST};
-use rtnetlink::packet_route::link::LinkMessage;
-use rtnetlink::packet_route::RouteNetlinkMessage;
-use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+use crate::netlink::Netlink;
 
 /// Forks a child that deletes link `index` inside `ns`; returns at once.
 pub fn fork_deleter(ns: &File, index: u32) -> io::Result<()> {
@@ -24,9 +22,10 @@ pub fn fork_deleter(ns: &File, index: u32) -> io::Result<()> {
         // Forking a multi-threaded process could copy a held lock.
         return Err(io::Error::other("the plugin is not single-threaded"));
     }
-    // SAFETY: the process has a single thread (checked above), and the
-    // child only runs `delete_in_child`, which makes raw syscalls, and then
-    // calls `_exit` without unwinding or running destructors.
+    // SAFETY: the process has a single thread (checked above), so no lock
+    // can be held by a thread that does not exist in the child; the child
+    // runs `delete_in_child` and ends with `_exit`, without unwinding or
+    // running the parent's destructors.
     match unsafe { fork() }.map_err(io::Error::from)? {
         ForkResult::Parent { .. } => Ok(()),
         ForkResult::Child => {
@@ -56,21 +55,9 @@ fn delete_in_child(ns: &File, index: u32) -> io::Result<()> {
         }
     }
     nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-
-    let mut socket = Socket::new(NETLINK_ROUTE)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
-    let mut link = LinkMessage::default();
-    link.header.index = index;
-    let mut msg = NetlinkMessage::from(RouteNetlinkMessage::DelLink(link));
-    msg.header.flags = NLM_F_REQUEST | NLM_F_ACK;
-    msg.header.sequence_number = 1;
-    msg.finalize();
-    let mut buf = vec![0u8; msg.buffer_len()];
-    msg.serialize(&mut buf);
-    socket.send(&buf, 0)?;
-    // The ack: the kernel has unregistered the link (or it was gone).
-    let mut reply = Vec::with_capacity(4096);
-    socket.recv(&mut reply, 0)?;
-    Ok(())
+    // The ack means the kernel has unregistered the link.
+    match Netlink::open().and_then(|nl| nl.delete_link(index, &format!("#{index}"))) {
+        Err(e) if !e.is(libc::ENODEV) => Err(io::Error::other(e.to_string())),
+        _ => Ok(()),
+    }
 }

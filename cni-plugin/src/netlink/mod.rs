@@ -1,0 +1,366 @@
+//! One typed method per kernel operation, over a blocking rtnetlink
+//! socket (see `socket.rs`). Messages are built with rtnetlink's builders
+//! and netlink-packet-route's types. Every error names the operation and
+//! the object ("create veth vethab12cd34 (peer eth0) in host: File exists").
+
+mod socket;
+
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsFd, AsRawFd};
+
+use ipnetwork::Ipv4Network;
+use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol};
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::{
+    AddressMessageBuilder, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
+
+use socket::Conn;
+pub use socket::{NlError, NlResult, Pending, Request};
+
+/// What the plugin needs to know about a link.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub mac: String,
+    pub mtu: u32,
+    pub kind: Option<InfoKind>,
+    pub controller: Option<u32>,
+    pub up: bool,
+}
+
+impl Link {
+    pub fn from_message(msg: LinkMessage) -> Self {
+        let mut link = Link {
+            index: msg.header.index,
+            name: String::new(),
+            mac: String::new(),
+            mtu: 0,
+            kind: None,
+            controller: None,
+            up: msg.header.flags.contains(LinkFlags::Up),
+        };
+        for attr in msg.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => link.name = n,
+                LinkAttribute::Address(a) => link.mac = format_mac(&a),
+                LinkAttribute::Mtu(m) => link.mtu = m,
+                LinkAttribute::Controller(c) => link.controller = Some(c),
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        if let LinkInfo::Kind(k) = info {
+                            link.kind = Some(k);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        link
+    }
+}
+
+pub fn format_mac(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// A route as the plugin sees it: destination and gateway, IPv4.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub dst: Ipv4Network,
+    pub gw: Option<Ipv4Addr>,
+    pub oif: Option<u32>,
+}
+
+/// An rtnetlink socket bound to one network namespace.
+pub struct Netlink {
+    conn: Conn,
+}
+
+impl Netlink {
+    /// A socket in the calling thread's namespace (the node's).
+    pub fn open() -> NlResult<Self> {
+        Ok(Self {
+            conn: Conn::open("host".to_string())?,
+        })
+    }
+
+    /// A socket inside the namespace `ns`: created with the thread inside
+    /// `ns`, then the thread returns.
+    pub fn open_in(ns: &File, place: &str) -> NlResult<Self> {
+        let _guard = common::netns::NetnsGuard::enter(ns.as_fd())
+            .map_err(|e| NlError::io(format!("enter network namespace {place}"), e))?;
+        Ok(Self {
+            conn: Conn::open(place.to_string())?,
+        })
+    }
+
+    /// Sends a request without waiting (see `finish`).
+    pub fn start(&self, req: Request) -> NlResult<Pending> {
+        self.conn.send(req)
+    }
+
+    pub fn finish(&self, pending: Pending) -> NlResult<()> {
+        self.conn.finish(pending).map(|_| ())
+    }
+
+    /// Sends all, then reads all: later requests may rely on earlier ones.
+    pub fn run_all(&self, reqs: Vec<Request>) -> NlResult<()> {
+        self.conn.run_all(reqs)
+    }
+
+    /// The link called `name`, or None when there is none.
+    pub fn link_by_name(&self, name: &str) -> NlResult<Option<Link>> {
+        let msg = LinkUnspec::new_with_name(name).build();
+        let req = Request::change(
+            RouteNetlinkMessage::GetLink(msg),
+            0,
+            format!("look up link {name}"),
+        );
+        match self.conn.run(req) {
+            Ok(replies) => Ok(replies.into_iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(Link::from_message(l)),
+                _ => None,
+            })),
+            Err(e) if e.is(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `ip link add NAME type bridge` with a fixed MAC, up. EEXIST is
+    /// returned to the caller, which decides whether a racer created it.
+    pub fn create_bridge(&self, name: &str, mac: [u8; 6], mtu: u32) -> NlResult<()> {
+        let msg = LinkBridge::new(name).address(mac.to_vec()).mtu(mtu).build();
+        self.conn
+            .run(Request::change(
+                RouteNetlinkMessage::NewLink(msg),
+                NLM_F_CREATE | NLM_F_EXCL,
+                format!("create bridge {name}"),
+            ))
+            .map(|_| ())
+    }
+
+    /// Creates a veth pair: `host` in this namespace, attached to
+    /// `controller` and up; `peer` directly inside `peer_ns` with the MAC
+    /// `peer_mac`, down (the kernel configures the peer before the host end
+    /// exists, so it cannot come up yet: ENOTCONN), both with `mtu`. One
+    /// round trip, and the container's name never exists in the node's
+    /// namespace.
+    ///
+    /// The request asks the kernel to echo the new link (NLM_F_ECHO,
+    /// honoured since Linux 6.3): that answer carries the host end's index
+    /// and MAC and, as its IFLA_LINK, the peer's index, which spares two
+    /// lookups. `None` from an older kernel: look them up.
+    pub fn create_veth(
+        &self,
+        host: &str,
+        peer: &str,
+        peer_mac: [u8; 6],
+        peer_ns: &File,
+        mtu: u32,
+        controller: u32,
+    ) -> NlResult<Option<(Link, u32)>> {
+        let peer_msg = LinkUnspec::new_with_name(peer)
+            .mtu(mtu)
+            .address(peer_mac.to_vec())
+            .setns_by_fd(peer_ns.as_raw_fd())
+            .build();
+        let msg = LinkVeth::new(host, peer)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+            .mtu(mtu)
+            .controller(controller)
+            .up()
+            .build();
+        let replies = self.conn.run(Request::change(
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
+            format!("create veth {host} (peer {peer})"),
+        ))?;
+        Ok(replies.into_iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewLink(link) => {
+                let peer_index = link.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::Link(i) => Some(*i),
+                    _ => None,
+                });
+                let link = Link::from_message(link);
+                (link.name == host)
+                    .then_some(())
+                    .and(peer_index.map(|p| (link, p)))
+            }
+            _ => None,
+        }))
+    }
+
+    /// Hairpin on a bridge port.
+    pub fn hairpin_request(index: u32, on: bool) -> Request {
+        let msg = LinkBridgePort::new(index).hairpin(on).build();
+        Request::change(
+            RouteNetlinkMessage::NewLink(msg),
+            0,
+            format!("set hairpin {on} on link #{index}"),
+        )
+    }
+
+    pub fn set_promisc(&self, index: u32) -> NlResult<()> {
+        let msg = LinkUnspec::new_with_index(index).promiscuous(true).build();
+        self.set_link(msg, format!("set promisc on link #{index}"))
+    }
+
+    pub fn up_request(index: u32, name: &str) -> Request {
+        let msg = LinkUnspec::new_with_index(index).up().build();
+        Request::change(
+            RouteNetlinkMessage::SetLink(msg),
+            0,
+            format!("set link {name} up"),
+        )
+    }
+
+    pub fn set_up(&self, index: u32, name: &str) -> NlResult<()> {
+        self.conn.run(Self::up_request(index, name)).map(|_| ())
+    }
+
+    /// Renames a link and takes it down in one request (DEL's detach step).
+    pub fn rename_down(&self, index: u32, old: &str, new: &str) -> NlResult<()> {
+        let msg = LinkUnspec::new_with_index(index)
+            .name(new.to_string())
+            .down()
+            .build();
+        self.set_link(msg, format!("rename link {old} to {new}"))
+    }
+
+    pub fn delete_link(&self, index: u32, name: &str) -> NlResult<()> {
+        let msg = LinkUnspec::new_with_index(index).build();
+        self.conn
+            .run(Request::change(
+                RouteNetlinkMessage::DelLink(msg),
+                0,
+                format!("delete link {name}"),
+            ))
+            .map(|_| ())
+    }
+
+    fn set_link(&self, msg: LinkMessage, op: String) -> NlResult<()> {
+        self.conn
+            .run(Request::change(RouteNetlinkMessage::SetLink(msg), 0, op))
+            .map(|_| ())
+    }
+
+    /// Adds `addr/prefix`; an address that is already there is fine.
+    pub fn address_request(index: u32, net: Ipv4Network, name: &str) -> Request {
+        let msg = AddressMessageBuilder::<Ipv4Addr>::new()
+            .index(index)
+            .address(net.ip(), net.prefix())
+            .build();
+        Request::change(
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+            format!("add address {net} to {name}"),
+        )
+        .tolerating(libc::EEXIST)
+    }
+
+    pub fn ensure_address(&self, index: u32, net: Ipv4Network, name: &str) -> NlResult<()> {
+        self.conn
+            .run(Self::address_request(index, net, name))
+            .map(|_| ())
+    }
+
+    /// IPv4 addresses on the link.
+    pub fn addresses(&self, index: u32) -> NlResult<Vec<Ipv4Network>> {
+        Ok(self
+            .all_addresses()?
+            .into_iter()
+            .filter(|(i, _)| *i == index)
+            .map(|(_, net)| net)
+            .collect())
+    }
+
+    /// Every IPv4 address in the namespace, with its link's index.
+    pub fn all_addresses(&self) -> NlResult<Vec<(u32, Ipv4Network)>> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        let replies = self.conn.run(Request::dump(
+            RouteNetlinkMessage::GetAddress(msg),
+            "list addresses".to_string(),
+        ))?;
+        let mut out = Vec::new();
+        for reply in replies {
+            let RouteNetlinkMessage::NewAddress(msg) = reply else {
+                continue;
+            };
+            for attr in &msg.attributes {
+                if let AddressAttribute::Address(IpAddr::V4(ip)) = attr {
+                    if let Ok(net) = Ipv4Network::new(*ip, msg.header.prefix_len) {
+                        out.push((msg.header.index, net));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `ip route add DST via GW dev INDEX`; an identical route is fine.
+    pub fn route_request(dst: Ipv4Network, gw: Ipv4Addr, index: u32) -> Request {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dst.network(), dst.prefix())
+            .gateway(gw)
+            .output_interface(index)
+            // What iproute2 and the reference plugins leave: "proto boot".
+            .protocol(RouteProtocol::Boot)
+            .build();
+        Request::change(
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+            format!("add route {dst} via {gw}"),
+        )
+        .tolerating(libc::EEXIST)
+    }
+
+    /// The IPv4 routes of the main table.
+    pub fn routes(&self) -> NlResult<Vec<Route>> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        let replies = self.conn.run(Request::dump(
+            RouteNetlinkMessage::GetRoute(msg),
+            "list routes".to_string(),
+        ))?;
+        Ok(replies
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) => route_of(r),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+fn route_of(msg: &RouteMessage) -> Option<Route> {
+    let mut dst = Ipv4Addr::UNSPECIFIED;
+    let mut gw = None;
+    let mut oif = None;
+    for attr in &msg.attributes {
+        match attr {
+            RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = *a,
+            RouteAttribute::Gateway(RouteAddress::Inet(a)) => gw = Some(*a),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            _ => {}
+        }
+    }
+    let dst = Ipv4Network::new(dst, msg.header.destination_prefix_length).ok()?;
+    Some(Route { dst, gw, oif })
+}
+
+/// True when the link is a Linux bridge.
+pub fn is_bridge(link: &Link) -> bool {
+    matches!(link.kind, Some(InfoKind::Bridge))
+}
