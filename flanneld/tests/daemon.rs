@@ -14,7 +14,13 @@ fn get(c: &Cluster, i: usize, path: &'static str) -> Result<String, String> {
         let mut s = TcpStream::connect(("127.0.0.1", HEALTH_PORT)).map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_secs(5)))
             .map_err(|e| e.to_string())?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").map_err(|e| e.to_string())?;
+        // The request in two segments, as a slow client sends it: the
+        // server must wait for the whole request line and headers.
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        s.write_all(b"GET ").map_err(|e| e.to_string())?;
+        std::thread::sleep(Duration::from_millis(50));
+        s.write_all(format!("{path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .map_err(|e| e.to_string())?;
         let mut reply = String::new();
         s.read_to_string(&mut reply).map_err(|e| e.to_string())?;
         Ok(reply)
