@@ -60,12 +60,13 @@ use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
 };
 use ipnetwork::Ipv4Network;
-use rand::seq::IteratorRandom;
 
 pub use self::conn::EtcdConfig;
 use self::conn::{call, Backoff, Failure};
 use self::keys::{decode, encode, Keys, EXAMPLE_CONFIG};
-use super::{Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming, LeaseWatch};
+use super::{
+    choose, Choice, Held, Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming, LeaseWatch,
+};
 use crate::netconf::NetConfig;
 
 /// Conflicting writers an acquire/renew/release tolerates before giving up
@@ -316,53 +317,41 @@ impl EtcdStore {
         grant: &mut Option<(i64, SystemTime)>,
     ) -> Result<Lease, AcquireError> {
         let value = encode(attrs).map_err(|e| AcquireError::Lease(LeaseError::Store(e)))?;
-        // `previous` may come from subnet.env with host bits set.
-        let previous = previous
-            .and_then(|p| Ipv4Network::new(p.network(), p.prefix()).ok())
-            .filter(|p| config.is_leasable(*p));
         for _ in 0..MAX_CONFLICTS {
             let (entries, _) = self.list().await?;
             let taken: HashSet<Ipv4Network> = entries.iter().map(|e| e.subnet).collect();
-            let mut mine: Vec<&Entry> = entries
+            let held = entries
                 .iter()
-                .filter(|e| {
-                    matches!(&e.attrs, Ok(a) if a.public_ip == attrs.public_ip)
-                        && config.is_leasable(e.subnet)
+                .map(|e| Held {
+                    item: e,
+                    subnet: e.subnet,
+                    public_ip: e.attrs.as_ref().ok().map(|a| a.public_ip),
+                    recency: u128::try_from(e.mod_revision).unwrap_or(0),
                 })
                 .collect();
-            mine.sort_by_key(|e| (Some(e.subnet) == previous, e.mod_revision));
-            let (subnet, cond, old_lease) = if let Some(keep) = mine.pop() {
-                for extra in mine {
-                    tracing::warn!(subnet = %extra.subnet, kept = %keep.subnet, public_ip = %attrs.public_ip,
-                        "removing a second lease held by the same public IP");
-                    if self
-                        .write(extra.subnet, Cond::Unchanged(extra.mod_revision), None)
-                        .await?
-                    {
-                        self.revoke(extra.lease_id).await;
+            let choice = choose(config, attrs.public_ip, previous, held, |s| {
+                taken.contains(&s)
+            })
+            .map_err(AcquireError::Lease)?;
+            let (subnet, cond, old_lease) = match choice {
+                Choice::Keep { keep, extras } => {
+                    for extra in extras {
+                        tracing::warn!(subnet = %extra.subnet, kept = %keep.subnet, public_ip = %attrs.public_ip,
+                            "removing a second lease held by the same public IP");
+                        if self
+                            .write(extra.subnet, Cond::Unchanged(extra.mod_revision), None)
+                            .await?
+                        {
+                            self.revoke(extra.lease_id).await;
+                        }
                     }
+                    (
+                        keep.subnet,
+                        Cond::Unchanged(keep.mod_revision),
+                        keep.lease_id,
+                    )
                 }
-                (
-                    keep.subnet,
-                    Cond::Unchanged(keep.mod_revision),
-                    keep.lease_id,
-                )
-            } else if let Some(p) = previous.filter(|p| !taken.contains(p)) {
-                (p, Cond::Absent, 0)
-            } else {
-                let free = config
-                    .subnets()
-                    .filter(|s| !taken.contains(s))
-                    .choose(&mut rand::rng());
-                match free {
-                    Some(s) => (s, Cond::Absent, 0),
-                    None => {
-                        return Err(AcquireError::Lease(LeaseError::NoFreeSubnet {
-                            network: config.network,
-                            subnet_len: config.subnet_len,
-                        }))
-                    }
-                }
+                Choice::Take(subnet) => (subnet, Cond::Absent, 0),
             };
             let (lease_id, expiration) = match *grant {
                 Some(g) => g,

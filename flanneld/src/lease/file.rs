@@ -61,12 +61,13 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use ipnetwork::Ipv4Network;
-use rand::seq::IteratorRandom;
 
 use self::format::{
     expiry_after, io_err, lock_dir, read_all, read_lease, remove_lease, write_lease,
 };
-use super::{Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming, LeaseWatch};
+use super::{
+    choose, Choice, Held, Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming, LeaseWatch,
+};
 use crate::netconf::NetConfig;
 
 /// The embedded lease store. Cheap to clone; every clone (and every other
@@ -189,34 +190,28 @@ impl Inner {
                 .iter()
                 .any(|l| l.subnet == subnet && !l.is_expired(now))
         };
-        // `previous` may come from subnet.env with host bits set.
-        let previous = previous
-            .and_then(|p| Ipv4Network::new(p.network(), p.prefix()).ok())
-            .filter(|p| config.is_leasable(*p));
-
-        let mut mine: Vec<&Lease> = leases
+        let held = leases
             .iter()
-            .filter(|l| l.attrs.public_ip == attrs.public_ip && config.is_leasable(l.subnet))
+            .map(|l| Held {
+                item: l,
+                subnet: l.subnet,
+                public_ip: Some(l.attrs.public_ip),
+                recency: l
+                    .expiration
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            })
             .collect();
-        mine.sort_by_key(|l| (Some(l.subnet) == previous, l.expiration));
-        let subnet = if let Some(keep) = mine.pop() {
-            for extra in mine {
-                tracing::warn!(subnet = %extra.subnet, kept = %keep.subnet, public_ip = %attrs.public_ip,
-                    "removing a second lease held by the same public IP");
-                remove_lease(&self.dir, extra.subnet)?;
+        let subnet = match choose(config, attrs.public_ip, previous, held, taken)? {
+            Choice::Keep { keep, extras } => {
+                for extra in extras {
+                    tracing::warn!(subnet = %extra.subnet, kept = %keep.subnet, public_ip = %attrs.public_ip,
+                        "removing a second lease held by the same public IP");
+                    remove_lease(&self.dir, extra.subnet)?;
+                }
+                keep.subnet
             }
-            keep.subnet
-        } else if let Some(p) = previous.filter(|p| !taken(*p)) {
-            p
-        } else {
-            config
-                .subnets()
-                .filter(|s| !taken(*s))
-                .choose(&mut rand::rng())
-                .ok_or(LeaseError::NoFreeSubnet {
-                    network: config.network,
-                    subnet_len: config.subnet_len,
-                })?
+            Choice::Take(subnet) => subnet,
         };
         let lease = Lease {
             subnet,

@@ -2,8 +2,11 @@
 //! implement. One file per store: `file.rs` (embedded, the default),
 //! `etcd.rs`, `kube.rs`.
 
+mod choose;
 pub mod etcd;
 pub mod file;
+
+pub(crate) use choose::{choose, Choice, Held};
 
 #[cfg(test)]
 mod contract_tests;
