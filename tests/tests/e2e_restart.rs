@@ -31,18 +31,7 @@ fn restart_while_pinging(kill: bool) {
     for (a, b) in [(0, 1), (1, 2), (2, 0)] {
         c.wait_ping(&pods[a], pods[b].ip, REACH);
     }
-    let st = if kill { c.kill(1) } else { c.stop(1) };
-    if kill {
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(st.signal(), Some(9), "{st:?}");
-    } else {
-        assert_eq!(
-            st.code(),
-            Some(0),
-            "SIGTERM should exit 0: {st:?}\n{}",
-            c.log(1)
-        );
-    }
+    c.stop_checked(1, kill);
     c.start(1);
     c.wait_ready(1);
     c.wait_all_converged(CONVERGE);

@@ -85,15 +85,18 @@ impl Neighbours<'_> {
         msg.header.ifindex = self.index;
         msg.attributes
             .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+        self.del(msg, format!("neighbour {ip}")).await
+    }
+
+    /// Deletes a neighbour-table entry; one already gone is fine.
+    async fn del(&self, msg: NeighbourMessage, what: String) -> Result<(), VxlanError> {
         ok_if_missing(
             self.handle
                 .neighbours()
                 .del(msg)
                 .execute()
                 .await
-                .map_err(|e| {
-                    VxlanError::netlink(format!("delete neighbour {ip} on {}", self.name), e)
-                }),
+                .map_err(|e| VxlanError::netlink(format!("delete {what} on {}", self.name), e)),
         )
     }
 
@@ -189,16 +192,7 @@ impl Neighbours<'_> {
             Some(dst) => format!("{} dst {dst}", format_mac(mac)),
             None => format_mac(mac),
         };
-        ok_if_missing(
-            self.handle
-                .neighbours()
-                .del(msg)
-                .execute()
-                .await
-                .map_err(|e| {
-                    VxlanError::netlink(format!("delete fdb entry {what} on {}", self.name), e)
-                }),
-        )
+        self.del(msg, format!("fdb entry {what}")).await
     }
 
     /// The FDB entries of this device (one per remote).

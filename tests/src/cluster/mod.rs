@@ -420,6 +420,25 @@ impl Cluster {
         self.nodes[i].signal_and_wait(nix::sys::signal::Signal::SIGKILL, Duration::from_secs(10))
     }
 
+    /// Stops node `i`'s flanneld with SIGKILL (`kill`) or SIGTERM and checks
+    /// how it ended: killed by signal 9, or a clean exit 0.
+    #[track_caller]
+    pub fn stop_checked(&mut self, i: usize, kill: bool) {
+        use std::os::unix::process::ExitStatusExt;
+        if kill {
+            let st = self.kill(i);
+            assert_eq!(st.signal(), Some(9), "{st:?}");
+        } else {
+            let st = self.stop(i);
+            assert_eq!(
+                st.code(),
+                Some(0),
+                "SIGTERM should exit 0: {st:?}\n{}",
+                self.log(i)
+            );
+        }
+    }
+
     /// Every lease in the store (for the file store: unexpired or not).
     pub fn leases(&self) -> Vec<LeaseFile> {
         self.store.leases(&self.underlay)
