@@ -2,12 +2,11 @@
 //! the host end of the pod's veth.
 
 use ipnetwork::Ipv4Network;
-use rand::Rng;
 
 use crate::cni_err;
 use crate::error::Result;
 use crate::netlink::{is_bridge, Link, Netlink};
-use crate::sysctl;
+use crate::{random, sysctl};
 
 /// Finds or creates the bridge, up, with the gateway address when asked.
 /// A bridge created by a concurrent ADD (EEXIST) is adopted; a link of
@@ -22,7 +21,10 @@ pub fn ensure_bridge(
     let link = match nl.link_by_name(name)? {
         Some(link) => link,
         None => {
-            match nl.create_bridge(name, random_mac(), mtu) {
+            // A MAC of its own, set explicitly: otherwise the bridge takes
+            // its lowest port's, which changes as pods come and go and
+            // stalls every pod's ARP cache.
+            match nl.create_bridge(name, random::mac(), mtu) {
                 Ok(()) => {
                     // Router advertisements on the pod bridge would give
                     // the node addresses nobody asked for.
@@ -53,18 +55,4 @@ pub fn ensure_bridge(
         sysctl::ensure("net/ipv4/ip_forward", "1")?;
     }
     Ok(link)
-}
-
-/// A random locally administered unicast MAC: set explicitly on the
-/// bridge so that it never changes as ports come and go (a changing bridge
-/// MAC stalls every pod's ARP cache).
-pub fn random_mac() -> [u8; 6] {
-    let mut mac: [u8; 6] = rand::rng().random();
-    mac[0] = (mac[0] & 0xfe) | 0x02;
-    mac
-}
-
-/// `veth` + 8 random hex digits.
-pub fn random_veth_name() -> String {
-    format!("veth{:08x}", rand::rng().random::<u32>())
 }

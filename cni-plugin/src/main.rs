@@ -10,6 +10,7 @@ mod ipam;
 mod log;
 mod masq;
 mod netlink;
+mod random;
 mod spec;
 mod sysctl;
 

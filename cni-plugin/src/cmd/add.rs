@@ -2,19 +2,18 @@
 
 use std::fs::File;
 use std::net::Ipv4Addr;
-use std::os::fd::AsFd;
 
 use ipnetwork::Ipv4Network;
 use serde_json::Value;
 
 use super::{ip_masq, ipam_error, open_netns, open_store, read_subnet_env};
-use crate::bridge::{ensure_bridge, random_mac, random_veth_name};
+use crate::bridge::ensure_bridge;
 use crate::cni_err;
 use crate::env::CniEnv;
 use crate::error::Result;
 use crate::netlink::{format_mac, Link, Netlink, Pending};
 use crate::spec::{AddResult, Interface, NetConf};
-use crate::{masq, sysctl};
+use crate::{masq, random};
 
 /// How many random host-side names to try before giving up.
 const VETH_NAME_ATTEMPTS: usize = 8;
@@ -88,9 +87,9 @@ struct Plan<'a> {
 fn attach(plan: &Plan<'_>, host: &Netlink, pod: &Netlink, bridge: &Link) -> Result<AddResult> {
     let ifname = &plan.env.ifname;
     let mut attempt = 0;
-    let peer_mac = random_mac();
+    let peer_mac = random::mac();
     let (host_name, echoed) = loop {
-        let name = random_veth_name();
+        let name = random::name("veth");
         match host.create_veth(&name, ifname, peer_mac, plan.ns, plan.mtu, bridge.index) {
             Ok(echoed) => break (name, echoed),
             Err(e) if e.is(libc::EEXIST) => {
@@ -179,19 +178,17 @@ fn pod_end(
             )
         })?,
     };
-    common::netns::run_in(plan.ns.as_fd(), || {
-        sysctl::ensure(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1")
-    })
-    .map_err(|e| cni_err!(Kernel, "enter {} to set arp_notify: {e}", plan.place))??;
     let mut routes = vec![plan.network];
     if plan.conf.delegate.is_default_gateway {
         routes.push(Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).unwrap_or(plan.network));
     }
-    // Address, up, then the routes through the gateway that the address
-    // makes reachable: sent on one socket in that order, so the kernel
-    // applies them in that order, without a wait between them.
+    // arp_notify (before up, which announces the address), address, up,
+    // then the routes through the gateway that the address makes
+    // reachable: sent on one socket in that order, so the kernel applies
+    // them in that order, without a wait between them.
     let index = link.index;
     let mut requests = vec![
+        Netlink::arp_notify_request(index, ifname),
         Netlink::address_request(index, plan.address, ifname),
         Netlink::up_request(index, ifname),
     ];

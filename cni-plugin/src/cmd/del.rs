@@ -12,14 +12,13 @@ use std::fs::File;
 use std::net::Ipv4Addr;
 
 use common::SubnetEnv;
-use rand::Rng;
 
 use super::{ip_masq, ipam_error, open_netns, open_store, reap};
 use crate::env::CniEnv;
 use crate::error::{Code, Result};
-use crate::masq;
 use crate::netlink::Netlink;
 use crate::spec::NetConf;
+use crate::{masq, random};
 
 pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
     let (cid, ifname) = (&env.container_id, &env.ifname);
@@ -71,7 +70,7 @@ fn detach(ns: &File, place: &str, ifname: &str) -> Result<Vec<Ipv4Addr>> {
         return Ok(Vec::new());
     };
     let addresses = pod.addresses(link.index)?;
-    let tomb = format!("cnidel{:08x}", rand::rng().random::<u32>());
+    let tomb = random::name("cnidel");
     pod.rename_down(link.index, ifname, &tomb)?;
     if let Err(e) = reap::fork_deleter(ns, link.index) {
         tracing::debug!("cannot fork the link deleter ({e}); deleting {tomb} inline");

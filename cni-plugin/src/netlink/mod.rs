@@ -13,7 +13,8 @@ use ipnetwork::Ipv4Network;
 use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet, AfSpecUnspec, InetDevConf, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags,
+    LinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol};
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -223,6 +224,25 @@ impl Netlink {
             RouteNetlinkMessage::SetLink(msg),
             0,
             format!("set link {name} up"),
+        )
+    }
+
+    /// `net.ipv4.conf.<name>.arp_notify = 1` through rtnetlink
+    /// (IFLA_AF_SPEC / AF_INET / IFLA_INET_CONF) rather than /proc/sys: no
+    /// namespace switch, no file, and no /proc/sys lookup, whose cost grows
+    /// with the number of namespaces that have an interface of that name.
+    pub fn arp_notify_request(index: u32, name: &str) -> Request {
+        let mut conf = InetDevConf::default();
+        conf.arp_notify = 1;
+        let mut msg = LinkUnspec::new_with_index(index).build();
+        msg.attributes
+            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![
+                AfSpecInet::DevConfRequest(conf),
+            ])]));
+        Request::change(
+            RouteNetlinkMessage::SetLink(msg),
+            0,
+            format!("set arp_notify on {name}"),
         )
     }
 

@@ -90,6 +90,9 @@ impl Request {
     }
 }
 
+/// Room for one datagram of replies (the kernel's dump chunks are smaller).
+const RX_BUFFER: usize = 64 * 1024;
+
 /// A request sent whose replies are not read yet.
 pub struct Pending {
     seq: u32,
@@ -102,6 +105,9 @@ pub struct Conn {
     seq: Cell<u32>,
     /// Messages read while looking for another request's replies.
     early: RefCell<Vec<NetlinkMessage<RouteNetlinkMessage>>>,
+    /// The receive buffer, allocated once: a fresh 64 KiB per read costs
+    /// an mmap and munmap each time with some allocators.
+    rx: RefCell<Vec<u8>>,
     /// Where this socket lives, for error messages.
     pub place: String,
 }
@@ -119,6 +125,7 @@ impl Conn {
             socket,
             seq: Cell::new(0),
             early: RefCell::new(Vec::new()),
+            rx: RefCell::new(Vec::with_capacity(RX_BUFFER)),
             place,
         })
     }
@@ -202,8 +209,9 @@ impl Conn {
                 return Ok(mine);
             }
         }
-        let mut buf = Vec::with_capacity(64 * 1024);
-        self.socket.recv(&mut buf, 0)?;
+        let mut buf = self.rx.borrow_mut();
+        buf.clear();
+        self.socket.recv(&mut *buf, 0)?;
         let mut mine = Vec::new();
         let mut offset = 0;
         while offset < buf.len() {
