@@ -32,5 +32,7 @@ else
   done
 fi
 
-cargo build --release -p cni-plugin -p flannel-tests
-exec target/release/cni-bench --flannel target/release/flannel "$@"
+cargo build --release -p flannel-tests
+# The plugin as it is installed: static (see ci/build-plugin.sh).
+plugin=$(ci/build-plugin.sh)
+exec target/release/cni-bench --flannel "$plugin" "$@"

@@ -47,6 +47,11 @@ leftovers() {
 
 before=$(leftovers)
 cargo build --workspace --all-targets
+# The suites call the plugin as it is installed (release, static), not the
+# debug build next to them: see tests/src/cni.rs, plugin_under_test.
+FLANNEL_CNI_PLUGIN=$(ci/build-plugin.sh)
+export FLANNEL_CNI_PLUGIN
+echo "ci/test.sh: plugin under test: $FLANNEL_CNI_PLUGIN"
 start=$(date +%s)
 cargo test --workspace -- --test-threads="${TEST_THREADS:-4}"
 echo "ci/test.sh: tests took $(($(date +%s) - start)) s"

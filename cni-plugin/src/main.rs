@@ -16,6 +16,11 @@ mod sysctl;
 
 use std::io::{Read, Write};
 
+/// On musl, dlmalloc instead of the libc allocator (see Cargo.toml).
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 use env::{CniEnv, Command};
 use error::{CniError, Code};
 use serde_json::{json, Value};

@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_flannel");
+fn bin() -> std::path::PathBuf {
+    flannel_tests::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
+}
 const PODS: usize = 64;
 
 /// Runs `f(i)` for i in 0..n on n threads released together; returns results in order.
@@ -35,7 +37,7 @@ fn all_at_once<T: Send + 'static>(
 
 #[test]
 fn sixty_four_concurrent_adds_get_distinct_ips_and_reach_gateway() {
-    let node = Arc::new(CniNode::new(BIN));
+    let node = Arc::new(CniNode::new(bin()));
     let pods: Arc<Vec<Pod>> = Arc::new((0..PODS).map(|_| Pod::new()).collect());
     let conf = node.config("1.0.0");
 
@@ -133,7 +135,7 @@ fn sixty_four_concurrent_adds_get_distinct_ips_and_reach_gateway() {
 #[test]
 fn concurrent_adds_on_fresh_node_race_for_the_bridge() {
     // No cni0 yet: 16 ADDs all try to create it.
-    let node = Arc::new(CniNode::new(BIN));
+    let node = Arc::new(CniNode::new(bin()));
     let pods: Arc<Vec<Pod>> = Arc::new((0..16).map(|_| Pod::new()).collect());
     let conf = node.config("0.3.1");
     let outs = {

@@ -4,7 +4,9 @@
 use flannel_tests::*;
 use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_flannel");
+fn bin() -> std::path::PathBuf {
+    flannel_tests::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
+}
 
 /// No veth in the node, no interface in the pod, no IP taken.
 #[track_caller]
@@ -25,7 +27,7 @@ fn assert_nothing_left(node: &CniNode, pod: &Pod) {
 
 #[test]
 fn missing_or_unknown_cni_command_is_code_4() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let pod = Pod::new();
     let conf = node.config("0.3.1");
     node.call("ADD")
@@ -44,7 +46,7 @@ fn missing_or_unknown_cni_command_is_code_4() {
 
 #[test]
 fn missing_env_vars_on_add_are_code_4_naming_the_var() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let pod = Pod::new();
     let conf = node.config("1.0.0");
     for var in ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"] {
@@ -68,7 +70,7 @@ fn missing_env_vars_on_add_are_code_4_naming_the_var() {
 
 #[test]
 fn bad_container_id_is_code_4() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let pod = Pod::new();
     let conf = node.config("1.0.0");
     for bad in ["", "-abc", ".abc", "a/b", "a b", "a;b", "a\r\nb", "ä"] {
@@ -84,7 +86,7 @@ fn bad_container_id_is_code_4() {
 
 #[test]
 fn bad_ifname_is_code_4() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let pod = Pod::new();
     let conf = node.config("1.0.0");
     for bad in [
@@ -109,7 +111,7 @@ fn bad_ifname_is_code_4() {
 
 #[test]
 fn netns_that_is_not_a_netns_is_code_4() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let pod = Pod::new();
     let conf = node.config("1.0.0");
     // An existing regular file, and a directory.
@@ -126,7 +128,7 @@ fn netns_that_is_not_a_netns_is_code_4() {
 
 #[test]
 fn missing_netns_is_code_3() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let pod = Pod::new();
     let gone = format!(
         "{}/{}",
@@ -156,7 +158,7 @@ fn missing_netns_is_code_3() {
 
 #[test]
 fn bad_json_is_code_6() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let pod = Pod::new();
     for bad in [&b"{not json"[..], b"", b"[1,2]", b"\xff\xfe"] {
         node.call("ADD").pod(&pod).stdin_raw(bad).run().error(6);
@@ -166,7 +168,7 @@ fn bad_json_is_code_6() {
 
 #[test]
 fn unsupported_version_is_code_1() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let pod = Pod::new();
     for v in ["0.2.0", "0.1.0", "9.9.9", "2.0.0"] {
         let mut conf = node.config("1.0.0");
@@ -178,7 +180,7 @@ fn unsupported_version_is_code_1() {
 
 #[test]
 fn bad_network_name_is_code_7() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let pod = Pod::new();
     for name in [json!(""), json!("a/b"), json!(null)] {
         let mut conf = node.config("1.0.0");
@@ -190,7 +192,7 @@ fn bad_network_name_is_code_7() {
 
 #[test]
 fn delegate_with_name_or_ipam_is_rejected_naming_the_key() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let pod = Pod::new();
     for (key, val) in [
         ("name", json!("other")),
@@ -213,7 +215,7 @@ fn delegate_with_name_or_ipam_is_rejected_naming_the_key() {
 
 #[test]
 fn bad_delegate_value_is_code_7() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let pod = Pod::new();
     let cases = [
         ("mtu", json!("big")),
@@ -252,7 +254,7 @@ fn bad_delegate_value_is_code_7() {
 
 #[test]
 fn odd_configs_get_a_cni_error_never_a_panic() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let pod = Pod::new();
     let base = node.config("1.0.0");
     let mut cases = Vec::new();
@@ -308,7 +310,7 @@ fn odd_configs_get_a_cni_error_never_a_panic() {
 
 #[test]
 fn missing_subnet_env_on_add_is_code_11() {
-    let node = CniNode::without_subnet_env(BIN);
+    let node = CniNode::without_subnet_env(bin());
     let pod = Pod::new();
     let out = node.add(&pod, &node.config("0.3.1"));
     out.error_mentioning(11, &node.subnet_file().to_string_lossy());
@@ -320,7 +322,7 @@ fn missing_subnet_env_on_add_is_code_11() {
 
 #[test]
 fn invalid_subnet_env_is_code_7() {
-    let node = CniNode::without_subnet_env(BIN);
+    let node = CniNode::without_subnet_env(bin());
     let pod = Pod::new();
     let bad = [
         "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
@@ -345,7 +347,7 @@ fn range_exhausted_is_code_101_and_leaves_nothing() {
         subnet: "10.244.1.1/29".into(),
         ..SubnetEnv::default()
     };
-    let node = CniNode::with_subnet(BIN, subnet);
+    let node = CniNode::with_subnet(bin(), subnet);
     let conf = node.config("1.1.0");
     let pods: Vec<Pod> = (0..5).map(|_| Pod::new()).collect();
     let mut ips: Vec<String> = pods
@@ -383,7 +385,7 @@ fn range_exhausted_is_code_101_and_leaves_nothing() {
 
 #[test]
 fn interface_already_exists_is_code_102_and_leaves_nothing() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let pod = Pod::new();
     pod.ns.add_veth_pair("eth0", "other0");
     let before = pod.ns.link("eth0").unwrap();
@@ -406,7 +408,7 @@ fn interface_already_exists_is_code_102_and_leaves_nothing() {
 
 #[test]
 fn existing_non_bridge_named_like_the_bridge_is_an_error() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let pod = Pod::new();
     node.ns.add_veth_pair("cni0", "cni0peer");
     let out = node.add(&pod, &node.config("1.0.0"));
@@ -429,7 +431,7 @@ fn masquerade_failure_rolls_back_veth_and_ip() {
     // A set of the wrong type where the plugin keeps its pods: the masq step
     // fails (code 104) and the ADD must undo everything it did before.
     let node = CniNode::with_subnet(
-        BIN,
+        bin(),
         SubnetEnv {
             ipmasq: false,
             ..SubnetEnv::default()

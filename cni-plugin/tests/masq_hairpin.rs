@@ -6,7 +6,9 @@ use flannel_tests::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_flannel");
+fn bin() -> std::path::PathBuf {
+    flannel_tests::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
+}
 const TABLE: &str = "flannel-cni";
 const SET: &str = "pods-cbr0";
 const CHAIN: &str = "masq-cbr0";
@@ -21,7 +23,7 @@ fn elems(node: &CniNode) -> Vec<SetElem> {
 /// plugin's ipMasq defaults to true.
 fn masq_node() -> CniNode {
     CniNode::with_subnet(
-        BIN,
+        bin(),
         SubnetEnv {
             ipmasq: false,
             ..SubnetEnv::default()
@@ -92,7 +94,7 @@ fn ipmasq_adds_set_element_and_rule_and_del_removes_element() {
 #[test]
 fn delegate_ipmasq_overrides_subnet_env() {
     // flanneld masquerades (FLANNEL_IPMASQ=true): no element by default...
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let pod = Pod::new();
     let res = node.add_ok(&pod, &node.config("0.3.1"));
     assert!(
@@ -148,7 +150,7 @@ fn ipmasq_rewrites_source_of_traffic_leaving_the_cluster() {
 #[test]
 fn without_ipmasq_pod_source_is_kept() {
     // FLANNEL_IPMASQ=true: flanneld masquerades, the plugin does not.
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let outside = uplink(&node);
     outside.ip_ok(&["route", "add", "10.244.0.0/16", "via", "192.168.78.1"]);
     let pod = Pod::new();
@@ -238,7 +240,7 @@ fn hairpin(node: &CniNode, res: &Value) -> Value {
 
 #[test]
 fn hairpin_flag_follows_delegate_hairpin_mode() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let conf = node.config("0.3.1"); // hairpinMode: true, as kube-flannel.yml
                                      // Keep the pods alive: dropping one deletes its netns and so its veth.
     let (pod_on, pod_off) = (Pod::new(), Pod::new());

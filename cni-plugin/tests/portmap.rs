@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_flannel");
+fn bin() -> std::path::PathBuf {
+    flannel_tests::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
+}
 const PORTMAP: &str = "/usr/lib/cni/portmap";
 const NODE_ADDR: &str = "192.168.77.1";
 const HOST_PORT: u16 = 18080;
@@ -42,7 +44,7 @@ fn portmap_chained_after_flannel_forwards_host_port_to_pod() {
     );
     // Debian's portmap (1.1.x) speaks up to 1.0.0; kube-flannel.yml uses 0.3.1.
     for version in ["0.3.1", "1.0.0"] {
-        let node = CniNode::new(BIN);
+        let node = CniNode::new(bin());
         node.ns.add_veth_pair("ext0", "ext1");
         node.ns.add_addr("ext0", &format!("{NODE_ADDR}/24"));
         let pod = Pod::new();

@@ -7,7 +7,9 @@ use flannel_tests::*;
 use serde_json::{json, Value};
 use std::path::Path;
 
-const BIN: &str = env!("CARGO_BIN_EXE_flannel");
+fn bin() -> std::path::PathBuf {
+    flannel_tests::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
+}
 const REF_BRIDGE: &str = "/usr/lib/cni/bridge";
 const REF_HOST_LOCAL: &str = "/usr/lib/cni/host-local";
 
@@ -38,7 +40,7 @@ fn reference_call(bin: &str, node: &NetNs, verb: &str) -> CniCall {
 #[test]
 fn pod_matches_reference_bridge_host_local() {
     // Ours.
-    let ours = CniNode::new(BIN);
+    let ours = CniNode::new(bin());
     let pod_a = Pod::new();
     let conf = ours.config("0.3.1");
     ours.add_ok(&pod_a, &conf);
@@ -105,7 +107,7 @@ fn pod_matches_reference_bridge_host_local() {
 fn store_written_by_host_local_is_adopted() {
     // A node switched from flannel: host-local allocated .2 and .3 in the same
     // store. Our ADD must skip them; our DEL must free a host-local allocation.
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let ipam_conf = json!({
         "cniVersion": "0.3.1", "name": "cbr0",
         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.1.0/24"}]], "dataDir": node.data_dir()},
@@ -155,7 +157,7 @@ fn store_written_by_host_local_is_adopted() {
 #[test]
 fn legacy_container_id_only_allocation_is_freed_by_del() {
     // Older host-local files hold only the container ID.
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     std::fs::create_dir_all(node.ipam_dir()).unwrap();
     let pod = Pod::new();
     std::fs::write(node.ipam_dir().join("10.244.1.7"), &pod.cid).unwrap();
@@ -179,7 +181,7 @@ fn legacy_container_id_only_allocation_is_freed_by_del() {
 fn node_switched_from_reference_plugins_keeps_working() {
     // cni0 and one pod made by bridge + host-local; then our plugin takes over
     // the same node and store: it adopts the bridge and the pods talk.
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let old = Pod::new();
     reference_call(REF_BRIDGE, &node.ns, "ADD")
         .pod(&old)
@@ -216,7 +218,7 @@ fn node_switched_from_reference_plugins_keeps_working() {
 #[test]
 fn existing_down_bridge_without_address_is_adopted() {
     // cni0 left by someone else: a bridge, down, no address.
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     node.ns.ip_ok(&["link", "add", "cni0", "type", "bridge"]);
     let pod = Pod::new();
     node.add_ok(&pod, &node.config("1.0.0"));

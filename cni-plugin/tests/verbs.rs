@@ -5,7 +5,9 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_flannel");
+fn bin() -> std::path::PathBuf {
+    flannel_tests::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
+}
 
 /// The kernel and IPAM state ADD must leave, checked against the result.
 fn assert_pod_configured(node: &CniNode, pod: &Pod, result: &Value, default_route: bool) {
@@ -68,7 +70,7 @@ fn assert_pod_configured(node: &CniNode, pod: &Pod, result: &Value, default_rout
 
 #[test]
 fn add_configures_bridge_veth_address_routes_and_ipam() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let pod = Pod::new();
     let res = node.add_ok(&pod, &node.config("0.3.1"));
     assert_pod_configured(&node, &pod, &res, true);
@@ -81,7 +83,7 @@ fn add_configures_bridge_veth_address_routes_and_ipam() {
 
 #[test]
 fn add_without_default_gateway_and_with_delegate_mtu() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let pod = Pod::new().with_ifname("net1");
     let mut conf = node.config("1.0.0");
     conf["delegate"] = json!({"hairpinMode": false, "isDefaultGateway": false, "mtu": 1400});
@@ -104,7 +106,7 @@ fn add_without_default_gateway_and_with_delegate_mtu() {
 
 #[test]
 fn add_tolerates_cni_args_and_runtime_injected_keys() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let pod = Pod::new();
     let mut conf = node.config("1.1.0");
     conf["runtimeConfig"] = json!({"portMappings": [], "bandwidth": {}});
@@ -123,7 +125,7 @@ fn add_tolerates_cni_args_and_runtime_injected_keys() {
 
 fn add_del_with_masq(cid: String, ifname: &str) {
     let node = CniNode::with_subnet(
-        BIN,
+        bin(),
         SubnetEnv {
             ipmasq: false,
             ..SubnetEnv::default()
@@ -161,7 +163,7 @@ fn very_long_container_id_works_with_masq() {
 #[test]
 fn network_name_keys_the_store_and_masq_set() {
     let mut node = CniNode::with_subnet(
-        BIN,
+        bin(),
         SubnetEnv {
             ipmasq: false,
             ..SubnetEnv::default()
@@ -183,7 +185,7 @@ fn network_name_keys_the_store_and_masq_set() {
 
 #[test]
 fn second_pod_gets_next_address() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let (a, b) = (Pod::new(), Pod::new());
     let conf = node.config("0.3.1");
     let ra = node.add_ok(&a, &conf);
@@ -207,7 +209,7 @@ fn second_pod_gets_next_address() {
 
 #[test]
 fn del_removes_interface_and_frees_ip() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let pod = Pod::new();
     let conf = node.config("1.0.0");
     let res = node.add_ok(&pod, &conf);
@@ -234,7 +236,7 @@ fn del_removes_interface_and_frees_ip() {
 
 #[test]
 fn del_twice_and_del_of_unknown_container_succeed() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let pod = Pod::new();
     let conf = node.config("0.3.1");
     let res = node.add_ok(&pod, &conf);
@@ -252,7 +254,7 @@ fn del_twice_and_del_of_unknown_container_succeed() {
 #[test]
 fn del_works_when_subnet_env_is_gone() {
     // After a reboot kubelet DELs old pods before flanneld has written subnet.env.
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let pod = Pod::new();
     let conf = node.config("1.0.0");
     let res = node.add_ok(&pod, &conf);
@@ -271,7 +273,7 @@ fn del_works_when_subnet_env_is_gone() {
 fn repeated_add_is_code_102_and_keeps_the_first_attachment() {
     // A runtime retrying ADD for the same (container, ifname): the second one
     // fails, and its cleanup must not tear down what the first one built.
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let pod = Pod::new();
     let conf = node.config("1.0.0");
     let res = node.add_ok(&pod, &conf);
@@ -288,7 +290,7 @@ fn repeated_add_is_code_102_and_keeps_the_first_attachment() {
 
 #[test]
 fn freed_address_is_not_reused_at_once() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let conf = node.config("0.3.1");
     let a = Pod::new();
     let ra = node.add_ok(&a, &conf);
@@ -305,7 +307,7 @@ fn freed_address_is_not_reused_at_once() {
 #[test]
 fn mtu_comes_from_subnet_env_and_bridge_name_from_delegate() {
     let node = CniNode::with_subnet(
-        BIN,
+        bin(),
         SubnetEnv {
             mtu: 1370,
             ..SubnetEnv::default()
@@ -327,7 +329,7 @@ fn mtu_comes_from_subnet_env_and_bridge_name_from_delegate() {
 
 #[test]
 fn del_frees_only_its_own_ip() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let (a, b) = (Pod::new(), Pod::new());
     let conf = node.config("0.4.0");
     let ra = node.add_ok(&a, &conf);
@@ -345,7 +347,7 @@ fn del_frees_only_its_own_ip() {
 #[test]
 fn check_passes_on_fresh_pod_and_names_what_drifted() {
     for version in ["0.4.0", "1.0.0", "1.1.0"] {
-        let node = CniNode::new(BIN);
+        let node = CniNode::new(bin());
         let pod = Pod::new();
         let conf = node.config(version);
         let res = node.add_ok(&pod, &conf);
@@ -364,7 +366,7 @@ fn check_passes_on_fresh_pod_and_names_what_drifted() {
 
 #[test]
 fn check_detects_lost_ipam_allocation_and_missing_cluster_route() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let (a, b) = (Pod::new(), Pod::new());
     let conf = node.config("1.0.0");
     let ra = node.add_ok(&a, &conf);
@@ -378,7 +380,7 @@ fn check_detects_lost_ipam_allocation_and_missing_cluster_route() {
 
 #[test]
 fn check_detects_missing_interface() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let pod = Pod::new();
     let conf = node.config("1.0.0");
     let res = node.add_ok(&pod, &conf);
@@ -393,7 +395,7 @@ fn check_detects_missing_interface() {
 
 #[test]
 fn status_ready_when_subnet_env_present() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     node.call("STATUS")
         .config(&node.config("1.1.0"))
         .run()
@@ -402,7 +404,7 @@ fn status_ready_when_subnet_env_present() {
 
 #[test]
 fn status_not_ready_without_or_with_bad_subnet_env() {
-    let node = CniNode::without_subnet_env(BIN);
+    let node = CniNode::without_subnet_env(bin());
     let conf = node.config("1.1.0");
     let path = node.subnet_file().to_string_lossy().into_owned();
     node.call("STATUS")
@@ -416,7 +418,7 @@ fn status_not_ready_without_or_with_bad_subnet_env() {
 }
 
 fn gc_frees_unlisted(key: &str) {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let conf = node.config("1.1.0");
     let mut masq = conf.clone();
     masq["delegate"]["ipMasq"] = json!(true);
@@ -478,7 +480,7 @@ fn gc_accepts_legacy_attachments_key() {
 
 #[test]
 fn gc_with_empty_list_frees_everything() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let conf = node.config("1.1.0");
     for _ in 0..2 {
         node.add_ok(&Pod::new(), &conf);
@@ -495,7 +497,7 @@ fn gc_with_empty_list_frees_everything() {
 
 #[test]
 fn version_reports_supported_versions() {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     for v in ["0.3.1", "1.1.0"] {
         let out = node
             .call("VERSION")

@@ -4,7 +4,9 @@
 use flannel_tests::*;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_flannel");
+fn bin() -> std::path::PathBuf {
+    flannel_tests::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
+}
 
 fn is_mac(v: &Value) -> bool {
     v.as_str().is_some_and(|s| {
@@ -22,7 +24,7 @@ fn mac_of(ns: &NetNs, dev: &str) -> Value {
 }
 
 fn result_shape(version: &str) {
-    let node = CniNode::new(BIN);
+    let node = CniNode::new(bin());
     let pod = Pod::new();
     let conf = node.config(version);
     let res = node.add_ok(&pod, &conf);

@@ -15,6 +15,21 @@ pub const VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 /// Where Debian's containernetworking-plugins puts the reference plugins.
 pub const REFERENCE_CNI_PATH: &str = "/usr/lib/cni";
 
+/// The plugin binary the tests call: `$FLANNEL_CNI_PLUGIN` when set, else
+/// `default` (the test's own build, `CARGO_BIN_EXE_flannel`). `ci/test.sh`
+/// sets it to the binary that gets installed (`ci/build-plugin.sh`: release,
+/// static), so the suites test what ships.
+pub fn plugin_under_test(default: &str) -> PathBuf {
+    plugin_override().unwrap_or_else(|| PathBuf::from(default))
+}
+
+/// `$FLANNEL_CNI_PLUGIN`, when set and not empty.
+pub fn plugin_override() -> Option<PathBuf> {
+    std::env::var_os("FLANNEL_CNI_PLUGIN")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+}
+
 /// Timeout for one plugin call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 

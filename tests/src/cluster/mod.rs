@@ -247,7 +247,7 @@ impl ClusterBuilder {
             store,
             underlay,
             flanneld: workspace_binary("flanneld"),
-            flannel: workspace_binary("flannel"),
+            flannel: crate::cni::plugin_override().unwrap_or_else(|| workspace_binary("flannel")),
             opts: self.clone(),
             dir,
         };
