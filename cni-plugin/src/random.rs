@@ -7,13 +7,14 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// `N` bytes from the kernel's generator. Should the system call fail (it
-/// does not, for a few bytes, on a booted Linux ≥ 3.17), the clock and the
-/// PID stand in: callers retry on a name clash anyway.
+/// `N` bytes from the kernel's generator, without waiting for it to be
+/// seeded (GRND_NONBLOCK: an ADD early in boot must not stall on entropy).
+/// Should the system call fail (not seeded yet, or a kernel without it),
+/// the clock and the PID stand in: callers retry on a name clash anyway.
 pub fn bytes<const N: usize>() -> [u8; N] {
     let mut buf = [0u8; N];
     // SAFETY: `buf` is valid for writes of N bytes for the whole call.
-    let got = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), N, 0) };
+    let got = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), N, libc::GRND_NONBLOCK) };
     if usize::try_from(got).ok() != Some(N) {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -23,11 +23,21 @@ pub fn plugin_under_test(default: &str) -> PathBuf {
     plugin_override().unwrap_or_else(|| PathBuf::from(default))
 }
 
-/// `$FLANNEL_CNI_PLUGIN`, when set and not empty.
+/// `$FLANNEL_CNI_PLUGIN`, when set and not empty. Said once per test
+/// binary on stderr (shown with a failing test's output), so a stale
+/// binary named there does not go unnoticed.
 pub fn plugin_override() -> Option<PathBuf> {
-    std::env::var_os("FLANNEL_CNI_PLUGIN")
+    static SAID: std::sync::Once = std::sync::Once::new();
+    let path = std::env::var_os("FLANNEL_CNI_PLUGIN")
         .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
+        .map(PathBuf::from)?;
+    SAID.call_once(|| {
+        eprintln!(
+            "CNI plugin under test (FLANNEL_CNI_PLUGIN): {}",
+            path.display()
+        )
+    });
+    Some(path)
 }
 
 /// Timeout for one plugin call.

@@ -384,3 +384,36 @@ fn route_of(msg: &RouteMessage) -> Option<Route> {
 pub fn is_bridge(link: &Link) -> bool {
     matches!(link.kind, Some(InfoKind::Bridge))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtnetlink::packet_core::NetlinkMessage;
+
+    /// The bytes the kernel's inet_set_link_af reads: IFLA_AF_SPEC (26) /
+    /// AF_INET (2) / IFLA_INET_CONF (1, nested) / IPV4_DEVCONF_ARP_NOTIFY
+    /// (22) = 1 — and nothing else, so no other setting is reset.
+    #[test]
+    fn arp_notify_request_is_one_devconf_attribute() {
+        let req = Netlink::arp_notify_request(7, "eth0");
+        let RouteNetlinkMessage::SetLink(ref link) = req.msg else {
+            panic!("not a SETLINK: {:?}", req.msg);
+        };
+        assert_eq!(link.header.index, 7);
+        assert!(link.header.flags.is_empty() && link.header.change_mask.is_empty());
+        let mut msg = NetlinkMessage::from(req.msg.clone());
+        msg.finalize();
+        let mut buf = vec![0u8; msg.buffer_len()];
+        msg.serialize(&mut buf);
+        // nlmsghdr (16) + ifinfomsg (16), then the one attribute.
+        #[rustfmt::skip]
+        let want: [u8; 20] = [
+            20, 0, 26, 0,         // IFLA_AF_SPEC, 20 bytes
+            16, 0, 2, 0,          //   AF_INET, 16 bytes
+            12, 0, 1, 0x80,       //     IFLA_INET_CONF | NLA_F_NESTED, 12 bytes
+            8, 0, 22, 0,          //       ARP_NOTIFY, 8 bytes
+            1, 0, 0, 0,           //       = 1
+        ];
+        assert_eq!(&buf[32..], &want, "whole message: {buf:?}");
+    }
+}

@@ -38,7 +38,8 @@ const USAGE: &str =
   --pods N       sequential pods per side for ADD/DEL latency (default 100, at most 240)
   --bursts K     64-pod bursts (16 at a time) per side; the median is reported (default 3)
   --warmup W     ADD+DEL warm-up calls per side before measuring (default 5)
-  --flannel PATH our plugin (default: `flannel` next to this binary, i.e. target/release/flannel)
+  --flannel PATH our plugin (default: `flannel` next to this binary, i.e. target/release/flannel;
+                 ci/bench.sh passes the installed build, ci/build-plugin.sh's)
   --cni-path DIR reference plugins: DIR/bridge delegating to DIR/host-local (default /usr/lib/cni)";
 
 const BURST_PODS: usize = 64;
