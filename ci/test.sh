@@ -54,6 +54,10 @@ export FLANNEL_CNI_PLUGIN
 echo "ci/test.sh: plugin under test: $FLANNEL_CNI_PLUGIN"
 start=$(date +%s)
 cargo test --workspace -- --test-threads="${TEST_THREADS:-4}"
+# The plugin's own suites once more against its debug build, whose overflow
+# checks and debug assertions the release binary does not have.
+echo "ci/test.sh: the CNI plugin's suites against its debug build"
+FLANNEL_CNI_PLUGIN="" cargo test -p cni-plugin --tests -- --test-threads="${TEST_THREADS:-4}"
 echo "ci/test.sh: tests took $(($(date +%s) - start)) s"
 # Allow a few seconds for stragglers to finish (the CNI DEL helpers, or an
 # unrelated run that happened to overlap) before calling it a leak.
