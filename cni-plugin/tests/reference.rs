@@ -133,11 +133,7 @@ fn store_written_by_host_local_is_adopted() {
 
     // DEL of an old pod (its netns still there, no interface of ours) frees host-local's file.
     node.del(&old[0], &node.config("0.3.1")).success_empty();
-    let left: Vec<String> = node
-        .ipam_allocations()
-        .keys()
-        .map(|k| k.to_string())
-        .collect();
+    let left = node.allocated_ips();
     assert_eq!(left, vec!["10.244.1.3".to_owned(), "10.244.1.4".to_owned()]);
 
     // And host-local can release what we allocated (same file format).
@@ -146,11 +142,7 @@ fn store_written_by_host_local_is_adopted() {
         .config(&ipam_conf)
         .run()
         .success_empty();
-    let left: Vec<String> = node
-        .ipam_allocations()
-        .keys()
-        .map(|k| k.to_string())
-        .collect();
+    let left = node.allocated_ips();
     assert_eq!(left, vec!["10.244.1.3".to_owned()]);
 }
 
@@ -169,11 +161,7 @@ fn legacy_container_id_only_allocation_is_freed_by_del() {
         "a taken address was handed out"
     );
     node.del(&pod, &node.config("0.3.1")).success_empty();
-    let left: Vec<String> = node
-        .ipam_allocations()
-        .keys()
-        .map(|k| k.to_string())
-        .collect();
+    let left = node.allocated_ips();
     assert_eq!(left, vec![result_ip(&res)]);
 }
 
@@ -207,11 +195,7 @@ fn node_switched_from_reference_plugins_keeps_working() {
     // Our DEL of the old pod frees host-local's file and removes its interface.
     node.del(&old, &node.config("0.3.1")).success_empty();
     assert!(!old.ns.has_link("eth0"));
-    let left: Vec<String> = node
-        .ipam_allocations()
-        .keys()
-        .map(|k| k.to_string())
-        .collect();
+    let left = node.allocated_ips();
     assert_eq!(left, vec!["10.244.1.3".to_owned()]);
 }
 

@@ -335,11 +335,7 @@ fn del_frees_only_its_own_ip() {
     let ra = node.add_ok(&a, &conf);
     let rb = node.add_ok(&b, &conf);
     node.del(&a, &with_prev_result(&conf, &ra)).success_empty();
-    let left: Vec<String> = node
-        .ipam_allocations()
-        .keys()
-        .map(|k| k.to_string())
-        .collect();
+    let left = node.allocated_ips();
     assert_eq!(left, vec![result_ip(&rb)]);
     assert_eq!(b.ipv4_addrs(), vec![result_address(&rb)]);
 }
@@ -437,11 +433,7 @@ fn gc_frees_unlisted(key: &str) {
     gc[key] = json!([{"containerID": pods[0].cid, "ifname": "eth0"}, {"containerID": pods[2].cid, "ifname": "eth0"}]);
     node.call("GC").config(&gc).run().success_empty();
 
-    let left: Vec<String> = node
-        .ipam_allocations()
-        .keys()
-        .map(|k| k.to_string())
-        .collect();
+    let left = node.allocated_ips();
     let mut want = vec![result_ip(&results[0]), result_ip(&results[2])];
     want.sort();
     assert_eq!(left, want, "GC with {key} kept the wrong IPs");

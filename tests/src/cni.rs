@@ -447,6 +447,14 @@ impl CniNode {
         m
     }
 
+    /// The allocated addresses, in order, as strings.
+    pub fn allocated_ips(&self) -> Vec<String> {
+        self.ipam_allocations()
+            .keys()
+            .map(|k| k.to_string())
+            .collect()
+    }
+
     /// Names of the veths in the node namespace.
     pub fn host_veths(&self) -> Vec<String> {
         self.ns.links_of_kind("veth")

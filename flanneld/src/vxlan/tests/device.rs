@@ -87,6 +87,15 @@ fn matching_device_is_adopted_and_brought_to_spec() {
     assert_eq!(found.ok().flatten(), Some(adopted));
 }
 
+/// Replaces flannel.1 with `ip link add flannel.1 <args>`; its ifindex.
+fn put_foreign(ns: &TestNs, args: &str) -> u32 {
+    ns.ip(&["link", "del", "flannel.1"]);
+    let mut cmd = vec!["link", "add", "flannel.1"];
+    cmd.extend(args.split_whitespace());
+    ns.ip(&cmd);
+    ns.ifindex("flannel.1")
+}
+
 #[test]
 fn mismatched_device_is_replaced() {
     let ns = TestNs::new();
@@ -105,83 +114,31 @@ fn mismatched_device_is_replaced() {
     assert_eq!(data["local"], "192.168.64.9", "{data}");
 
     // Someone else's flannel.1 with another VNI.
-    ns.ip(&["link", "del", "flannel.1"]);
-    ns.ip(&[
-        "link",
-        "add",
-        "flannel.1",
-        "type",
-        "vxlan",
-        "id",
-        "5",
-        "local",
-        "192.168.64.2",
-        "dev",
-        "eth0",
-        "dstport",
-        "8472",
-        "nolearning",
-    ]);
-    let foreign = ns.ifindex("flannel.1");
+    let foreign = put_foreign(
+        &ns,
+        "type vxlan id 5 local 192.168.64.2 dev eth0 dstport 8472 nolearning",
+    );
     let third = ensure(&ns, &spec);
     assert_ne!(third.index, foreign);
     let data = &ns.ip_json(&["-d", "link", "show", "flannel.1"])[0]["linkinfo"]["info_data"];
     assert_eq!(data["id"], 1, "{data}");
 
     // Learning on, where we want it off.
-    ns.ip(&["link", "del", "flannel.1"]);
-    ns.ip(&[
-        "link",
-        "add",
-        "flannel.1",
-        "type",
-        "vxlan",
-        "id",
-        "1",
-        "local",
-        "192.168.64.2",
-        "dev",
-        "eth0",
-        "dstport",
-        "8472",
-        "learning",
-    ]);
-    let foreign = ns.ifindex("flannel.1");
+    let foreign = put_foreign(
+        &ns,
+        "type vxlan id 1 local 192.168.64.2 dev eth0 dstport 8472 learning",
+    );
     assert_ne!(ensure(&ns, &spec).index, foreign);
 
     // Another port.
-    ns.ip(&["link", "del", "flannel.1"]);
-    ns.ip(&[
-        "link",
-        "add",
-        "flannel.1",
-        "type",
-        "vxlan",
-        "id",
-        "1",
-        "local",
-        "192.168.64.2",
-        "dev",
-        "eth0",
-        "dstport",
-        "4789",
-        "nolearning",
-    ]);
-    let foreign = ns.ifindex("flannel.1");
+    let foreign = put_foreign(
+        &ns,
+        "type vxlan id 1 local 192.168.64.2 dev eth0 dstport 4789 nolearning",
+    );
     assert_ne!(ensure(&ns, &spec).index, foreign);
 
     // Not a VXLAN device at all.
-    ns.ip(&["link", "del", "flannel.1"]);
-    ns.ip(&[
-        "link",
-        "add",
-        "flannel.1",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "flpeer",
-    ]);
+    put_foreign(&ns, "type veth peer name flpeer");
     let dev = ensure(&ns, &spec);
     let v = ns.ip_json(&["-d", "link", "show", "flannel.1"]);
     assert_eq!(v[0]["linkinfo"]["info_kind"], "vxlan", "{v}");
