@@ -1,29 +1,89 @@
 #!/usr/bin/env bash
-# Installs the system packages the build and the tests need (Debian/Ubuntu).
-# Idempotent: runs `apt-get update` and `apt-get install` only when a package
-# is missing.
+# Installs the system packages the build, the tests, the demo and the
+# benchmarks read (Debian/Ubuntu), then checks that every file they read is
+# really there. Idempotent: runs `apt-get update` and `apt-get install` only
+# when a package is missing.
+#
+# The list below is by file, not by package: each line is a file (or a tool
+# on PATH) something in this repository reads, and the Debian package that
+# ships it (found with `dpkg -S <file>`). Installing with
+# --no-install-recommends means nothing arrives by accident, so a file that
+# is read but not listed fails here, on every machine, instead of only on a
+# fresh one.
 set -euo pipefail
 
-PACKAGES=(
-  iproute2 iptables nftables iputils-ping containernetworking-plugins
-  protobuf-compiler etcd-server etcd-client openssl
+# what is read                                       package            who reads it
+REQUIRED=(
+  "protoc                                             protobuf-compiler"   # etcd-client's build script
+  "/usr/include/google/protobuf/descriptor.proto      libprotobuf-dev"     # etcd-client's build script (protoc -I)
+  "cc                                                 gcc"                 # rustc's linker, -sys crates
+  "/usr/lib/x86_64-linux-gnu/libc.a                   libc6-dev"           # ci/build-plugin.sh's static glibc fallback
+  "readelf                                            binutils"            # ci/build-plugin.sh: the static check
+  "ip                                                 iproute2"            # tests, demo: look at what the product did
+  "bridge                                             iproute2"            # tests: fdb dumps
+  "nft                                                nftables"            # flanneld --ip-masq, the plugin's ipMasq, tests
+  "iptables                                           iptables"            # the reference plugins' ipMasq (bench, tests)
+  "iptables-save                                      iptables"            # tests: portmap
+  "ping                                               iputils-ping"        # tests, demo: reachability
+  "etcd                                               etcd-server"         # tests: the etcd store
+  "etcdctl                                            etcd-client"         # tests: the etcd store
+  "openssl                                            openssl"             # tests: etcd TLS certificates
+  "/usr/lib/cni/bridge                                containernetworking-plugins" # tests, bench: the reference
+  "/usr/lib/cni/host-local                            containernetworking-plugins" # tests, bench: the reference
+  "/usr/lib/cni/portmap                               containernetworking-plugins" # tests: chained portmap
 )
 
-missing=()
-for p in "${PACKAGES[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-    missing+=("$p")
-  fi
-done
+# The libc.a path is per architecture.
+multiarch=$(gcc -print-multiarch 2>/dev/null || true)
+[ -n "$multiarch" ] || multiarch="$(uname -m)-linux-gnu"
 
-if ((${#missing[@]} == 0)); then
-  echo "deps: all present (${PACKAGES[*]})"
-  exit 0
+# Fields of one REQUIRED line: "what package".
+entries() {
+  local line
+  for line in "${REQUIRED[@]}"; do
+    read -r what pkg <<<"$line"
+    echo "${what//x86_64-linux-gnu/$multiarch} $pkg"
+  done
+}
+
+present() {
+  case "$1" in
+    /*) [ -e "$1" ] ;;
+    *) command -v "$1" >/dev/null 2>&1 ;;
+  esac
+}
+
+installed() {
+  [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
+}
+
+missing=()
+while read -r what pkg; do
+  if ! installed "$pkg" || ! present "$what"; then
+    case " ${missing[*]-} " in *" $pkg "*) ;; *) missing+=("$pkg") ;; esac
+  fi
+done < <(entries)
+
+if ((${#missing[@]} > 0)); then
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  # A package that is installed but lost a file (removed by hand) comes
+  # back with --reinstall.
+  $SUDO apt-get install -y -qq --no-install-recommends --reinstall "${missing[@]}" >/dev/null
 fi
 
-SUDO=""
-if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
-echo "deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# The check: every file read is there, whatever the package database says.
+failed=0
+while read -r what pkg; do
+  if ! present "$what"; then
+    echo "deps: missing $what (Debian package $pkg)" >&2
+    failed=1
+  fi
+done < <(entries)
+if ((failed)); then
+  exit 1
+fi
+echo "deps: all present ($(entries | awk '{print $2}' | sort -u | tr '\n' ' '| sed 's/ $//'))"

@@ -46,6 +46,21 @@ leftovers() {
 }
 
 before=$(leftovers)
+
+# The lint gate, before anything runs: formatting, then clippy on every
+# target with every warning an error.
+if command -v rustup >/dev/null 2>&1; then
+  installed=$(rustup component list --installed 2>/dev/null || true)
+  for component in rustfmt clippy; do
+    case "$installed" in *"$component-"*) ;; *) rustup component add "$component" ;; esac
+  done
+fi
+echo "ci/test.sh: lint: cargo fmt --all -- --check"
+cargo fmt --all -- --check
+echo "ci/test.sh: lint: cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "ci/test.sh: lint: passed"
+
 cargo build --workspace --all-targets
 # The suites call the plugin as it is installed (release, static), not the
 # debug build next to them: see tests/src/cni.rs, plugin_under_test.

@@ -46,28 +46,28 @@ impl CniEnv {
             }
             None => return Err(cni_err!(InvalidEnv, "CNI_COMMAND is not set")),
         };
-        let needs_container = matches!(command, Command::Add | Command::Del | Command::Check);
+        // What each verb reads, to the letter of the spec: VERSION, STATUS
+        // and GC read nothing but CNI_COMMAND (and CNI_PATH, which this
+        // plugin does not need). Runtimes probe plugins with VERSION and
+        // placeholder values (CNI_NETNS=dummy); those must not matter.
+        if !matches!(command, Command::Add | Command::Del | Command::Check) {
+            return Ok(Self {
+                command,
+                container_id: String::new(),
+                netns: None,
+                ifname: String::new(),
+                args: Vec::new(),
+            });
+        }
         let nonempty = |k: &str| get(k).filter(|v| !v.is_empty());
-        let container_id = match nonempty("CNI_CONTAINERID") {
-            Some(id) => {
-                validate_container_id(&id)?;
-                id
-            }
-            None if needs_container => {
-                return Err(cni_err!(InvalidEnv, "CNI_CONTAINERID is not set"))
-            }
-            None => String::new(),
-        };
-        let ifname = match nonempty("CNI_IFNAME") {
-            Some(name) => {
-                validate_ifname(&name)?;
-                name
-            }
-            None if needs_container => return Err(cni_err!(InvalidEnv, "CNI_IFNAME is not set")),
-            None => String::new(),
-        };
+        let container_id = nonempty("CNI_CONTAINERID")
+            .ok_or_else(|| cni_err!(InvalidEnv, "CNI_CONTAINERID is not set"))?;
+        validate_container_id(&container_id)?;
+        let ifname =
+            nonempty("CNI_IFNAME").ok_or_else(|| cni_err!(InvalidEnv, "CNI_IFNAME is not set"))?;
+        validate_ifname(&ifname)?;
         let netns = nonempty("CNI_NETNS").map(PathBuf::from);
-        if netns.is_none() && matches!(command, Command::Add | Command::Check) {
+        if netns.is_none() && command != Command::Del {
             return Err(cni_err!(InvalidEnv, "CNI_NETNS is not set"));
         }
         if let Some(path) = &netns {
@@ -106,19 +106,24 @@ pub fn validate_container_id(id: &str) -> Result<()> {
     }
 }
 
-/// A Linux interface name: 1..=15 bytes, not `.`/`..`, no `/`, `:` or space.
+/// A Linux interface name, by the rules of the kernel's `dev_valid_name`:
+/// 1..=15 bytes, not `.` or `..`, no `/`, `:` or byte the kernel's
+/// `isspace` accepts (which includes 0xa0, a byte inside many UTF-8
+/// characters). Stricter than the kernel in two ways: no `%`, which the
+/// kernel would expand as a template (`e%d` becomes `e0`, so the name we
+/// were given would not be the name the pod got), and no control byte.
 pub fn validate_ifname(name: &str) -> Result<()> {
+    let bad_byte = |b: u8| {
+        matches!(b, b'/' | b':' | b'%' | b' ' | 0xa0) || b.is_ascii_control() // 0x00-0x1f (\t..\r too), 0x7f
+    };
     let reason = if name.is_empty() {
         Some("empty")
     } else if name.len() > 15 {
-        Some("longer than 15 characters")
+        Some("longer than 15 bytes")
     } else if name == "." || name == ".." {
         Some("not a valid name")
-    } else if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
-    {
-        Some("contains '/', ':' or whitespace")
+    } else if name.bytes().any(bad_byte) {
+        Some("contains '/', ':', '%', whitespace or a control character")
     } else {
         None
     };
@@ -169,6 +174,24 @@ mod tests {
         assert_eq!(ok.args.len(), 2);
     }
 
+    /// Runtimes probe plugins with VERSION and placeholders; the spec says
+    /// VERSION reads only CNI_COMMAND, and STATUS and GC read no more.
+    #[test]
+    fn version_status_gc_ignore_the_container_variables() {
+        for verb in ["VERSION", "STATUS", "GC"] {
+            let ok = env(&[
+                ("CNI_COMMAND", verb),
+                ("CNI_NETNS", "dummy"),
+                ("CNI_IFNAME", "dummy/%d"),
+                ("CNI_CONTAINERID", "-bad id"),
+                ("CNI_ARGS", "no-equals-sign"),
+                ("CNI_PATH", "dummy"),
+            ])
+            .unwrap_or_else(|e| panic!("{verb}: {e}"));
+            assert!(ok.netns.is_none() && ok.ifname.is_empty() && ok.args.is_empty());
+        }
+    }
+
     #[test]
     fn del_tolerates_missing_netns() {
         let ok = env(&[
@@ -185,10 +208,26 @@ mod tests {
         for id in ["-abc", "a/b", "a b", "a;b", "ä"] {
             assert!(validate_container_id(id).is_err(), "{id}");
         }
-        for name in ["", ".", "..", "a/b", "eth:0", "a b", "abcdefghijklmnop"] {
-            if !name.is_empty() {
-                assert!(validate_ifname(name).is_err(), "{name}");
-            }
+        for name in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "eth:0",
+            "a b",
+            "abcdefghijklmnop",
+            "e%d",
+            "%d",
+            "a\tb",
+            "a\u{b}b",
+            "eth\u{a0}",
+            "à",        // C3 A0: the kernel's isspace(0xa0)
+            "ééééééé√", // 17 bytes
+        ] {
+            assert!(validate_ifname(name).is_err(), "{name:?}");
+        }
+        for name in ["eth0", "net1", "a.b", "veth-x_y", "é", "123456789012345"] {
+            assert!(validate_ifname(name).is_ok(), "{name:?}");
         }
         assert!(validate_ifname("eth0").is_ok());
         assert!(validate_container_id("a1_b.c-d").is_ok());

@@ -15,6 +15,8 @@ use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -25,8 +27,14 @@ use nix::fcntl::{Flock, FlockArg};
 const LOCK_FILE: &str = "lock";
 const LAST_RESERVED: &str = "last_reserved_ip.0";
 const LINE_BREAK: &str = "\r\n";
-/// Longest record read from an address file; anything longer cannot be one of ours.
-const MAX_RECORD: u64 = 4096;
+/// Longest record read from an address file. A container ID comes from an
+/// environment variable, and the kernel caps one at 128 KiB
+/// (MAX_ARG_STRLEN), so every record this store writes fits, whatever the
+/// ID's length; a longer one is refused when written.
+const MAX_RECORD: u64 = 256 * 1024;
+/// Prefix of the temporary file an allocation is written under where
+/// O_TMPFILE is not supported; never a valid address, so never read as one.
+const TMP_PREFIX: &str = ".tmp-";
 
 /// Errors of the IPAM store. Messages name the operation and the object.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +49,9 @@ pub enum IpamError {
         path: PathBuf,
         source: io::Error,
     },
+    /// The record would be longer than the store reads back.
+    #[error("container ID and ifname are {len} bytes together, longer than the {max} an address file holds")]
+    RecordTooLong { len: usize, max: u64 },
     /// The network name is not a single path component.
     #[error("invalid network name {name:?}: not usable as a directory name")]
     InvalidNetwork { name: String },
@@ -144,11 +155,23 @@ impl Store {
         let size = u64::from(end - start) + 1;
         let record = format!("{}{LINE_BREAK}{ifname}", container_id.trim());
 
+        if record.len() as u64 > MAX_RECORD {
+            return Err(IpamError::RecordTooLong {
+                len: record.len(),
+                max: MAX_RECORD,
+            });
+        }
+
         let _lock = self.lock()?;
         let first = match self.last_reserved() {
             Some(last) if (start..=end).contains(&last) => u64::from(last - start) + 1,
             _ => 0,
         };
+        // The record is written once, to a file with no name yet, and then
+        // linked under each candidate's name until one is free: an address
+        // file appears with its owner in it or not at all, whenever the
+        // process dies.
+        let pending = self.pending_record(&record)?;
         for i in 0..size {
             // (first + i) % size < size <= 2^32 - 3, so the sum fits in a u32.
             let ip = Ipv4Addr::from(start + ((first + i) % size) as u32);
@@ -156,12 +179,10 @@ impl Store {
                 continue;
             }
             let path = self.dir.join(ip.to_string());
-            match writer().create_new(true).open(&path) {
-                Ok(file) => {
-                    let written = write_record(file, &path, &record)
-                        .and_then(|()| self.write_last_reserved(ip));
-                    if let Err(e) = written {
-                        // Leave no half-made allocation behind; the error says what failed.
+            match pending.link_as(&path) {
+                Ok(()) => {
+                    if let Err(e) = self.write_last_reserved(ip) {
+                        // Leave no allocation the caller does not know of.
                         let _ = fs::remove_file(&path);
                         return Err(e);
                     }
@@ -174,6 +195,39 @@ impl Store {
         Err(exhausted())
     }
 
+    /// `record` in a file of the store's directory that has no name yet:
+    /// an O_TMPFILE inode, or (on a file system without O_TMPFILE) a
+    /// temporary name that GC and DEL remove if a crash leaves it.
+    fn pending_record(&self, record: &str) -> Result<PendingRecord, IpamError> {
+        let anon = writer()
+            .custom_flags(libc::O_TMPFILE)
+            .open(&self.dir)
+            .map(|file| (file, None));
+        let (mut file, temp) = match anon {
+            Ok(pair) => pair,
+            // EOPNOTSUPP (the file system), EISDIR/EINVAL (older kernels).
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+                ) =>
+            {
+                let name = format!("{TMP_PREFIX}{}", std::process::id());
+                let path = self.dir.join(name);
+                // A leftover of a process that had our PID: we hold the lock.
+                let _ = fs::remove_file(&path);
+                let file = writer()
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(|e| io_err("create", &path, e))?;
+                (file, Some(path))
+            }
+            Err(e) => return Err(io_err("create a temporary file in", &self.dir, e)),
+        };
+        file.write_all(record.as_bytes())
+            .map_err(|e| io_err("write a temporary file in", &self.dir, e))?;
+        Ok(PendingRecord { file, temp })
+    }
     /// The addresses held by (`container_id`, `ifname`): files whose trimmed content is
     /// `<cid>\r\n<ifname>`; if there are none, legacy files whose trimmed content is `<cid>`.
     /// Reads the directory once, without the lock. Sorted by address.
@@ -189,6 +243,7 @@ impl Store {
         let Some(_lock) = self.lock_existing()? else {
             return Ok(Vec::new());
         };
+        self.sweep_debris();
         let mut freed = Vec::new();
         let mut first_error = None;
         for alloc in self.held_by(container_id, ifname)? {
@@ -244,6 +299,7 @@ impl Store {
             .map(|(cid, ifname)| (cid.trim(), ifname.as_str()))
             .collect();
         let cids: HashSet<&str> = pairs.iter().map(|&(cid, _)| cid).collect();
+        self.sweep_debris();
         for entry in self.scan()? {
             let alloc = match entry {
                 Ok(alloc) => alloc,
@@ -252,10 +308,13 @@ impl Store {
                     continue;
                 }
             };
-            let keep = match &alloc.ifname {
-                Some(ifname) => pairs.contains(&(alloc.container_id.as_str(), ifname.as_str())),
-                None => cids.contains(alloc.container_id.as_str()),
-            };
+            // An address file with no owner (an older version's crash
+            // between create and write) is freed: nothing can claim it.
+            let keep = !alloc.container_id.is_empty()
+                && match &alloc.ifname {
+                    Some(ifname) => pairs.contains(&(alloc.container_id.as_str(), ifname.as_str())),
+                    None => cids.contains(alloc.container_id.as_str()),
+                };
             if keep {
                 continue;
             }
@@ -383,6 +442,35 @@ impl Store {
         Ok(if exact.is_empty() { legacy } else { exact })
     }
 
+    /// Under the lock, removes what a crash can leave and no owner can
+    /// claim: temporary files (see [`Store::pending_record`]; every writer
+    /// holds the lock, so none is being written now) and address files
+    /// with no owner in them (older versions created the file before
+    /// writing its owner). Best effort: DEL and GC go on whatever happens.
+    fn sweep_debris(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let stale = if name.starts_with(TMP_PREFIX) {
+                true
+            } else if let Ok(ip) = name.parse::<Ipv4Addr>() {
+                matches!(self.read(ip), Ok(Some(a)) if a.container_id.is_empty())
+            } else {
+                false
+            };
+            if stale && entry.file_type().is_ok_and(|t| t.is_file()) {
+                tracing::info!(
+                    "removing {}: left by a crash, no owner",
+                    entry.path().display()
+                );
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
     /// Removes the file of `ip`; `Ok(false)` if it was already gone.
     fn remove(&self, ip: Ipv4Addr) -> Result<bool, IpamError> {
         let path = self.dir.join(ip.to_string());
@@ -401,9 +489,52 @@ fn writer() -> OpenOptions {
     options
 }
 
-fn write_record(mut file: File, path: &Path, text: &str) -> Result<(), IpamError> {
-    file.write_all(text.as_bytes())
-        .map_err(|e| io_err("write", path, e))
+/// A written record that has no address's name yet (see
+/// [`Store::pending_record`]); dropping it removes what is left of it.
+struct PendingRecord {
+    file: File,
+    /// The temporary name, where O_TMPFILE was not available.
+    temp: Option<PathBuf>,
+}
+
+impl PendingRecord {
+    /// Gives the record the name `path`; `AlreadyExists` when it is taken.
+    fn link_as(&self, path: &Path) -> io::Result<()> {
+        let from = match &self.temp {
+            Some(temp) => temp.clone(),
+            None => PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd())),
+        };
+        let (from, to) = (cstring(&from)?, cstring(path)?);
+        // SAFETY: two valid C strings; linkat only reads them. With
+        // AT_SYMLINK_FOLLOW, /proc/self/fd/N names the open inode itself.
+        let rc = unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
+impl Drop for PendingRecord {
+    fn drop(&mut self) {
+        if let Some(temp) = &self.temp {
+            let _ = fs::remove_file(temp);
+        }
+    }
+}
+
+fn cstring(path: &Path) -> io::Result<std::ffi::CString> {
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
 /// network+2 ..= broadcast-1 as integers, or `None` when empty (/31, /32).

@@ -107,6 +107,11 @@ impl CniCall {
         self
     }
 
+    /// What the call writes on the plugin's stdin.
+    pub fn stdin_bytes(&self) -> &[u8] {
+        &self.stdin
+    }
+
     pub fn stdin_raw(mut self, data: &[u8]) -> Self {
         self.stdin = data.to_vec();
         self

@@ -119,6 +119,8 @@ fn attach(plan: &Plan<'_>, host: &Netlink, pod: &Netlink, bridge: &Link) -> Resu
             kind: None,
             controller: None,
             up: false,
+            peer: Some(host_link.index),
+            peer_netnsid: None,
         };
         (host_link, pod_link)
     });

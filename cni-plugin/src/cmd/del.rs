@@ -16,9 +16,12 @@ use common::SubnetEnv;
 use super::{ip_masq, ipam_error, open_netns, open_store, reap};
 use crate::env::CniEnv;
 use crate::error::{Code, Result};
-use crate::netlink::Netlink;
+use crate::netlink::{is_veth, Link, Netlink};
 use crate::spec::NetConf;
 use crate::{masq, random};
+
+/// Prefix of the name a detached interface carries until it is deleted.
+const TOMBSTONE: &str = "cnidel";
 
 pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
     let (cid, ifname) = (&env.container_id, &env.ifname);
@@ -27,7 +30,10 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
     let mut on_iface = Vec::new();
     if let Some(path) = env.netns.as_deref() {
         match open_netns(path) {
-            Ok(ns) => on_iface = detach(&ns, &path.display().to_string(), ifname)?,
+            Ok(ns) => {
+                let place = path.display().to_string();
+                on_iface = detach(&ns, &place, ifname, &conf.delegate.bridge)?;
+            }
             Err(e) if e.code == Code::UnknownContainer => {}
             Err(e) => return Err(e),
         }
@@ -62,19 +68,71 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
 }
 
 /// Renames the pod's interface out of the way and takes it down; returns
-/// the IPv4 addresses it had. A missing interface is fine.
-fn detach(ns: &File, place: &str, ifname: &str) -> Result<Vec<Ipv4Addr>> {
+/// the IPv4 addresses it had. A missing interface is fine, and so is one
+/// that ADD did not make (the pod's `lo`, a device of its own): that is
+/// left as it is.
+fn detach(ns: &File, place: &str, ifname: &str, bridge: &str) -> Result<Vec<Ipv4Addr>> {
     let pod = Netlink::open_in(ns, place)?;
     let link = pod.link_by_name(ifname)?;
     let Some(link) = link else {
+        // Maybe an earlier DEL was killed after renaming it: finish that.
+        remove_tombstones(ns, &pod, place, bridge)?;
         return Ok(Vec::new());
     };
-    let addresses = pod.addresses(link.index)?;
-    let tomb = random::name("cnidel");
-    pod.rename_down(link.index, ifname, &tomb)?;
-    if let Err(e) = reap::fork_deleter(ns, link.index) {
-        tracing::debug!("cannot fork the link deleter ({e}); deleting {tomb} inline");
-        pod.delete_link(link.index, &tomb)?;
+    if !made_by_add(&link, bridge)? {
+        tracing::info!("DEL leaves {ifname} in {place} alone: not a veth of ours on {bridge}");
+        return Ok(Vec::new());
     }
+    let addresses = pod.addresses(link.index)?;
+    let tomb = random::name(TOMBSTONE);
+    pod.rename_down(link.index, ifname, &tomb)?;
+    delete_soon(ns, &pod, link.index, &tomb)?;
     Ok(addresses.into_iter().map(|net| net.ip()).collect())
+}
+
+/// Deletes a detached link off the critical path (see `reap.rs`), or
+/// inline when no child can be forked.
+fn delete_soon(ns: &File, pod: &Netlink, index: u32, name: &str) -> Result<()> {
+    if let Err(e) = reap::fork_deleter(ns, index) {
+        tracing::debug!("cannot fork the link deleter ({e}); deleting {name} inline");
+        pod.delete_link(index, name)?;
+    }
+    Ok(())
+}
+
+/// Deletes the tombstones a DEL killed between its rename and its delete
+/// left in the pod: links named `cnidel…` that are veths of ours.
+fn remove_tombstones(ns: &File, pod: &Netlink, place: &str, bridge: &str) -> Result<()> {
+    for link in pod.links()? {
+        if link.name.starts_with(TOMBSTONE) && made_by_add(&link, bridge)? {
+            tracing::info!(
+                "removing {} in {place}, left by an interrupted DEL",
+                link.name
+            );
+            delete_soon(ns, pod, link.index, &link.name)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the pod's `link` is what ADD makes: a veth whose other end lives
+/// in this (the node's) namespace, is a port of `bridge`, and points back
+/// at `link`.
+fn made_by_add(link: &Link, bridge: &str) -> Result<bool> {
+    let (true, Some(peer), Some(_)) = (is_veth(link), link.peer, link.peer_netnsid) else {
+        return Ok(false);
+    };
+    let host = Netlink::open()?;
+    let Some(host_end) = host.link_by_index(peer)? else {
+        return Ok(false);
+    };
+    if !is_veth(&host_end) || host_end.peer != Some(link.index) {
+        return Ok(false);
+    }
+    let Some(controller) = host_end.controller else {
+        return Ok(false);
+    };
+    Ok(host
+        .link_by_name(bridge)?
+        .is_some_and(|b| b.index == controller))
 }

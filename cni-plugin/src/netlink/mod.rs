@@ -35,6 +35,11 @@ pub struct Link {
     pub kind: Option<InfoKind>,
     pub controller: Option<u32>,
     pub up: bool,
+    /// IFLA_LINK: for a veth, the other end's index (in the namespace
+    /// `peer_netnsid` names, or in this one when that is `None`).
+    pub peer: Option<u32>,
+    /// IFLA_LINK_NETNSID: the other end lives in another namespace.
+    pub peer_netnsid: Option<i32>,
 }
 
 impl Link {
@@ -47,6 +52,8 @@ impl Link {
             kind: None,
             controller: None,
             up: msg.header.flags.contains(LinkFlags::Up),
+            peer: None,
+            peer_netnsid: None,
         };
         for attr in msg.attributes {
             match attr {
@@ -54,6 +61,8 @@ impl Link {
                 LinkAttribute::Address(a) => link.mac = format_mac(&a),
                 LinkAttribute::Mtu(m) => link.mtu = m,
                 LinkAttribute::Controller(c) => link.controller = Some(c),
+                LinkAttribute::Link(i) => link.peer = Some(i),
+                LinkAttribute::LinkNetNsId(id) => link.peer_netnsid = Some(id),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         if let LinkInfo::Kind(k) = info {
@@ -137,6 +146,40 @@ impl Netlink {
             Err(e) if e.is(libc::ENODEV) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The link with index `index`, or None when there is none.
+    pub fn link_by_index(&self, index: u32) -> NlResult<Option<Link>> {
+        let msg = LinkUnspec::new_with_index(index).build();
+        let req = Request::change(
+            RouteNetlinkMessage::GetLink(msg),
+            0,
+            format!("look up link #{index}"),
+        );
+        match self.conn.run(req) {
+            Ok(replies) => Ok(replies.into_iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(Link::from_message(l)),
+                _ => None,
+            })),
+            Err(e) if e.is(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every link in the namespace.
+    pub fn links(&self) -> NlResult<Vec<Link>> {
+        let msg = LinkMessage::default();
+        let replies = self.conn.run(Request::dump(
+            RouteNetlinkMessage::GetLink(msg),
+            "list links".to_string(),
+        ))?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(Link::from_message(l)),
+                _ => None,
+            })
+            .collect())
     }
 
     /// `ip link add NAME type bridge` with a fixed MAC, up. EEXIST is
@@ -383,6 +426,11 @@ fn route_of(msg: &RouteMessage) -> Option<Route> {
 /// True when the link is a Linux bridge.
 pub fn is_bridge(link: &Link) -> bool {
     matches!(link.kind, Some(InfoKind::Bridge))
+}
+
+/// True when the link is one end of a veth pair.
+pub fn is_veth(link: &Link) -> bool {
+    matches!(link.kind, Some(InfoKind::Veth))
 }
 
 #[cfg(test)]
