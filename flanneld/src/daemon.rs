@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::http::Readiness;
 use crate::iface::ExtIface;
-use crate::lease::{Lease, LeaseAttrs, LeaseError, LeaseEvent, LeaseStore, LeaseTiming};
+use crate::lease::{skip, Lease, LeaseAttrs, LeaseError, LeaseEvent, LeaseStore, LeaseTiming};
 use crate::masq::{self, MasqKeeper, MasqRules};
 use crate::netconf::NetConfig;
 use crate::vxlan::{Device, DeviceSpec, Peer, Vxlan};
@@ -390,17 +390,25 @@ struct Me<'a> {
 /// A lease as a VXLAN peer, unless it is ours, another backend's, or malformed.
 /// Only leases our configuration could have handed out are trusted: a
 /// stray key such as `0.0.0.0-0` or the node LAN's subnet would otherwise
-/// become a route that replaces the default or the connected route.
+/// become a route that replaces the default or the connected route. The
+/// same goes for the public IP: only an address that can be a node's
+/// unicast underlay address gets a route, a neighbour and an FDB entry.
 fn peer_of(l: &Lease, me: &Me) -> Option<Peer> {
     if l.subnet == me.subnet {
         return None;
     }
+    let what = format!("lease {}", l.subnet);
     if !me.config.is_leasable(l.subnet) {
-        tracing::warn!(subnet = %l.subnet, "ignoring a lease outside {} (SubnetLen {}, SubnetMin..SubnetMax)", me.config.network, me.config.subnet_len);
+        let reason = format!(
+            "outside {} (SubnetLen {}, SubnetMin..SubnetMax)",
+            me.config.network, me.config.subnet_len
+        );
+        skip::skipped(&what, &reason);
         return None;
     }
-    if l.attrs.public_ip.is_unspecified() || l.attrs.public_ip == me.public_ip {
-        tracing::warn!(subnet = %l.subnet, public_ip = %l.attrs.public_ip, "ignoring a lease that does not name another node");
+    if let Err(reason) = underlay_unicast(l.attrs.public_ip, me.public_ip) {
+        let reason = format!("PublicIP {} {reason}", l.attrs.public_ip);
+        skip::skipped(&what, &reason);
         return None;
     }
     let vni = me.config.backend.vni;
@@ -410,7 +418,7 @@ fn peer_of(l: &Lease, me: &Me) -> Option<Peer> {
         return None;
     }
     let Some(vtep_mac) = mac::parse(&data.vtep_mac) else {
-        tracing::warn!(subnet = %l.subnet, "ignoring lease with malformed VtepMAC {:?}", data.vtep_mac);
+        skip::skipped(&what, &format!("malformed VtepMAC {:?}", data.vtep_mac));
         return None;
     };
     Some(Peer {
@@ -418,6 +426,33 @@ fn peer_of(l: &Lease, me: &Me) -> Option<Peer> {
         public_ip: l.attrs.public_ip,
         vtep_mac,
     })
+}
+
+/// Whether `ip` can be another node's unicast underlay address, seen from
+/// a node whose own is `own`: not ours, and not unspecified ("this
+/// network", 0.0.0.0/8), loopback, multicast, broadcast or reserved
+/// (240.0.0.0/4). Link-local (169.254.0.0/16) only when our own underlay
+/// address is link-local too, i.e. the operator configured the underlay
+/// that way.
+pub(crate) fn underlay_unicast(ip: Ipv4Addr, own: Ipv4Addr) -> Result<(), &'static str> {
+    let first = ip.octets()[0];
+    if ip == own {
+        Err("is this node's own address")
+    } else if first == 0 {
+        Err("is unspecified (0.0.0.0/8)")
+    } else if ip.is_loopback() {
+        Err("is a loopback address")
+    } else if ip.is_broadcast() {
+        Err("is the broadcast address")
+    } else if ip.is_multicast() {
+        Err("is a multicast address")
+    } else if first >= 240 {
+        Err("is a reserved address (240.0.0.0/4)")
+    } else if ip.is_link_local() && !own.is_link_local() {
+        Err("is link-local, and this node's underlay is not")
+    } else {
+        Ok(())
+    }
 }
 
 fn deadline(at: SystemTime) -> Instant {
@@ -446,4 +481,36 @@ fn write_subnet_env(
         .map_err(|e| e.to_string())?;
     tracing::info!(path = %settings.subnet_file.display(), "subnet file written");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::underlay_unicast;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn only_unicast_underlay_addresses_are_peers() {
+        let own: Ipv4Addr = "192.168.64.2".parse().expect("ip");
+        for bad in [
+            "192.168.64.2",
+            "0.0.0.0",
+            "0.1.2.3",
+            "127.0.0.1",
+            "224.0.0.1",
+            "239.255.255.250",
+            "255.255.255.255",
+            "240.0.0.1",
+            "169.254.1.1",
+        ] {
+            let ip: Ipv4Addr = bad.parse().expect("ip");
+            assert!(underlay_unicast(ip, own).is_err(), "{bad}");
+        }
+        for good in ["192.168.64.3", "10.0.0.1", "8.8.8.8", "100.64.0.1"] {
+            let ip: Ipv4Addr = good.parse().expect("ip");
+            assert!(underlay_unicast(ip, own).is_ok(), "{good}");
+        }
+        // A link-local underlay, configured so: its peers are link-local.
+        let ll: Ipv4Addr = "169.254.0.2".parse().expect("ip");
+        assert!(underlay_unicast("169.254.0.3".parse().expect("ip"), ll).is_ok());
+    }
 }

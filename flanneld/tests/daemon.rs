@@ -86,7 +86,7 @@ fn a_lease_outside_the_network_never_becomes_a_route() {
     }
     flannel_tests::eventually(Duration::from_secs(5), "both ignored", || {
         let log = c.log(0);
-        if log.matches("ignoring a lease outside").count() >= 2 {
+        if log.matches("outside 10.244.0.0/16").count() >= 2 {
             Ok(())
         } else {
             Err(log)
@@ -105,4 +105,68 @@ fn a_lease_outside_the_network_never_becomes_a_route() {
         "{}",
         routes.stdout
     );
+}
+
+/// One bad entry in the lease store never stops a node, and a lease whose
+/// PublicIP cannot be a node's unicast underlay address never reaches the
+/// kernel: a directory named like a lease, and leases naming a multicast,
+/// broadcast, loopback, reserved or link-local address. Both nodes start,
+/// program each other and nothing else, and say once what they skipped.
+#[test]
+fn bad_entries_in_the_lease_store_are_skipped_not_fatal() {
+    let mut c = Cluster::builder().nodes(2).start(false).build();
+    std::fs::create_dir_all(c.lease_dir().join("10.244.8.0-24")).expect("mkdir");
+    let expires = "2099-01-01T00:00:00Z";
+    let bad = [
+        ("10.244.9.0-24", "224.0.0.1"),
+        ("10.244.10.0-24", "255.255.255.255"),
+        ("10.244.11.0-24", "127.0.0.1"),
+        ("10.244.12.0-24", "240.0.0.1"),
+        ("10.244.13.0-24", "169.254.1.1"),
+        ("10.244.14.0-24", "0.0.0.0"),
+    ];
+    for (name, ip) in bad {
+        let value = format!(
+            r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"0e:00:00:00:00:99"}},"Expiration":"{expires}"}}"#
+        );
+        std::fs::write(c.lease_dir().join(name), value).expect("write lease");
+    }
+    c.start(0);
+    c.start(1);
+    c.wait_ready(0);
+    c.wait_ready(1);
+    let bad_ips: Vec<&str> = bad.iter().map(|(_, ip)| *ip).collect();
+    flannel_tests::eventually(Duration::from_secs(10), "only real peers", || {
+        for i in 0..2 {
+            let mut want = c.expected_peers(i);
+            want.retain(|p| !bad_ips.contains(&p.public_ip.as_str()));
+            if want.len() != 1 {
+                return Err(format!("node {i}: peers {want:?}"));
+            }
+            c.check_entries(i, &want)?;
+        }
+        Ok(())
+    });
+    for i in 0..2 {
+        assert!(c.node(i).is_running(), "node {i} stopped:\n{}", c.log(i));
+        let log = c.log(i);
+        assert_eq!(
+            log.matches("10.244.8.0-24: not a regular file").count(),
+            1,
+            "the directory is logged once:\n{log}"
+        );
+        for (_, ip) in bad {
+            assert!(
+                log.contains(&format!("PublicIP {ip} is")),
+                "{ip} not logged:\n{log}"
+            );
+        }
+    }
+    let fdb = c
+        .node(0)
+        .ns
+        .exec("bridge", &["fdb", "show", "dev", "flannel.1"]);
+    for ip in bad_ips {
+        assert!(!fdb.stdout.contains(ip), "{ip} in the FDB:\n{}", fdb.stdout);
+    }
 }

@@ -65,7 +65,7 @@ pub use self::conn::EtcdConfig;
 use self::conn::{call, Backoff, Failure};
 use self::keys::{decode, encode, Keys, EXAMPLE_CONFIG};
 use super::{
-    choose, Choice, Held, Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming, LeaseWatch,
+    choose, skip, Choice, Held, Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming, LeaseWatch,
 };
 use crate::netconf::NetConfig;
 
@@ -213,7 +213,8 @@ impl EtcdStore {
                 continue;
             };
             if let Err(reason) = &e.attrs {
-                tracing::warn!(key = %self.keys().lease(e.subnet), "skipping malformed lease: {reason}");
+                let key = self.keys().lease(e.subnet).to_string();
+                skip::skipped(&key, &format!("malformed lease: {reason}"));
             }
             entries.push(e);
         }

@@ -5,6 +5,7 @@
 mod choose;
 pub mod etcd;
 pub mod file;
+pub mod skip;
 
 pub(crate) use choose::{choose, Choice, Held};
 

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use super::conn::{classify, Backoff, Failure, OP_TIMEOUT};
 use super::keys::decode;
 use super::{Entry, EtcdStore};
-use crate::lease::{Lease, LeaseAttrs, LeaseError, LeaseEvent, LeaseWatch};
+use crate::lease::{skip, Lease, LeaseAttrs, LeaseError, LeaseEvent, LeaseWatch};
 
 /// Room for events not yet taken by the consumer; when full the task waits
 /// (etcd buffers the stream meanwhile).
@@ -212,7 +212,8 @@ impl Watcher {
                     EventType::Put => match decode(kv.value()) {
                         Ok(attrs) => Some((attrs, kv.lease())),
                         Err(reason) => {
-                            tracing::warn!(key = %self.store.keys().lease(subnet), "skipping malformed lease: {reason}");
+                            let key = self.store.keys().lease(subnet).to_string();
+                            skip::skipped(&key, &format!("malformed lease: {reason}"));
                             None
                         }
                     },

@@ -14,7 +14,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use crate::lease::{Lease, LeaseAttrs, LeaseError};
+use crate::lease::{skip, Lease, LeaseAttrs, LeaseError};
 
 /// The lock file every read-modify-write holds `flock(LOCK_EX)` on.
 pub(crate) const LOCK_FILE: &str = ".lock";
@@ -92,15 +92,28 @@ pub(crate) fn read_lease(dir: &Path, subnet: Ipv4Network) -> Result<Option<Lease
     let bytes = match fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        // Named like a lease but not a file (a directory, say): not a
+        // lease, and no reason to stop the node.
+        Err(e) if e.raw_os_error() == Some(libc::EISDIR) || !is_file(&path) => {
+            skip::skipped(&path.display().to_string(), "not a regular file");
+            return Ok(None);
+        }
         Err(e) => return Err(io_err("read lease", &path)(e)),
     };
     match decode(subnet, &bytes) {
         Ok(lease) => Ok(Some(lease)),
         Err(reason) => {
-            tracing::warn!(path = %path.display(), "ignoring malformed lease file: {reason}");
+            skip::skipped(
+                &path.display().to_string(),
+                &format!("malformed lease: {reason}"),
+            );
             Ok(None)
         }
     }
+}
+
+fn is_file(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|m| m.is_file())
 }
 
 /// Every well-formed lease in the directory, expired ones included. Dot
