@@ -6,6 +6,10 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser};
 
+use crate::lease::etcd::EtcdConfig;
+use crate::lease::kube::KubeConfig;
+use crate::lease::StoreConfig;
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "flanneld",
@@ -107,6 +111,10 @@ pub struct Cli {
         default_value = "flannel.alpha.coreos.com"
     )]
     pub kube_annotation_prefix: String,
+    /// set the node condition NetworkUnavailable=False once the network is up
+    #[arg(long, env = "FLANNELD_SET_NODE_NETWORK_UNAVAILABLE", action = ArgAction::Set,
+          num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+    pub set_node_network_unavailable: bool,
 
     /// the IP address on which to serve /healthz and /readyz
     #[arg(long, env = "FLANNELD_HEALTHZ_IP", default_value = "0.0.0.0")]
@@ -142,6 +150,41 @@ pub enum StoreKind {
 }
 
 impl Cli {
+    /// The lease store these flags name, with its settings. The kube
+    /// store's node identity comes from the environment kube-flannel.yml
+    /// sets through the downward API: `NODE_NAME`, else `POD_NAME` and
+    /// `POD_NAMESPACE`.
+    pub fn store_config(&self) -> Result<StoreConfig, String> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Ok(match self.store_kind()? {
+            StoreKind::File => StoreConfig::File {
+                dir: self.lease_dir.clone(),
+                net_config_path: self.net_config_path.clone(),
+            },
+            StoreKind::Etcd => StoreConfig::Etcd(EtcdConfig {
+                endpoints: EtcdConfig::parse_endpoints(
+                    self.etcd_endpoints.as_deref().unwrap_or_default(),
+                ),
+                prefix: self.etcd_prefix.clone(),
+                keyfile: self.etcd_keyfile.clone(),
+                certfile: self.etcd_certfile.clone(),
+                cafile: self.etcd_cafile.clone(),
+                username: self.etcd_username.clone(),
+                password: self.etcd_password.clone(),
+            }),
+            StoreKind::Kube => StoreConfig::Kube(KubeConfig {
+                api_url: self.kube_api_url.clone(),
+                kubeconfig: self.kubeconfig_file.clone(),
+                annotation_prefix: self.kube_annotation_prefix.clone(),
+                set_network_unavailable: self.set_node_network_unavailable,
+                net_config_path: self.net_config_path.clone(),
+                node_name: env("NODE_NAME"),
+                pod_name: env("POD_NAME"),
+                pod_namespace: env("POD_NAMESPACE"),
+            }),
+        })
+    }
+
     pub fn store_kind(&self) -> Result<StoreKind, String> {
         match (self.kube_subnet_mgr, self.etcd_endpoints.is_some()) {
             (true, true) => Err(

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod datapath;
 pub mod http;
 pub mod iface;
 pub mod lease;

@@ -5,11 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use flanneld::cli::{Cli, StoreKind};
+use flanneld::cli::Cli;
 use flanneld::daemon::{self, Settings};
-use flanneld::lease::etcd::{EtcdConfig, EtcdStore};
-use flanneld::lease::file::FileStore;
-use flanneld::lease::{LeaseStore, LeaseTiming};
+use flanneld::lease::{self, LeaseTiming};
 
 fn main() {
     let cli = match Cli::try_parse() {
@@ -46,21 +44,6 @@ fn fail(msg: String) -> ! {
     std::process::exit(1);
 }
 
-/// The etcd store from flannel's `--etcd-*` flags.
-fn etcd_store(cli: &Cli, timing: LeaseTiming) -> Result<EtcdStore, String> {
-    let config = EtcdConfig {
-        endpoints: EtcdConfig::parse_endpoints(cli.etcd_endpoints.as_deref().unwrap_or_default()),
-        prefix: cli.etcd_prefix.clone(),
-        keyfile: cli.etcd_keyfile.clone(),
-        certfile: cli.etcd_certfile.clone(),
-        cafile: cli.etcd_cafile.clone(),
-        username: cli.etcd_username.clone(),
-        password: cli.etcd_password.clone(),
-    };
-    tracing::info!(endpoints = %config.endpoints.join(","), prefix = %config.prefix, "etcd lease store");
-    EtcdStore::new(config, timing).map_err(|e| e.to_string())
-}
-
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -77,21 +60,9 @@ async fn run(cli: Cli) -> Result<daemon::Exit, String> {
         ttl: Duration::from_secs(cli.lease_ttl),
         renew_margin: Duration::from_secs(cli.subnet_lease_renew_margin * 60),
     };
-    let store: Box<dyn LeaseStore> = match cli.store_kind()? {
-        StoreKind::File => Box::new(FileStore::new(
-            cli.lease_dir.clone(),
-            cli.net_config_path.clone(),
-            timing,
-        )),
-        StoreKind::Etcd => Box::new(etcd_store(&cli, timing)?),
-        StoreKind::Kube => {
-            return Err(
-                "--kube-subnet-mgr: the Kubernetes lease store is not implemented yet; \
-                        use the embedded store (--lease-dir)"
-                    .into(),
-            )
-        }
-    };
+    let store = lease::open(cli.store_config()?, timing)
+        .await
+        .map_err(|e| format!("open the lease store: {e}"))?;
     let config = store
         .network_config()
         .await

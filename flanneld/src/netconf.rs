@@ -42,6 +42,21 @@ impl NetConfig {
     }
 
     /// Parses and validates; the error names the field and the rule.
+    /// Reads `net-conf.json` at `path` (`--net-config-path`); a missing file
+    /// means the default configuration (Network 10.244.0.0/16), as flannel
+    /// has it. The error names the file.
+    pub fn read_file(path: &std::path::Path) -> Result<Self, String> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!(path = %path.display(), "no network config file; using the default (Network {DEFAULT_NETWORK})");
+                return Ok(Self::default_config());
+            }
+            Err(e) => return Err(format!("read network config {}: {e}", path.display())),
+        };
+        Self::parse(&text).map_err(|reason| format!("network config {}: {reason}", path.display()))
+    }
+
     pub fn parse(text: &str) -> Result<Self, String> {
         let value: Value =
             serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;

@@ -62,8 +62,9 @@ use etcd_client::{
 use ipnetwork::Ipv4Network;
 
 pub use self::conn::EtcdConfig;
-use self::conn::{call, Backoff, Failure};
+use self::conn::{call, Failure};
 use self::keys::{decode, encode, Keys, EXAMPLE_CONFIG};
+use super::backoff::Backoff;
 use super::{
     choose, skip, Choice, Held, Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming, LeaseWatch,
 };

@@ -55,16 +55,13 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use ipnetwork::Ipv4Network;
 
-use self::format::{
-    expiry_after, io_err, lock_dir, read_all, read_lease, remove_lease, write_lease,
-};
+use self::format::{expiry_after, lock_dir, read_all, read_lease, remove_lease, write_lease};
 use super::{
     choose, Choice, Held, Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming, LeaseWatch,
 };
@@ -126,7 +123,8 @@ impl FileStore {
 impl LeaseStore for FileStore {
     async fn network_config(&self) -> Result<NetConfig, LeaseError> {
         self.blocking("read network config", |inner| {
-            read_net_config(&inner.net_config_path)
+            NetConfig::read_file(&inner.net_config_path)
+                .map_err(|e| LeaseError::Store(e.to_string()))
         })
         .await
     }
@@ -159,20 +157,6 @@ impl LeaseStore for FileStore {
     async fn watch(&self) -> Result<LeaseWatch, LeaseError> {
         watch::start(&self.inner.dir)
     }
-}
-
-fn read_net_config(path: &Path) -> Result<NetConfig, LeaseError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            tracing::info!(path = %path.display(), "no network config file; using the default (Network {})",
-                crate::netconf::DEFAULT_NETWORK);
-            return Ok(NetConfig::default_config());
-        }
-        Err(e) => return Err(io_err("read network config", path)(e)),
-    };
-    NetConfig::parse(&text)
-        .map_err(|reason| LeaseError::Store(format!("network config {}: {reason}", path.display())))
 }
 
 impl Inner {

@@ -1,11 +1,19 @@
 //! Subnet leases: the types every store shares and the trait they
-//! implement. One file per store: `file.rs` (embedded, the default),
-//! `etcd.rs`, `kube.rs`.
+//! implement. One module per store: `file` (embedded, the default),
+//! `etcd`, `kube`; what they share: `mirror` (the watch diff), `backoff`,
+//! `choose` (subnet choice, for the stores that choose), `skip` (logging
+//! what is skipped), `open` (the store the flags name).
 
+pub mod backoff;
 mod choose;
 pub mod etcd;
 pub mod file;
+pub mod kube;
+pub mod mirror;
+mod open;
 pub mod skip;
+
+pub use open::{open, StoreConfig};
 
 pub(crate) use choose::{choose, Choice, Held};
 
@@ -180,4 +188,32 @@ pub trait LeaseStore: Send + Sync {
     fn is_reachable(&self) -> bool {
         true
     }
+
+    /// Whether the store picks subnets itself (file, etcd: any leasable
+    /// subnet between SubnetMin and SubnetMax), or is handed them by
+    /// someone else (kube: kube-controller-manager's podCIDRs, anywhere
+    /// inside Network). Decides which peers' subnets are trusted.
+    fn chooses_subnets(&self) -> bool {
+        true
+    }
+
+    /// What the store records about this node that must be known before
+    /// the device is made: a public IP and a VtepMAC to keep.
+    async fn node_hints(&self) -> Result<NodeHints, LeaseError> {
+        Ok(NodeHints::default())
+    }
+
+    /// Called once `subnet.env` is written and the device is up.
+    async fn datapath_ready(&self, _lease: &Lease) -> Result<(), LeaseError> {
+        Ok(())
+    }
+}
+
+/// See [`LeaseStore::node_hints`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeHints {
+    /// Replaces `--public-ip` (kube: the `node-public-ip` annotation).
+    pub public_ip: Option<Ipv4Addr>,
+    /// The VtepMAC peers already know this node by.
+    pub vtep_mac: Option<[u8; 6]>,
 }

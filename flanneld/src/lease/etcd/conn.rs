@@ -16,8 +16,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// HTTP/2 pings on idle connections, so a silently dead etcd (no RST)
 /// breaks the watch stream within seconds.
 const KEEPALIVE: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(5));
-const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// Where and how to reach etcd (flannel's `--etcd-*` flags).
 #[derive(Debug, Clone, Default)]
@@ -246,64 +244,4 @@ fn error_chain(e: &etcd_client::Error) -> String {
         cur = s.source();
     }
     out
-}
-
-/// Exponential back-off that logs a failure only when the state changes
-/// (a new kind of failure, or recovery), not on every attempt.
-pub struct Backoff {
-    what: String,
-    delay: Duration,
-    state: Option<String>,
-    /// Quick retries spent on connections the server dropped at once.
-    quick: u32,
-}
-
-/// A TLS server that rejects our client certificate often just closes the
-/// connection, and only sometimes lets its alert reach us first. Such
-/// drops are retried quickly a few times, so that the real reason (and its
-/// clear, fatal error) surfaces in seconds rather than after the back-off
-/// has grown.
-const QUICK_RETRIES: u32 = 20;
-
-fn dropped_at_once(msg: &str) -> bool {
-    msg.contains("connection closed") || msg.contains("broken pipe")
-}
-
-impl Backoff {
-    pub fn new(what: impl Into<String>) -> Self {
-        Self {
-            what: what.into(),
-            delay: BACKOFF_MIN,
-            state: None,
-            quick: 0,
-        }
-    }
-
-    /// Logs `msg` if `state` differs from the last failure's, then sleeps.
-    pub async fn failed(&mut self, state: &str, msg: &str) {
-        if self.state.as_deref() != Some(state) {
-            tracing::warn!(
-                "{}: {msg}; retrying with back-off (logged again only when this changes)",
-                self.what
-            );
-            self.state = Some(state.to_string());
-        }
-        let jitter = Duration::from_millis(rand::random::<u64>() % 100);
-        if dropped_at_once(msg) && self.quick < QUICK_RETRIES {
-            self.quick += 1;
-            tokio::time::sleep(BACKOFF_MIN + jitter).await;
-            return;
-        }
-        tokio::time::sleep(self.delay + jitter).await;
-        self.delay = (self.delay * 2).min(BACKOFF_MAX);
-    }
-
-    /// Logs the recovery if something had failed.
-    pub fn succeeded(&mut self) {
-        if self.state.take().is_some() {
-            tracing::info!("{}: etcd answers again", self.what);
-        }
-        self.delay = BACKOFF_MIN;
-        self.quick = 0;
-    }
 }

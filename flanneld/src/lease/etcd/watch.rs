@@ -15,15 +15,17 @@
 //! The event channel stays open across outages; the task ends only when
 //! the receiver is dropped.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use etcd_client::{EventType, WatchOptions};
 use ipnetwork::Ipv4Network;
 use tokio::sync::mpsc;
 
-use super::conn::{classify, Backoff, Failure, OP_TIMEOUT};
+use super::conn::{classify, Failure, OP_TIMEOUT};
 use super::keys::decode;
 use super::{Entry, EtcdStore};
+use crate::lease::backoff::Backoff;
+use crate::lease::mirror::Mirror;
 use crate::lease::{skip, Lease, LeaseAttrs, LeaseError, LeaseEvent, LeaseWatch};
 
 /// Room for events not yet taken by the consumer; when full the task waits
@@ -61,28 +63,24 @@ pub(super) async fn start(store: EtcdStore) -> Result<LeaseWatch, LeaseError> {
         }
     };
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-    let mut watcher = Watcher {
+    let wanted = valid(entries);
+    let ids: Vec<i64> = wanted.values().map(|(_, id)| *id).collect();
+    let expiries = futures::future::join_all(ids.iter().map(|id| store.expiry_of(*id))).await;
+    let leases = wanted
+        .into_iter()
+        .zip(expiries)
+        .map(|((subnet, (attrs, _)), expiration)| Lease {
+            subnet,
+            attrs,
+            expiration,
+        });
+    let (mirror, snapshot) = Mirror::new(leases);
+    let watcher = Watcher {
         store,
-        current: HashMap::new(),
+        mirror,
         revision,
         tx,
     };
-    let wanted = valid(entries);
-    let ids: Vec<i64> = wanted.values().map(|(_, id)| *id).collect();
-    let expiries =
-        futures::future::join_all(ids.iter().map(|id| watcher.store.expiry_of(*id))).await;
-    for ((subnet, (attrs, _)), expiration) in wanted.into_iter().zip(expiries) {
-        watcher.current.insert(
-            subnet,
-            Lease {
-                subnet,
-                attrs,
-                expiration,
-            },
-        );
-    }
-    let mut snapshot: Vec<Lease> = watcher.current.values().cloned().collect();
-    snapshot.sort_by_key(|l| l.subnet);
     tokio::spawn(watcher.run(backoff));
     Ok(LeaseWatch {
         snapshot,
@@ -103,7 +101,7 @@ pub(super) fn start_from(
     let backoff = Backoff::new(format!("watch {}", store.keys().subnets()));
     let watcher = Watcher {
         store,
-        current: reported.into_iter().map(|l| (l.subnet, l)).collect(),
+        mirror: Mirror::new(reported).0,
         revision,
         tx,
     };
@@ -122,7 +120,7 @@ fn valid(entries: Vec<Entry>) -> HashMap<Ipv4Network, (LeaseAttrs, i64)> {
 struct Watcher {
     store: EtcdStore,
     /// The leases as this watch last reported them.
-    current: HashMap<Ipv4Network, Lease>,
+    mirror: Mirror,
     /// The revision `current` reflects.
     revision: i64,
     tx: mpsc::Sender<Result<LeaseEvent, LeaseError>>,
@@ -240,17 +238,22 @@ impl Watcher {
                 }
             }
         };
-        let mut wanted = valid(entries);
-        let subnets: BTreeSet<Ipv4Network> =
-            self.current.keys().chain(wanted.keys()).copied().collect();
-        let mut changes = 0usize;
-        for subnet in subnets {
-            let before = self.current.get(&subnet).map(|l| l.attrs.clone());
-            let new = wanted.remove(&subnet);
-            if before != new.as_ref().map(|(a, _)| a.clone()) {
-                changes += 1;
+        let mut fresh = Vec::new();
+        for (subnet, (attrs, lease_id)) in valid(entries) {
+            match self.mirror.get(&subnet) {
+                // Unchanged: no expiry lookup for what reports nothing.
+                Some(old) if old.attrs == attrs => fresh.push(old.clone()),
+                _ => fresh.push(Lease {
+                    subnet,
+                    attrs,
+                    expiration: self.store.expiry_of(lease_id).await,
+                }),
             }
-            self.update(subnet, new).await?;
+        }
+        let events = self.mirror.replace_all(fresh);
+        let changes = events.len();
+        for event in events {
+            self.send(event).await?;
         }
         self.revision = revision;
         if changes > 0 {
@@ -268,24 +271,19 @@ impl Watcher {
         subnet: Ipv4Network,
         new: Option<(LeaseAttrs, i64)>,
     ) -> Result<(), Closed> {
-        match new {
+        let lease = match new {
             // A renewal: only the etcd lease moved.
-            Some((attrs, _)) if self.current.get(&subnet).is_some_and(|l| l.attrs == attrs) => {
-                Ok(())
-            }
-            Some((attrs, lease_id)) => {
-                let lease = Lease {
-                    subnet,
-                    attrs,
-                    expiration: self.store.expiry_of(lease_id).await,
-                };
-                self.current.insert(subnet, lease.clone());
-                self.send(LeaseEvent::Added(lease)).await
-            }
-            None => match self.current.remove(&subnet) {
-                Some(old) => self.send(LeaseEvent::Removed(old)).await,
-                None => Ok(()),
-            },
+            Some((attrs, _)) if self.mirror.unchanged(&subnet, &attrs) => return Ok(()),
+            Some((attrs, lease_id)) => Some(Lease {
+                subnet,
+                attrs,
+                expiration: self.store.expiry_of(lease_id).await,
+            }),
+            None => None,
+        };
+        match self.mirror.update(subnet, lease) {
+            Some(event) => self.send(event).await,
+            None => Ok(()),
         }
     }
 

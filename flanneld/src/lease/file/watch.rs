@@ -1,7 +1,6 @@
 //! Watching the lease directory with inotify: a snapshot, then a background
 //! task that turns file changes and expiries into `LeaseEvent`s.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -13,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::format::{ensure_dir, io_err, parse_name, read_all, read_lease};
+use crate::lease::mirror::Mirror;
 use crate::lease::{Lease, LeaseError, LeaseEvent, LeaseWatch};
 
 /// Room for events not yet taken by the consumer. When it is full the task
@@ -50,18 +50,13 @@ pub(crate) fn start(dir: &Path) -> Result<LeaseWatch, LeaseError> {
         .map_err(io_err("register inotify watch on", dir))?;
 
     let now = SystemTime::now();
-    let current: HashMap<Ipv4Network, Lease> = read_all(dir)?
-        .into_iter()
-        .filter(|l| !l.is_expired(now))
-        .map(|l| (l.subnet, l))
-        .collect();
-    let mut snapshot: Vec<Lease> = current.values().cloned().collect();
-    snapshot.sort_by_key(|l| l.subnet);
+    let unexpired = read_all(dir)?.into_iter().filter(|l| !l.is_expired(now));
+    let (mirror, snapshot) = Mirror::new(unexpired);
 
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
     let watcher = Watcher {
         dir: dir.to_path_buf(),
-        current,
+        mirror,
         tx,
     };
     tokio::spawn(watcher.run(stream));
@@ -74,7 +69,7 @@ pub(crate) fn start(dir: &Path) -> Result<LeaseWatch, LeaseError> {
 struct Watcher {
     dir: PathBuf,
     /// The unexpired leases as this watch last reported them.
-    current: HashMap<Ipv4Network, Lease>,
+    mirror: Mirror,
     tx: Events,
 }
 
@@ -110,13 +105,12 @@ impl Watcher {
 
     /// When the earliest current lease expires (capped at `MAX_SLEEP`).
     fn next_deadline(&self) -> Instant {
-        let now = SystemTime::now();
-        let wait = self
-            .current
-            .values()
-            .map(|l| l.expiration.duration_since(now).unwrap_or(Duration::ZERO))
-            .min()
-            .map_or(MAX_SLEEP, |d| (d + Duration::from_millis(1)).min(MAX_SLEEP));
+        let wait = self.mirror.next_expiry().map_or(MAX_SLEEP, |at| {
+            let left = at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            (left + Duration::from_millis(1)).min(MAX_SLEEP)
+        });
         Instant::now() + wait
     }
 
@@ -154,42 +148,16 @@ impl Watcher {
     /// Brings one subnet up to date with what is on disk now.
     async fn update(&mut self, subnet: Ipv4Network, lease: Option<Lease>) -> Result<(), Closed> {
         let now = SystemTime::now();
-        match lease.filter(|l| !l.is_expired(now)) {
-            Some(lease) => match self.current.get_mut(&subnet) {
-                // A renewal: only the expiry moved.
-                Some(old) if old.attrs == lease.attrs => {
-                    old.expiration = lease.expiration;
-                    Ok(())
-                }
-                _ => {
-                    self.current.insert(subnet, lease.clone());
-                    self.send(LeaseEvent::Added(lease)).await
-                }
-            },
-            None => match self.current.remove(&subnet) {
-                Some(old) => self.send(LeaseEvent::Removed(old)).await,
-                None => Ok(()),
-            },
-        }
+        let event = self
+            .mirror
+            .update(subnet, lease.filter(|l| !l.is_expired(now)));
+        self.send_all(event).await
     }
 
     /// Reports every lease whose time is up.
     async fn expire(&mut self) -> Result<(), Closed> {
-        let now = SystemTime::now();
-        let mut gone: Vec<Ipv4Network> = self
-            .current
-            .values()
-            .filter(|l| l.is_expired(now))
-            .map(|l| l.subnet)
-            .collect();
-        gone.sort();
-        for subnet in gone {
-            if let Some(old) = self.current.remove(&subnet) {
-                tracing::debug!(subnet = %subnet, "lease expired");
-                self.send(LeaseEvent::Removed(old)).await?;
-            }
-        }
-        Ok(())
+        let events = self.mirror.expire(SystemTime::now());
+        self.send_all(events).await
     }
 
     /// Re-reads the whole directory and reports the difference.
@@ -198,15 +166,15 @@ impl Watcher {
             Ok(leases) => leases,
             Err(e) => return self.fail(e).await,
         };
-        let mut seen: HashMap<Ipv4Network, Lease> =
-            on_disk.into_iter().map(|l| (l.subnet, l)).collect();
-        let mut subnets: Vec<Ipv4Network> =
-            self.current.keys().chain(seen.keys()).copied().collect();
-        subnets.sort();
-        subnets.dedup();
-        for subnet in subnets {
-            let lease = seen.remove(&subnet);
-            self.update(subnet, lease).await?;
+        let now = SystemTime::now();
+        let unexpired = on_disk.into_iter().filter(|l| !l.is_expired(now));
+        let events = self.mirror.replace_all(unexpired);
+        self.send_all(events).await
+    }
+
+    async fn send_all(&self, events: impl IntoIterator<Item = LeaseEvent>) -> Result<(), Closed> {
+        for event in events {
+            self.send(event).await?;
         }
         Ok(())
     }

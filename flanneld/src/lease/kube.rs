@@ -1,0 +1,386 @@
+//! The Kubernetes API lease store (`--kube-subnet-mgr`), as
+//! `kube-flannel.yml` runs flanneld.
+//!
+//! Kubernetes owns the subnets: a node's is its `spec.podCIDR(s)`, handed
+//! out by kube-controller-manager (`--allocate-node-cidrs`). flanneld waits
+//! for it (flannel exits and crash-loops instead), publishes how to reach
+//! the node as flannel's annotations on the Node object, and watches every
+//! Node for its peers:
+//!
+//! - names: `names.rs` (`--kube-annotation-prefix`, flannel's rule);
+//! - what is read of a Node and how it becomes a lease: `node.rs`;
+//! - the watch: `watch.rs`.
+//!
+//! Writes are strategic-merge patches of `nodes/<name>/status`, so RBAC
+//! `nodes/status patch` is enough; the annotations are written only when
+//! they differ from what the node has, and `NetworkUnavailable=False`
+//! (reason `FlannelIsUp`) once the datapath is up, unless
+//! `--set-node-network-unavailable=false`. Renew and release do nothing,
+//! and a lease never expires.
+
+pub mod names;
+mod node;
+mod watch;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::json;
+
+use self::names::Names;
+use self::node::{inside, never, NodeView, SlimNode};
+use super::backoff::Backoff;
+use super::{Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseWatch, NodeHints};
+use crate::mac;
+use crate::netconf::NetConfig;
+
+/// How often a node without a podCIDR says so.
+const WAITING_LOG_EVERY: Duration = Duration::from_secs(30);
+/// How often a node without a podCIDR is looked at again.
+const WAITING_POLL: Duration = Duration::from_secs(1);
+/// How long a write (annotations, condition) is retried.
+const PATCH_RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// Where the API is and who this node is (flannel's `--kube-*` flags and
+/// the downward-API environment of `kube-flannel.yml`).
+#[derive(Debug, Clone)]
+pub struct KubeConfig {
+    /// `--kube-api-url`.
+    pub api_url: Option<String>,
+    /// `--kubeconfig-file`.
+    pub kubeconfig: Option<PathBuf>,
+    /// `--kube-annotation-prefix`.
+    pub annotation_prefix: String,
+    /// `--set-node-network-unavailable`.
+    pub set_network_unavailable: bool,
+    /// `--net-config-path`.
+    pub net_config_path: PathBuf,
+    /// `NODE_NAME`; else the node of the pod `POD_NAMESPACE/POD_NAME`.
+    pub node_name: Option<String>,
+    pub pod_name: Option<String>,
+    pub pod_namespace: Option<String>,
+}
+
+pub struct KubeStore {
+    nodes: Api<SlimNode>,
+    names: Names,
+    node: String,
+    net_config_path: PathBuf,
+    set_network_unavailable: bool,
+    reachable: Arc<AtomicBool>,
+}
+
+fn store_err(msg: impl Into<String>) -> LeaseError {
+    LeaseError::Store(msg.into())
+}
+
+impl KubeStore {
+    /// Builds the client (kubeconfig, else `--kube-api-url`, else the
+    /// in-cluster service account) and finds out this node's name.
+    pub async fn connect(cfg: KubeConfig) -> Result<KubeStore, LeaseError> {
+        let names = Names::new(&cfg.annotation_prefix).map_err(store_err)?;
+        let client = Client::try_from(client_config(&cfg).await?)
+            .map_err(|e| store_err(format!("create the Kubernetes client: {e}")))?;
+        let node = match cfg.node_name.filter(|n| !n.is_empty()) {
+            Some(name) => name,
+            None => node_of_pod(&client, cfg.pod_namespace, cfg.pod_name).await?,
+        };
+        tracing::info!(node = %node, prefix = %names.prefix(), "Kubernetes API lease store");
+        Ok(KubeStore {
+            nodes: Api::all(client),
+            names,
+            node,
+            net_config_path: cfg.net_config_path,
+            set_network_unavailable: cfg.set_network_unavailable,
+            reachable: Arc::new(AtomicBool::new(true)),
+        })
+    }
+
+    /// This node's Node object, waiting (with back-off) while the API does
+    /// not answer or the node is not registered yet. A refusal (401, 403)
+    /// is an error that says which permission is missing.
+    async fn own_node(&self) -> Result<NodeView, LeaseError> {
+        let mut backoff = Backoff::new(format!("get node {}", self.node));
+        loop {
+            match self.nodes.get_opt(&self.node).await {
+                Ok(Some(node)) => {
+                    self.answered(&mut backoff);
+                    return Ok(NodeView::of(&node, &self.names));
+                }
+                Ok(None) => {
+                    self.answered(&mut backoff);
+                    backoff
+                        .failed("not found", "no such node yet (is the kubelet registered?)")
+                        .await;
+                }
+                Err(e) => self.retry_or_fail(&mut backoff, e, "get").await?,
+            }
+        }
+    }
+
+    /// A strategic-merge patch of `nodes/<name>/status`, retried for a
+    /// while when the API does not answer.
+    async fn patch_status(&self, patch: serde_json::Value, what: &str) -> Result<(), LeaseError> {
+        let mut backoff = Backoff::new(format!("patch node {} ({what})", self.node));
+        let until = Instant::now() + PATCH_RETRY_FOR;
+        let params = PatchParams::default();
+        loop {
+            match self
+                .nodes
+                .patch_status(&self.node, &params, &Patch::Strategic(&patch))
+                .await
+            {
+                Ok(_) => {
+                    self.answered(&mut backoff);
+                    return Ok(());
+                }
+                Err(e) if Instant::now() < until => {
+                    self.retry_or_fail(&mut backoff, e, "patch").await?
+                }
+                Err(e) => {
+                    return Err(store_err(format!(
+                        "patch node {} status ({what}): {e}",
+                        self.node
+                    )))
+                }
+            }
+        }
+    }
+
+    fn answered(&self, backoff: &mut Backoff) {
+        self.reachable.store(true, Ordering::Relaxed);
+        backoff.succeeded();
+    }
+
+    /// Waits before the next try, unless the API refused for good.
+    async fn retry_or_fail(
+        &self,
+        backoff: &mut Backoff,
+        e: kube::Error,
+        verb: &str,
+    ) -> Result<(), LeaseError> {
+        if let kube::Error::Api(status) = &e {
+            if matches!(status.code, 401 | 403) {
+                return Err(store_err(format!(
+                    "{verb} node {}: {} (flanneld needs RBAC nodes get/list/watch, nodes/status patch, pods get)",
+                    self.node, status.message
+                )));
+            }
+        }
+        self.reachable.store(false, Ordering::Relaxed);
+        let state = match &e {
+            kube::Error::Api(status) => format!("HTTP {}", status.code),
+            _ => "unreachable".to_owned(),
+        };
+        backoff.failed(&state, &e.to_string()).await;
+        Ok(())
+    }
+}
+
+async fn client_config(cfg: &KubeConfig) -> Result<Config, LeaseError> {
+    let mut config = match (&cfg.kubeconfig, &cfg.api_url) {
+        (Some(path), _) => {
+            let file = Kubeconfig::read_from(path)
+                .map_err(|e| store_err(format!("read kubeconfig {}: {e}", path.display())))?;
+            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| store_err(format!("kubeconfig {}: {e}", path.display())))?
+        }
+        (None, Some(url)) => Config::new(
+            url.parse()
+                .map_err(|e| store_err(format!("--kube-api-url {url:?}: {e}")))?,
+        ),
+        (None, None) => Config::incluster().map_err(|e| {
+            store_err(format!(
+                "in-cluster Kubernetes configuration: {e} (outside a pod, give --kubeconfig-file)"
+            ))
+        })?,
+    };
+    if let (Some(_), Some(url)) = (&cfg.kubeconfig, &cfg.api_url) {
+        config.cluster_url = url
+            .parse()
+            .map_err(|e| store_err(format!("--kube-api-url {url:?}: {e}")))?;
+    }
+    Ok(config)
+}
+
+/// `spec.nodeName` of the pod `namespace/name` (flanneld's own pod).
+async fn node_of_pod(
+    client: &Client,
+    namespace: Option<String>,
+    name: Option<String>,
+) -> Result<String, LeaseError> {
+    let (Some(namespace), Some(name)) = (namespace, name) else {
+        return Err(store_err(
+            "--kube-subnet-mgr needs the node's name: set NODE_NAME, or POD_NAME and POD_NAMESPACE",
+        ));
+    };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let pod = pods.get(&name).await.map_err(|e| {
+        store_err(format!(
+            "get pod {namespace}/{name} (to learn the node name): {e}"
+        ))
+    })?;
+    pod.spec
+        .and_then(|s| s.node_name)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| store_err(format!("pod {namespace}/{name} has no spec.nodeName")))
+}
+
+#[async_trait::async_trait]
+impl LeaseStore for KubeStore {
+    async fn network_config(&self) -> Result<NetConfig, LeaseError> {
+        NetConfig::read_file(&self.net_config_path).map_err(store_err)
+    }
+
+    fn chooses_subnets(&self) -> bool {
+        false
+    }
+
+    /// `node-public-ip` replaces `--public-ip`; a valid VtepMAC in our own
+    /// `backend-data` (flannel's, or ours) is kept, so switching a node
+    /// between flannel and flannel-rs changes nothing for its peers.
+    async fn node_hints(&self) -> Result<NodeHints, LeaseError> {
+        let view = self.own_node().await?;
+        let public_ip = view.annotation("node-public-ip").and_then(|ip| {
+            let parsed = ip.parse().ok();
+            if parsed.is_none() {
+                tracing::warn!(
+                    "node {}: ignoring node-public-ip {ip:?}: not an IPv4 address",
+                    self.node
+                );
+            }
+            parsed
+        });
+        let vtep_mac = view
+            .annotation("backend-data")
+            .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+            .and_then(|d| d["VtepMAC"].as_str().and_then(mac::parse))
+            .filter(|m| m[0] & 1 == 0 && *m != [0; 6]);
+        Ok(NodeHints {
+            public_ip,
+            vtep_mac,
+        })
+    }
+
+    /// Waits for the podCIDR, then writes flannel's annotations if they
+    /// differ from the node's.
+    async fn acquire(
+        &self,
+        config: &NetConfig,
+        attrs: &LeaseAttrs,
+        _previous: Option<ipnetwork::Ipv4Network>,
+    ) -> Result<Lease, LeaseError> {
+        let mut said = None::<Instant>;
+        let view = loop {
+            let view = self.own_node().await?;
+            match &view.pod_cidr {
+                Ok(Some(_)) => break view,
+                Ok(None) => {}
+                Err(reason) => tracing::warn!("node {}: {reason}", self.node),
+            }
+            if said.is_none_or(|at| at.elapsed() >= WAITING_LOG_EVERY) {
+                tracing::warn!(
+                    "node {} has no podCIDR yet: is kube-controller-manager running with --allocate-node-cidrs?",
+                    self.node
+                );
+                said = Some(Instant::now());
+            }
+            tokio::time::sleep(WAITING_POLL).await;
+        };
+        let subnet = inside(view.pod_cidr.clone().ok().flatten(), config.network)
+            .map_err(|e| store_err(format!("node {}: {e} (net-conf.json)", self.node)))?;
+
+        let mut attrs = attrs.clone();
+        if let Some(ip) = view
+            .annotation("public-ip-overwrite")
+            .filter(|s| !s.is_empty())
+        {
+            match ip.parse() {
+                Ok(ip) => {
+                    tracing::info!("public IP {ip} from the node's public-ip-overwrite annotation");
+                    attrs.public_ip = ip;
+                }
+                Err(_) => {
+                    tracing::warn!("ignoring public-ip-overwrite {ip:?}: not an IPv4 address")
+                }
+            }
+        }
+        let data = attrs
+            .vxlan_data()
+            .ok_or_else(|| store_err("only the vxlan backend is supported"))?;
+        let data = serde_json::to_string(&data)
+            .map_err(|e| store_err(format!("encode backend-data: {e}")))?;
+        let wanted = [
+            ("backend-data", data),
+            ("backend-type", attrs.backend_type.clone()),
+            ("kube-subnet-manager", "true".to_owned()),
+            ("public-ip", attrs.public_ip.to_string()),
+        ];
+        let changed: serde_json::Map<String, serde_json::Value> = wanted
+            .into_iter()
+            .filter(|(short, value)| view.annotation(short) != Some(value.as_str()))
+            .map(|(short, value)| (format!("{}{short}", self.names.prefix()), value.into()))
+            .collect();
+        if changed.is_empty() {
+            tracing::info!(node = %self.node, "node annotations already up to date");
+        } else {
+            let keys: Vec<&String> = changed.keys().collect();
+            tracing::info!(node = %self.node, "writing annotations {keys:?}");
+            let patch = json!({ "metadata": { "annotations": changed } });
+            self.patch_status(patch, "annotations").await?;
+        }
+        Ok(Lease {
+            subnet,
+            attrs,
+            expiration: never(),
+        })
+    }
+
+    async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+        Ok(lease.clone())
+    }
+
+    async fn release(&self, _lease: &Lease) -> Result<(), LeaseError> {
+        Ok(())
+    }
+
+    async fn watch(&self) -> Result<LeaseWatch, LeaseError> {
+        let network = self.network_config().await?.network;
+        watch::start(
+            self.nodes.clone(),
+            self.names.clone(),
+            network,
+            Arc::clone(&self.reachable),
+        )
+        .await
+    }
+
+    async fn datapath_ready(&self, _lease: &Lease) -> Result<(), LeaseError> {
+        if !self.set_network_unavailable {
+            return Ok(());
+        }
+        let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        let patch = json!({"status": {"conditions": [{
+            "type": "NetworkUnavailable",
+            "status": "False",
+            "reason": "FlannelIsUp",
+            "message": "Flannel is running on this node",
+            "lastTransitionTime": now,
+            "lastHeartbeatTime": now,
+        }]}});
+        self.patch_status(patch, "NetworkUnavailable=False").await?;
+        tracing::info!(node = %self.node, "node condition NetworkUnavailable=False");
+        Ok(())
+    }
+
+    fn is_reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+}
