@@ -63,6 +63,7 @@ impl Backing for EtcdBacking {
 
 mod contract {
     crate::lease::contract_tests::lease_store_contract!(super::EtcdBacking);
+    crate::lease::contract_tests::choosing_store_contract!(super::EtcdBacking);
 }
 
 pub(super) async fn backing() -> EtcdBacking {

@@ -45,6 +45,7 @@ impl Backing for FileBacking {
 
 mod contract {
     crate::lease::contract_tests::lease_store_contract!(super::FileBacking);
+    crate::lease::contract_tests::choosing_store_contract!(super::FileBacking);
 }
 
 async fn backing() -> FileBacking {
