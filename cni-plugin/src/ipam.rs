@@ -243,7 +243,7 @@ impl Store {
         let Some(_lock) = self.lock_existing()? else {
             return Ok(Vec::new());
         };
-        self.sweep_debris();
+        self.sweep_debris(true);
         let mut freed = Vec::new();
         let mut first_error = None;
         for alloc in self.held_by(container_id, ifname)? {
@@ -299,7 +299,8 @@ impl Store {
             .map(|(cid, ifname)| (cid.trim(), ifname.as_str()))
             .collect();
         let cids: HashSet<&str> = pairs.iter().map(|&(cid, _)| cid).collect();
-        self.sweep_debris();
+        // Ownerless address files are freed (and reported) by the sweep below.
+        self.sweep_debris(false);
         for entry in self.scan()? {
             let alloc = match entry {
                 Ok(alloc) => alloc,
@@ -446,8 +447,9 @@ impl Store {
     /// claim: temporary files (see [`Store::pending_record`]; every writer
     /// holds the lock, so none is being written now) and address files
     /// with no owner in them (older versions created the file before
-    /// writing its owner). Best effort: DEL and GC go on whatever happens.
-    fn sweep_debris(&self) {
+    /// writing its owner), when `ownerless`. Best effort: DEL and GC go on
+    /// whatever happens.
+    fn sweep_debris(&self, ownerless: bool) {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return;
         };
@@ -456,7 +458,7 @@ impl Store {
             let Some(name) = name.to_str() else { continue };
             let stale = if name.starts_with(TMP_PREFIX) {
                 true
-            } else if let Ok(ip) = name.parse::<Ipv4Addr>() {
+            } else if let (true, Ok(ip)) = (ownerless, name.parse::<Ipv4Addr>()) {
                 matches!(self.read(ip), Ok(Some(a)) if a.container_id.is_empty())
             } else {
                 false
