@@ -68,11 +68,16 @@ fn assert_clean(node: &CniNode) {
         "debris: {:?}",
         ipam_debris(node)
     );
-    assert!(
-        node.host_veths().is_empty(),
-        "veths: {:?}",
-        node.host_veths()
-    );
+    // A deleted namespace's veth, and DEL's forked deleter, finish
+    // asynchronously.
+    flannel_tests::eventually(Duration::from_secs(5), "no veth left", || {
+        let veths = node.host_veths();
+        if veths.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("veths: {veths:?}"))
+        }
+    });
     assert!(
         masq_elements(node).is_empty(),
         "masq: {:?}",
