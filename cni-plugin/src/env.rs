@@ -109,9 +109,12 @@ pub fn validate_container_id(id: &str) -> Result<()> {
 /// A Linux interface name, by the rules of the kernel's `dev_valid_name`:
 /// 1..=15 bytes, not `.` or `..`, no `/`, `:` or byte the kernel's
 /// `isspace` accepts (which includes 0xa0, a byte inside many UTF-8
-/// characters). Stricter than the kernel in two ways: no `%`, which the
+/// characters). Stricter than the kernel in three ways: no `%`, which the
 /// kernel would expand as a template (`e%d` becomes `e0`, so the name we
-/// were given would not be the name the pod got), and no control byte.
+/// were given would not be the name the pod got), no control byte, and no
+/// Unicode whitespace (U+0085, U+2003, ...): the IPAM record
+/// `<cid>\r\n<ifname>` is read back whitespace-trimmed, as host-local
+/// does, so a name ending in one would not own its address any more.
 pub fn validate_ifname(name: &str) -> Result<()> {
     let bad_byte = |b: u8| {
         matches!(b, b'/' | b':' | b'%' | b' ' | 0xa0) || b.is_ascii_control() // 0x00-0x1f (\t..\r too), 0x7f
@@ -122,7 +125,7 @@ pub fn validate_ifname(name: &str) -> Result<()> {
         Some("longer than 15 bytes")
     } else if name == "." || name == ".." {
         Some("not a valid name")
-    } else if name.bytes().any(bad_byte) {
+    } else if name.bytes().any(bad_byte) || name.chars().any(char::is_whitespace) {
         Some("contains '/', ':', '%', whitespace or a control character")
     } else {
         None
@@ -143,6 +146,9 @@ fn parse_args(raw: &str) -> Result<Vec<(String, String)>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {
@@ -223,6 +229,8 @@ mod tests {
             "eth\u{a0}",
             "à",        // C3 A0: the kernel's isspace(0xa0)
             "ééééééé√", // 17 bytes
+            "A\u{85}",  // NEL: read back trimmed from the IPAM record
+            "eth\u{2003}",
         ] {
             assert!(validate_ifname(name).is_err(), "{name:?}");
         }

@@ -547,4 +547,6 @@ fn usable_range(subnet: Ipv4Network) -> Option<(u32, u32)> {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

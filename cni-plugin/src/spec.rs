@@ -332,6 +332,9 @@ impl AddResult {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::error::Code;

@@ -60,9 +60,10 @@ impl SubnetEnv {
         Ipv4Network::new(self.subnet.network(), self.subnet.prefix()).unwrap_or(self.subnet)
     }
 
-    /// Reads and validates `path`.
+    /// Reads and validates `path`. Text that is not UTF-8 is `Invalid`
+    /// like any other bad contents, not an I/O error.
     pub fn read(path: &Path) -> Result<Self, SubnetEnvError> {
-        let text = std::fs::read_to_string(path).map_err(|source| {
+        let bytes = std::fs::read(path).map_err(|source| {
             if source.kind() == io::ErrorKind::NotFound {
                 SubnetEnvError::Missing {
                     path: path.to_path_buf(),
@@ -75,10 +76,13 @@ impl SubnetEnv {
                 }
             }
         })?;
-        Self::parse(&text).map_err(|reason| SubnetEnvError::Invalid {
-            path: path.to_path_buf(),
-            reason,
-        })
+        let text = String::from_utf8(bytes)
+            .map_err(|e| format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()));
+        text.and_then(|text| Self::parse(&text))
+            .map_err(|reason| SubnetEnvError::Invalid {
+                path: path.to_path_buf(),
+                reason,
+            })
     }
 
     /// Parses the text of a `subnet.env`. Unknown keys, blank lines and
@@ -231,6 +235,9 @@ pub fn write_file_atomic(
     }
     result
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {

@@ -32,14 +32,23 @@ pub fn format(mac: &[u8; 6]) -> String {
         .join(":")
 }
 
+/// `c6:d2:32:6f:8f:44` (either case). Each octet is exactly two hex
+/// digits: `u8::from_str_radix` alone would also take `+6` and `6`.
 pub fn parse(text: &str) -> Option<[u8; 6]> {
     let mut out = [0u8; 6];
     let mut parts = text.split(':');
     for byte in &mut out {
-        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+        let part = parts.next()?;
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
     }
     parts.next().is_none().then_some(out)
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {

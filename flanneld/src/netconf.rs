@@ -259,11 +259,20 @@ fn get_addr(m: &Map<String, Value>, key: &str) -> Result<Option<Ipv4Addr>, Strin
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => {
-            // flannel writes bounds either bare or as a CIDR.
-            let bare = s.split('/').next().unwrap_or(s);
+            // flannel writes bounds either bare or as a CIDR; the prefix
+            // length is not used, but must be one (not "/banana", "//24").
+            let (bare, len) = match s.split_once('/') {
+                Some((bare, len)) => (bare, Some(len)),
+                None => (s.as_str(), None),
+            };
+            let len_ok = len.is_none_or(|l| {
+                l.bytes().all(|b| b.is_ascii_digit()) && l.parse::<u8>().is_ok_and(|n| n <= 32)
+            });
             bare.parse()
+                .ok()
+                .filter(|_| len_ok)
                 .map(Some)
-                .map_err(|_| format!("{} {s:?} is not an IPv4 address", display_name(key)))
+                .ok_or_else(|| format!("{} {s:?} is not an IPv4 address", display_name(key)))
         }
         Some(other) => Err(format!(
             "{} must be a string, got {other}",
@@ -271,6 +280,9 @@ fn get_addr(m: &Map<String, Value>, key: &str) -> Result<Option<Ipv4Addr>, Strin
         )),
     }
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {

@@ -21,11 +21,14 @@
 //! - [`netns_cluster`]: the `netns-cluster` tool (a cluster persisted across
 //!   processes: `up`, `status`, `matrix`, `exec`, `down`).
 //! - [`cmd`]: running commands with stdin, captured output and a timeout.
+//! - [`fuzz`]: the fuzz targets' runner, the regression corpus under
+//!   `fuzz/corpus/`, and generators of nasty JSON and text.
 
 pub mod cluster;
 pub mod cmd;
 pub mod cni;
 pub mod etcd;
+pub mod fuzz;
 pub mod iproute;
 pub mod names;
 pub mod netns;

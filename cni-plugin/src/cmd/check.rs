@@ -45,6 +45,68 @@ struct PrevRoute {
     gw: Option<String>,
 }
 
+impl Prev {
+    /// Decodes `prevResult`, in any supported version's shape.
+    fn parse(value: serde_json::Value) -> Result<Prev> {
+        serde_json::from_value(value).map_err(|e| cni_err!(Decode, "decode prevResult: {e}"))
+    }
+
+    /// The index of the container interface: `ifname`, in a sandbox.
+    fn container(&self, ifname: &str) -> Option<usize> {
+        self.interfaces
+            .iter()
+            .position(|i| i.name == ifname && i.sandbox.is_some())
+    }
+
+    /// The addresses of the container interface `container` (and those
+    /// that name no interface), which must be IPv4 CIDRs.
+    fn addresses(&self, container: Option<usize>) -> Result<Vec<Ipv4Network>> {
+        self.ips
+            .iter()
+            .filter(|ip| ip.interface.is_none() || ip.interface == container)
+            .map(|ip| {
+                parse_cidr(&ip.address).ok_or_else(|| {
+                    cni_err!(
+                        Decode,
+                        "prevResult address {:?} is not IPv4 CIDR",
+                        ip.address
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Every route as (destination, gateway), which must be IPv4.
+    fn routes(&self) -> Result<Vec<(Ipv4Network, Option<Ipv4Addr>)>> {
+        self.routes
+            .iter()
+            .map(|r| {
+                let dst = parse_cidr(&r.dst).ok_or_else(|| {
+                    cni_err!(Decode, "prevResult route {:?} is not IPv4 CIDR", r.dst)
+                })?;
+                let gw = r.gw.as_deref().map(|g| {
+                    g.parse()
+                        .map_err(|_| cni_err!(Decode, "prevResult gateway {g:?} is not IPv4"))
+                });
+                Ok((dst, gw.transpose()?))
+            })
+            .collect()
+    }
+}
+
+/// An IPv4 CIDR as the spec writes it, `10.244.1.5/24`. `Ipv4Network`'s
+/// own parser also takes a bare address (as a /32), a netmask, a sign or
+/// leading zeros, which would turn a malformed prevResult into a mismatch.
+fn parse_cidr(s: &str) -> Option<Ipv4Network> {
+    let (_, len) = s.split_once('/')?;
+    let digits = matches!(len.len(), 1 | 2) && len.bytes().all(|b| b.is_ascii_digit());
+    if digits && (len == "0" || !len.starts_with('0')) {
+        s.parse().ok()
+    } else {
+        None
+    }
+}
+
 fn mismatch(what: String) -> crate::error::CniError {
     cni_err!(CheckMismatch, "CHECK: {what}")
 }
@@ -61,8 +123,7 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
         .prev_result
         .clone()
         .ok_or_else(|| cni_err!(InvalidConfig, "CHECK needs prevResult"))?;
-    let prev: Prev = serde_json::from_value(prev_value)
-        .map_err(|e| cni_err!(Decode, "decode prevResult: {e}"))?;
+    let prev = Prev::parse(prev_value)?;
     let senv = read_subnet_env(conf)?;
     let path = env
         .netns
@@ -87,10 +148,7 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
             link.mtu
         )));
     }
-    let container_idx = prev
-        .interfaces
-        .iter()
-        .position(|i| i.name == *ifname && i.sandbox.is_some());
+    let container_idx = prev.container(ifname);
     if let Some(mac) = container_idx.and_then(|i| prev.interfaces[i].mac.as_deref()) {
         if !mac.eq_ignore_ascii_case(&link.mac) {
             return Err(mismatch(format!(
@@ -105,17 +163,7 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
     let held = open_store(conf)?
         .find(&env.container_id, ifname)
         .map_err(ipam_error)?;
-    for ip in &prev.ips {
-        if ip.interface.is_some() && ip.interface != container_idx {
-            continue;
-        }
-        let want: Ipv4Network = ip.address.parse().map_err(|_| {
-            cni_err!(
-                Decode,
-                "prevResult address {:?} is not IPv4 CIDR",
-                ip.address
-            )
-        })?;
+    for want in prev.addresses(container_idx)? {
         if !have.contains(&want) {
             return Err(mismatch(format!(
                 "address {want} is missing from {ifname} in {place}"
@@ -132,18 +180,7 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
 
     // Routes.
     let routes = pod.routes()?;
-    for r in &prev.routes {
-        let dst: Ipv4Network = r
-            .dst
-            .parse()
-            .map_err(|_| cni_err!(Decode, "prevResult route {:?} is not IPv4 CIDR", r.dst))?;
-        let gw: Option<Ipv4Addr> = match r.gw.as_deref() {
-            Some(g) => Some(
-                g.parse()
-                    .map_err(|_| cni_err!(Decode, "prevResult gateway {g:?} is not IPv4"))?,
-            ),
-            None => None,
-        };
+    for (dst, gw) in prev.routes()? {
         let found = routes
             .iter()
             .any(|have| have.dst == dst && (gw.is_none() || have.gw == gw));
@@ -178,3 +215,6 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod fuzz;

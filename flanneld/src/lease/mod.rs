@@ -19,6 +19,8 @@ pub(crate) use choose::{choose, Choice, Held};
 
 #[cfg(test)]
 mod contract_tests;
+#[cfg(test)]
+mod fuzz;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -79,13 +81,15 @@ pub fn subnet_key(subnet: Ipv4Network) -> String {
 }
 
 /// `10.244.1.0-24` → `10.244.1.0/24`; `None` for anything else, including
-/// a subnet written with host bits set.
+/// a subnet written with host bits set, and any spelling but the one
+/// [`subnet_key`] writes (`10.244.1.0-+24`, `10.244.1.0-024`): a lease has
+/// one name, or two files or keys could hold one subnet.
 pub fn parse_subnet_key(name: &str) -> Option<Ipv4Network> {
     let (ip, len) = name.split_once('-')?;
     let ip: Ipv4Addr = ip.parse().ok()?;
     let len: u8 = len.parse().ok()?;
     let net = Ipv4Network::new(ip, len).ok()?;
-    (net.network() == ip).then_some(net)
+    (subnet_key(net) == name).then_some(net)
 }
 
 /// A subnet held by one node until `expiration`.

@@ -69,6 +69,9 @@ pub fn decode(value: &[u8]) -> Result<LeaseAttrs, String> {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

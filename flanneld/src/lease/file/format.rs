@@ -212,3 +212,6 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<Flock<File>, LeaseError> {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz;
