@@ -21,12 +21,16 @@
 //! - [`netns_cluster`]: the `netns-cluster` tool (a cluster persisted across
 //!   processes: `up`, `status`, `matrix`, `exec`, `down`).
 //! - [`cmd`]: running commands with stdin, captured output and a timeout.
+//! - [`kube_api`]: `KubeApiServer`, a Kubernetes API stand-in (Nodes, Pods;
+//!   list/watch/patch as kube-rs expects them, TLS, bearer token, faults,
+//!   node IPAM) for the Kubernetes lease store's tests.
 
 pub mod cluster;
 pub mod cmd;
 pub mod cni;
 pub mod etcd;
 pub mod iproute;
+pub mod kube_api;
 pub mod names;
 pub mod netns;
 pub mod netns_cluster;
