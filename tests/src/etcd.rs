@@ -35,6 +35,21 @@ impl TlsFiles {
     /// A fresh CA in `dir`, a server certificate for 127.0.0.1/localhost
     /// and a client certificate, all signed by it (EC P-256, valid 1 day).
     pub fn generate(dir: &Path) -> TlsFiles {
+        Self::generate_for(dir, "etcd", &["127.0.0.1", "localhost"])
+    }
+
+    /// As [`generate`](Self::generate), with the server certificate's
+    /// common name `server_cn` and its names `hosts` (IP addresses or DNS
+    /// names, each put in subjectAltName as such).
+    pub fn generate_for(dir: &Path, server_cn: &str, hosts: &[&str]) -> TlsFiles {
+        let sans: Vec<String> = hosts
+            .iter()
+            .map(|h| match h.parse::<std::net::IpAddr>() {
+                Ok(ip) => format!("IP:{ip}"),
+                Err(_) => format!("DNS:{h}"),
+            })
+            .collect();
+        let sans = sans.join(",");
         std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
         let p = |name: &str| dir.join(name);
         let openssl = |args: &[&str]| {
@@ -73,7 +88,7 @@ impl TlsFiles {
         ]);
         openssl(&ca_args);
         for (name, cn, usage) in [
-            ("server", "etcd", "serverAuth,clientAuth"),
+            ("server", server_cn, "serverAuth,clientAuth"),
             ("client", "flanneld", "clientAuth"),
         ] {
             let (key, csr, crt, ext) = (
@@ -89,7 +104,7 @@ impl TlsFiles {
             openssl(&req);
             let ext_text = format!(
                 "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
-                 extendedKeyUsage={usage}\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                 extendedKeyUsage={usage}\nsubjectAltName={sans}\n"
             );
             std::fs::write(p(&ext), ext_text).unwrap_or_else(|e| panic!("write {ext}: {e}"));
             openssl(&[

@@ -23,6 +23,9 @@
 //! - [`cmd`]: running commands with stdin, captured output and a timeout.
 //! - [`fuzz`]: the fuzz targets' runner, the regression corpus under
 //!   `fuzz/corpus/`, and generators of nasty JSON and text.
+//! - [`kube_api`]: `KubeApiServer`, a Kubernetes API stand-in (Nodes, Pods;
+//!   list/watch/patch as kube-rs expects them, TLS, bearer token, faults,
+//!   node IPAM) for the Kubernetes lease store's tests.
 
 pub mod cluster;
 pub mod cmd;
@@ -30,6 +33,7 @@ pub mod cni;
 pub mod etcd;
 pub mod fuzz;
 pub mod iproute;
+pub mod kube_api;
 pub mod names;
 pub mod netns;
 pub mod netns_cluster;

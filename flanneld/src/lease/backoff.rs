@@ -14,6 +14,8 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// (a new kind of failure, or recovery), not on every attempt.
 pub struct Backoff {
     what: String,
+    /// Who answers again on recovery ("etcd", "the Kubernetes API").
+    server: &'static str,
     delay: Duration,
     state: Option<String>,
     /// Quick retries spent on connections the server dropped at once.
@@ -32,9 +34,12 @@ fn dropped_at_once(msg: &str) -> bool {
 }
 
 impl Backoff {
-    pub fn new(what: impl Into<String>) -> Self {
+    /// Retries of `what` (an operation and its object), made against
+    /// `server`, named in the recovery line.
+    pub fn new(server: &'static str, what: impl Into<String>) -> Self {
         Self {
             what: what.into(),
+            server,
             delay: BACKOFF_MIN,
             state: None,
             quick: 0,
@@ -63,7 +68,7 @@ impl Backoff {
     /// Logs the recovery if something had failed.
     pub fn succeeded(&mut self) {
         if self.state.take().is_some() {
-            tracing::info!("{}: the store answers again", self.what);
+            tracing::info!("{}: {} answers again", self.what, self.server);
         }
         self.delay = BACKOFF_MIN;
         self.quick = 0;

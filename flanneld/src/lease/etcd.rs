@@ -406,7 +406,7 @@ impl From<Failure> for AcquireError {
 #[async_trait::async_trait]
 impl LeaseStore for EtcdStore {
     async fn network_config(&self) -> Result<NetConfig, LeaseError> {
-        let mut backoff = Backoff::new(format!("read {}", self.keys().config()));
+        let mut backoff = Backoff::new("etcd", format!("read {}", self.keys().config()));
         loop {
             let (state, msg) = match self.read_config().await {
                 Ok(config) => {
@@ -428,7 +428,10 @@ impl LeaseStore for EtcdStore {
         attrs: &LeaseAttrs,
         previous: Option<Ipv4Network>,
     ) -> Result<Lease, LeaseError> {
-        let mut backoff = Backoff::new(format!("acquire a lease under {}", self.keys().subnets()));
+        let mut backoff = Backoff::new(
+            "etcd",
+            format!("acquire a lease under {}", self.keys().subnets()),
+        );
         let mut grant = None;
         let result = loop {
             match self.acquire_once(config, attrs, previous, &mut grant).await {

@@ -106,7 +106,7 @@ impl KubeStore {
     /// not answer or the node is not registered yet. A refusal (401, 403)
     /// is an error that says which permission is missing.
     async fn own_node(&self) -> Result<NodeView, LeaseError> {
-        let mut backoff = Backoff::new(format!("get node {}", self.node));
+        let mut backoff = Backoff::new("the Kubernetes API", format!("get node {}", self.node));
         loop {
             match self.nodes.get_opt(&self.node).await {
                 Ok(Some(node)) => {
@@ -127,7 +127,10 @@ impl KubeStore {
     /// A strategic-merge patch of `nodes/<name>/status`, retried for a
     /// while when the API does not answer.
     async fn patch_status(&self, patch: serde_json::Value, what: &str) -> Result<(), LeaseError> {
-        let mut backoff = Backoff::new(format!("patch node {} ({what})", self.node));
+        let mut backoff = Backoff::new(
+            "the Kubernetes API",
+            format!("patch node {} ({what})", self.node),
+        );
         let until = Instant::now() + PATCH_RETRY_FOR;
         let params = PatchParams::default();
         loop {

@@ -51,7 +51,7 @@ impl From<Closed> for Stop {
 }
 
 pub(super) async fn start(store: EtcdStore) -> Result<LeaseWatch, LeaseError> {
-    let mut backoff = Backoff::new(format!("watch {}", store.keys().subnets()));
+    let mut backoff = Backoff::new("etcd", format!("watch {}", store.keys().subnets()));
     let (entries, revision) = loop {
         match store.list().await {
             Ok(listed) => {
@@ -98,7 +98,7 @@ pub(super) fn start_from(
     revision: i64,
 ) -> mpsc::Receiver<Result<LeaseEvent, LeaseError>> {
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-    let backoff = Backoff::new(format!("watch {}", store.keys().subnets()));
+    let backoff = Backoff::new("etcd", format!("watch {}", store.keys().subnets()));
     let watcher = Watcher {
         store,
         mirror: Mirror::new(reported).0,

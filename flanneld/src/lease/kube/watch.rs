@@ -51,7 +51,7 @@ pub(super) async fn start(
         names,
         network,
         reachable,
-        backoff: Backoff::new("watch nodes"),
+        backoff: Backoff::new("the Kubernetes API", "watch nodes"),
         mirror: Mirror::default(),
         subnet_of: HashMap::new(),
         listing: None,

@@ -1,0 +1,179 @@
+//! The HTTP(S) server: accepting connections (TLS when configured),
+//! serving HTTP/1.1 and HTTP/2 on them with hyper, and, per request, the
+//! order the apiserver's filters run in as far as the stand-in has them:
+//! faults (down, delay), authentication, injected failures, then routing;
+//! every request is logged with its answer's status.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::CONTENT_TYPE;
+use hyper::service::service_fn;
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use super::faults::{DownMode, Faults, RequestLog, RequestRecord};
+use super::respond::{self, ApiError, Resp};
+use super::routes::{self, Query};
+use super::store::Store;
+use super::tls;
+
+/// The apiserver's limit on a request body (3 MiB).
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Everything a request handler reaches.
+pub struct Shared {
+    pub store: Store,
+    pub faults: Faults,
+    pub log: RequestLog,
+    /// The bearer token every request must carry (`None`: no auth).
+    pub token: Option<String>,
+    pub bookmark_every: Duration,
+    pub open_watches: AtomicUsize,
+    /// Whether the node IPAM controller runs (at most one may).
+    pub ipam_running: AtomicBool,
+}
+
+/// Accepts connections on `listener` until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // EMFILE and the like: wait a little rather than spin.
+                eprintln!("kube-api stand-in: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        if shared.faults.down_mode() == Some(DownMode::CloseConnections) {
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(connection(stream, tls.clone(), shared.clone()));
+    }
+}
+
+/// Serves one connection until it ends or the API goes down.
+async fn connection(stream: TcpStream, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
+    let mut down = shared.faults.down.subscribe();
+    let work = async {
+        match tls {
+            None => serve_io(stream, shared.clone()).await,
+            Some(acceptor) => {
+                // A failed handshake (a client that does not trust the CA,
+                // a probe) just ends the connection, as it would anywhere.
+                let hs = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
+                if let Ok(Ok(s)) = hs.await {
+                    serve_io(s, shared.clone()).await;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = work => {}
+        _ = down.wait_for(|m| *m == Some(DownMode::CloseConnections)) => {}
+    }
+}
+
+async fn serve_io<I>(io: I, shared: Arc<Shared>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new());
+    // Connection errors (a client gone, a dropped watch) end this
+    // connection only.
+    let _ = builder.serve_connection(TokioIo::new(io), svc).await;
+}
+
+async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
+    let (parts, body) = req.into_parts();
+    let content_type = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (resp, body) = match Limited::new(body, MAX_BODY).collect().await {
+        Err(e) => (
+            respond::error(&ApiError::from_body_error(&*e)),
+            Bytes::new(),
+        ),
+        Ok(b) => {
+            let b = b.to_bytes();
+            (answer(shared, &parts, content_type.as_deref(), &b).await, b)
+        }
+    };
+    shared.log.record(RequestRecord {
+        method: parts.method.to_string(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned()),
+        content_type,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        status: resp.status().as_u16(),
+    });
+    resp
+}
+
+/// Public without credentials, as for the apiserver's anonymous user.
+fn is_public(path: &str) -> bool {
+    matches!(path, "/healthz" | "/livez" | "/readyz" | "/version")
+}
+
+async fn answer(
+    shared: &Arc<Shared>,
+    parts: &hyper::http::request::Parts,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Resp {
+    if shared.faults.down_mode() == Some(DownMode::Unavailable) {
+        return respond::error(&ApiError::unavailable());
+    }
+    let delay = shared.faults.delay();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if let Some(token) = &shared.token {
+        let anonymous_ok = tls::is_anonymous(&parts.headers) && is_public(parts.uri.path());
+        if !anonymous_ok && !tls::bearer_matches(&parts.headers, token) {
+            return respond::error(&ApiError::unauthorized());
+        }
+    }
+    if shared.faults.take_failure() {
+        return respond::error(&ApiError::internal("injected fault"));
+    }
+    let q = Query::parse(parts.uri.query());
+    routes::route(
+        shared,
+        &parts.method,
+        parts.uri.path(),
+        &q,
+        content_type,
+        body,
+    )
+}
