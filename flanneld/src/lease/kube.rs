@@ -22,6 +22,9 @@ pub mod names;
 mod node;
 mod watch;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
