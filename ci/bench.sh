@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Benchmarks, one suite per run: `ci/bench.sh cni [cni-bench options]`.
-#   cni  flannel-rs's CNI plugin vs the reference bridge + host-local pair:
-#        ADD/DEL latency (median, p99) and 64-pod bursts, 16 at a time.
+# Benchmarks, one suite per run: `ci/bench.sh cni [cni-bench options]` or
+# `ci/bench.sh kube [--nodes 5000] [--events 100]`.
+#   cni   flannel-rs's CNI plugin vs the reference bridge + host-local pair:
+#         ADD/DEL latency (median, p99) and 64-pod bursts, 16 at a time.
+#   kube  the Kubernetes store at scale: one flanneld against the API
+#         stand-in holding N realistic Node objects (cold start, RSS, event
+#         latency, the cost of a relist after a 410).
 # Installs the apt packages it needs, builds release, runs as root. A missed
 # target is reported, not failed; a failed plugin call fails the run.
 set -euo pipefail
@@ -9,9 +13,10 @@ cd "$(dirname "$0")/.."
 
 suite="${1:-}"
 case "$suite" in
-  cni) shift ;;
+  cni | kube) shift ;;
   *)
     echo "usage: ci/bench.sh cni [--pods N] [--bursts K] [--warmup W]" >&2
+    echo "       ci/bench.sh kube [--nodes N] [--events K]" >&2
     exit 2
     ;;
 esac
@@ -30,6 +35,11 @@ else
       exit 1
     fi
   done
+fi
+
+if [ "$suite" = kube ]; then
+  cargo build --release -p flannel-tests -p flanneld -p cni-plugin
+  exec target/release/kube-scale "$@"
 fi
 
 cargo build --release -p flannel-tests
