@@ -21,16 +21,9 @@ fn bin() -> std::path::PathBuf {
     flannel_tests::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
 }
 
-/// A node where the plugin masquerades (FLANNEL_IPMASQ=false), so every
-/// ADD also adds a masquerade element.
+/// A node where the plugin masquerades (FLANNEL_IPMASQ=false).
 fn masq_node() -> CniNode {
-    CniNode::with_subnet(
-        bin(),
-        SubnetEnv {
-            ipmasq: false,
-            ..SubnetEnv::default()
-        },
-    )
+    CniNode::masquerading(bin())
 }
 
 fn masq_elements(node: &CniNode) -> Vec<String> {

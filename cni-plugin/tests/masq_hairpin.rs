@@ -19,16 +19,9 @@ fn elems(node: &CniNode) -> Vec<SetElem> {
         .unwrap_or_default()
 }
 
-/// A node whose subnet.env says flanneld does not masquerade, so the
-/// plugin's ipMasq defaults to true.
+/// A node where the plugin masquerades (FLANNEL_IPMASQ=false).
 fn masq_node() -> CniNode {
-    CniNode::with_subnet(
-        bin(),
-        SubnetEnv {
-            ipmasq: false,
-            ..SubnetEnv::default()
-        },
-    )
+    CniNode::masquerading(bin())
 }
 
 #[track_caller]

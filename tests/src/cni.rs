@@ -354,6 +354,16 @@ impl CniNode {
         CniNode { subnet, ..node }
     }
 
+    /// A node whose subnet.env says flanneld does not masquerade
+    /// (`FLANNEL_IPMASQ=false`), so the plugin's ipMasq defaults to true.
+    pub fn masquerading(bin: impl AsRef<Path>) -> CniNode {
+        let subnet = SubnetEnv {
+            ipmasq: false,
+            ..SubnetEnv::default()
+        };
+        Self::with_subnet(bin, subnet)
+    }
+
     /// A node where flanneld has not written `subnet.env` yet.
     pub fn without_subnet_env(bin: impl AsRef<Path>) -> CniNode {
         CniNode {

@@ -133,29 +133,18 @@ impl Netlink {
     /// The link called `name`, or None when there is none.
     pub fn link_by_name(&self, name: &str) -> NlResult<Option<Link>> {
         let msg = LinkUnspec::new_with_name(name).build();
-        let req = Request::change(
-            RouteNetlinkMessage::GetLink(msg),
-            0,
-            format!("look up link {name}"),
-        );
-        match self.conn.run(req) {
-            Ok(replies) => Ok(replies.into_iter().find_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(Link::from_message(l)),
-                _ => None,
-            })),
-            Err(e) if e.is(libc::ENODEV) => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.get_link(msg, format!("look up link {name}"))
     }
 
     /// The link with index `index`, or None when there is none.
     pub fn link_by_index(&self, index: u32) -> NlResult<Option<Link>> {
         let msg = LinkUnspec::new_with_index(index).build();
-        let req = Request::change(
-            RouteNetlinkMessage::GetLink(msg),
-            0,
-            format!("look up link #{index}"),
-        );
+        self.get_link(msg, format!("look up link #{index}"))
+    }
+
+    /// One RTM_GETLINK; ENODEV is `None`.
+    fn get_link(&self, msg: LinkMessage, op: String) -> NlResult<Option<Link>> {
+        let req = Request::change(RouteNetlinkMessage::GetLink(msg), 0, op);
         match self.conn.run(req) {
             Ok(replies) => Ok(replies.into_iter().find_map(|m| match m {
                 RouteNetlinkMessage::NewLink(l) => Some(Link::from_message(l)),

@@ -180,7 +180,7 @@ async fn watch(s: &dyn LeaseStore) -> LeaseWatch {
     s.watch().await.unwrap_or_else(|e| panic!("watch: {e}"))
 }
 
-async fn next_event(w: &mut LeaseWatch, within: Duration) -> LeaseEvent {
+pub async fn next_event(w: &mut LeaseWatch, within: Duration) -> LeaseEvent {
     match timeout(within, w.events.recv()).await {
         Ok(Some(Ok(ev))) => ev,
         Ok(Some(Err(e))) => panic!("watch error: {e}"),
@@ -189,7 +189,7 @@ async fn next_event(w: &mut LeaseWatch, within: Duration) -> LeaseEvent {
     }
 }
 
-async fn expect_quiet(w: &mut LeaseWatch, for_: Duration) {
+pub async fn expect_quiet(w: &mut LeaseWatch, for_: Duration) {
     if let Ok(ev) = timeout(for_, w.events.recv()).await {
         panic!("expected no lease event, got {ev:?}");
     }

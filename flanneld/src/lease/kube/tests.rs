@@ -15,8 +15,10 @@ use serde_json::{json, Value};
 use tokio::time::timeout;
 
 use super::{KubeConfig, KubeStore};
-use crate::lease::contract_tests::{attrs, config, net, Backing, TestDir};
-use crate::lease::{Lease, LeaseEvent, LeaseStore, LeaseTiming, LeaseWatch};
+use crate::lease::contract_tests::{
+    attrs, config, expect_quiet, net, next_event, Backing, TestDir,
+};
+use crate::lease::{Lease, LeaseEvent, LeaseStore, LeaseTiming};
 
 const PREFIX: &str = "flannel.alpha.coreos.com/";
 const NET_CONF: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
@@ -127,21 +129,6 @@ mod contract {
 
 fn net_conf() -> crate::netconf::NetConfig {
     config(NET_CONF)
-}
-
-async fn next_event(w: &mut LeaseWatch, within: Duration) -> LeaseEvent {
-    match timeout(within, w.events.recv()).await {
-        Ok(Some(Ok(ev))) => ev,
-        Ok(Some(Err(e))) => panic!("watch error: {e}"),
-        Ok(None) => panic!("watch ended"),
-        Err(_) => panic!("no event within {within:?}"),
-    }
-}
-
-async fn expect_quiet(w: &mut LeaseWatch, for_: Duration) {
-    if let Ok(Some(ev)) = timeout(for_, w.events.recv()).await {
-        panic!("unexpected event: {ev:?}");
-    }
 }
 
 /// Node `name` annotated exactly as upstream flannel annotates it.
