@@ -2,7 +2,9 @@
 # The demo: a flannel-rs cluster of 3 nodes x 2 pods, every node and pod a
 # network namespace on this machine. Installs its apt packages (ci/deps.sh),
 # builds release, brings the cluster up with the netns-cluster tool (a real
-# flanneld per node on the embedded lease store, pods attached by the real
+# flanneld per node on the embedded lease store -- or with --store etcd on
+# an etcd, with --store kube on the Kubernetes API: a stand-in API server
+# handing out podCIDRs, see the README -- pods attached by the real
 # flannel CNI plugin), prints the table, the pod-to-pod reachability matrix
 # (every pod to every other, by ping and by TCP), the kernel check, then
 # tears it all down -- unless --keep (then: target/release/netns-cluster
@@ -11,16 +13,26 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { echo "usage: sudo ci/demo.sh [--keep]"; }
+usage() { echo "usage: sudo ci/demo.sh [--keep] [--store file|etcd|kube]"; }
 die() {
   echo "ci/demo.sh: $*" >&2
   exit 1
 }
 
 keep=0
-for arg in "$@"; do
-  case "$arg" in
+store=file
+while [ $# -gt 0 ]; do
+  case "$1" in
     --keep) keep=1 ;;
+    --store)
+      [ $# -ge 2 ] || {
+        usage >&2
+        exit 2
+      }
+      store=$2
+      shift
+      ;;
+    --store=*) store=${1#--store=} ;;
     -h | --help)
       usage
       exit 0
@@ -30,7 +42,17 @@ for arg in "$@"; do
       exit 2
       ;;
   esac
+  shift
 done
+case "$store" in
+  file) store_desc="embedded lease store" ;;
+  etcd) store_desc="etcd lease store (etcd in the underlay namespace)" ;;
+  kube) store_desc="Kubernetes API lease store (the API server stand-in in the underlay namespace)" ;;
+  *)
+    usage >&2
+    exit 2
+    ;;
+esac
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (it creates network namespaces): sudo ci/demo.sh"
 
@@ -56,7 +78,7 @@ echo "==> building (release)"
 "$cargo" build --release --quiet -p flanneld -p cni-plugin -p flannel-tests ||
   die "the build failed (see above)"
 
-nc=target/release/netns-cluster
+nc=${CARGO_TARGET_DIR:-target}/release/netns-cluster
 name=demo
 start=$(date +%s%N)
 teardown() {
@@ -73,9 +95,9 @@ if [ -e "/run/flannel-rs-netns-cluster/$name" ] || ip netns list | grep -q "^nc-
   "$nc" down --name "$name"
 fi
 
-echo "==> up: 3 nodes x 2 pods, embedded lease store"
+echo "==> up: 3 nodes x 2 pods, $store_desc"
 trap teardown EXIT
-"$nc" up --name "$name" --nodes 3 --pods-per-node 2
+"$nc" up --name "$name" --nodes 3 --pods-per-node 2 --store "$store"
 echo
 echo "==> reachability: every pod to every other pod, across and within nodes"
 ok=0

@@ -27,7 +27,8 @@ REQUIRED=(
   "ping                                               iputils-ping"        # tests, demo: reachability
   "etcd                                               etcd-server"         # tests: the etcd store
   "etcdctl                                            etcd-client"         # tests: the etcd store
-  "openssl                                            openssl"             # tests: etcd TLS certificates
+  "openssl                                            openssl"             # tests: etcd and kube API stand-in TLS certificates
+  "strace                                             strace"              # tests: a flanneld's netlink writes (e2e_kube)
   "/usr/lib/cni/bridge                                containernetworking-plugins" # tests, bench: the reference
   "/usr/lib/cni/host-local                            containernetworking-plugins" # tests, bench: the reference
   "/usr/lib/cni/portmap                               containernetworking-plugins" # tests: chained portmap

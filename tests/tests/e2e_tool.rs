@@ -67,6 +67,7 @@ impl Tool {
                 .iter()
                 .filter_map(|n| n.flanneld.as_ref())
                 .chain(st.etcd.as_ref())
+                .chain(st.kube.as_ref())
                 .collect();
             for p in procs {
                 assert!(!p.is_ours(), "pid {} still running after down", p.pid);
@@ -198,6 +199,45 @@ fn etcd_store_cluster_up_status_matrix_down() {
     let status = t.ok(&["status"]);
     assert!(
         status.contains("etcd pid") && status.contains("match the leases"),
+        "{status}"
+    );
+    assert!(t.ok(&["matrix"]).contains("2/2 pairs reachable by ping"));
+    t.down_and_check_gone(Some(&st));
+}
+
+/// With `--store kube`: the Kubernetes API stand-in runs in the underlay
+/// namespace, recorded and stopped by `down`; each node is a Node with
+/// the podCIDR its stand-in handed out, annotated by its flanneld.
+#[test]
+fn kube_store_cluster_up_status_matrix_down() {
+    let t = Tool::new("k");
+    let up = t.ok(&[
+        "up",
+        "--store",
+        "kube",
+        "--nodes",
+        "2",
+        "--pods-per-node",
+        "1",
+    ]);
+    assert!(up.contains("kube store"), "{up}");
+    let st = t.state();
+    assert_eq!(st.store, "kube");
+    let kube = st.kube.as_ref().expect("the stand-in is recorded");
+    assert!(kube.is_ours(), "{st:?}");
+    let kubeconfig = std::fs::read_to_string(t.dir().join("kubeconfig")).expect("kubeconfig");
+    assert!(
+        kubeconfig.contains("https://192.168.64.1:6443"),
+        "{kubeconfig}"
+    );
+    let status = t.ok(&["status"]);
+    assert!(
+        status.contains("kube-api-standin pid") && status.contains("match the leases"),
+        "{status}"
+    );
+    // The subnets in the table are the podCIDRs the controller handed out.
+    assert!(
+        status.contains("10.244.0.0/24") && status.contains("10.244.1.0/24"),
         "{status}"
     );
     assert!(t.ok(&["matrix"]).contains("2/2 pairs reachable by ping"));

@@ -3,11 +3,16 @@
 //! (e.g. `ip netns exec <ns> kube-api-standin ...`). Nodes are made through
 //! the API itself (`POST /api/v1/nodes`, `PUT`, `PATCH`, `DELETE`).
 //!
-//! Prints `listening on <url>` once it serves; stops on SIGTERM or SIGINT.
+//! With `--admin-listen`, a second listener serves the same API plus the
+//! test controls under `/_standin/` (faults, request log, IPAM pause; see
+//! `flannel_tests::kube_api`), never subject to the faults.
+//!
+//! Prints `listening on <url>` (then `admin on <url>`) once it serves;
+//! stops on SIGTERM or SIGINT.
 //!
 //! ```text
-//! kube-api-standin --listen 10.0.0.1:6443 --tls-dir /run/x/tls --token T \
-//!     --cluster-cidr 10.244.0.0/16 --node-cidr-mask 24 --kubeconfig /run/x/kubeconfig
+//! kube-api-standin --listen 10.0.0.1:6443 --admin-listen 10.0.0.1:6444 --tls-dir /run/x/tls \
+//!     --token T --cluster-cidr 10.244.0.0/16 --node-cidr-mask 24 --kubeconfig /run/x/kubeconfig
 //! ```
 
 use clap::Parser;
@@ -27,11 +32,20 @@ struct Cli {
     /// Address to listen on (port 0: any free port)
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
+    /// Also serve the API and the `/_standin/` controls here, without faults
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
     /// Serve HTTPS with a CA and server certificate generated into this directory
     #[arg(long)]
     tls_dir: Option<PathBuf>,
     /// The bearer token every request must carry
-    #[arg(long, default_value = "flannel-test-token", conflicts_with = "no_auth")]
+    #[arg(
+        long,
+        env = "KUBE_API_STANDIN_TOKEN",
+        hide_env_values = true,
+        default_value = "flannel-test-token",
+        conflicts_with = "no_auth"
+    )]
     token: String,
     /// Accept requests without a token
     #[arg(long)]
@@ -68,6 +82,9 @@ fn main() -> ExitCode {
         .listen(cli.listen)
         .token((!cli.no_auth).then_some(cli.token.as_str()))
         .bookmark_interval(Duration::from_millis(cli.bookmark_interval_ms));
+    if let Some(addr) = cli.admin_listen {
+        opts = opts.admin_listen(addr);
+    }
     if let Some(dir) = &cli.tls_dir {
         opts = opts.tls_in(dir);
     }
@@ -94,6 +111,9 @@ fn main() -> ExitCode {
         }
     }
     println!("listening on {}", server.url());
+    if let Some(url) = server.admin_url() {
+        println!("admin on {url}");
+    }
     match stop.wait() {
         Ok(sig) => eprintln!("kube-api-standin: {sig}, stopping"),
         Err(e) => eprintln!("kube-api-standin: sigwait: {e}, stopping"),

@@ -14,6 +14,7 @@ use std::time::Duration;
     name = "netns-cluster",
     about = "A flannel-rs cluster whose nodes and pods are network namespaces on this machine",
     after_help = "Examples:\n  netns-cluster up --nodes 3 --pods-per-node 2\n  \
+                  netns-cluster up --store kube\n  \
                   netns-cluster status\n  netns-cluster matrix\n  \
                   netns-cluster exec node0-pod0 -- ip addr\n  netns-cluster down"
 )]
@@ -34,8 +35,9 @@ enum Cmd {
         nodes: usize,
         #[arg(long, default_value_t = 2)]
         pods_per_node: usize,
-        /// Lease store: the embedded file store, or a real etcd in the underlay namespace
-        #[arg(long, default_value = "file", value_parser = ["file", "etcd"])]
+        /// Lease store: the embedded file store, a real etcd in the underlay namespace, or
+        /// the Kubernetes API (a stand-in API server there, handing out podCIDRs)
+        #[arg(long, default_value = "file", value_parser = ["file", "etcd", "kube"])]
         store: String,
         /// When `up` fails, keep what it made (to look at it) instead of removing it
         #[arg(long)]

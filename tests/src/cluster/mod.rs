@@ -1,7 +1,8 @@
 //! A netns cluster: an underlay namespace with a bridge, N node namespaces on
-//! it, one `flanneld` per node on a shared embedded lease store, and pods
-//! attached by the real `flannel` CNI binary. Used by the flanneld
-//! integration tests and (later) by the `netns-cluster` tool.
+//! it, one `flanneld` per node on a shared lease store (embedded files, etcd,
+//! or the Kubernetes API stand-in: `store.rs`, `kube.rs`), and pods attached
+//! by the real `flannel` CNI binary. Used by the flanneld integration tests
+//! and by the `netns-cluster` tool.
 //!
 //! Layout of one cluster (every name carries this process's `ft<pid>-` prefix):
 //!
@@ -20,9 +21,13 @@
 //! namespaces deleted, the temp dir removed.
 
 mod checks;
+pub mod entry_monitor;
 mod kernel;
+pub mod kube;
+pub mod kube_client;
 pub mod lease;
 pub mod monitor;
+pub mod netlink_writes;
 mod node;
 pub mod persist;
 mod pod;
@@ -240,6 +245,12 @@ impl ClusterBuilder {
                     self.detached,
                 ))
             }
+            StoreKind::Kube => Store::Kube(store::KubeStandin::start(
+                &underlay,
+                dir.path(),
+                self.net_conf.as_deref(),
+                self.detached,
+            )),
         };
         let mut c = Cluster {
             nodes: Vec::new(),
@@ -334,8 +345,8 @@ impl Cluster {
         &self.nodes
     }
 
-    /// Adds a node namespace wired to the underlay (flanneld not started);
-    /// returns its index.
+    /// Adds a node namespace wired to the underlay (flanneld not started)
+    /// and, on the kube store, registers its Node; returns its index.
     pub fn add_node(&mut self) -> usize {
         let i = self.nodes.len();
         let ip = Ipv4Addr::new(192, 168, 64, NODE_IP_BASE + i as u8);
@@ -354,6 +365,7 @@ impl Cluster {
         ns.ip_ok(&["route", "add", "default", "via", UNDERLAY_GATEWAY]);
         let dir = self.dir.join(&name);
         std::fs::create_dir_all(dir.join("ipam")).expect("create node dir");
+        self.store.register_node(&name, ip);
         let mut node = Node::new(name, ns, ip, dir);
         node.detached = self.opts.detached;
         self.nodes.push(node);
@@ -393,8 +405,9 @@ impl Cluster {
     /// Starts node `i`'s flanneld with extra arguments.
     pub fn start_with(&mut self, i: usize, extra: &[&str]) {
         let args = self.flanneld_args(i, extra);
+        let env = self.store.flanneld_env(&self.nodes[i].name);
         let bin = self.flanneld.clone();
-        self.nodes[i].spawn_daemon(&bin, &args);
+        self.nodes[i].spawn_daemon(&bin, &args, &env);
     }
 
     /// Runs flanneld on node `i` with exactly `args` (no defaults added) and

@@ -45,6 +45,41 @@ fn timeout_100ms(fd: i32) {
     }
 }
 
+/// A NETLINK_ROUTE socket of this thread's namespace, subscribed to the
+/// multicast `groups` (RTMGRP_* bits), with a 100 ms receive timeout.
+pub(super) fn netlink_socket(groups: u32) -> Result<OwnedFd, String> {
+    // SAFETY: plain socket/bind calls; the fd is owned right away.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    // SAFETY: fd is a fresh valid descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: zeroed sockaddr_nl is valid; fields set below.
+    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    sa.nl_family = libc::AF_NETLINK as u16;
+    sa.nl_groups = groups;
+    // SAFETY: sa is a valid sockaddr_nl of the given size.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            &sa as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    timeout_100ms(fd.as_raw_fd());
+    Ok(fd)
+}
+
 impl RouteMonitor {
     /// Subscribed before this returns: no event after it is missed.
     pub fn start(ns: &NetNs) -> RouteMonitor {
@@ -53,37 +88,13 @@ impl RouteMonitor {
         let (tx, rx) = std::sync::mpsc::channel();
         let (ev, st) = (events.clone(), stop.clone());
         let thread = ns.spawn(move || {
-            // SAFETY: plain socket/bind calls; the fd is owned right away.
-            let fd = unsafe {
-                libc::socket(
-                    libc::AF_NETLINK,
-                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                    libc::NETLINK_ROUTE,
-                )
+            let fd = match netlink_socket(RTMGRP_IPV4_ROUTE) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
             };
-            if fd < 0 {
-                let _ = tx.send(Err(std::io::Error::last_os_error().to_string()));
-                return;
-            }
-            // SAFETY: fd is a fresh valid descriptor.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            // SAFETY: zeroed sockaddr_nl is valid; fields set below.
-            let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-            sa.nl_family = libc::AF_NETLINK as u16;
-            sa.nl_groups = RTMGRP_IPV4_ROUTE;
-            // SAFETY: sa is a valid sockaddr_nl of the given size.
-            let r = unsafe {
-                libc::bind(
-                    fd.as_raw_fd(),
-                    &sa as *const _ as *const libc::sockaddr,
-                    std::mem::size_of::<libc::sockaddr_nl>() as u32,
-                )
-            };
-            if r < 0 {
-                let _ = tx.send(Err(std::io::Error::last_os_error().to_string()));
-                return;
-            }
-            timeout_100ms(fd.as_raw_fd());
             let _ = tx.send(Ok(()));
             let mut buf = vec![0u8; 1 << 16];
             while !st.load(Ordering::Relaxed) {
@@ -141,7 +152,7 @@ impl Drop for RouteMonitor {
     }
 }
 
-fn u16_at(b: &[u8], i: usize) -> u16 {
+pub(super) fn u16_at(b: &[u8], i: usize) -> u16 {
     u16::from_ne_bytes([b[i], b[i + 1]])
 }
 

@@ -191,7 +191,7 @@ impl Node {
         c
     }
 
-    pub(super) fn spawn_daemon(&mut self, bin: &Path, args: &[String]) {
+    pub(super) fn spawn_daemon(&mut self, bin: &Path, args: &[String], env: &[(String, String)]) {
         assert!(
             !self.is_running(),
             "{}: flanneld is already running",
@@ -214,6 +214,7 @@ impl Node {
         );
         let err = log.try_clone().expect("dup log fd");
         let mut c = self.command(bin, args);
+        c.envs(env.iter().map(|(k, v)| (k, v)));
         c.stdout(Stdio::from(log)).stderr(Stdio::from(err));
         if self.detached {
             crate::proc::new_session(&mut c);

@@ -4,7 +4,7 @@
 //! again in another process (one that looks, never destroys), and
 //! [`ClusterState::destroy`] removes exactly what the state records.
 
-use super::store::{EtcdServer, Store, StoreKind};
+use super::store::{EtcdServer, KubeStandin, Store, StoreKind};
 use super::{Cluster, ClusterBuilder, ClusterPod, Node};
 use crate::cni::Pod;
 use crate::netns::NetNs;
@@ -26,6 +26,9 @@ pub struct ClusterState {
     pub dir: PathBuf,
     pub store: String,
     pub etcd: Option<RecordedProcess>,
+    /// The Kubernetes API stand-in (`--store kube`).
+    #[serde(default)]
+    pub kube: Option<RecordedProcess>,
     pub underlay: String,
     pub extra_netns: Vec<String>,
     pub flanneld: PathBuf,
@@ -95,6 +98,11 @@ impl ClusterState {
                 errs.push(format!("etcd: {e}"));
             }
         }
+        if let Some(p) = &self.kube {
+            if let Err(e) = p.stop(grace) {
+                errs.push(format!("kube-api-standin: {e}"));
+            }
+        }
         let mut names: Vec<&str> = self.pods.iter().map(|p| p.netns.as_str()).collect();
         names.extend(self.nodes.iter().map(|n| n.netns.as_str()));
         names.extend(self.extra_netns.iter().map(String::as_str));
@@ -154,9 +162,10 @@ impl Cluster {
                 }
             })
             .collect();
-        let etcd = match &mut self.store {
-            Store::Etcd(e) => e.detach(),
-            Store::File(_) => None,
+        let (etcd, kube) = match &mut self.store {
+            Store::Etcd(e) => (e.detach(), None),
+            Store::Kube(k) => (None, k.detach()),
+            Store::File(_) => (None, None),
         };
         for ns in &mut self.extra {
             ns.disarm();
@@ -169,6 +178,7 @@ impl Cluster {
             dir: self.dir.path().to_owned(),
             store: self.store.kind().as_str().into(),
             etcd,
+            kube,
             underlay: self.underlay.name().to_owned(),
             extra_netns: self.extra.iter().map(|n| n.name().to_owned()).collect(),
             flanneld: self.flanneld.clone(),
@@ -208,15 +218,19 @@ impl Cluster {
                 node
             })
             .collect();
-        let store = match (st.store_kind(), &st.etcd) {
-            (StoreKind::Etcd, Some(r)) => Store::Etcd(EtcdServer::recorded(r.clone(), &st.dir)),
+        let underlay = NetNs::existing(&st.underlay);
+        let store = match (st.store_kind(), &st.etcd, &st.kube) {
+            (StoreKind::Etcd, Some(r), _) => Store::Etcd(EtcdServer::recorded(r.clone(), &st.dir)),
+            (StoreKind::Kube, _, Some(r)) => {
+                Store::Kube(KubeStandin::recorded(r.clone(), &st.dir, &underlay))
+            }
             _ => Store::File(st.dir.join("leases")),
         };
         let c = Cluster {
             nodes,
             extra: st.extra_netns.iter().map(|n| NetNs::existing(n)).collect(),
             store,
-            underlay: NetNs::existing(&st.underlay),
+            underlay,
             flanneld: st.flanneld.clone(),
             flannel: st.flannel.clone(),
             opts,

@@ -1,8 +1,10 @@
 //! Where a cluster's leases live: the embedded file store (a directory all
-//! node flanneld shares) or a real etcd (Debian's `etcd-server`) running inside
+//! node flanneld shares), a real etcd (Debian's `etcd-server`) running inside
 //! the underlay namespace on the bridge address, so its traffic never leaves
-//! the cluster's namespaces.
+//! the cluster's namespaces, or the Kubernetes API (the stand-in API server,
+//! also in the underlay namespace: see `kube.rs`).
 
+pub use super::kube::KubeStandin;
 use super::lease::{parse_etcdctl_leases, read_leases, LeaseFile};
 use super::UNDERLAY_GATEWAY;
 use crate::netns::NetNs;
@@ -19,6 +21,9 @@ pub enum StoreKind {
     File,
     /// etcd v3 at `http://192.168.64.1:2379` in the underlay namespace.
     Etcd,
+    /// The Kubernetes API (`--kube-subnet-mgr`): the stand-in API server at
+    /// `https://192.168.64.1:6443` in the underlay namespace.
+    Kube,
 }
 
 impl StoreKind {
@@ -26,6 +31,7 @@ impl StoreKind {
         match self {
             StoreKind::File => "file",
             StoreKind::Etcd => "etcd",
+            StoreKind::Kube => "kube",
         }
     }
 
@@ -33,6 +39,7 @@ impl StoreKind {
         match s {
             "file" => Some(StoreKind::File),
             "etcd" => Some(StoreKind::Etcd),
+            "kube" => Some(StoreKind::Kube),
             _ => None,
         }
     }
@@ -206,6 +213,7 @@ pub fn etcdctl(underlay: &NetNs, args: &[&str]) -> crate::cmd::Output {
 pub enum Store {
     File(PathBuf),
     Etcd(EtcdServer),
+    Kube(KubeStandin),
 }
 
 impl Store {
@@ -213,6 +221,7 @@ impl Store {
         match self {
             Store::File(_) => StoreKind::File,
             Store::Etcd(_) => StoreKind::Etcd,
+            Store::Kube(_) => StoreKind::Kube,
         }
     }
 
@@ -229,10 +238,12 @@ impl Store {
                     vec![]
                 }
             }
+            Store::Kube(k) => k.leases(),
         }
     }
 
-    /// Releases a lease the way its store does: the file goes, or the key.
+    /// Releases a lease the way its store does: the file goes, or the key,
+    /// or (kube) the Node object: the node is deleted from the cluster.
     pub fn remove(&self, underlay: &NetNs, lease: &LeaseFile) {
         match self {
             Store::File(_) => std::fs::remove_file(&lease.path)
@@ -241,14 +252,25 @@ impl Store {
                 let key = lease.path.to_string_lossy().into_owned();
                 etcdctl(underlay, &["del", &key]).ok();
             }
+            Store::Kube(k) => {
+                k.delete_node(&lease.path.to_string_lossy());
+            }
+        }
+    }
+
+    /// What a node's kubelet does before flanneld starts (kube: registers
+    /// its Node object); nothing for the other stores.
+    pub fn register_node(&self, name: &str, ip: std::net::Ipv4Addr) {
+        if let Store::Kube(k) = self {
+            k.register_node(name, ip);
         }
     }
 
     /// The etcd server, for a cluster on etcd.
     pub fn etcd_mut(&mut self) -> Option<&mut EtcdServer> {
         match self {
-            Store::File(_) => None,
             Store::Etcd(e) => Some(e),
+            _ => None,
         }
     }
 
@@ -257,6 +279,20 @@ impl Store {
         match self {
             Store::File(dir) => vec!["--lease-dir".into(), dir.to_string_lossy().into_owned()],
             Store::Etcd(_) => vec!["--etcd-endpoints".into(), etcd_endpoint()],
+            Store::Kube(k) => vec![
+                "--kube-subnet-mgr".into(),
+                "--kubeconfig-file".into(),
+                k.kubeconfig().to_string_lossy().into_owned(),
+            ],
+        }
+    }
+
+    /// The environment flanneld on node `name` needs (kube: `NODE_NAME`,
+    /// as kube-flannel.yml sets it from the downward API).
+    pub fn flanneld_env(&self, name: &str) -> Vec<(String, String)> {
+        match self {
+            Store::Kube(_) => vec![("NODE_NAME".into(), name.into())],
+            _ => Vec::new(),
         }
     }
 }
@@ -276,7 +312,7 @@ impl super::Cluster {
     pub fn restart_etcd(&mut self) {
         let etcd = match &mut self.store {
             Store::Etcd(e) => e,
-            Store::File(_) => panic!("restart_etcd: the cluster's store is not etcd"),
+            _ => panic!("restart_etcd: the cluster's store is not etcd"),
         };
         etcd.restart(&self.underlay);
     }

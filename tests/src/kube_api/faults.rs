@@ -92,8 +92,10 @@ impl Faults {
     }
 }
 
-/// One request as the stand-in saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One request as the stand-in saw it (as JSON: the admin endpoint's
+/// `/_standin/requests`, field names in camelCase).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RequestRecord {
     /// `GET`, `PATCH`, ...
     pub method: String,

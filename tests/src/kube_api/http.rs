@@ -2,7 +2,9 @@
 //! serving HTTP/1.1 and HTTP/2 on them with hyper, and, per request, the
 //! order the apiserver's filters run in as far as the stand-in has them:
 //! faults (down, delay), authentication, injected failures, then routing;
-//! every request is logged with its answer's status.
+//! every request is logged with its answer's status. The admin listener
+//! (see `admin`) skips the faults and the log, and also routes
+//! `/_standin/`.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
@@ -21,6 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use super::admin;
 use super::faults::{DownMode, Faults, RequestLog, RequestRecord};
 use super::respond::{self, ApiError, Resp};
 use super::routes::{self, Query};
@@ -41,6 +44,17 @@ pub struct Shared {
     pub open_watches: AtomicUsize,
     /// Whether the node IPAM controller runs (at most one may).
     pub ipam_running: AtomicBool,
+    /// While true, the node IPAM controller hands out no range.
+    pub ipam_paused: watch::Sender<bool>,
+}
+
+/// Which listener a connection came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// The API the nodes use: faults apply, requests are logged.
+    Api,
+    /// The admin listener: no faults, no log, `/_standin/` routed too.
+    Admin,
 }
 
 /// Accepts connections on `listener` until `shutdown` turns true.
@@ -49,6 +63,7 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
+    kind: Listener,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -64,44 +79,59 @@ pub async fn serve(
                 continue;
             }
         };
-        if shared.faults.down_mode() == Some(DownMode::CloseConnections) {
+        if kind == Listener::Api && shared.faults.down_mode() == Some(DownMode::CloseConnections) {
             drop(stream);
             continue;
         }
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(stream, tls.clone(), shared.clone()));
+        tokio::spawn(connection(stream, tls.clone(), shared.clone(), kind));
     }
 }
 
 /// Serves one connection until it ends or the API goes down.
-async fn connection(stream: TcpStream, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
+async fn connection(
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    kind: Listener,
+) {
     let mut down = shared.faults.down.subscribe();
     let work = async {
         match tls {
-            None => serve_io(stream, shared.clone()).await,
+            None => serve_io(stream, shared.clone(), kind).await,
             Some(acceptor) => {
                 // A failed handshake (a client that does not trust the CA,
                 // a probe) just ends the connection, as it would anywhere.
                 let hs = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
                 if let Ok(Ok(s)) = hs.await {
-                    serve_io(s, shared.clone()).await;
+                    serve_io(s, shared.clone(), kind).await;
                 }
             }
         }
     };
+    let closed = async {
+        match kind {
+            Listener::Api => {
+                let _ = down
+                    .wait_for(|m| *m == Some(DownMode::CloseConnections))
+                    .await;
+            }
+            Listener::Admin => std::future::pending::<()>().await,
+        }
+    };
     tokio::select! {
         _ = work => {}
-        _ = down.wait_for(|m| *m == Some(DownMode::CloseConnections)) => {}
+        _ = closed => {}
     }
 }
 
-async fn serve_io<I>(io: I, shared: Arc<Shared>)
+async fn serve_io<I>(io: I, shared: Arc<Shared>, kind: Listener)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = service_fn(move |req| {
         let shared = shared.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+        async move { Ok::<_, Infallible>(handle(&shared, req, kind).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
@@ -110,7 +140,7 @@ where
     let _ = builder.serve_connection(TokioIo::new(io), svc).await;
 }
 
-async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
+async fn handle(shared: &Arc<Shared>, req: Request<Incoming>, kind: Listener) -> Resp {
     let (parts, body) = req.into_parts();
     let content_type = parts
         .headers
@@ -124,9 +154,15 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
         ),
         Ok(b) => {
             let b = b.to_bytes();
-            (answer(shared, &parts, content_type.as_deref(), &b).await, b)
+            (
+                answer(shared, &parts, content_type.as_deref(), &b, kind).await,
+                b,
+            )
         }
     };
+    if kind == Listener::Admin {
+        return resp;
+    }
     shared.log.record(RequestRecord {
         method: parts.method.to_string(),
         path: parts
@@ -150,12 +186,14 @@ async fn answer(
     parts: &hyper::http::request::Parts,
     content_type: Option<&str>,
     body: &[u8],
+    kind: Listener,
 ) -> Resp {
-    if shared.faults.down_mode() == Some(DownMode::Unavailable) {
+    let faults = kind == Listener::Api;
+    if faults && shared.faults.down_mode() == Some(DownMode::Unavailable) {
         return respond::error(&ApiError::unavailable());
     }
     let delay = shared.faults.delay();
-    if !delay.is_zero() {
+    if faults && !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     if let Some(token) = &shared.token {
@@ -164,10 +202,13 @@ async fn answer(
             return respond::error(&ApiError::unauthorized());
         }
     }
-    if shared.faults.take_failure() {
+    if faults && shared.faults.take_failure() {
         return respond::error(&ApiError::internal("injected fault"));
     }
     let q = Query::parse(parts.uri.query());
+    if kind == Listener::Admin && parts.uri.path().starts_with(admin::PREFIX) {
+        return admin::route(shared, &parts.method, parts.uri.path(), &q);
+    }
     routes::route(
         shared,
         &parts.method,

@@ -4,6 +4,8 @@
 //! /M of C in `spec.podCIDR` and `spec.podCIDRs` (one MODIFIED event), after
 //! an optional delay; the search for a free one goes on from the last one
 //! handed out, wrapping around; a deleted Node's range is free again.
+//! While paused (kube-controller-manager down) nothing is handed out; the
+//! Nodes that came due meanwhile get their ranges when it resumes.
 
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -128,6 +130,9 @@ pub async fn run(shared: Arc<Shared>, cfg: NodeIpam) {
     };
     let (due_tx, mut due_rx) = mpsc::unbounded_channel::<String>();
     let mut pending: HashSet<String> = HashSet::new();
+    // Came due while paused.
+    let mut deferred: HashSet<String> = HashSet::new();
+    let mut paused = shared.ipam_paused.subscribe();
     let schedule = |pending: &mut HashSet<String>, name: &str| {
         if pending.insert(name.to_owned()) {
             let (tx, name, delay) = (due_tx.clone(), name.to_owned(), cfg.delay);
@@ -170,7 +175,23 @@ pub async fn run(shared: Arc<Shared>, cfg: NodeIpam) {
                 },
                 Some(name) = due_rx.recv() => {
                     pending.remove(&name);
-                    assign(&shared, &mut alloc, &name);
+                    if *paused.borrow() {
+                        deferred.insert(name);
+                    } else {
+                        assign(&shared, &mut alloc, &name);
+                    }
+                }
+                r = paused.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    if !*paused.borrow_and_update() {
+                        let mut names: Vec<String> = deferred.drain().collect();
+                        names.sort();
+                        for name in names {
+                            assign(&shared, &mut alloc, &name);
+                        }
+                    }
                 }
             }
         }

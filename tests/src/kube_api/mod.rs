@@ -18,8 +18,12 @@
 //!   /api/v1/nodes/NAME/status`; the same for
 //!   `/api/v1/namespaces/NS/pods[/NAME[/status]]`, and `GET /api/v1/pods`.
 //! - `/version`, `/api`, `/healthz`, `/livez`, `/readyz`.
+//! - On the admin listener only ([`KubeApiOptions::admin_listen`]), which
+//!   faults never touch: the same, plus the controls under `/_standin/`
+//!   (faults, request log, status, IPAM pause) for a stand-in run as a
+//!   process.
 //!
-//! One module per concern: `store` (objects, resourceVersions, history),
+//! One module per concern: `admin` (the `/_standin/` controls), `store` (objects, resourceVersions, history),
 //! `list` (pagination), `watch` (streams), `patch` (patch types),
 //! `selector`, `object` (server-owned fields), `routes`, `http` (server,
 //! auth, the order of faults), `tls` (certificates, kubeconfig), `faults`
@@ -27,6 +31,7 @@
 //! (realistic objects), `server` (lifecycle) and `state` (the test-facing
 //! API on [`KubeApiServer`]).
 
+mod admin;
 mod faults;
 pub mod fixtures;
 mod http;

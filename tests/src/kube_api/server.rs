@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::faults::{Faults, RequestLog};
-use super::http::{self, Shared};
+use super::http::{self, Listener, Shared};
 use super::ipam::{self, NodeIpam};
 use super::store::Store;
 use super::tls;
@@ -30,10 +30,12 @@ enum TlsChoice {
 
 /// How to run a [`KubeApiServer`]. Defaults: `127.0.0.1:0`, plain HTTP,
 /// token `flannel-test-token`, bookmarks every second, a history of
-/// 10 000 changes, the last 10 000 requests logged, no node IPAM.
+/// 10 000 changes, the last 10 000 requests logged, no node IPAM, no
+/// admin listener.
 #[derive(Clone, Debug)]
 pub struct KubeApiOptions {
     listen: SocketAddr,
+    admin_listen: Option<SocketAddr>,
     token: Option<String>,
     tls: TlsChoice,
     bookmark_every: Duration,
@@ -46,6 +48,7 @@ impl Default for KubeApiOptions {
     fn default() -> KubeApiOptions {
         KubeApiOptions {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            admin_listen: None,
             token: Some("flannel-test-token".into()),
             tls: TlsChoice::Plain,
             bookmark_every: Duration::from_secs(1),
@@ -64,6 +67,14 @@ impl KubeApiOptions {
     /// The address to listen on (port 0: one the OS picks).
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = addr;
+        self
+    }
+
+    /// A second listener, for the test's own requests: the same API (and
+    /// token, and TLS) plus the `/_standin/` admin endpoints, never subject
+    /// to faults and left out of the request log (see `admin`).
+    pub fn admin_listen(mut self, addr: SocketAddr) -> Self {
+        self.admin_listen = Some(addr);
         self
     }
 
@@ -120,6 +131,7 @@ impl KubeApiOptions {
 pub struct KubeApiServer {
     pub(crate) shared: Arc<Shared>,
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     tls: Option<TlsFiles>,
     handle: tokio::runtime::Handle,
     shutdown: watch::Sender<bool>,
@@ -137,14 +149,9 @@ impl KubeApiServer {
     /// Binds `opts.listen` on this thread (this network namespace), then
     /// serves from a runtime on a new thread.
     pub fn start_with(opts: KubeApiOptions) -> Result<KubeApiServer, String> {
-        let listener = std::net::TcpListener::bind(opts.listen)
-            .map_err(|e| format!("bind {}: {e}", opts.listen))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| format!("set {} non-blocking: {e}", opts.listen))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| format!("address of {}: {e}", opts.listen))?;
+        let (listener, addr) = bind(opts.listen)?;
+        let admin = opts.admin_listen.map(bind).transpose()?;
+        let admin_addr = admin.as_ref().map(|(_, a)| *a);
         let (tls, tls_dir) = match &opts.tls {
             TlsChoice::Plain => (None, None),
             TlsChoice::Files(f) => (Some(f.clone()), None),
@@ -156,12 +163,15 @@ impl KubeApiServer {
                         (t.path().to_owned(), Some(t))
                     }
                 };
-                let ip = url_ip(addr.ip()).to_string();
-                let hosts: Vec<&str> = if ip == "127.0.0.1" {
-                    vec!["127.0.0.1", "localhost"]
-                } else {
-                    vec![ip.as_str(), "127.0.0.1", "localhost"]
-                };
+                let mut hosts: Vec<String> = Vec::new();
+                for a in std::iter::once(addr).chain(admin_addr) {
+                    let ip = url_ip(a.ip()).to_string();
+                    if !hosts.contains(&ip) && ip != "127.0.0.1" {
+                        hosts.push(ip);
+                    }
+                }
+                hosts.extend(["127.0.0.1".to_owned(), "localhost".to_owned()]);
+                let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
                 (Some(tls::generate(&dir, &hosts)), tmp)
             }
         };
@@ -174,6 +184,7 @@ impl KubeApiServer {
             bookmark_every: opts.bookmark_every,
             open_watches: AtomicUsize::new(0),
             ipam_running: AtomicBool::new(false),
+            ipam_paused: watch::channel(false).0,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -193,19 +204,42 @@ impl KubeApiServer {
                         return;
                     }
                 };
-                let listener = {
+                let listeners = {
                     let _in_rt = rt.enter();
-                    tokio::net::TcpListener::from_std(listener)
+                    let main = tokio::net::TcpListener::from_std(listener)
+                        .map_err(|e| format!("listen on {addr}: {e}"));
+                    let admin = admin
+                        .map(|(l, a)| {
+                            tokio::net::TcpListener::from_std(l)
+                                .map_err(|e| format!("listen on {a}: {e}"))
+                        })
+                        .transpose();
+                    main.and_then(|m| Ok((m, admin?)))
                 };
-                let listener = match listener {
+                let (listener, admin) = match listeners {
                     Ok(l) => l,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(format!("listen on {addr}: {e}")));
+                        let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
                 let _ = ready_tx.send(Ok(rt.handle().clone()));
-                rt.block_on(http::serve(listener, acceptor, sh, shutdown_rx));
+                rt.block_on(async {
+                    let admin_serve = async {
+                        if let Some(l) = admin {
+                            let (acc, sh, rx) = (acceptor.clone(), sh.clone(), shutdown_rx.clone());
+                            http::serve(l, acc, sh, rx, Listener::Admin).await;
+                        }
+                    };
+                    let main_serve = http::serve(
+                        listener,
+                        acceptor.clone(),
+                        sh.clone(),
+                        shutdown_rx.clone(),
+                        Listener::Api,
+                    );
+                    tokio::join!(main_serve, admin_serve);
+                });
                 rt.shutdown_timeout(Duration::from_secs(1));
             })
             .map_err(|e| format!("spawn the kube-api thread: {e}"))?;
@@ -215,6 +249,7 @@ impl KubeApiServer {
         let server = KubeApiServer {
             shared,
             addr,
+            admin_addr,
             tls,
             handle,
             shutdown,
@@ -234,10 +269,24 @@ impl KubeApiServer {
 
     /// `http(s)://IP:PORT` (127.0.0.1 when listening on 0.0.0.0).
     pub fn url(&self) -> String {
+        self.url_of(self.addr)
+    }
+
+    /// The admin listener's address, if it has one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The admin listener's `http(s)://IP:PORT`, if it has one.
+    pub fn admin_url(&self) -> Option<String> {
+        self.admin_addr.map(|a| self.url_of(a))
+    }
+
+    fn url_of(&self, addr: SocketAddr) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!(
             "{scheme}://{}",
-            SocketAddr::new(url_ip(self.addr.ip()), self.addr.port())
+            SocketAddr::new(url_ip(addr.ip()), addr.port())
         )
     }
 
@@ -299,6 +348,19 @@ impl Drop for KubeApiServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A non-blocking listener on `addr` (in this thread's network namespace)
+/// and the address it got.
+fn bind(addr: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), String> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("set {addr} non-blocking: {e}"))?;
+    let got = listener
+        .local_addr()
+        .map_err(|e| format!("address of {addr}: {e}"))?;
+    Ok((listener, got))
 }
 
 /// The IP to put in URLs for a listen IP.

@@ -261,6 +261,12 @@ impl KubeApiServer {
         self.shared.faults.set_delay(d);
     }
 
+    /// Pauses (`true`) or resumes the node IPAM controller: while paused,
+    /// new Nodes get no podCIDR (as with kube-controller-manager down).
+    pub fn pause_node_ipam(&self, paused: bool) {
+        self.shared.ipam_paused.send_replace(paused);
+    }
+
     /// Clears failures, delay and downtime.
     pub fn clear_faults(&self) {
         self.shared.faults.clear();

@@ -8,7 +8,11 @@
 //!   `nc-NAME-node<i>-pod<k>`;
 //! - one detached `flanneld` per node (its own session, output in
 //!   `node<i>/flanneld.log`), and with `--store etcd` an `etcd` in the
-//!   underlay namespace on 192.168.64.1:2379;
+//!   underlay namespace on 192.168.64.1:2379, or with `--store kube` the
+//!   Kubernetes API stand-in `kube-api-standin` there on
+//!   https://192.168.64.1:6443 (admin :6444; output in `kube/standin.log`,
+//!   flanneld's kubeconfig in `kubeconfig`), each node registered as a
+//!   Node and given its podCIDR by the stand-in's IPAM controller;
 //! - the directory `/run/flannel-rs-netns-cluster/NAME/` (override the parent
 //!   with `NETNS_CLUSTER_RUN_DIR`): `state.json` (names, PIDs, pods and
 //!   their IPs), the lease store, `net-conf.json`, per-node `subnet.env`,

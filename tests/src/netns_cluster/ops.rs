@@ -15,13 +15,14 @@ pub fn status(name: &str) -> Result<(String, bool), String> {
             st.nodes.len(),
             st.pods.len(),
             st.store,
-            st.etcd
-                .as_ref()
-                .map(|e| {
-                    let state = if e.is_ours() { "running" } else { "DOWN" };
-                    format!(", etcd pid {} {state}", e.pid)
+            [("etcd", &st.etcd), ("kube-api-standin", &st.kube)]
+                .iter()
+                .filter_map(|(what, p)| p.as_ref().map(|p| (what, p)))
+                .map(|(what, p)| {
+                    let state = if p.is_ours() { "running" } else { "DOWN" };
+                    format!(", {what} pid {} {state}", p.pid)
                 })
-                .unwrap_or_default(),
+                .collect::<String>(),
             st.dir.display()
         );
         let verdict = if ok {
@@ -137,8 +138,9 @@ pub fn down(name: &str) -> Result<String, String> {
         });
     }
     let st = ClusterState::load(&path)?;
-    let daemons =
-        st.nodes.iter().filter(|n| n.flanneld.is_some()).count() + usize::from(st.etcd.is_some());
+    let daemons = st.nodes.iter().filter(|n| n.flanneld.is_some()).count()
+        + usize::from(st.etcd.is_some())
+        + usize::from(st.kube.is_some());
     let namespaces = 1 + st.nodes.len() + st.pods.len() + st.extra_netns.len();
     let errs = st.destroy();
     if errs.is_empty() {

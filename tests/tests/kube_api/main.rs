@@ -1,8 +1,10 @@
 //! The kube API stand-in (`flannel_tests::kube_api`) driven by the real
 //! kube-rs client and kube-runtime's watcher, over loopback only: lists and
 //! pagination, watches and their recovery, patches, auth and TLS, faults,
-//! the node IPAM controller, scale, and the `kube-api-standin` binary.
+//! the node IPAM controller, the admin listener, scale, and the
+//! `kube-api-standin` binary.
 
+mod admin;
 mod auth_tls;
 mod faults;
 mod list;

@@ -20,6 +20,8 @@ async fn the_binary_serves_nodes_made_through_the_api_and_stops_on_sigterm() {
     cmd.args([
         "--listen",
         "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
         "--token",
         "s3cret",
         "--cluster-cidr",
@@ -33,14 +35,19 @@ async fn the_binary_serves_nodes_made_through_the_api_and_stops_on_sigterm() {
     .stdout(Stdio::piped());
     let mut child = ChildGuard::spawn(&mut cmd);
     let stdout = child.child_mut().stdout.take().expect("stdout");
-    let mut line = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read stdout");
+    let mut out = std::io::BufReader::new(stdout);
+    let (mut line, mut admin) = (String::new(), String::new());
+    out.read_line(&mut line).expect("read stdout");
+    out.read_line(&mut admin).expect("read stdout");
     assert!(
         line.starts_with("listening on https://127.0.0.1:"),
         "{line:?}"
     );
+    assert!(
+        admin.starts_with("admin on https://127.0.0.1:"),
+        "{admin:?}"
+    );
+    assert_ne!(line.rsplit(':').next(), admin.rsplit(':').next());
 
     let yaml = std::fs::read_to_string(&kubeconfig).expect("the kubeconfig it wrote");
     assert!(yaml.contains("s3cret") && yaml.contains("certificate-authority-data"));

@@ -1,0 +1,123 @@
+//! End to end on the Kubernetes API lease store (`--kube-subnet-mgr`),
+//! against the stand-in API server in the underlay namespace (see
+//! `flannel_tests::cluster::kube`): podCIDRs handed out by its node IPAM
+//! controller, each node's Node registered by the harness as a kubelet
+//! would before its flanneld starts.
+//!
+//! The scenarios of the other suites on this store (reachability, join,
+//! leave by Node deletion, restart, repair), what is particular to it
+//! (flannel's annotations and the NetworkUnavailable condition, a node
+//! annotated by upstream flannel, a node waiting for its podCIDR), and
+//! watch breaks: dropped watches, a forced 410 relist and the API down for
+//! 20 s, each ending with every node's entries exactly right and the
+//! entries nothing changed for left untouched: netlink announces no change
+//! to them (`EntryMonitor`), and when nothing changed at all, flanneld
+//! sends no netlink write at all (`NetlinkWrites`, strace).
+//!
+//! `scenarios`: what the other suites check, and what is the kube store's
+//! own; `watch_breaks`: the watch cut, expired, and the API down.
+
+mod scenarios;
+mod watch_breaks;
+
+use flannel_tests::cluster::entry_monitor::EntryMonitor;
+use flannel_tests::cluster::{Cluster, LeaseFile, StoreKind};
+use flannel_tests::kube_api::RequestRecord;
+use flannel_tests::{eventually, NetNs};
+use serde_json::Value;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+pub const CONVERGE: Duration = Duration::from_secs(10);
+pub const REACH: Duration = Duration::from_secs(10);
+
+pub fn kube_cluster(n: usize) -> Cluster {
+    Cluster::builder().nodes(n).store(StoreKind::Kube).build()
+}
+
+/// The Node's condition of type `ty`.
+pub fn condition(node: &Value, ty: &str) -> Option<Value> {
+    node["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == ty)
+        .cloned()
+}
+
+/// A list of Nodes (not a watch).
+pub fn is_list(r: &RequestRecord) -> bool {
+    r.method == "GET"
+        && r.path_only() == "/api/v1/nodes"
+        && r.query_param("watch").as_deref() != Some("true")
+}
+
+/// A watch of Nodes, and the resourceVersion it starts from.
+pub fn watch_from(r: &RequestRecord) -> Option<u64> {
+    (r.method == "GET"
+        && r.path_only() == "/api/v1/nodes"
+        && r.query_param("watch").as_deref() == Some("true"))
+    .then(|| r.query_param("resourceVersion")?.parse().ok())
+    .flatten()
+}
+
+/// The HTTP status of `GET path` on `127.0.0.1:port` inside `ns`.
+pub fn http_status(ns: &NetNs, port: u16, path: &str) -> Result<u16, String> {
+    let path = path.to_owned();
+    ns.run(move || {
+        use std::io::{Read, Write};
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|e| e.to_string())?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").map_err(|e| e.to_string())?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| format!("no status line in {text:?}"))
+    })
+}
+
+/// Waits until every running node has exactly its peers' entries and none
+/// of `gone`'s.
+pub fn wait_gone_everywhere(c: &Cluster, gone: &LeaseFile, timeout: Duration) {
+    let running: Vec<usize> = (0..c.len()).filter(|&i| c.node(i).is_running()).collect();
+    eventually(timeout, &format!("{}'s entries to go", gone.subnet), || {
+        for &i in &running {
+            c.no_trace_of(i, gone)?;
+            c.check_entries(i, &c.expected_peers(i))?;
+        }
+        Ok(())
+    });
+}
+
+/// Waits until exactly `n` watches are open on the nodes' API.
+pub fn wait_watches(c: &Cluster, n: u64) {
+    eventually(CONVERGE, &format!("{n} open watches"), || {
+        let got = c.kube().open_watches();
+        if got == n {
+            Ok(())
+        } else {
+            Err(format!("{got} open watches"))
+        }
+    });
+}
+
+/// The changes each monitor saw that are about none of `changed`.
+#[track_caller]
+pub fn assert_untouched(c: &Cluster, mons: &[(usize, EntryMonitor)], changed: &[&LeaseFile]) {
+    for (i, m) in mons {
+        let stray: Vec<String> = m
+            .events_not_about(changed)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            stray.is_empty(),
+            "{}: entries that did not change were written: {stray:?}",
+            c.node(*i).name
+        );
+    }
+}
