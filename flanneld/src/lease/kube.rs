@@ -159,6 +159,38 @@ impl KubeStore {
         }
     }
 
+    /// Writes flannel's annotations for `attrs` where the node's differ.
+    async fn write_annotations(
+        &self,
+        view: &NodeView,
+        attrs: &LeaseAttrs,
+    ) -> Result<(), LeaseError> {
+        let data = attrs
+            .vxlan_data()
+            .ok_or_else(|| store_err("only the vxlan backend is supported"))?;
+        let data = serde_json::to_string(&data)
+            .map_err(|e| store_err(format!("encode backend-data: {e}")))?;
+        let wanted = [
+            ("backend-data", data),
+            ("backend-type", attrs.backend_type.clone()),
+            ("kube-subnet-manager", "true".to_owned()),
+            ("public-ip", attrs.public_ip.to_string()),
+        ];
+        let changed: serde_json::Map<String, serde_json::Value> = wanted
+            .into_iter()
+            .filter(|(short, value)| view.annotation(short) != Some(value.as_str()))
+            .map(|(short, value)| (format!("{}{short}", self.names.prefix()), value.into()))
+            .collect();
+        if changed.is_empty() {
+            tracing::info!(node = %self.node, "node annotations already up to date");
+            return Ok(());
+        }
+        let keys: Vec<&String> = changed.keys().collect();
+        tracing::info!(node = %self.node, "writing annotations {keys:?}");
+        let patch = json!({ "metadata": { "annotations": changed } });
+        self.patch_status(patch, "annotations").await
+    }
+
     fn answered(&self, backoff: &mut Backoff) {
         self.reachable.store(true, Ordering::Relaxed);
         backoff.succeeded();
@@ -318,30 +350,7 @@ impl LeaseStore for KubeStore {
                 }
             }
         }
-        let data = attrs
-            .vxlan_data()
-            .ok_or_else(|| store_err("only the vxlan backend is supported"))?;
-        let data = serde_json::to_string(&data)
-            .map_err(|e| store_err(format!("encode backend-data: {e}")))?;
-        let wanted = [
-            ("backend-data", data),
-            ("backend-type", attrs.backend_type.clone()),
-            ("kube-subnet-manager", "true".to_owned()),
-            ("public-ip", attrs.public_ip.to_string()),
-        ];
-        let changed: serde_json::Map<String, serde_json::Value> = wanted
-            .into_iter()
-            .filter(|(short, value)| view.annotation(short) != Some(value.as_str()))
-            .map(|(short, value)| (format!("{}{short}", self.names.prefix()), value.into()))
-            .collect();
-        if changed.is_empty() {
-            tracing::info!(node = %self.node, "node annotations already up to date");
-        } else {
-            let keys: Vec<&String> = changed.keys().collect();
-            tracing::info!(node = %self.node, "writing annotations {keys:?}");
-            let patch = json!({ "metadata": { "annotations": changed } });
-            self.patch_status(patch, "annotations").await?;
-        }
+        self.write_annotations(&view, &attrs).await?;
         Ok(Lease {
             subnet,
             attrs,
@@ -349,7 +358,26 @@ impl LeaseStore for KubeStore {
         })
     }
 
+    /// Kubernetes owns the CIDR, so there is nothing to extend: the
+    /// daemon asks only when our lease vanished from the watch (the Node
+    /// was deleted and registered again, or its annotations were
+    /// removed). The Node is read again: the same podCIDR gets flannel's
+    /// annotations back; another podCIDR means this node's subnet is no
+    /// longer ours, and the daemon exits to start over with the new one.
     async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+        let view = self.own_node().await?;
+        let now = view.pod_cidr.clone().ok().flatten();
+        if now != Some(lease.subnet) {
+            let holder = match now {
+                Some(cidr) => format!("no one; node {} now has podCIDR {cidr}", self.node),
+                None => format!("no one; node {} has no podCIDR now", self.node),
+            };
+            return Err(LeaseError::Lost {
+                subnet: lease.subnet,
+                holder,
+            });
+        }
+        self.write_annotations(&view, &lease.attrs).await?;
         Ok(lease.clone())
     }
 

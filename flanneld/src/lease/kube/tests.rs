@@ -514,3 +514,35 @@ async fn watch_breaks_end_in_the_right_state() {
     expect_quiet(&mut w, Duration::from_millis(500)).await;
     assert!(store.is_reachable());
 }
+
+/// The daemon renews only when its lease vanished from the watch: a Node
+/// registered again without annotations gets them back; a Node that now
+/// has another podCIDR has lost the old subnet.
+#[tokio::test]
+async fn renew_restores_annotations_or_reports_the_subnet_lost() {
+    let b = KubeBacking::start(false);
+    let name = b.register(NodeFixture::new("again", 1).pod_cidr("10.244.1.0/24"));
+    let store = b.store(&name).await;
+    let lease = store
+        .acquire(&net_conf(), &attrs(1, 0), None)
+        .await
+        .expect("acquire");
+    b.api.delete_node(&name).expect("delete");
+    b.register(NodeFixture::new("again", 1).pod_cidr("10.244.1.0/24"));
+    assert_eq!(b.annotation(&name, "public-ip"), None);
+    store.renew(&lease).await.expect("renew");
+    assert_eq!(
+        b.annotation(&name, "public-ip").as_deref(),
+        Some("192.168.64.1")
+    );
+
+    b.api.delete_node(&name).expect("delete");
+    b.register(NodeFixture::new("again", 1).pod_cidr("10.244.9.0/24"));
+    match store.renew(&lease).await {
+        Err(crate::lease::LeaseError::Lost { subnet, holder }) => {
+            assert_eq!(subnet, net("10.244.1.0/24"));
+            assert!(holder.contains("10.244.9.0/24"), "{holder}");
+        }
+        other => panic!("expected Lost, got {other:?}"),
+    }
+}
