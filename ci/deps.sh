@@ -29,6 +29,8 @@ REQUIRED=(
   "etcdctl                                            etcd-client"         # tests: the etcd store
   "openssl                                            openssl"             # tests: etcd and kube API stand-in TLS certificates
   "strace                                             strace"              # tests: a flanneld's netlink writes (e2e_kube)
+  "/usr/bin/python3                                   python3-minimal"     # ci/validate-manifests.sh: kubernetes-validate's venv
+  "/usr/lib/python3.11/ensurepip/__init__.py          python3.11-venv"     # ci/validate-manifests.sh: python3 -m venv
   "/usr/lib/cni/bridge                                containernetworking-plugins" # tests, bench: the reference
   "/usr/lib/cni/host-local                            containernetworking-plugins" # tests, bench: the reference
   "/usr/lib/cni/portmap                               containernetworking-plugins" # tests: chained portmap

@@ -60,6 +60,7 @@ cargo fmt --all -- --check
 echo "ci/test.sh: lint: cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "ci/test.sh: lint: passed"
+ci/validate-manifests.sh
 
 cargo build --workspace --all-targets
 # The suites call the plugin as it is installed (release, static), not the

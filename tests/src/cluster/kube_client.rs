@@ -15,6 +15,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// How long one request may take, connecting included.
+/// The `User-Agent` of the harness's own requests, so that a test can tell
+/// them from flanneld's in the stand-in's request log.
+pub const HARNESS_USER_AGENT: &str = "flannel-tests-harness";
+
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One answer: its HTTP status and body.
@@ -108,7 +112,8 @@ impl KubeClient {
         let mut b = hyper::http::Request::builder()
             .method(method)
             .uri(path)
-            .header(hyper::http::header::ACCEPT, "application/json");
+            .header(hyper::http::header::ACCEPT, "application/json")
+            .header(hyper::http::header::USER_AGENT, HARNESS_USER_AGENT);
         let bytes = match body {
             Some((ct, bytes)) => {
                 b = b.header(hyper::http::header::CONTENT_TYPE, ct);

@@ -410,6 +410,14 @@ impl Cluster {
         self.nodes[i].spawn_daemon(&bin, &args, &env);
     }
 
+    /// Starts node `i`'s flanneld with exactly `env` as its store
+    /// environment (instead of the store's own, e.g. kube's `NODE_NAME`).
+    pub fn start_with_env(&mut self, i: usize, extra: &[&str], env: &[(String, String)]) {
+        let args = self.flanneld_args(i, extra);
+        let bin = self.flanneld.clone();
+        self.nodes[i].spawn_daemon(&bin, &args, env);
+    }
+
     /// Runs flanneld on node `i` with exactly `args` (no defaults added) and
     /// waits up to `timeout` for it to exit; a daemon still running then is
     /// stopped and reported as `exited: false`.

@@ -102,6 +102,10 @@ pub struct RequestRecord {
     /// Path and query as sent (`/api/v1/nodes?&limit=500`).
     pub path: String,
     pub content_type: Option<String>,
+    /// The client's `User-Agent` (the harness's own client says
+    /// [`HARNESS_USER_AGENT`](crate::cluster::kube_client::HARNESS_USER_AGENT)).
+    #[serde(default)]
+    pub user_agent: Option<String>,
     /// The body, as UTF-8 (lossy).
     pub body: String,
     /// The HTTP status answered (a watch: 200, its start).

@@ -147,6 +147,11 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>, kind: Listener) ->
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let user_agent = parts
+        .headers
+        .get(hyper::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let (resp, body) = match Limited::new(body, MAX_BODY).collect().await {
         Err(e) => (
             respond::error(&ApiError::from_body_error(&*e)),
@@ -170,6 +175,7 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>, kind: Listener) ->
             .path_and_query()
             .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned()),
         content_type,
+        user_agent,
         body: String::from_utf8_lossy(&body).into_owned(),
         status: resp.status().as_u16(),
     });

@@ -17,6 +17,7 @@
 //! `scenarios`: what the other suites check, and what is the kube store's
 //! own; `watch_breaks`: the watch cut, expired, and the API down.
 
+mod rbac;
 mod scenarios;
 mod watch_breaks;
 
