@@ -34,6 +34,14 @@ REQUIRED=(
   "/usr/lib/cni/bridge                                containernetworking-plugins" # tests, bench: the reference
   "/usr/lib/cni/host-local                            containernetworking-plugins" # tests, bench: the reference
   "/usr/lib/cni/portmap                               containernetworking-plugins" # tests: chained portmap
+  "musl-gcc                                           musl-tools"          # ci/image.sh: ring's C for the musl flanneld
+  "buildah                                            buildah"             # ci/image.sh: builds the image
+  "apt-get                                            apt"                 # ci/image.sh: apt-get download nftables and its libraries
+  "apt-cache                                          apt"                 # ci/image.sh: nftables' dependencies
+  "dpkg-deb                                           dpkg"                # ci/image.sh: unpacks them
+  "containerd                                         containerd"          # tests: e2e_image runs the image
+  "ctr                                                containerd"          # tests: e2e_image imports and runs it
+  "runc                                               runc"                # tests: containerd's runtime (e2e_image)
 )
 
 # The libc.a path is per architecture.

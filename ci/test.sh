@@ -68,6 +68,12 @@ cargo build --workspace --all-targets
 FLANNEL_CNI_PLUGIN=$(ci/build-plugin.sh)
 export FLANNEL_CNI_PLUGIN
 echo "ci/test.sh: plugin under test: $FLANNEL_CNI_PLUGIN"
+# The image (flanneld, the plugin, nft) as an OCI archive, which
+# tests/tests/e2e_image.rs runs under a private containerd; that test
+# fails without it.
+FLANNEL_IMAGE_ARCHIVE=$(ci/image.sh | tail -n1)
+export FLANNEL_IMAGE_ARCHIVE
+echo "ci/test.sh: image under test: $FLANNEL_IMAGE_ARCHIVE"
 start=$(date +%s)
 cargo test --workspace -- --test-threads="${TEST_THREADS:-4}"
 # The plugin's own suites once more against its debug build, whose overflow

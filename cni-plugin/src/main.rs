@@ -1,11 +1,15 @@
 //! `flannel`: the CNI plugin. Reads the CNI environment and the network
 //! configuration, runs one verb, prints the result (or the CNI error JSON)
 //! on stdout. Logs go to stderr only, at the level in `RUST_LOG`.
+//!
+//! With arguments (a runtime never passes any), the install mode the
+//! image's init containers use: see `install.rs`.
 
 mod bridge;
 mod cmd;
 mod env;
 mod error;
+mod install;
 mod ipam;
 mod log;
 mod masq;
@@ -27,6 +31,10 @@ use serde_json::{json, Value};
 use spec::{NetConf, SUPPORTED_VERSIONS};
 
 fn main() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if !args.is_empty() {
+        std::process::exit(install::main(&args));
+    }
     log::init();
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);

@@ -207,7 +207,7 @@ pub fn write_file_atomic(
     data: &[u8],
     mode: u32,
 ) -> Result<(), (&'static str, io::Error)> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -226,6 +226,9 @@ pub fn write_file_atomic(
             .mode(mode)
             .open(&tmp)
             .map_err(|e| ("create temporary file for", e))?;
+        // The open's mode is masked by the umask; the file gets exactly `mode`.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| ("set the mode of", e))?;
         f.write_all(data).map_err(|e| ("write", e))?;
         f.sync_all().map_err(|e| ("sync", e))?;
         std::fs::rename(&tmp, path).map_err(|e| ("rename into place", e))

@@ -30,6 +30,7 @@
 pub mod cluster;
 pub mod cmd;
 pub mod cni;
+pub mod containerd;
 pub mod deploy;
 pub mod etcd;
 pub mod fuzz;

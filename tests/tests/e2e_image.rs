@@ -1,0 +1,306 @@
+//! The image (ci/image.sh) under a real runtime: a private containerd runs
+//! it as deploy/kube-flannel-rs.yml does, on one node of a netns cluster
+//! on the Kubernetes API stand-in, next to two nodes whose flanneld runs
+//! natively.
+//!
+//! - The init containers run from the image (`/flannel install-plugin`,
+//!   `/flannel install-conflist`) into node 2's stand-ins for the host's
+//!   /opt/cni/bin and /etc/cni/net.d.
+//! - flanneld runs from the image in node 2's network namespace with
+//!   NET_ADMIN and NET_RAW added (not privileged), the manifest's mounts,
+//!   environment and arguments, and reaches the API in-cluster style
+//!   (`KUBERNETES_SERVICE_HOST`/`PORT` and a mounted service account).
+//! - Node 2's pods are attached by the plugin the init container installed,
+//!   with the flannel entry of the conflist it installed. Only `subnetFile`
+//!   and `dataDir` are pointed at node 2's directory, because this test
+//!   runs on a host whose own /run/flannel and /var/lib/cni must not be
+//!   touched (in the container, node 2's directory is /run/flannel).
+//!
+//! Needs `FLANNEL_IMAGE_ARCHIVE`: the path `ci/image.sh` prints (ci/test.sh
+//! builds the image and sets it). Without it the test fails; it never
+//! skips.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use flannel_tests::cluster::kube::KUBE_API_PORT;
+use flannel_tests::cluster::{StoreKind, UNDERLAY_GATEWAY};
+use flannel_tests::cni::REFERENCE_CNI_PATH;
+use flannel_tests::containerd::{mounts_under, Containerd, RunSpec};
+use flannel_tests::{
+    eventually, require_root, result_ip, Cluster, ClusterPod, CniCall, NetNs, Pod,
+};
+use serde_json::Value;
+
+/// The reference `ci/image.sh` gives the image (and the manifest runs).
+const IMAGE: &str = concat!("localhost/flannel-rs:", env!("CARGO_PKG_VERSION"));
+const CONVERGE: Duration = Duration::from_secs(20);
+
+// deploy/kube-flannel-rs.yml, as the test runs it.
+/// The ConfigMap's cni-conf.json.
+const CNI_CONF: &str = r#"{
+  "name": "cbr0",
+  "cniVersion": "0.3.1",
+  "plugins": [
+    {"type": "flannel", "delegate": {"hairpinMode": true, "isDefaultGateway": true}},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}"#;
+/// The kube-flannel container's command and args.
+const FLANNELD: [&str; 5] = [
+    "/opt/bin/flanneld",
+    "--ip-masq",
+    "--kube-subnet-mgr",
+    "--healthz-ip=127.0.0.1",
+    "--healthz-port=10244",
+];
+const HEALTHZ_PORT: u16 = 10244;
+const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+fn archive() -> PathBuf {
+    let path = std::env::var_os("FLANNEL_IMAGE_ARCHIVE")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "FLANNEL_IMAGE_ARCHIVE is not set: build the image with ci/image.sh and set \
+                 FLANNEL_IMAGE_ARCHIVE to the path it prints (ci/test.sh does both)"
+            )
+        });
+    assert!(
+        path.is_file(),
+        "FLANNEL_IMAGE_ARCHIVE={} does not exist: build it with ci/image.sh",
+        path.display()
+    );
+    path
+}
+
+fn mkdir(p: &Path) -> PathBuf {
+    std::fs::create_dir_all(p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()));
+    p.to_owned()
+}
+
+fn write(p: &Path, text: &str) {
+    std::fs::write(p, text).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+}
+
+/// The bearer token and the CA (PEM) of the stand-in's kubeconfig.
+fn token_and_ca(kubeconfig: &Path) -> (String, Vec<u8>) {
+    use base64::Engine as _;
+    let yaml = std::fs::read_to_string(kubeconfig)
+        .unwrap_or_else(|e| panic!("read {}: {e}", kubeconfig.display()));
+    // The stand-in writes each value as a JSON string on its own line.
+    let value = |key: &str| -> String {
+        let line = yaml
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in {}:\n{yaml}", kubeconfig.display()));
+        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{key} {line}: {e}"))
+    };
+    let ca = base64::engine::general_purpose::STANDARD
+        .decode(value("certificate-authority-data:"))
+        .expect("kubeconfig's CA is base64");
+    (value("token:"), ca)
+}
+
+/// GET `path` on 127.0.0.1:`port` inside `ns`; the HTTP status.
+fn http_status(ns: &NetNs, port: u16, path: &str) -> Result<u16, String> {
+    let path = path.to_owned();
+    ns.run(move || {
+        use std::io::{Read, Write};
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|e| e.to_string())?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").map_err(|e| e.to_string())?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| format!("no status line in {text:?}"))
+    })
+}
+
+#[test]
+fn flanneld_and_the_plugin_from_the_image_join_a_native_cluster() {
+    require_root();
+    let archive = archive();
+    let t0 = Instant::now();
+    let mut c = Cluster::builder()
+        .nodes(3)
+        .store(StoreKind::Kube)
+        .start(false)
+        .build();
+    c.start(0);
+    c.start(1);
+
+    // Node 2's host: its /run/flannel is its node dir (subnet.env).
+    let node_dir = c.node(2).dir.clone();
+    let host = mkdir(&node_dir.join("host"));
+    let cni_bin_dir = mkdir(&host.join("opt/cni/bin"));
+    let cni_conf_dir = mkdir(&host.join("etc/cni/net.d"));
+    let cfg = mkdir(&host.join("kube-flannel-cfg"));
+    write(&cfg.join("cni-conf.json"), CNI_CONF);
+    let net_conf = std::fs::read_to_string(c.net_conf_path()).expect("read net-conf.json");
+    write(&cfg.join("net-conf.json"), &net_conf);
+    let sa = mkdir(&host.join("serviceaccount"));
+    let (token, ca) = token_and_ca(c.kube().kubeconfig());
+    write(&sa.join("token"), &token);
+    std::fs::write(sa.join("ca.crt"), ca).expect("write ca.crt");
+    write(&sa.join("namespace"), "kube-flannel");
+    let xtables_lock = host.join("xtables.lock");
+    write(&xtables_lock, "");
+
+    // Declared after the cluster: dropped (containers, containerd) first.
+    let mut ctrd = Containerd::start(&c.dir().join("ctrd"));
+    let t_import = Instant::now();
+    let names = ctrd.import(&archive);
+    assert!(
+        names.iter().any(|n| n == IMAGE),
+        "{} brought {names:?}, not {IMAGE}",
+        archive.display()
+    );
+    eprintln!("image imported in {:?}", t_import.elapsed());
+
+    // The init containers.
+    let init = |id: &str, mounts: Vec<(PathBuf, &str)>, argv: &[&str]| {
+        let spec = RunSpec {
+            mounts: mounts.into_iter().map(|(s, d)| (s, d.to_owned())).collect(),
+            ..RunSpec::default()
+        };
+        let out = ctrd.run(id, IMAGE, &spec, argv);
+        assert!(out.success(), "init container {id}: {out}");
+        eprintln!("init container {id}: {}", out.stderr.trim());
+    };
+    init(
+        "install-cni-plugin",
+        vec![(cni_bin_dir.clone(), "/opt/cni/bin")],
+        &["/flannel", "install-plugin", "/opt/cni/bin/flannel"],
+    );
+    init(
+        "install-cni",
+        vec![
+            (cni_conf_dir.clone(), "/etc/cni/net.d"),
+            (cfg.clone(), "/etc/kube-flannel/"),
+        ],
+        &[
+            "/flannel",
+            "install-conflist",
+            "/etc/kube-flannel/cni-conf.json",
+            "/etc/cni/net.d/10-flannel.conflist",
+        ],
+    );
+    let plugin = cni_bin_dir.join("flannel");
+    let conflist = cni_conf_dir.join("10-flannel.conflist");
+    assert_eq!(
+        std::fs::read_to_string(&conflist).expect("read the installed conflist"),
+        CNI_CONF
+    );
+
+    // flanneld from the image on node 2.
+    let node2 = c.node(2).name.clone();
+    let spec = RunSpec {
+        netns: Some(c.node(2).ns.path().to_owned()),
+        cap_add: vec!["NET_ADMIN".into(), "NET_RAW".into()],
+        mounts: vec![
+            (node_dir.clone(), "/run/flannel".into()),
+            (cfg.clone(), "/etc/kube-flannel/".into()),
+            (xtables_lock.clone(), "/run/xtables.lock".into()),
+            (sa.clone(), SERVICE_ACCOUNT.into()),
+        ],
+        env: vec![
+            ("NODE_NAME".into(), node2.clone()),
+            ("POD_NAME".into(), format!("kube-flannel-rs-ds-{node2}")),
+            ("POD_NAMESPACE".into(), "kube-flannel".into()),
+            ("KUBERNETES_SERVICE_HOST".into(), UNDERLAY_GATEWAY.into()),
+            ("KUBERNETES_SERVICE_PORT".into(), KUBE_API_PORT.to_string()),
+        ],
+    };
+    let log = host.join("kube-flannel.log");
+    ctrd.spawn("kube-flannel", IMAGE, &spec, &FLANNELD, &log);
+    let container_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let subnet_env = c.node(2).subnet_file();
+    let deadline = Instant::now() + CONVERGE;
+    while !subnet_env.exists() {
+        assert!(
+            ctrd.is_running("kube-flannel"),
+            "flanneld's container exited; its log:\n{}",
+            container_log()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no {} within {CONVERGE:?}; the container's log:\n{}",
+            subnet_env.display(),
+            container_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.wait_ready(0);
+    c.wait_ready(1);
+    eventually(CONVERGE, "node 2's /readyz 200", || {
+        match http_status(&c.node(2).ns, HEALTHZ_PORT, "/readyz")? {
+            200 => Ok(()),
+            other => Err(format!("/readyz {other}; log:\n{}", container_log())),
+        }
+    });
+    eprintln!("node 2 ready from the image after {:?}", t0.elapsed());
+
+    // Pods: nodes 0 and 1 by the cluster's plugin, node 2 by the installed
+    // one with the installed conflist's flannel entry.
+    let list: Value = serde_json::from_str(CNI_CONF).expect("conflist JSON");
+    let mut conf = list["plugins"][0].clone();
+    conf["name"] = list["name"].clone();
+    conf["cniVersion"] = list["cniVersion"].clone();
+    conf["subnetFile"] = Value::from(subnet_env.to_string_lossy().into_owned());
+    conf["dataDir"] = Value::from(c.node(2).data_dir().to_string_lossy().into_owned());
+    let pod = Pod::new();
+    let out = CniCall::new(&plugin, Some(&c.node(2).ns))
+        .command("ADD")
+        .env("CNI_PATH", REFERENCE_CNI_PATH)
+        .pod(&pod)
+        .config(&conf)
+        .run();
+    assert_eq!(out.code(), Some(0), "ADD by the installed plugin: {out}");
+    let result: Value = serde_json::from_str(out.stdout()).expect("ADD result JSON");
+    let ip = result_ip(&result).parse().expect("ADD result's IP");
+    let pods: Vec<ClusterPod> = vec![
+        c.add_pod(0),
+        c.add_pod(1),
+        ClusterPod {
+            node: 2,
+            ip,
+            result,
+            pod,
+        },
+    ];
+    c.wait_all_converged(CONVERGE);
+    for a in &pods {
+        for b in &pods {
+            if a.node != b.node {
+                c.wait_ping(a, b.ip, CONVERGE);
+                c.wait_tcp(a, b, CONVERGE);
+            }
+        }
+    }
+    assert!(
+        ctrd.is_running("kube-flannel"),
+        "flanneld's container exited; its log:\n{}",
+        container_log()
+    );
+    eprintln!("every pod reaches every other after {:?}", t0.elapsed());
+
+    // SIGTERM, as the kubelet stops it; --rm removes the container.
+    ctrd.stop("kube-flannel", Duration::from_secs(10));
+    drop(pods);
+    let ctrd_dir = c.dir().join("ctrd");
+    drop(ctrd);
+    assert_eq!(
+        mounts_under(&ctrd_dir),
+        Vec::<PathBuf>::new(),
+        "mounts left"
+    );
+    assert!(!ctrd_dir.exists(), "{} left", ctrd_dir.display());
+}
