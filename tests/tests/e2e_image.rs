@@ -16,6 +16,11 @@
 //!   runs on a host whose own /run/flannel and /var/lib/cni must not be
 //!   touched (in the container, node 2's directory is /run/flannel).
 //!
+//! Everything the manifest decides is read from deploy/kube-flannel-rs.yml:
+//! the image, the init containers' commands and mounts, flanneld's command,
+//! environment (the downward API's values filled in), capabilities and
+//! mounts, the ConfigMap's files and the probe's port.
+//!
 //! Needs `FLANNEL_IMAGE_ARCHIVE`: the path `ci/image.sh` prints (ci/test.sh
 //! builds the image and sets it). Without it the test fails; it never
 //! skips.
@@ -28,6 +33,7 @@ use flannel_tests::cluster::kube::KUBE_API_PORT;
 use flannel_tests::cluster::{StoreKind, UNDERLAY_GATEWAY};
 use flannel_tests::cni::REFERENCE_CNI_PATH;
 use flannel_tests::containerd::{mounts_under, Containerd, RunSpec};
+use flannel_tests::deploy::Manifest;
 use flannel_tests::{
     eventually, require_root, result_ip, Cluster, ClusterPod, CniCall, NetNs, Pod,
 };
@@ -36,27 +42,59 @@ use serde_json::Value;
 /// The reference `ci/image.sh` gives the image (and the manifest runs).
 const IMAGE: &str = concat!("localhost/flannel-rs:", env!("CARGO_PKG_VERSION"));
 const CONVERGE: Duration = Duration::from_secs(20);
-
-// deploy/kube-flannel-rs.yml, as the test runs it.
-/// The ConfigMap's cni-conf.json.
-const CNI_CONF: &str = r#"{
-  "name": "cbr0",
-  "cniVersion": "0.3.1",
-  "plugins": [
-    {"type": "flannel", "delegate": {"hairpinMode": true, "isDefaultGateway": true}},
-    {"type": "portmap", "capabilities": {"portMappings": true}}
-  ]
-}"#;
-/// The kube-flannel container's command and args.
-const FLANNELD: [&str; 5] = [
-    "/opt/bin/flanneld",
-    "--ip-masq",
-    "--kube-subnet-mgr",
-    "--healthz-ip=127.0.0.1",
-    "--healthz-port=10244",
-];
-const HEALTHZ_PORT: u16 = 10244;
 const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// Node 2's stand-ins for the host paths and the ConfigMap the manifest
+/// mounts: host path (or `configMap:<name>`) → a path under the node's dir.
+struct HostPaths(Vec<(String, PathBuf)>);
+
+impl HostPaths {
+    /// The test's path for volume `name` of the manifest's pod.
+    #[track_caller]
+    fn of_volume(&self, m: &Manifest, name: &str) -> PathBuf {
+        let v = m.volume(name);
+        let key = match (
+            v["hostPath"]["path"].as_str(),
+            v["configMap"]["name"].as_str(),
+        ) {
+            (Some(p), _) => p.to_owned(),
+            (None, Some(cm)) => format!("configMap:{cm}"),
+            _ => panic!("volume {name}: neither hostPath nor configMap: {v}"),
+        };
+        self.0
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_else(|| {
+                panic!("the manifest mounts {key}, which this test does not provide")
+            })
+    }
+
+    /// A container's mounts, as `ctr run` bind mounts.
+    fn mounts(&self, m: &Manifest, container: &Value) -> Vec<(PathBuf, String)> {
+        Manifest::mounts(container)
+            .into_iter()
+            .map(|(volume, at)| (self.of_volume(m, &volume), at))
+            .collect()
+    }
+}
+
+/// The manifest's environment for a container on node `node` (pod `pod`).
+fn env_of(container: &Value, node: &str, pod: &str, namespace: &str) -> Vec<(String, String)> {
+    Manifest::env(container)
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v.as_str() {
+                "fieldRef:spec.nodeName" => node.to_owned(),
+                "fieldRef:metadata.name" => pod.to_owned(),
+                "fieldRef:metadata.namespace" => namespace.to_owned(),
+                other if other.starts_with("fieldRef:") => panic!("{k}: {other} not provided"),
+                _ => v,
+            };
+            (k, v)
+        })
+        .collect()
+}
 
 fn archive() -> PathBuf {
     let path = std::env::var_os("FLANNEL_IMAGE_ARCHIVE")
@@ -137,15 +175,28 @@ fn flanneld_and_the_plugin_from_the_image_join_a_native_cluster() {
     c.start(0);
     c.start(1);
 
-    // Node 2's host: its /run/flannel is its node dir (subnet.env).
+    let m = Manifest::load();
+    let flanneld = m.flanneld();
+    assert_eq!(
+        flanneld["image"], IMAGE,
+        "the manifest runs the image ci/image.sh builds"
+    );
+    let cni_conf = m.config_file("cni-conf.json");
+    let healthz_port = m.flanneld()["readinessProbe"]["httpGet"]["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .expect("the readiness probe's port");
+
+    // Node 2's host: its /run/flannel is its node dir (subnet.env); the
+    // other host paths and the ConfigMap are directories under it.
     let node_dir = c.node(2).dir.clone();
     let host = mkdir(&node_dir.join("host"));
     let cni_bin_dir = mkdir(&host.join("opt/cni/bin"));
     let cni_conf_dir = mkdir(&host.join("etc/cni/net.d"));
     let cfg = mkdir(&host.join("kube-flannel-cfg"));
-    write(&cfg.join("cni-conf.json"), CNI_CONF);
-    let net_conf = std::fs::read_to_string(c.net_conf_path()).expect("read net-conf.json");
-    write(&cfg.join("net-conf.json"), &net_conf);
+    for key in ["cni-conf.json", "net-conf.json"] {
+        write(&cfg.join(key), m.config_file(key));
+    }
     let sa = mkdir(&host.join("serviceaccount"));
     let (token, ca) = token_and_ca(c.kube().kubeconfig());
     write(&sa.join("token"), &token);
@@ -153,6 +204,13 @@ fn flanneld_and_the_plugin_from_the_image_join_a_native_cluster() {
     write(&sa.join("namespace"), "kube-flannel");
     let xtables_lock = host.join("xtables.lock");
     write(&xtables_lock, "");
+    let paths = HostPaths(vec![
+        ("/run/flannel".into(), node_dir.clone()),
+        ("/opt/cni/bin".into(), cni_bin_dir.clone()),
+        ("/etc/cni/net.d".into(), cni_conf_dir.clone()),
+        ("/run/xtables.lock".into(), xtables_lock.clone()),
+        ("configMap:kube-flannel-cfg".into(), cfg.clone()),
+    ]);
 
     // Declared after the cluster: dropped (containers, containerd) first.
     let mut ctrd = Containerd::start(&c.dir().join("ctrd"));
@@ -165,62 +223,62 @@ fn flanneld_and_the_plugin_from_the_image_join_a_native_cluster() {
     );
     eprintln!("image imported in {:?}", t_import.elapsed());
 
-    // The init containers.
-    let init = |id: &str, mounts: Vec<(PathBuf, &str)>, argv: &[&str]| {
+    // The init containers, in order, as the manifest writes them.
+    let inits = m.pod_spec()["initContainers"]
+        .as_array()
+        .expect("init containers")
+        .clone();
+    for init in &inits {
+        let id = init["name"].as_str().expect("init container name");
+        assert_eq!(init["image"], IMAGE, "{id}");
         let spec = RunSpec {
-            mounts: mounts.into_iter().map(|(s, d)| (s, d.to_owned())).collect(),
+            mounts: paths.mounts(&m, init),
             ..RunSpec::default()
         };
-        let out = ctrd.run(id, IMAGE, &spec, argv);
+        let argv = Manifest::command_line(init);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = ctrd.run(id, IMAGE, &spec, &argv);
         assert!(out.success(), "init container {id}: {out}");
         eprintln!("init container {id}: {}", out.stderr.trim());
-    };
-    init(
-        "install-cni-plugin",
-        vec![(cni_bin_dir.clone(), "/opt/cni/bin")],
-        &["/flannel", "install-plugin", "/opt/cni/bin/flannel"],
-    );
-    init(
-        "install-cni",
-        vec![
-            (cni_conf_dir.clone(), "/etc/cni/net.d"),
-            (cfg.clone(), "/etc/kube-flannel/"),
-        ],
-        &[
-            "/flannel",
-            "install-conflist",
-            "/etc/kube-flannel/cni-conf.json",
-            "/etc/cni/net.d/10-flannel.conflist",
-        ],
-    );
+    }
     let plugin = cni_bin_dir.join("flannel");
     let conflist = cni_conf_dir.join("10-flannel.conflist");
     assert_eq!(
         std::fs::read_to_string(&conflist).expect("read the installed conflist"),
-        CNI_CONF
+        cni_conf
     );
 
     // flanneld from the image on node 2.
     let node2 = c.node(2).name.clone();
+    let caps = flanneld["securityContext"]["capabilities"]["add"]
+        .as_array()
+        .expect("capabilities")
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_owned))
+        .collect();
+    assert_ne!(flanneld["securityContext"]["privileged"], true);
+    let mut mounts = paths.mounts(&m, flanneld);
+    // In a cluster, the kubelet mounts the service account's token.
+    mounts.push((sa.clone(), SERVICE_ACCOUNT.into()));
+    let mut env = env_of(
+        flanneld,
+        &node2,
+        &format!("kube-flannel-rs-ds-{node2}"),
+        "kube-flannel",
+    );
+    // ... and sets where the API is.
+    env.push(("KUBERNETES_SERVICE_HOST".into(), UNDERLAY_GATEWAY.into()));
+    env.push(("KUBERNETES_SERVICE_PORT".into(), KUBE_API_PORT.to_string()));
     let spec = RunSpec {
         netns: Some(c.node(2).ns.path().to_owned()),
-        cap_add: vec!["NET_ADMIN".into(), "NET_RAW".into()],
-        mounts: vec![
-            (node_dir.clone(), "/run/flannel".into()),
-            (cfg.clone(), "/etc/kube-flannel/".into()),
-            (xtables_lock.clone(), "/run/xtables.lock".into()),
-            (sa.clone(), SERVICE_ACCOUNT.into()),
-        ],
-        env: vec![
-            ("NODE_NAME".into(), node2.clone()),
-            ("POD_NAME".into(), format!("kube-flannel-rs-ds-{node2}")),
-            ("POD_NAMESPACE".into(), "kube-flannel".into()),
-            ("KUBERNETES_SERVICE_HOST".into(), UNDERLAY_GATEWAY.into()),
-            ("KUBERNETES_SERVICE_PORT".into(), KUBE_API_PORT.to_string()),
-        ],
+        cap_add: caps,
+        mounts,
+        env,
     };
+    let argv = Manifest::command_line(flanneld);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let log = host.join("kube-flannel.log");
-    ctrd.spawn("kube-flannel", IMAGE, &spec, &FLANNELD, &log);
+    ctrd.spawn("kube-flannel", IMAGE, &spec, &argv, &log);
     let container_log = || std::fs::read_to_string(&log).unwrap_or_default();
     let subnet_env = c.node(2).subnet_file();
     let deadline = Instant::now() + CONVERGE;
@@ -241,16 +299,26 @@ fn flanneld_and_the_plugin_from_the_image_join_a_native_cluster() {
     c.wait_ready(0);
     c.wait_ready(1);
     eventually(CONVERGE, "node 2's /readyz 200", || {
-        match http_status(&c.node(2).ns, HEALTHZ_PORT, "/readyz")? {
+        match http_status(&c.node(2).ns, healthz_port, "/readyz")? {
             200 => Ok(()),
             other => Err(format!("/readyz {other}; log:\n{}", container_log())),
         }
     });
     eprintln!("node 2 ready from the image after {:?}", t0.elapsed());
+    // --ip-masq: the image's nft wrote the table, under NET_ADMIN alone.
+    let table = c
+        .node(2)
+        .ns
+        .exec("nft", &["list", "table", "ip", "flannel-rs"]);
+    assert!(
+        table.success() && table.stdout.contains("masquerade"),
+        "no masquerade table on node 2: {table}\ncontainer log:\n{}",
+        container_log()
+    );
 
     // Pods: nodes 0 and 1 by the cluster's plugin, node 2 by the installed
     // one with the installed conflist's flannel entry.
-    let list: Value = serde_json::from_str(CNI_CONF).expect("conflist JSON");
+    let list: Value = serde_json::from_str(cni_conf).expect("conflist JSON");
     let mut conf = list["plugins"][0].clone();
     conf["name"] = list["name"].clone();
     conf["cniVersion"] = list["cniVersion"].clone();

@@ -128,6 +128,11 @@ fn device_of(link: LinkState) -> Device {
 /// `net.ipv6.conf.<name>.accept_ra = 0`. /proc/sys/net resolves against the
 /// network namespace of the calling thread. Without IPv6 there is no such
 /// file, and nothing to do.
+///
+/// A defence, not a need: with forwarding on, the kernel ignores router
+/// advertisements anyway. So where /proc/sys is read-only — an unprivileged
+/// container, as kube-flannel-rs.yml runs flanneld (NET_ADMIN and NET_RAW
+/// only; the runtime mounts /proc/sys read-only) — it is logged and left.
 fn disable_accept_ra(name: &str) -> Result<(), VxlanError> {
     let path = Path::new("/proc/sys/net/ipv6/conf")
         .join(name)
@@ -137,8 +142,23 @@ fn disable_accept_ra(name: &str) -> Result<(), VxlanError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         _ => {}
     }
-    std::fs::write(&path, "0").map_err(|source| VxlanError::Io {
-        op: format!("set net.ipv6.conf.{name}.accept_ra to 0"),
-        source,
-    })
+    match std::fs::write(&path, "0") {
+        Ok(()) => Ok(()),
+        Err(e) if read_only(&e) => {
+            tracing::warn!(device = %name, "cannot set net.ipv6.conf.{name}.accept_ra to 0 ({e}: /proc/sys is read-only here, as in an unprivileged container); leaving it");
+            Ok(())
+        }
+        Err(source) => Err(VxlanError::Io {
+            op: format!("set net.ipv6.conf.{name}.accept_ra to 0"),
+            source,
+        }),
+    }
+}
+
+/// /proc/sys mounted read-only, or writes refused to us.
+fn read_only(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+    )
 }
