@@ -11,6 +11,7 @@ mod log;
 mod masq;
 mod netlink;
 mod random;
+mod scratch;
 mod spec;
 mod sysctl;
 
