@@ -65,8 +65,12 @@ fn io_error(op: &str, path: &Path, e: std::io::Error) -> CniError {
 /// upstream makes it) whole or not at all: a temporary file renamed over
 /// it. Not synced: a crash may leave an empty file, which upstream's DEL
 /// takes for an unparsable one and skips, as it would a missing one.
+/// A container ID longer than a file name allows (the spec sets no limit)
+/// gets no file: upstream could not have made that pod either.
 pub fn save(conf: &NetConf, container_id: &str, delegate: &Value) -> Result<()> {
-    let Some(dir) = dir(conf) else { return Ok(()) };
+    let Some(dir) = dir(conf).filter(|_| fits(container_id)) else {
+        return Ok(());
+    };
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -97,6 +101,11 @@ fn temp_name(container_id: &str) -> String {
     format!(".{container_id}.tmp")
 }
 
+/// Whether both names of `container_id` fit a file name (NAME_MAX, 255).
+fn fits(container_id: &str) -> bool {
+    temp_name(container_id).len() <= 255
+}
+
 fn remove_file(path: &Path) {
     match std::fs::remove_file(path) {
         Ok(()) => {}
@@ -109,7 +118,9 @@ fn remove_file(path: &Path) {
 /// missing one is fine, and a failure is only logged (the file is a
 /// rollback aid, never worth a failed DEL).
 pub fn remove(conf: &NetConf, container_id: &str) {
-    let Some(dir) = dir(conf) else { return };
+    let Some(dir) = dir(conf).filter(|_| fits(container_id)) else {
+        return;
+    };
     remove_file(&dir.join(container_id));
     remove_file(&dir.join(temp_name(container_id)));
 }
@@ -180,6 +191,10 @@ mod tests {
                          "routes": [{"dst": "10.244.0.0/16"}], "dataDir": tmp.join("networks")},
             })
         );
+        // Too long for a file name: no file, no error.
+        let long = "a".repeat(300);
+        save(&c, &long, &v).expect("save");
+        remove(&c, &long);
         save(&c, "cid1", &v).expect("save");
         let path = tmp.join("flannel/cid1");
         let back: Value =
