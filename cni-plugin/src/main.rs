@@ -15,6 +15,7 @@ mod log;
 mod masq;
 mod netlink;
 mod random;
+mod scratch;
 mod spec;
 mod sysctl;
 

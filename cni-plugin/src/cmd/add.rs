@@ -13,7 +13,7 @@ use crate::env::CniEnv;
 use crate::error::Result;
 use crate::netlink::{format_mac, Link, Netlink, Pending};
 use crate::spec::{AddResult, Interface, NetConf};
-use crate::{masq, random};
+use crate::{masq, random, scratch};
 
 /// How many random host-side names to try before giving up.
 const VETH_NAME_ATTEMPTS: usize = 8;
@@ -48,6 +48,7 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<Value> {
     let ip = store
         .allocate(senv.pod_subnet(), gateway, &env.container_id, &env.ifname)
         .map_err(ipam_error)?;
+    let masq = ip_masq(conf, Some(&senv)).unwrap_or(false);
     let plan = Plan {
         env,
         conf,
@@ -58,11 +59,17 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<Value> {
             .map_err(|e| cni_err!(InvalidConfig, "address {ip}/{prefix}: {e}"))?,
         gateway,
         network: senv.network,
-        masq: ip_masq(conf, Some(&senv)).unwrap_or(false),
+        masq,
     };
-    match attach(&plan, &host, &pod, &bridge) {
+    // Upstream's per-pod file first (its DEL after a rollback needs it),
+    // then the pod; a failure of either undoes both.
+    let delegate = scratch::delegate_config(conf, &senv, mtu, masq);
+    match scratch::save(conf, &env.container_id, &delegate)
+        .and_then(|()| attach(&plan, &host, &pod, &bridge))
+    {
         Ok(result) => Ok(result.to_json(conf.version)),
         Err(e) => {
+            scratch::remove(conf, &env.container_id);
             if let Err(undo) = store.release_ip(ip, &env.container_id) {
                 tracing::warn!("ADD failed and releasing {ip} failed too: {undo}");
             }

@@ -18,7 +18,7 @@ use crate::env::CniEnv;
 use crate::error::{Code, Result};
 use crate::netlink::{is_veth, Link, Netlink};
 use crate::spec::NetConf;
-use crate::{masq, random};
+use crate::{masq, random, scratch};
 
 /// Prefix of the name a detached interface carries until it is deleted.
 const TOMBSTONE: &str = "cnidel";
@@ -64,6 +64,7 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
             store.release_ip(ip, cid).map_err(ipam_error)?;
         }
     }
+    scratch::remove(conf, cid);
     Ok(())
 }
 

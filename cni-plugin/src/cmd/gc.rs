@@ -1,13 +1,14 @@
 //! GC: free every address (and masquerade element) whose attachment the
-//! runtime no longer lists. Keeps going after individual failures.
+//! runtime no longer lists, and its saved delegate config (`scratch.rs`).
+//! Keeps going after individual failures.
 
 use std::collections::HashSet;
 
 use super::{ipam_error, open_store};
 use crate::cni_err;
 use crate::error::Result;
-use crate::masq;
 use crate::spec::NetConf;
+use crate::{masq, scratch};
 
 pub fn run(conf: &NetConf) -> Result<()> {
     let valid = conf.valid_attachments.as_ref().ok_or_else(|| {
@@ -16,6 +17,8 @@ pub fn run(conf: &NetConf) -> Result<()> {
             "GC needs cni.dev/valid-attachments (refusing to free every address)"
         )
     })?;
+    let cids: HashSet<&str> = valid.iter().map(|(cid, _)| cid.as_str()).collect();
+    scratch::gc(conf, &cids);
     let store = open_store(conf)?;
     let report = store.gc(valid).map_err(ipam_error)?;
     for e in &report.errors {

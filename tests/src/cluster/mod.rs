@@ -33,6 +33,7 @@ pub mod persist;
 mod pod;
 pub mod store;
 pub mod traffic;
+pub mod upstream;
 
 pub use checks::{SECOND_BRIDGE, SECOND_GATEWAY};
 pub use kernel::{FdbEntry, KernelState, NeighEntry, PeerEntries, RouteEntry, VxlanInfo};

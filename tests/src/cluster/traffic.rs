@@ -256,8 +256,11 @@ impl Cluster {
 }
 
 /// `ping -i <interval>` from a pod, running until [`finish`](Pinger::finish).
+/// Its output is read as it comes (a thread drains the pipe), so a long
+/// run at a fine interval never blocks ping on a full pipe.
 pub struct Pinger {
     guard: ChildGuard,
+    reader: Option<std::thread::JoinHandle<String>>,
     interval: Duration,
     what: String,
 }
@@ -276,6 +279,39 @@ impl PingStats {
     pub fn lost_time(&self) -> Duration {
         self.interval * self.transmitted.saturating_sub(self.received)
     }
+
+    /// The sequence numbers answered (`icmp_seq=N`), duplicates once.
+    pub fn answered(&self) -> Vec<u32> {
+        let mut seqs: Vec<u32> = self
+            .output
+            .lines()
+            .filter_map(|l| {
+                l.split_once("icmp_seq=")?
+                    .1
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        seqs
+    }
+
+    /// The longest run of consecutive unanswered echoes (before the first
+    /// answer, between two, or after the last), as time: run × interval.
+    pub fn longest_gap(&self) -> Duration {
+        let seqs = self.answered();
+        let mut prev = 0u32; // ping counts from icmp_seq=1
+        let mut longest = 0u32;
+        for &s in &seqs {
+            longest = longest.max(s.saturating_sub(prev + 1));
+            prev = s;
+        }
+        longest = longest.max(self.transmitted.saturating_sub(prev));
+        self.interval * longest
+    }
 }
 
 impl Pinger {
@@ -287,8 +323,18 @@ impl Pinger {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
+        let mut guard = ChildGuard::spawn(&mut cmd);
+        let reader = guard.child_mut().stdout.take().map(|mut out| {
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut s = String::new();
+                let _ = out.read_to_string(&mut s);
+                s
+            })
+        });
         Pinger {
-            guard: ChildGuard::spawn(&mut cmd),
+            guard,
+            reader,
             interval,
             what: format!("ping {} → {to}", from.ip),
         }
@@ -297,14 +343,14 @@ impl Pinger {
     /// Stops it (SIGINT: ping prints its statistics) and returns the counts.
     #[track_caller]
     pub fn finish(mut self) -> PingStats {
-        use std::io::Read;
         let pid = nix::unistd::Pid::from_raw(self.guard.pid() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-        let mut out = String::new();
-        if let Some(mut p) = self.guard.child_mut().stdout.take() {
-            let _ = p.read_to_string(&mut out);
-        }
         let _ = self.guard.child_mut().wait();
+        let out = self
+            .reader
+            .take()
+            .and_then(|r| r.join().ok())
+            .unwrap_or_default();
         let count = |suffix: &str| {
             out.lines()
                 .find(|l| l.contains("packets transmitted"))

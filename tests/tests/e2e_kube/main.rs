@@ -15,10 +15,13 @@
 //! sends no netlink write at all (`NetlinkWrites`, strace).
 //!
 //! `scenarios`: what the other suites check, and what is the kube store's
-//! own; `watch_breaks`: the watch cut, expired, and the API down.
+//! own; `switch`: a node left by upstream flannel switched to flannel-rs
+//! under traffic, and back; `watch_breaks`: the watch cut, expired, and
+//! the API down.
 
 mod rbac;
 mod scenarios;
+mod switch;
 mod watch_breaks;
 
 use flannel_tests::cluster::entry_monitor::EntryMonitor;
