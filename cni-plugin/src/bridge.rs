@@ -1,21 +1,23 @@
 //! The node side of a pod: the `cni0` bridge with its gateway address, and
 //! the host end of the pod's veth.
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 
 use crate::cni_err;
 use crate::error::Result;
 use crate::netlink::{is_bridge, Link, Netlink};
 use crate::{random, sysctl};
 
-/// Finds or creates the bridge, up, with the gateway address when asked.
+/// Finds or creates the bridge, up, with the gateway addresses (one per
+/// family, IPv6 ones usable at once: no DAD) and forwarding for their
+/// families.
 /// A bridge created by a concurrent ADD (EEXIST) is adopted; a link of
 /// the same name that is not a bridge is an error.
 pub fn ensure_bridge(
     nl: &Netlink,
     name: &str,
     mtu: u32,
-    gateway: Option<Ipv4Network>,
+    gateways: &[IpNetwork],
     promisc: bool,
 ) -> Result<Link> {
     let link = match nl.link_by_name(name)? {
@@ -50,9 +52,12 @@ pub fn ensure_bridge(
     if promisc {
         nl.set_promisc(link.index)?;
     }
-    if let Some(gw) = gateway {
+    for &gw in gateways {
         nl.ensure_address(link.index, gw, name)?;
-        sysctl::ensure("net/ipv4/ip_forward", "1")?;
+        match gw {
+            IpNetwork::V4(_) => sysctl::ensure("net/ipv4/ip_forward", "1")?,
+            IpNetwork::V6(_) => sysctl::ensure("net/ipv6/conf/all/forwarding", "1")?,
+        }
     }
     Ok(link)
 }

@@ -1,30 +1,39 @@
-//! IPv4 address store compatible with the CNI `host-local` IPAM plugin.
+//! IPv4 and IPv6 address store compatible with the CNI `host-local` IPAM plugin.
 //!
 //! On-disk layout (unchanged from host-local, so a node switched from flannel keeps its pod IPs):
 //!
 //! * `<data_dir>/<network>/` (mode 0755): the store directory.
 //! * `lock`: `flock(LOCK_EX)` is held on it around every change to the store.
-//! * `<ip>` (e.g. `10.244.1.5`): one file per allocated address, created with `O_EXCL`, mode 0600,
-//!   content `<container_id>\r\n<ifname>` (files from old versions hold only the container ID).
-//! * `last_reserved_ip.0`: the address handed out last; the next allocation starts after it and
-//!   wraps around, so a freed address is not reused at once.
+//! * `<ip>` (e.g. `10.244.1.5`, `fd00:10:244:1::5`: the address's canonical text, as Go's
+//!   `net.IP.String()` writes it in host-local): one file per allocated address, created with
+//!   `O_EXCL`, mode 0600, content `<container_id>\r\n<ifname>` (files from old versions hold only
+//!   the container ID).
+//! * `last_reserved_ip.<n>`: per range set `n` (its index in host-local's `ranges`: 0 for the
+//!   first family, 1 for the second of a dual-stack node), the address handed out last; the next
+//!   allocation starts after it and wraps around, so a freed address is not reused at once.
 //!
-//! Addresses handed out: network+2 ..= broadcast-1, minus the gateway wherever it lies.
+//! Addresses handed out: see `range.rs` (network+2 ..= last, minus the gateway wherever it lies).
+
+mod range;
+mod record;
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
+use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
+use record::{writer, PendingRecord};
+
 const LOCK_FILE: &str = "lock";
+/// host-local's `last_reserved_ip.` + the range set's index.
+const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
+#[cfg(test)]
 const LAST_RESERVED: &str = "last_reserved_ip.0";
 const LINE_BREAK: &str = "\r\n";
 /// Longest record read from an address file. A container ID comes from an
@@ -41,7 +50,7 @@ const TMP_PREFIX: &str = ".tmp-";
 pub enum IpamError {
     /// Every usable address of the range is taken (or the range has none, e.g. /31, /32).
     #[error("no free IP address in {range}")]
-    Exhausted { range: Ipv4Network },
+    Exhausted { range: IpNetwork },
     /// A file system operation failed, e.g. "create /var/lib/cni/networks/cbr0/10.244.1.5: File exists".
     #[error("{op} {}: {}", path.display(), io_detail(source))]
     Io {
@@ -73,7 +82,7 @@ fn io_err(op: &str, path: &Path, source: io::Error) -> IpamError {
 /// One address file of the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allocation {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub container_id: String,
     /// `None` for files written by old host-local versions (container ID only).
     pub ifname: Option<String>,
@@ -81,7 +90,7 @@ pub struct Allocation {
 
 impl Allocation {
     /// Parses a record as host-local does: whitespace-trimmed, `<cid>\r\n<ifname>` or `<cid>`.
-    fn parse(ip: Ipv4Addr, record: &[u8]) -> Allocation {
+    fn parse(ip: IpAddr, record: &[u8]) -> Allocation {
         let text = String::from_utf8_lossy(record);
         let text = text.trim();
         let (container_id, ifname) = match text.split_once(LINE_BREAK) {
@@ -134,25 +143,28 @@ impl Store {
         &self.dir
     }
 
-    /// Allocates the next free address of `subnet` after the one in `last_reserved_ip.0`
-    /// (round robin, wrapping) to (`container_id`, `ifname`).
+    /// Allocates the next free address of `subnet` after the one in
+    /// `last_reserved_ip.<range_id>` (round robin, wrapping) to (`container_id`, `ifname`).
     ///
-    /// Never hands out the network address, network+1, `gateway` or the broadcast address.
-    /// Candidates are probed with `O_EXCL` creates under the store lock, stopping at the first
-    /// success, so the cost does not grow with the number of allocations. A `last_reserved_ip.0`
-    /// that is missing, unreadable or outside the range is ignored (the search starts at
-    /// network+2). Does not check whether the pair already holds an address: see [`Store::find`].
+    /// Never hands out the network address, network+1, `gateway` or (IPv4) the broadcast
+    /// address. Candidates are probed with `O_EXCL` creates under the store lock, stopping at the
+    /// first success, so the cost does not grow with the number of allocations. A
+    /// `last_reserved_ip.<range_id>` that is missing, unreadable or outside the range is ignored
+    /// (the search starts at network+2). Does not check whether the pair already holds an
+    /// address: see [`Store::find`].
     pub fn allocate(
         &self,
-        subnet: Ipv4Network,
-        gateway: Ipv4Addr,
+        subnet: impl Into<IpNetwork>,
+        gateway: impl Into<IpAddr>,
+        range_id: usize,
         container_id: &str,
         ifname: &str,
-    ) -> Result<Ipv4Addr, IpamError> {
-        let range = Ipv4Network::new(subnet.network(), subnet.prefix()).unwrap_or(subnet);
+    ) -> Result<IpAddr, IpamError> {
+        let (subnet, gateway) = (subnet.into(), gateway.into());
+        let range = range::canonical(subnet);
         let exhausted = || IpamError::Exhausted { range };
-        let (start, end) = usable_range(subnet).ok_or_else(exhausted)?;
-        let size = u64::from(end - start) + 1;
+        let (start, end) = range::usable(subnet).ok_or_else(exhausted)?;
+        let size = end - start + 1;
         let record = format!("{}{LINE_BREAK}{ifname}", container_id.trim());
 
         if record.len() as u64 > MAX_RECORD {
@@ -163,8 +175,16 @@ impl Store {
         }
 
         let _lock = self.lock()?;
-        let first = match self.last_reserved() {
-            Some(last) if (start..=end).contains(&last) => u64::from(last - start) + 1,
+        let first = match self.last_reserved(range_id) {
+            Some(last) if range::same_family(subnet, last) => {
+                let last = range::to_int(last);
+                if (start..=end).contains(&last) {
+                    // At most size, so first + i below never overflows.
+                    last - start + 1
+                } else {
+                    0
+                }
+            }
             _ => 0,
         };
         // The record is written once, to a file with no name yet, and then
@@ -173,15 +193,17 @@ impl Store {
         // process dies.
         let pending = self.pending_record(&record)?;
         for i in 0..size {
-            // (first + i) % size < size <= 2^32 - 3, so the sum fits in a u32.
-            let ip = Ipv4Addr::from(start + ((first + i) % size) as u32);
+            // first <= size and i < size: first + i < 2 * size <= u128::MAX.
+            let Some(ip) = range::from_int(subnet, start + (first + i) % size) else {
+                break;
+            };
             if ip == gateway {
                 continue;
             }
             let path = self.dir.join(ip.to_string());
             match pending.link_as(&path) {
                 Ok(()) => {
-                    if let Err(e) = self.write_last_reserved(ip) {
+                    if let Err(e) = self.write_last_reserved(range_id, ip) {
                         // Leave no allocation the caller does not know of.
                         let _ = fs::remove_file(&path);
                         return Err(e);
@@ -231,7 +253,7 @@ impl Store {
     /// The addresses held by (`container_id`, `ifname`): files whose trimmed content is
     /// `<cid>\r\n<ifname>`; if there are none, legacy files whose trimmed content is `<cid>`.
     /// Reads the directory once, without the lock. Sorted by address.
-    pub fn find(&self, container_id: &str, ifname: &str) -> Result<Vec<Ipv4Addr>, IpamError> {
+    pub fn find(&self, container_id: &str, ifname: &str) -> Result<Vec<IpAddr>, IpamError> {
         let held = self.held_by(container_id, ifname)?;
         Ok(held.into_iter().map(|a| a.ip).collect())
     }
@@ -239,7 +261,7 @@ impl Store {
     /// Frees what [`Store::find`] would return, under the lock, and returns the freed addresses.
     /// `Ok(empty)` when nothing is held or the store directory does not exist. Idempotent.
     /// On a failed removal the other files are still removed and the first error is returned.
-    pub fn release(&self, container_id: &str, ifname: &str) -> Result<Vec<Ipv4Addr>, IpamError> {
+    pub fn release(&self, container_id: &str, ifname: &str) -> Result<Vec<IpAddr>, IpamError> {
         let Some(_lock) = self.lock_existing()? else {
             return Ok(Vec::new());
         };
@@ -261,7 +283,8 @@ impl Store {
     /// Frees `ip` if its file names `container_id` (any ifname, or a legacy file), under the lock:
     /// the undo of a failed ADD, which must not free what an earlier ADD of the same container
     /// took. Returns whether a file was removed.
-    pub fn release_ip(&self, ip: Ipv4Addr, container_id: &str) -> Result<bool, IpamError> {
+    pub fn release_ip(&self, ip: impl Into<IpAddr>, container_id: &str) -> Result<bool, IpamError> {
+        let ip = ip.into();
         let _lock = self.lock()?;
         match self.read(ip)? {
             Some(alloc) if alloc.container_id == container_id.trim() => self.remove(ip),
@@ -272,14 +295,15 @@ impl Store {
     /// Whether the file of `ip` names (container_id, ifname), or is a
     /// legacy file of container_id. Reads one file: DEL's fast path when
     /// the pod's interface still tells which addresses it had.
-    pub fn holds(&self, ip: Ipv4Addr, container_id: &str, ifname: &str) -> Result<bool, IpamError> {
+    pub fn holds(&self, ip: IpAddr, container_id: &str, ifname: &str) -> Result<bool, IpamError> {
         Ok(self.read(ip)?.is_some_and(|a| {
             a.container_id == container_id.trim() && a.ifname.as_deref().is_none_or(|i| i == ifname)
         }))
     }
 
-    /// Every allocation in the store, sorted by address. Names that are not IPv4 addresses
-    /// (`lock`, `last_reserved_ip.*`, IPv6 addresses, ...) and directories are ignored.
+    /// Every allocation in the store, both families, sorted by address (IPv4 first). Names that
+    /// are not addresses in canonical text (`lock`, `last_reserved_ip.*`, ...) and directories
+    /// are ignored.
     /// Reads without the lock: a file being created right now may show up with an empty ID.
     pub fn allocations(&self) -> Result<Vec<Allocation>, IpamError> {
         self.scan()?.into_iter().collect()
@@ -330,15 +354,22 @@ impl Store {
 
     /// How many addresses of the range [`Store::allocate`] would use for `subnet` and `gateway`
     /// are free. Reads the directory once (names only), without the lock.
-    pub fn free_count(&self, subnet: Ipv4Network, gateway: Ipv4Addr) -> Result<usize, IpamError> {
-        let Some((start, end)) = usable_range(subnet) else {
+    pub fn free_count(
+        &self,
+        subnet: impl Into<IpNetwork>,
+        gateway: impl Into<IpAddr>,
+    ) -> Result<usize, IpamError> {
+        let (subnet, gateway) = (subnet.into(), gateway.into());
+        let Some((start, end)) = range::usable(subnet) else {
             return Ok(0);
         };
-        let in_range = |ip: Ipv4Addr| (start..=end).contains(&u32::from(ip));
-        let usable = u64::from(end - start) + 1 - u64::from(in_range(gateway));
+        let in_range = |ip: IpAddr| {
+            range::same_family(subnet, ip) && (start..=end).contains(&range::to_int(ip))
+        };
+        let usable = end - start + 1 - u128::from(in_range(gateway));
         let used = self.addresses()?;
         let used = used.into_iter().filter(|&ip| in_range(ip) && ip != gateway);
-        let free = usable.saturating_sub(used.count() as u64);
+        let free = usable.saturating_sub(used.count() as u128);
         Ok(usize::try_from(free).unwrap_or(usize::MAX))
     }
 
@@ -365,20 +396,25 @@ impl Store {
         }
     }
 
-    /// The address in `last_reserved_ip.0`, if it is readable and valid.
-    fn last_reserved(&self) -> Option<u32> {
-        let text = fs::read_to_string(self.dir.join(LAST_RESERVED)).ok()?;
-        text.trim().parse::<Ipv4Addr>().ok().map(u32::from)
+    /// `last_reserved_ip.<range_id>`.
+    fn last_reserved_path(&self, range_id: usize) -> PathBuf {
+        self.dir.join(format!("{LAST_RESERVED_PREFIX}{range_id}"))
     }
 
-    /// Rewrites `last_reserved_ip.0` in place, as host-local does. Every
+    /// The address in `last_reserved_ip.<range_id>`, if it is readable and valid.
+    fn last_reserved(&self, range_id: usize) -> Option<IpAddr> {
+        let text = fs::read_to_string(self.last_reserved_path(range_id)).ok()?;
+        text.trim().parse::<IpAddr>().ok()
+    }
+
+    /// Rewrites `last_reserved_ip.<range_id>` in place, as host-local does. Every
     /// reader and writer holds the lock, so no one sees it half-written; a
     /// crash mid-write leaves text that does not parse, which only makes
     /// the next allocation start from the range's beginning. Overwriting
     /// and then trimming, rather than O_TRUNC or a temporary file and a
     /// rename, spares a journal commit on every ADD (~170 us on ext4).
-    fn write_last_reserved(&self, ip: Ipv4Addr) -> Result<(), IpamError> {
-        let path = self.dir.join(LAST_RESERVED);
+    fn write_last_reserved(&self, range_id: usize, ip: IpAddr) -> Result<(), IpamError> {
+        let path = self.last_reserved_path(range_id);
         let text = ip.to_string();
         let open = writer().create(true).truncate(false).open(&path);
         let file = open.map_err(|e| io_err("open", &path, e))?;
@@ -388,8 +424,8 @@ impl Store {
             .map_err(|e| io_err("write", &path, e))
     }
 
-    /// Names of the directory entries that are IPv4 addresses (directories skipped).
-    fn addresses(&self) -> Result<Vec<Ipv4Addr>, IpamError> {
+    /// Names of the directory entries that are addresses (directories skipped).
+    fn addresses(&self) -> Result<Vec<IpAddr>, IpamError> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
@@ -399,7 +435,7 @@ impl Store {
         for entry in entries {
             let entry = entry.map_err(|e| io_err("read directory", &self.dir, e))?;
             let name = entry.file_name();
-            let Some(ip) = name.to_str().and_then(|n| n.parse::<Ipv4Addr>().ok()) else {
+            let Some(ip) = name.to_str().and_then(parse_name) else {
                 continue;
             };
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
@@ -420,7 +456,7 @@ impl Store {
     }
 
     /// The file of `ip`, or `None` if there is none.
-    fn read(&self, ip: Ipv4Addr) -> Result<Option<Allocation>, IpamError> {
+    fn read(&self, ip: IpAddr) -> Result<Option<Allocation>, IpamError> {
         let path = self.dir.join(ip.to_string());
         let mut record = Vec::new();
         let read = File::open(&path).and_then(|f| f.take(MAX_RECORD).read_to_end(&mut record));
@@ -458,7 +494,7 @@ impl Store {
             let Some(name) = name.to_str() else { continue };
             let stale = if name.starts_with(TMP_PREFIX) {
                 true
-            } else if let (true, Ok(ip)) = (ownerless, name.parse::<Ipv4Addr>()) {
+            } else if let (true, Some(ip)) = (ownerless, parse_name(name)) {
                 matches!(self.read(ip), Ok(Some(a)) if a.container_id.is_empty())
             } else {
                 false
@@ -474,7 +510,7 @@ impl Store {
     }
 
     /// Removes the file of `ip`; `Ok(false)` if it was already gone.
-    fn remove(&self, ip: Ipv4Addr) -> Result<bool, IpamError> {
+    fn remove(&self, ip: IpAddr) -> Result<bool, IpamError> {
         let path = self.dir.join(ip.to_string());
         match fs::remove_file(&path) {
             Ok(()) => Ok(true),
@@ -484,66 +520,12 @@ impl Store {
     }
 }
 
-/// Options to open a file for writing, mode 0600 if it gets created.
-fn writer() -> OpenOptions {
-    let mut options = OpenOptions::new();
-    options.write(true).mode(0o600);
-    options
-}
-
-/// A written record that has no address's name yet (see
-/// [`Store::pending_record`]); dropping it removes what is left of it.
-struct PendingRecord {
-    file: File,
-    /// The temporary name, where O_TMPFILE was not available.
-    temp: Option<PathBuf>,
-}
-
-impl PendingRecord {
-    /// Gives the record the name `path`; `AlreadyExists` when it is taken.
-    fn link_as(&self, path: &Path) -> io::Result<()> {
-        let from = match &self.temp {
-            Some(temp) => temp.clone(),
-            None => PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd())),
-        };
-        let (from, to) = (cstring(&from)?, cstring(path)?);
-        // SAFETY: two valid C strings; linkat only reads them. With
-        // AT_SYMLINK_FOLLOW, /proc/self/fd/N names the open inode itself.
-        let rc = unsafe {
-            libc::linkat(
-                libc::AT_FDCWD,
-                from.as_ptr(),
-                libc::AT_FDCWD,
-                to.as_ptr(),
-                libc::AT_SYMLINK_FOLLOW,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
-}
-
-impl Drop for PendingRecord {
-    fn drop(&mut self) {
-        if let Some(temp) = &self.temp {
-            let _ = fs::remove_file(temp);
-        }
-    }
-}
-
-fn cstring(path: &Path) -> io::Result<std::ffi::CString> {
-    std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(ErrorKind::InvalidInput, "path contains a NUL byte"))
-}
-
-/// network+2 ..= broadcast-1 as integers, or `None` when empty (/31, /32).
-fn usable_range(subnet: Ipv4Network) -> Option<(u32, u32)> {
-    let start = u32::from(subnet.network()).checked_add(2)?;
-    let end = u32::from(subnet.broadcast()).checked_sub(1)?;
-    (start <= end).then_some((start, end))
+/// The address a file name stands for: only its canonical text (what
+/// `to_string` gives and host-local writes), so that the name read back is
+/// the name of the file, whatever the family.
+fn parse_name(name: &str) -> Option<IpAddr> {
+    let ip = name.parse::<IpAddr>().ok()?;
+    (ip.to_string() == name).then_some(ip)
 }
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ pub fn dir(conf: &NetConf) -> Option<PathBuf> {
 /// FLANNEL_SUBNET's network with a route to FLANNEL_NETWORK.
 pub fn delegate_config(conf: &NetConf, senv: &SubnetEnv, mtu: u32, masq: bool) -> Value {
     let d = &conf.delegate;
+    // One range set and one route per family, IPv4 first, as upstream.
+    let families = senv.families();
     let mut v = json!({
         "cniVersion": conf.version.as_str(),
         "name": conf.name,
@@ -46,8 +48,8 @@ pub fn delegate_config(conf: &NetConf, senv: &SubnetEnv, mtu: u32, masq: bool) -
         "mtu": mtu,
         "ipam": {
             "type": "host-local",
-            "ranges": [[{"subnet": senv.pod_subnet().to_string()}]],
-            "routes": [{"dst": senv.network.to_string()}],
+            "ranges": families.iter().map(|f| json!([{"subnet": f.pod_subnet().to_string()}])).collect::<Vec<_>>(),
+            "routes": families.iter().map(|f| json!({"dst": f.network.to_string()})).collect::<Vec<_>>(),
             "dataDir": conf.data_dir,
         },
     });
@@ -166,6 +168,30 @@ mod tests {
             "dataDir": data_dir,
         });
         NetConf::parse(text.to_string().as_bytes()).expect("config")
+    }
+
+    #[test]
+    fn dual_stack_has_upstreams_two_range_sets_and_two_routes() {
+        let senv = SubnetEnv::parse(
+            "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.7.1/24\n\
+             FLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:7::1/64\n\
+             FLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
+        )
+        .expect("subnet.env");
+        let v = delegate_config(
+            &conf(Path::new("/var/lib/cni/networks")),
+            &senv,
+            1450,
+            false,
+        );
+        assert_eq!(
+            v["ipam"]["ranges"],
+            json!([[{"subnet": "10.244.7.0/24"}], [{"subnet": "fd00:10:244:7::/64"}]])
+        );
+        assert_eq!(
+            v["ipam"]["routes"],
+            json!([{"dst": "10.244.0.0/16"}, {"dst": "fd00:10:244::/56"}])
+        );
     }
 
     #[test]

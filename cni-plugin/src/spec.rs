@@ -2,10 +2,10 @@
 //! version's shape.
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -240,9 +240,23 @@ pub struct AddResult {
     pub bridge: Interface,
     pub host: Interface,
     pub container: Interface,
-    pub address: Ipv4Network,
-    pub gateway: Ipv4Addr,
-    pub routes: Vec<Ipv4Network>,
+    /// The container's addresses, IPv4 first, each with its gateway.
+    pub ips: Vec<IpConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+/// One address of the container interface and the gateway of its family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpConfig {
+    pub address: IpNetwork,
+    pub gateway: IpAddr,
+}
+
+/// A route of the container: destination via a gateway of its family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteConfig {
+    pub dst: IpNetwork,
+    pub gw: IpAddr,
 }
 
 #[derive(Debug, Clone)]
@@ -311,18 +325,26 @@ impl AddResult {
                 iface(&self.host, version),
                 iface(&self.container, version),
             ],
-            ips: vec![OutIp {
-                version: (version < Version::V100).then_some("4"),
-                address: self.address.to_string(),
-                gateway: self.gateway.to_string(),
-                interface: 2,
-            }],
+            ips: self
+                .ips
+                .iter()
+                .map(|ip| OutIp {
+                    version: (version < Version::V100).then_some(if ip.address.is_ipv4() {
+                        "4"
+                    } else {
+                        "6"
+                    }),
+                    address: ip.address.to_string(),
+                    gateway: ip.gateway.to_string(),
+                    interface: 2,
+                })
+                .collect(),
             routes: self
                 .routes
                 .iter()
-                .map(|dst| OutRoute {
-                    dst: dst.to_string(),
-                    gw: self.gateway.to_string(),
+                .map(|r| OutRoute {
+                    dst: r.dst.to_string(),
+                    gw: r.gw.to_string(),
                 })
                 .collect(),
             dns: Map::new(),
@@ -411,12 +433,33 @@ mod tests {
                 sandbox: Some("/var/run/netns/p".into()),
                 ..iface("eth0")
             },
-            address: "10.244.1.2/24".parse().expect("cidr"),
-            gateway: Ipv4Addr::new(10, 244, 1, 1),
-            routes: vec!["10.244.0.0/16".parse().expect("cidr")],
+            ips: vec![
+                IpConfig {
+                    address: "10.244.1.2/24".parse().expect("cidr"),
+                    gateway: "10.244.1.1".parse().expect("ip"),
+                },
+                IpConfig {
+                    address: "fd00:10:244:1::2/64".parse().expect("cidr"),
+                    gateway: "fd00:10:244:1::1".parse().expect("ip"),
+                },
+            ],
+            routes: vec![
+                RouteConfig {
+                    dst: "10.244.0.0/16".parse().expect("cidr"),
+                    gw: "10.244.1.1".parse().expect("ip"),
+                },
+                RouteConfig {
+                    dst: "::/0".parse().expect("cidr"),
+                    gw: "fd00:10:244:1::1".parse().expect("ip"),
+                },
+            ],
         };
         let old = r.to_json(Version::V031);
         assert_eq!(old["ips"][0]["version"], "4");
+        assert_eq!(old["ips"][1]["version"], "6");
+        assert_eq!(old["ips"][1]["address"], "fd00:10:244:1::2/64");
+        assert_eq!(old["ips"][1]["interface"], 2);
+        assert_eq!(old["routes"][1]["gw"], "fd00:10:244:1::1");
         assert!(old["interfaces"][2].get("mtu").is_none());
         let new = r.to_json(Version::V110);
         assert!(new["ips"][0].get("version").is_none());

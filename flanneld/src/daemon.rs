@@ -90,7 +90,7 @@ pub async fn run(
 
     let previous = SubnetEnv::read(&settings.subnet_file)
         .ok()
-        .map(|e| e.pod_subnet());
+        .and_then(|e| e.pod_subnet());
     let attrs = LeaseAttrs::vxlan(public_ip, vni, &mac::format(&vtep_mac));
     let mut lease = store
         .acquire(&config, &attrs, previous)
@@ -283,8 +283,8 @@ fn write_subnet_env(
 ) -> Result<(), String> {
     let gateway = Ipv4Addr::from(u32::from(own.network()) + 1);
     let env = SubnetEnv {
-        network: config.network,
-        subnet: Ipv4Network::new(gateway, own.prefix()).map_err(|e| e.to_string())?,
+        network: Some(config.network),
+        subnet: Some(Ipv4Network::new(gateway, own.prefix()).map_err(|e| e.to_string())?),
         mtu,
         ipmasq: settings.ip_masq,
         ipv6_network: None,

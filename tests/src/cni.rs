@@ -255,13 +255,16 @@ impl CniOutput {
     }
 }
 
-/// flannel's `subnet.env`.
+/// flannel's `subnet.env`. An empty `network` leaves the IPv4 keys out
+/// (what flanneld writes on an IPv6-only node).
 #[derive(Clone, Debug)]
 pub struct SubnetEnv {
     pub network: String,
     pub subnet: String,
     pub mtu: u32,
     pub ipmasq: bool,
+    /// `FLANNEL_IPV6_NETWORK` and `FLANNEL_IPV6_SUBNET`, when set.
+    pub ipv6: Option<(String, String)>,
 }
 
 impl Default for SubnetEnv {
@@ -271,16 +274,53 @@ impl Default for SubnetEnv {
             subnet: "10.244.1.1/24".into(),
             mtu: 1450,
             ipmasq: true,
+            ipv6: None,
         }
     }
 }
 
+/// The IPv6 network and node subnet (gateway ::1) the dual-stack suites use.
+pub const IPV6_NETWORK: &str = "fd00:10:244::/56";
+pub const IPV6_SUBNET: &str = "fd00:10:244:1::1/64";
+
 impl SubnetEnv {
+    /// The default IPv4 keys plus [`IPV6_NETWORK`] / [`IPV6_SUBNET`].
+    pub fn dual_stack() -> SubnetEnv {
+        SubnetEnv {
+            ipv6: Some((IPV6_NETWORK.into(), IPV6_SUBNET.into())),
+            ..SubnetEnv::default()
+        }
+    }
+
+    /// Only the IPv6 keys, as flanneld writes them with EnableIPv4=false.
+    pub fn ipv6_only() -> SubnetEnv {
+        SubnetEnv {
+            network: String::new(),
+            subnet: String::new(),
+            ..SubnetEnv::dual_stack()
+        }
+    }
+
     pub fn render(&self) -> String {
-        format!(
-            "FLANNEL_NETWORK={}\nFLANNEL_SUBNET={}\nFLANNEL_MTU={}\nFLANNEL_IPMASQ={}\n",
-            self.network, self.subnet, self.mtu, self.ipmasq
-        )
+        let mut out = String::new();
+        if !self.network.is_empty() {
+            out += &format!(
+                "FLANNEL_NETWORK={}\nFLANNEL_SUBNET={}\n",
+                self.network, self.subnet
+            );
+        }
+        if let Some((net, sub)) = &self.ipv6 {
+            out += &format!("FLANNEL_IPV6_NETWORK={net}\nFLANNEL_IPV6_SUBNET={sub}\n");
+        }
+        out + &format!("FLANNEL_MTU={}\nFLANNEL_IPMASQ={}\n", self.mtu, self.ipmasq)
+    }
+
+    /// The IPv6 gateway (first host) address, e.g. "fd00:10:244:1::1".
+    pub fn gateway6(&self) -> &str {
+        self.ipv6
+            .as_ref()
+            .and_then(|(_, s)| s.split('/').next())
+            .unwrap_or("")
     }
 
     /// The gateway (first host) address, e.g. "10.244.1.1".
@@ -314,6 +354,11 @@ impl Pod {
     /// The pod interface's IPv4 addresses.
     pub fn ipv4_addrs(&self) -> Vec<String> {
         self.ns.ipv4_addrs(&self.ifname)
+    }
+
+    /// The pod interface's global IPv6 addresses.
+    pub fn ipv6_addrs(&self) -> Vec<String> {
+        self.ns.ipv6_addrs(&self.ifname)
     }
 }
 

@@ -58,6 +58,35 @@ impl NetNs {
             .collect()
     }
 
+    /// Global IPv6 addresses on `dev` as "addr/len" (link-local left out),
+    /// with `tentative` or `dadfailed` appended when the kernel says so.
+    pub fn ipv6_addrs(&self, dev: &str) -> Vec<String> {
+        as_vec(self.ip_json(&["-6", "addr", "show", "dev", dev, "scope", "global"]))
+            .iter()
+            .flat_map(|l| as_vec(l["addr_info"].clone()))
+            .filter_map(|a| {
+                let mut s = format!("{}/{}", a["local"].as_str()?, a["prefixlen"].as_u64()?);
+                for flag in ["tentative", "dadfailed"] {
+                    if a[flag] == true {
+                        s += &format!(" {flag}");
+                    }
+                }
+                Some(s)
+            })
+            .collect()
+    }
+
+    /// `ip -j -6 route show` (main table).
+    pub fn routes_v6(&self) -> Vec<Value> {
+        as_vec(self.ip_json(&["-6", "route", "show"]))
+    }
+
+    /// The IPv6 route whose dst is `dst` ("default" for ::/0), if any.
+    pub fn route_v6(&self, dst: &str) -> Option<Value> {
+        let dst = if dst == "::/0" { "default" } else { dst };
+        self.routes_v6().into_iter().find(|r| r["dst"] == dst)
+    }
+
     /// `ip -j -4 route show` (main table).
     pub fn routes_v4(&self) -> Vec<Value> {
         as_vec(self.ip_json(&["-4", "route", "show"]))

@@ -48,7 +48,8 @@ pub mod wait;
 pub use cluster::{Cluster, ClusterPod};
 pub use cni::{
     assert_json_eq, is_host_veth_name, result_address, result_host_veth, result_ip,
-    with_prev_result, CniCall, CniNode, CniOutput, Pod, SubnetEnv, VERSIONS,
+    with_prev_result, CniCall, CniNode, CniOutput, Pod, SubnetEnv, IPV6_NETWORK, IPV6_SUBNET,
+    VERSIONS,
 };
 pub use netns::{require_root, NetNs};
 pub use tcp::{tcp_fetch, TcpServer};

@@ -1,9 +1,9 @@
 //! ADD: bridge, veth, address, routes, masquerade; undo on any failure.
 
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use serde_json::Value;
 
 use super::{ip_masq, ipam_error, open_netns, open_store, read_subnet_env};
@@ -12,7 +12,7 @@ use crate::cni_err;
 use crate::env::CniEnv;
 use crate::error::Result;
 use crate::netlink::{format_mac, Link, Netlink, Pending};
-use crate::spec::{AddResult, Interface, NetConf};
+use crate::spec::{AddResult, Interface, IpConfig, NetConf, RouteConfig};
 use crate::{masq, random, scratch};
 
 /// How many random host-side names to try before giving up.
@@ -32,22 +32,53 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<Value> {
 
     let d = &conf.delegate;
     let mtu = d.mtu.unwrap_or(senv.mtu);
-    let prefix = senv.subnet.prefix();
-    let gateway = senv.gateway();
-    let gw_net = Ipv4Network::new(gateway, prefix)
-        .map_err(|e| cni_err!(InvalidConfig, "gateway {gateway}/{prefix}: {e}"))?;
+    // IPv4 first, then IPv6: host-local's range sets [[v4], [v6]].
+    let families = senv.families();
+    let gateways: Vec<IpNetwork> = families.iter().map(|f| f.subnet).collect();
     let bridge = ensure_bridge(
         &host,
         &d.bridge,
         mtu,
-        d.is_gateway.then_some(gw_net),
+        if d.is_gateway { &gateways } else { &[] },
         d.promisc_mode,
     )?;
 
     let store = open_store(conf)?;
-    let ip = store
-        .allocate(senv.pod_subnet(), gateway, &env.container_id, &env.ifname)
-        .map_err(ipam_error)?;
+    let mut taken: Vec<IpAddr> = Vec::with_capacity(families.len());
+    let undo = |taken: &[IpAddr]| {
+        for &ip in taken {
+            if let Err(undo) = store.release_ip(ip, &env.container_id) {
+                tracing::warn!("ADD failed and releasing {ip} failed too: {undo}");
+            }
+        }
+    };
+    let mut fams = Vec::with_capacity(families.len());
+    for (range_id, f) in families.iter().enumerate() {
+        let prefix = f.subnet.prefix();
+        let ip = match store.allocate(
+            f.pod_subnet(),
+            f.gateway(),
+            range_id,
+            &env.container_id,
+            &env.ifname,
+        ) {
+            Ok(ip) => ip,
+            Err(e) => {
+                undo(&taken);
+                return Err(ipam_error(e));
+            }
+        };
+        taken.push(ip);
+        let address = IpNetwork::new(ip, prefix).map_err(|e| {
+            undo(&taken);
+            cni_err!(InvalidConfig, "address {ip}/{prefix}: {e}")
+        })?;
+        fams.push(FamilyPlan {
+            address,
+            gateway: f.gateway(),
+            network: f.network,
+        });
+    }
     let masq = ip_masq(conf, Some(&senv)).unwrap_or(false);
     let plan = Plan {
         env,
@@ -55,10 +86,7 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<Value> {
         ns: &ns,
         place: &place,
         mtu,
-        address: Ipv4Network::new(ip, prefix)
-            .map_err(|e| cni_err!(InvalidConfig, "address {ip}/{prefix}: {e}"))?,
-        gateway,
-        network: senv.network,
+        fams,
         masq,
     };
     // Upstream's per-pod file first (its DEL after a rollback needs it),
@@ -70,9 +98,7 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<Value> {
         Ok(result) => Ok(result.to_json(conf.version)),
         Err(e) => {
             scratch::remove(conf, &env.container_id);
-            if let Err(undo) = store.release_ip(ip, &env.container_id) {
-                tracing::warn!("ADD failed and releasing {ip} failed too: {undo}");
-            }
+            undo(&taken);
             Err(e)
         }
     }
@@ -84,10 +110,37 @@ struct Plan<'a> {
     ns: &'a File,
     place: &'a str,
     mtu: u32,
-    address: Ipv4Network,
-    gateway: Ipv4Addr,
-    network: Ipv4Network,
+    /// One per address family of subnet.env, IPv4 first.
+    fams: Vec<FamilyPlan>,
     masq: bool,
+}
+
+/// The pod's address in one family, with that family's gateway and
+/// cluster network.
+struct FamilyPlan {
+    address: IpNetwork,
+    gateway: IpAddr,
+    network: IpNetwork,
+}
+
+impl FamilyPlan {
+    /// The cluster network, and the default route when asked, via the gateway.
+    fn routes(&self, default: bool) -> Vec<RouteConfig> {
+        let any = match self.network {
+            IpNetwork::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpNetwork::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        let mut dsts = vec![self.network];
+        if default {
+            dsts.extend(IpNetwork::new(any, 0).ok());
+        }
+        dsts.into_iter()
+            .map(|dst| RouteConfig {
+                dst,
+                gw: self.gateway,
+            })
+            .collect()
+    }
 }
 
 /// Creates the veth and configures both ends; on failure removes the veth.
@@ -169,13 +222,13 @@ fn host_end(
     Ok((link, hairpin))
 }
 
-/// The pod's end: arp_notify, address, up, routes. Returns the link and
-/// the routes' destinations.
+/// The pod's end: arp_notify, addresses, up, routes. Returns the link and
+/// the routes.
 fn pod_end(
     plan: &Plan<'_>,
     pod: &Netlink,
     known: Option<Link>,
-) -> Result<(Link, Vec<Ipv4Network>)> {
+) -> Result<(Link, Vec<RouteConfig>)> {
     let ifname = &plan.env.ifname;
     let link = match known {
         Some(link) => link,
@@ -187,24 +240,25 @@ fn pod_end(
             )
         })?,
     };
-    let mut routes = vec![plan.network];
-    if plan.conf.delegate.is_default_gateway {
-        routes.push(Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).unwrap_or(plan.network));
-    }
-    // arp_notify (before up, which announces the address), address, up,
-    // then the routes through the gateway that the address makes
-    // reachable: sent on one socket in that order, so the kernel applies
-    // them in that order, without a wait between them.
+    let default = plan.conf.delegate.is_default_gateway;
+    let routes: Vec<RouteConfig> = plan.fams.iter().flat_map(|f| f.routes(default)).collect();
+    // arp_notify (before up, which announces the address), addresses
+    // (IPv6 ones without DAD), up, then the routes through the gateways
+    // that the addresses make reachable: sent on one socket in that
+    // order, so the kernel applies them in that order, without a wait
+    // between them.
     let index = link.index;
-    let mut requests = vec![
-        Netlink::arp_notify_request(index, ifname),
-        Netlink::address_request(index, plan.address, ifname),
-        Netlink::up_request(index, ifname),
-    ];
+    let mut requests = vec![Netlink::arp_notify_request(index, ifname)];
+    requests.extend(
+        plan.fams
+            .iter()
+            .map(|f| Netlink::address_request(index, f.address, ifname)),
+    );
+    requests.push(Netlink::up_request(index, ifname));
     requests.extend(
         routes
             .iter()
-            .map(|dst| Netlink::route_request(*dst, plan.gateway, index)),
+            .map(|r| Netlink::route_request(r.dst, r.gw, index)),
     );
     pod.run_all(requests)?;
     Ok((link, routes))
@@ -231,13 +285,18 @@ fn configure(
     }
     let (pod_link, routes) = pod_end?;
     if plan.masq {
-        masq::add(
-            &plan.conf.name,
-            plan.network,
-            plan.address.ip(),
-            &plan.env.container_id,
-            ifname,
-        )?;
+        // IPv4 only: the masquerade table is `ip` (see masq.rs).
+        for f in &plan.fams {
+            if let (IpNetwork::V4(network), IpNetwork::V4(address)) = (f.network, f.address) {
+                masq::add(
+                    &plan.conf.name,
+                    network,
+                    address.ip(),
+                    &plan.env.container_id,
+                    ifname,
+                )?;
+            }
+        }
     }
     Ok(AddResult {
         bridge: Interface {
@@ -258,8 +317,14 @@ fn configure(
             mtu: Some(plan.mtu),
             sandbox: Some(plan.place.to_string()),
         },
-        address: plan.address,
-        gateway: plan.gateway,
+        ips: plan
+            .fams
+            .iter()
+            .map(|f| IpConfig {
+                address: f.address,
+                gateway: f.gateway,
+            })
+            .collect(),
         routes,
     })
 }

@@ -1,8 +1,8 @@
 //! CHECK: is the pod's network still what ADD reported in `prevResult`?
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use serde::Deserialize;
 
 use super::{ipam_error, open_netns, open_store, read_subnet_env};
@@ -59,8 +59,8 @@ impl Prev {
     }
 
     /// The addresses of the container interface `container` (and those
-    /// that name no interface), which must be IPv4 CIDRs.
-    fn addresses(&self, container: Option<usize>) -> Result<Vec<Ipv4Network>> {
+    /// that name no interface), which must be CIDRs of either family.
+    fn addresses(&self, container: Option<usize>) -> Result<Vec<IpNetwork>> {
         self.ips
             .iter()
             .filter(|ip| ip.interface.is_none() || ip.interface == container)
@@ -68,7 +68,7 @@ impl Prev {
                 parse_cidr(&ip.address).ok_or_else(|| {
                     cni_err!(
                         Decode,
-                        "prevResult address {:?} is not IPv4 CIDR",
+                        "prevResult address {:?} is not an IP CIDR",
                         ip.address
                     )
                 })
@@ -76,17 +76,18 @@ impl Prev {
             .collect()
     }
 
-    /// Every route as (destination, gateway), which must be IPv4.
-    fn routes(&self) -> Result<Vec<(Ipv4Network, Option<Ipv4Addr>)>> {
+    /// Every route as (destination, gateway), of either family.
+    fn routes(&self) -> Result<Vec<(IpNetwork, Option<IpAddr>)>> {
         self.routes
             .iter()
             .map(|r| {
                 let dst = parse_cidr(&r.dst).ok_or_else(|| {
-                    cni_err!(Decode, "prevResult route {:?} is not IPv4 CIDR", r.dst)
+                    cni_err!(Decode, "prevResult route {:?} is not an IP CIDR", r.dst)
                 })?;
                 let gw = r.gw.as_deref().map(|g| {
-                    g.parse()
-                        .map_err(|_| cni_err!(Decode, "prevResult gateway {g:?} is not IPv4"))
+                    g.parse().map_err(|_| {
+                        cni_err!(Decode, "prevResult gateway {g:?} is not an IP address")
+                    })
                 });
                 Ok((dst, gw.transpose()?))
             })
@@ -94,12 +95,13 @@ impl Prev {
     }
 }
 
-/// An IPv4 CIDR as the spec writes it, `10.244.1.5/24`. `Ipv4Network`'s
-/// own parser also takes a bare address (as a /32), a netmask, a sign or
-/// leading zeros, which would turn a malformed prevResult into a mismatch.
-fn parse_cidr(s: &str) -> Option<Ipv4Network> {
+/// A CIDR as the spec writes it, `10.244.1.5/24` or `fd00::5/64`.
+/// `IpNetwork`'s own parser also takes a bare address (as a /32 or /128),
+/// a netmask, a sign or leading zeros, which would turn a malformed
+/// prevResult into a mismatch.
+fn parse_cidr(s: &str) -> Option<IpNetwork> {
     let (_, len) = s.split_once('/')?;
-    let digits = matches!(len.len(), 1 | 2) && len.bytes().all(|b| b.is_ascii_digit());
+    let digits = matches!(len.len(), 1..=3) && len.bytes().all(|b| b.is_ascii_digit());
     if digits && (len == "0" || !len.starts_with('0')) {
         s.parse().ok()
     } else {

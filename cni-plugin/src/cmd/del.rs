@@ -9,7 +9,7 @@
 //! `reap.rs`). If the child cannot be forked, DEL deletes the link itself.
 
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use common::SubnetEnv;
 
@@ -45,17 +45,25 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
             ips.push(ip);
         }
     }
-    let scan = ips.is_empty();
+    let senv = SubnetEnv::read(&conf.subnet_file).ok();
+    // One address per family of subnet.env: fewer on the interface (one
+    // removed by hand, or subnet.env unknown) and the store is scanned.
+    let families = senv.as_ref().map(|s| s.families().len());
+    let scan = ips.is_empty() || families.is_none_or(|n| ips.len() < n);
     if scan {
         // The namespace or the interface is gone: look the pod up.
         ips = store.find(cid, ifname).map_err(ipam_error)?;
     }
-    if !ips.is_empty() {
-        let senv = SubnetEnv::read(&conf.subnet_file).ok();
-        // Unknown (no subnet.env, no delegate.ipMasq): clean up anyway.
-        if ip_masq(conf, senv.as_ref()) != Some(false) {
-            masq::remove(&conf.name, &ips)?;
-        }
+    // Unknown (no subnet.env, no delegate.ipMasq): clean up anyway.
+    if !ips.is_empty() && ip_masq(conf, senv.as_ref()) != Some(false) {
+        let v4: Vec<_> = ips
+            .iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V4(a) => Some(*a),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        masq::remove(&conf.name, &v4)?;
     }
     if scan {
         store.release(cid, ifname).map_err(ipam_error)?;
@@ -69,10 +77,10 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
 }
 
 /// Renames the pod's interface out of the way and takes it down; returns
-/// the IPv4 addresses it had. A missing interface is fine, and so is one
+/// the addresses it had (both families). A missing interface is fine, and so is one
 /// that ADD did not make (the pod's `lo`, a device of its own): that is
 /// left as it is.
-fn detach(ns: &File, place: &str, ifname: &str, bridge: &str) -> Result<Vec<Ipv4Addr>> {
+fn detach(ns: &File, place: &str, ifname: &str, bridge: &str) -> Result<Vec<IpAddr>> {
     let pod = Netlink::open_in(ns, place)?;
     let link = pod.link_by_name(ifname)?;
     let Some(link) = link else {
@@ -88,7 +96,12 @@ fn detach(ns: &File, place: &str, ifname: &str, bridge: &str) -> Result<Vec<Ipv4
     let tomb = random::name(TOMBSTONE);
     pod.rename_down(link.index, ifname, &tomb)?;
     delete_soon(ns, &pod, link.index, &tomb)?;
-    Ok(addresses.into_iter().map(|net| net.ip()).collect())
+    // IPv6 link-local addresses are the kernel's, never the store's.
+    Ok(addresses
+        .into_iter()
+        .map(|net| net.ip())
+        .filter(|ip| !matches!(ip, IpAddr::V6(a) if a.is_unicast_link_local()))
+        .collect())
 }
 
 /// Deletes a detached link off the critical path (see `reap.rs`), or

@@ -3,6 +3,7 @@
 //! Keeps going after individual failures.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 
 use super::{ipam_error, open_store};
 use crate::cni_err;
@@ -45,7 +46,7 @@ pub fn run(conf: &NetConf) -> Result<()> {
         .collect();
     let stale: Vec<_> = members
         .into_iter()
-        .filter(|ip| !allocated.contains(ip))
+        .filter(|ip| !allocated.contains(&IpAddr::V4(*ip)))
         .collect();
     masq::remove(&conf.name, &stale)
 }

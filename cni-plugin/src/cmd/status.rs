@@ -16,12 +16,14 @@ pub fn run(conf: &NetConf) -> Result<()> {
         ),
         other => cni_err!(NotAvailable, "subnet file unusable: {other}"),
     })?;
-    let subnet = senv.pod_subnet();
-    let free = open_store(conf)?
-        .free_count(subnet, senv.gateway())
-        .map_err(ipam_error)?;
-    if free == 0 {
-        return Err(cni_err!(NotAvailable, "no free address left in {subnet}"));
+    // ADD takes one address of each family: each must have one free.
+    let store = open_store(conf)?;
+    for f in senv.families() {
+        let subnet = f.pod_subnet();
+        let free = store.free_count(subnet, f.gateway()).map_err(ipam_error)?;
+        if free == 0 {
+            return Err(cni_err!(NotAvailable, "no free address left in {subnet}"));
+        }
     }
     Ok(())
 }

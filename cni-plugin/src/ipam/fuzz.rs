@@ -9,6 +9,8 @@ use flannel_tests::{fuzz_test, TempDir};
 use proptest::prelude::*;
 
 use super::*;
+use ipnetwork::Ipv4Network;
+use std::net::Ipv4Addr;
 
 const SUBNET: &str = "10.244.1.0/24";
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 1);
@@ -19,7 +21,7 @@ const IFNAME: &str = "eth0";
 /// whitespace-trimmed text is `<cid>\r\n<ifname>`, or `<cid>` alone.
 fn check_record(record: &[u8]) -> Result<Allocation, TestCaseError> {
     let ip = Ipv4Addr::new(10, 244, 1, 7);
-    let a = Allocation::parse(ip, record);
+    let a = Allocation::parse(ip.into(), record);
     let text = String::from_utf8_lossy(record);
     let text = text.trim();
     prop_assert_eq!(a.ip, ip);
@@ -95,40 +97,42 @@ fuzz_test! {
             .collect();
         prop_assert_eq!(s.find(CID, IFNAME).expect("find"), want.clone());
         prop_assert_eq!(s.release(CID, IFNAME).expect("release"), want.clone());
-        let left: Vec<Ipv4Addr> = s.allocations().expect("list").iter().map(|a| a.ip).collect();
+        let left: Vec<IpAddr> = s.allocations().expect("list").iter().map(|a| a.ip).collect();
         for (i, a) in parsed.iter().enumerate() {
             let ip = Ipv4Addr::new(10, 244, 1, i as u8 + 2);
             // DEL also sweeps files with no owner in them.
             let kept = !want.contains(&ip) && !a.container_id.is_empty();
-            prop_assert_eq!(left.contains(&ip), kept, "{} {:?}", ip, a);
+            prop_assert_eq!(left.contains(&IpAddr::V4(ip)), kept, "{} {:?}", ip, a);
         }
     }
 }
 
 /// Allocates once with `content` in `last_reserved_ip.0`; returns the
 /// address and whether the file was used (an in-range address).
-fn allocate_after(content: &[u8]) -> (Ipv4Addr, bool) {
+fn allocate_after(content: &[u8]) -> (IpAddr, bool) {
     let (_dir, s) = store();
     fs::write(s.dir().join(LAST_RESERVED), content).expect("write last_reserved_ip.0");
     let subnet: Ipv4Network = SUBNET.parse().expect("cidr");
-    let (start, end) = usable_range(subnet).expect("a /24 has room");
-    let used = s.last_reserved().filter(|ip| (start..=end).contains(ip));
-    let ip = s.allocate(subnet, GATEWAY, CID, IFNAME).expect("allocate");
+    let (start, end) = range::usable(subnet.into()).expect("a /24 has room");
+    let used = s
+        .last_reserved(0)
+        .filter(IpAddr::is_ipv4)
+        .map(range::to_int)
+        .filter(|ip| (start..=end).contains(ip));
+    let ip = s
+        .allocate(subnet, GATEWAY, 0, CID, IFNAME)
+        .expect("allocate");
     let want = match used {
         Some(last) if last < end => last + 1,
         _ => start,
     };
     assert_eq!(
         ip,
-        Ipv4Addr::from(want),
+        range::from_int(subnet.into(), want).expect("in range"),
         "after {:?}",
         String::from_utf8_lossy(content)
     );
-    assert_eq!(
-        s.last_reserved(),
-        Some(u32::from(ip)),
-        "last_reserved_ip.0 rewritten"
-    );
+    assert_eq!(s.last_reserved(0), Some(ip), "last_reserved_ip.0 rewritten");
     (ip, used.is_some())
 }
 

@@ -1,6 +1,8 @@
 //! Unit tests of the IPAM store.
 
 use super::*;
+use ipnetwork::Ipv4Network;
+use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::{atomic::AtomicUsize, atomic::Ordering, Arc, Barrier};
 
@@ -41,16 +43,16 @@ fn setup() -> (TempDir, Store) {
 }
 
 /// Allocates in 10.244.1.0/24 with gateway .1.
-fn take(s: &Store, cid: &str, ifname: &str) -> Ipv4Addr {
+fn take(s: &Store, cid: &str, ifname: &str) -> IpAddr {
     let (subnet, gw) = (net("10.244.1.0/24"), ip("10.244.1.1"));
-    s.allocate(subnet, gw, cid, ifname).unwrap()
+    s.allocate(subnet, gw, 0, cid, ifname).unwrap()
 }
 
 fn put(s: &Store, name: &str, content: &str) {
     fs::write(s.dir().join(name), content).unwrap();
 }
 
-fn held(s: &Store) -> Vec<Ipv4Addr> {
+fn held(s: &Store) -> Vec<IpAddr> {
     s.allocations().unwrap().iter().map(|a| a.ip).collect()
 }
 
@@ -85,15 +87,15 @@ fn wraps_around_and_exhausts_a_small_subnet() {
     let (subnet, gw) = (net("10.0.0.0/28"), ip("10.0.0.1"));
     put(&s, LAST_RESERVED, "10.0.0.14");
     for i in (2..=14).chain([6]) {
-        let got = s.allocate(subnet, gw, &format!("c{i}"), "eth0").unwrap();
+        let got = s.allocate(subnet, gw, 0, &format!("c{i}"), "eth0").unwrap();
         assert_eq!(got, Ipv4Addr::new(10, 0, 0, i));
         if i == 14 {
             // Full: free .6, and the search wraps past the taken ones to it.
             assert_eq!(s.release("c6", "eth0").unwrap(), ips(&["10.0.0.6"]));
         }
     }
-    let err = s.allocate(subnet, gw, "x", "eth0").unwrap_err();
-    assert!(matches!(err, IpamError::Exhausted { range } if range == subnet));
+    let err = s.allocate(subnet, gw, 0, "x", "eth0").unwrap_err();
+    assert!(matches!(err, IpamError::Exhausted { range } if range == subnet.into()));
     assert_eq!(err.to_string(), "no free IP address in 10.0.0.0/28");
     assert_eq!(held(&s).len(), 13);
 }
@@ -115,12 +117,12 @@ fn tiny_subnets_and_odd_gateways() {
         let (subnet, gw) = (net(subnet), ip(gw));
         assert_eq!(s.free_count(subnet, gw).unwrap(), want.len(), "{subnet}");
         for &octet in want {
-            let got = s.allocate(subnet, gw, "c", "e").unwrap();
+            let got = s.allocate(subnet, gw, 0, "c", "e").unwrap();
             assert_eq!(got, Ipv4Addr::new(10, 0, 0, octet), "{subnet} gw {gw}");
         }
         let range = Ipv4Network::new(subnet.network(), subnet.prefix()).unwrap();
-        let last = s.allocate(subnet, gw, "c", "e");
-        assert!(matches!(last, Err(IpamError::Exhausted { range: r }) if r == range));
+        let last = s.allocate(subnet, gw, 0, "c", "e");
+        assert!(matches!(last, Err(IpamError::Exhausted { range: r }) if r == range.into()));
     }
 }
 
@@ -202,7 +204,8 @@ fn allocations_ignore_other_entries() {
     take(&s, "x", "eth0");
     for name in [
         "last_reserved_ip.1",
-        "fd00::5",
+        "fd00:0::5",
+        "FD00::5",
         "10.244.1.300",
         "010.244.1.3",
         "notes",
@@ -216,7 +219,7 @@ fn allocations_ignore_other_entries() {
         .map(|a| (a.ip, &*a.container_id, a.ifname.as_deref()));
     assert_eq!(
         got.collect::<Vec<_>>(),
-        [(ip("10.244.1.2"), "x", Some("eth0"))]
+        [(IpAddr::from(ip("10.244.1.2")), "x", Some("eth0"))]
     );
 }
 
@@ -232,7 +235,7 @@ fn gc_frees_what_is_not_valid() {
     let valid = [("a", "eth0"), ("b", "eth1")].map(|(c, i)| (c.to_owned(), i.to_owned()));
     let report = s.gc(&HashSet::from(valid.clone())).unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
-    let freed: Vec<Ipv4Addr> = report.freed.iter().map(|a| a.ip).collect();
+    let freed: Vec<IpAddr> = report.freed.iter().map(|a| a.ip).collect();
     let want = ["10.244.1.3", "10.244.1.4", "10.244.1.51", "10.244.1.52"];
     assert_eq!(freed, ips(&want));
     assert_eq!(report.freed[0].container_id, "b");
@@ -272,9 +275,11 @@ fn concurrent_allocations_are_distinct() {
             })
         })
         .collect();
-    let got: Vec<(i32, Ipv4Addr)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    let distinct: HashSet<Ipv4Addr> = got.iter().map(|&(_, a)| a).collect();
-    let want: HashSet<Ipv4Addr> = (2..66).map(|i| Ipv4Addr::new(10, 244, 1, i)).collect();
+    let got: Vec<(i32, IpAddr)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let distinct: HashSet<IpAddr> = got.iter().map(|&(_, a)| a).collect();
+    let want: HashSet<IpAddr> = (2..66)
+        .map(|i| Ipv4Addr::new(10, 244, 1, i).into())
+        .collect();
     assert_eq!(distinct, want);
     let s = Store::open(&tmp.0, "cbr0").unwrap();
     for (i, addr) in got {

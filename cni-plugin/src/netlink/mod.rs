@@ -6,12 +6,12 @@
 mod socket;
 
 use std::fs::File;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
-use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
 use rtnetlink::packet_route::link::{
     AfSpecInet, AfSpecUnspec, InetDevConf, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags,
     LinkInfo, LinkMessage,
@@ -85,11 +85,11 @@ pub fn format_mac(bytes: &[u8]) -> String {
         .join(":")
 }
 
-/// A route as the plugin sees it: destination and gateway, IPv4.
+/// A route as the plugin sees it: destination and gateway, either family.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    pub dst: Ipv4Network,
-    pub gw: Option<Ipv4Addr>,
+    pub dst: IpNetwork,
+    pub gw: Option<IpAddr>,
     pub oif: Option<u32>,
 }
 
@@ -308,12 +308,25 @@ impl Netlink {
             .map(|_| ())
     }
 
-    /// Adds `addr/prefix`; an address that is already there is fine.
-    pub fn address_request(index: u32, net: Ipv4Network, name: &str) -> Request {
-        let msg = AddressMessageBuilder::<Ipv4Addr>::new()
-            .index(index)
-            .address(net.ip(), net.prefix())
-            .build();
+    /// Adds `addr/prefix`; an address that is already there is fine. An
+    /// IPv6 address is added with IFA_F_NODAD: usable at once, without the
+    /// second or more of duplicate address detection (the IPAM store
+    /// already guarantees it is unique on the bridge).
+    pub fn address_request(index: u32, net: IpNetwork, name: &str) -> Request {
+        let msg = match net {
+            IpNetwork::V4(n) => AddressMessageBuilder::<Ipv4Addr>::new()
+                .index(index)
+                .address(n.ip(), n.prefix())
+                .build(),
+            IpNetwork::V6(n) => {
+                let mut msg = AddressMessageBuilder::<Ipv6Addr>::new()
+                    .index(index)
+                    .address(n.ip(), n.prefix())
+                    .build();
+                msg.header.flags = AddressHeaderFlags::Nodad;
+                msg
+            }
+        };
         Request::change(
             RouteNetlinkMessage::NewAddress(msg),
             NLM_F_CREATE | NLM_F_EXCL,
@@ -322,14 +335,14 @@ impl Netlink {
         .tolerating(libc::EEXIST)
     }
 
-    pub fn ensure_address(&self, index: u32, net: Ipv4Network, name: &str) -> NlResult<()> {
+    pub fn ensure_address(&self, index: u32, net: IpNetwork, name: &str) -> NlResult<()> {
         self.conn
             .run(Self::address_request(index, net, name))
             .map(|_| ())
     }
 
-    /// IPv4 addresses on the link.
-    pub fn addresses(&self, index: u32) -> NlResult<Vec<Ipv4Network>> {
+    /// The addresses on the link, both families (IPv6 link-local ones too).
+    pub fn addresses(&self, index: u32) -> NlResult<Vec<IpNetwork>> {
         Ok(self
             .all_addresses()?
             .into_iter()
@@ -338,10 +351,10 @@ impl Netlink {
             .collect())
     }
 
-    /// Every IPv4 address in the namespace, with its link's index.
-    pub fn all_addresses(&self) -> NlResult<Vec<(u32, Ipv4Network)>> {
+    /// Every address in the namespace, both families, with its link's index.
+    pub fn all_addresses(&self) -> NlResult<Vec<(u32, IpNetwork)>> {
         let mut msg = AddressMessage::default();
-        msg.header.family = AddressFamily::Inet;
+        msg.header.family = AddressFamily::Unspec;
         let replies = self.conn.run(Request::dump(
             RouteNetlinkMessage::GetAddress(msg),
             "list addresses".to_string(),
@@ -352,8 +365,8 @@ impl Netlink {
                 continue;
             };
             for attr in &msg.attributes {
-                if let AddressAttribute::Address(IpAddr::V4(ip)) = attr {
-                    if let Ok(net) = Ipv4Network::new(*ip, msg.header.prefix_len) {
+                if let AddressAttribute::Address(ip) = attr {
+                    if let Ok(net) = IpNetwork::new(*ip, msg.header.prefix_len) {
                         out.push((msg.header.index, net));
                     }
                 }
@@ -363,14 +376,27 @@ impl Netlink {
     }
 
     /// `ip route add DST via GW dev INDEX`; an identical route is fine.
-    pub fn route_request(dst: Ipv4Network, gw: Ipv4Addr, index: u32) -> Request {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(dst.network(), dst.prefix())
-            .gateway(gw)
-            .output_interface(index)
-            // What iproute2 and the reference plugins leave: "proto boot".
-            .protocol(RouteProtocol::Boot)
-            .build();
+    /// `dst` and `gw` are of one family (the caller pairs them per family;
+    /// a mixed pair is refused by the kernel, naming the route).
+    pub fn route_request(dst: IpNetwork, gw: IpAddr, index: u32) -> Request {
+        let mut msg = match (dst, gw) {
+            (IpNetwork::V6(d), IpAddr::V6(g)) => RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(d.network(), d.prefix())
+                .gateway(g)
+                .build(),
+            (IpNetwork::V4(d), IpAddr::V4(g)) => RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(d.network(), d.prefix())
+                .gateway(g)
+                .build(),
+            // A mixed pair: an IPv4 route with no gateway set, which the
+            // kernel refuses with the op naming both.
+            (d, _) => RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(Ipv4Addr::UNSPECIFIED, d.prefix())
+                .build(),
+        };
+        msg.attributes.push(RouteAttribute::Oif(index));
+        // What iproute2 and the reference plugins leave: "proto boot".
+        msg.header.protocol = RouteProtocol::Boot;
         Request::change(
             RouteNetlinkMessage::NewRoute(msg),
             NLM_F_CREATE | NLM_F_EXCL,
@@ -379,9 +405,9 @@ impl Netlink {
         .tolerating(libc::EEXIST)
     }
 
-    /// The IPv4 routes of the main table.
+    /// The routes of the main table, both families.
     pub fn routes(&self) -> NlResult<Vec<Route>> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        let msg = RouteMessageBuilder::<IpAddr>::new().build();
         let replies = self.conn.run(Request::dump(
             RouteNetlinkMessage::GetRoute(msg),
             "list routes".to_string(),
@@ -397,18 +423,24 @@ impl Netlink {
 }
 
 fn route_of(msg: &RouteMessage) -> Option<Route> {
-    let mut dst = Ipv4Addr::UNSPECIFIED;
+    let mut dst = match msg.header.address_family {
+        AddressFamily::Inet => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        AddressFamily::Inet6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        _ => return None,
+    };
     let mut gw = None;
     let mut oif = None;
     for attr in &msg.attributes {
         match attr {
-            RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = *a,
-            RouteAttribute::Gateway(RouteAddress::Inet(a)) => gw = Some(*a),
+            RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = IpAddr::V4(*a),
+            RouteAttribute::Destination(RouteAddress::Inet6(a)) => dst = IpAddr::V6(*a),
+            RouteAttribute::Gateway(RouteAddress::Inet(a)) => gw = Some(IpAddr::V4(*a)),
+            RouteAttribute::Gateway(RouteAddress::Inet6(a)) => gw = Some(IpAddr::V6(*a)),
             RouteAttribute::Oif(i) => oif = Some(*i),
             _ => {}
         }
     }
-    let dst = Ipv4Network::new(dst, msg.header.destination_prefix_length).ok()?;
+    let dst = IpNetwork::new(dst, msg.header.destination_prefix_length).ok()?;
     Some(Route { dst, gw, oif })
 }
 

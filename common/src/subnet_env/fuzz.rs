@@ -17,12 +17,17 @@ const TARGET: &str = "subnet-env";
 fn check_text(text: &str) -> Result<(), TestCaseError> {
     if let Ok(env) = SubnetEnv::parse(text) {
         prop_assert!((576..=65535).contains(&env.mtu));
-        prop_assert!(env.subnet.prefix() <= 30);
-        prop_assert!(
-            env.gateway() != env.subnet.network() && env.gateway() != env.subnet.broadcast()
-        );
-        prop_assert!(env.subnet.prefix() >= env.network.prefix());
-        prop_assert!(env.network.contains(env.subnet.network()));
+        prop_assert!(!env.families().is_empty());
+        for f in env.families() {
+            let bits = if f.subnet.is_ipv4() { 32 } else { 128 };
+            prop_assert!(f.subnet.prefix() <= bits - 2);
+            prop_assert!(f.gateway() != f.subnet.network());
+            if let ipnetwork::IpNetwork::V4(s) = f.subnet {
+                prop_assert!(s.ip() != s.broadcast());
+            }
+            prop_assert!(f.subnet.prefix() >= f.network.prefix());
+            prop_assert!(f.network.contains(f.subnet.network()));
+        }
         let again = SubnetEnv::parse(&env.render()).map_err(TestCaseError::fail)?;
         prop_assert_eq!(again, env);
     }
@@ -63,19 +68,31 @@ fn valid() -> impl Strategy<Value = SubnetEnv> {
                 Just((network, subnet)),
                 576u32..=65535,
                 any::<bool>(),
-                proptest::option::of((any::<u128>(), 0u8..=128)),
+                proptest::option::of((any::<u128>(), 0u8..=126, any::<u128>(), any::<u128>())),
+                any::<bool>(),
             )
         })
-        .prop_map(|((network, subnet), mtu, ipmasq, v6)| {
-            let v6 =
-                v6.map(|(a, len)| Ipv6Network::new(Ipv6Addr::from(a), len).expect("len <= 128"));
+        .prop_map(|((network, subnet), mtu, ipmasq, v6, keep_v4)| {
+            let v6 = v6.map(|(net, net_len, sub, host)| {
+                // A subnet of net_len..=126 inside the network, its gateway a
+                // host address other than the subnet's first.
+                let sub_len = net_len + (sub % u128::from(127 - net_len)) as u8;
+                let net_mask = u128::MAX.checked_shl(128 - u32::from(net_len)).unwrap_or(0);
+                let sub_size = 1u128 << (128 - u32::from(sub_len));
+                let base = (net & net_mask) | ((sub << 7) & !net_mask & !(sub_size - 1));
+                let gateway = base + 1 + host % (sub_size - 1);
+                let n = Ipv6Network::new(Ipv6Addr::from(net & net_mask), net_len).expect("len");
+                let s = Ipv6Network::new(Ipv6Addr::from(gateway), sub_len).expect("len");
+                (n, s)
+            });
+            let keep_v4 = keep_v4 || v6.is_none();
             SubnetEnv {
-                network,
-                subnet,
+                network: keep_v4.then_some(network),
+                subnet: keep_v4.then_some(subnet),
                 mtu,
                 ipmasq,
-                ipv6_network: v6,
-                ipv6_subnet: v6,
+                ipv6_network: v6.map(|p| p.0),
+                ipv6_subnet: v6.map(|p| p.1),
             }
         })
 }

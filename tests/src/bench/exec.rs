@@ -92,9 +92,14 @@ impl Plugin {
     }
 }
 
+/// A result with addresses, every one of them a string (both families
+/// in a dual-stack run).
 fn has_address(stdout: &str) -> bool {
-    serde_json::from_str::<serde_json::Value>(stdout)
-        .is_ok_and(|v| v["ips"][0]["address"].is_string())
+    serde_json::from_str::<serde_json::Value>(stdout).is_ok_and(|v| {
+        v["ips"]
+            .as_array()
+            .is_some_and(|ips| !ips.is_empty() && ips.iter().all(|ip| ip["address"].is_string()))
+    })
 }
 
 /// Spawns `bin` with exactly `env`, feeds it `stdin`, collects stdout and

@@ -10,7 +10,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use flannel_tests::{NetNs, Pod, SubnetEnv, TempDir};
+use flannel_tests::{NetNs, Pod, SubnetEnv, TempDir, IPV6_NETWORK, IPV6_SUBNET};
 use serde_json::json;
 
 use crate::exec::{Plugin, PodRef};
@@ -30,12 +30,18 @@ pub struct Side {
 
 impl Side {
     /// flannel-rs: kube-flannel.yml's config, a subnet.env in which
-    /// FLANNEL_IPMASQ=true (so the plugin does not masquerade itself).
-    pub fn flannel(bin: &Path, cni_path: &str) -> Side {
+    /// FLANNEL_IPMASQ=true (so the plugin does not masquerade itself),
+    /// with the IPv6 keys too when `dual_stack`.
+    pub fn flannel(bin: &Path, cni_path: &str, dual_stack: bool) -> Side {
         let node = NetNs::new("n");
         let dir = TempDir::new("d");
         let subnet_file = dir.join("subnet.env");
-        std::fs::write(&subnet_file, SubnetEnv::default().render()).expect("write subnet.env");
+        let env = if dual_stack {
+            SubnetEnv::dual_stack()
+        } else {
+            SubnetEnv::default()
+        };
+        std::fs::write(&subnet_file, env.render()).expect("write subnet.env");
         let conf = json!({
             "cniVersion": "0.3.1",
             "name": "cbr0",
@@ -48,10 +54,24 @@ impl Side {
     }
 
     /// The reference pair with the config flannel's Go plugin would hand to
-    /// `bridge` for the same subnet.env.
-    pub fn reference(cni_path: &str) -> Side {
+    /// `bridge` for the same subnet.env: with `dual_stack`, host-local's
+    /// ranges `[[v4], [v6]]` and a route to each family's network, as
+    /// upstream's `getDelegateIPAM` builds them.
+    pub fn reference(cni_path: &str, dual_stack: bool) -> Side {
         let node = NetNs::new("n");
         let dir = TempDir::new("d");
+        let (ranges, routes) = if dual_stack {
+            let v6 = IPV6_SUBNET.replace("::1/", "::/");
+            (
+                json!([[{"subnet": "10.244.1.0/24"}], [{"subnet": v6}]]),
+                json!([{"dst": "10.244.0.0/16"}, {"dst": IPV6_NETWORK}]),
+            )
+        } else {
+            (
+                json!([[{"subnet": "10.244.1.0/24"}]]),
+                json!([{"dst": "10.244.0.0/16"}]),
+            )
+        };
         let conf = json!({
             "cniVersion": "0.3.1",
             "name": "cbr0",
@@ -64,8 +84,8 @@ impl Side {
             "mtu": 1450,
             "ipam": {
                 "type": "host-local",
-                "ranges": [[{"subnet": "10.244.1.0/24"}]],
-                "routes": [{"dst": "10.244.0.0/16"}],
+                "ranges": ranges,
+                "routes": routes,
                 "dataDir": dir.path(),
             },
         });

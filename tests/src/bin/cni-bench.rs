@@ -34,7 +34,10 @@ use report::{median, percentile, Row};
 use side::{burst, pod_ref, wait_links, wait_quiet, NsThread, Side, QUIET_TIMEOUT};
 
 const USAGE: &str =
-    "usage: cni-bench [--pods N] [--bursts K] [--warmup W] [--flannel PATH] [--cni-path DIR]
+    "usage: cni-bench [--dual-stack] [--pods N] [--bursts K] [--warmup W] [--flannel PATH] [--cni-path DIR]
+  --dual-stack   both sides dual-stack: subnet.env with FLANNEL_IPV6_NETWORK/FLANNEL_IPV6_SUBNET
+                 for ours, host-local with ranges [[10.244.1.0/24], [fd00:10:244:1::/64]] for the
+                 reference; every pod gets an address of each family
   --pods N       sequential pods per side for ADD/DEL latency (default 100, at most 240)
   --bursts K     64-pod bursts (16 at a time) per side; the median is reported (default 3)
   --warmup W     ADD+DEL warm-up calls per side before measuring (default 5)
@@ -46,6 +49,7 @@ const BURST_PODS: usize = 64;
 const BURST_WIDTH: usize = 16;
 
 struct Opts {
+    dual_stack: bool,
     pods: usize,
     bursts: usize,
     warmup: usize,
@@ -59,6 +63,7 @@ fn parse_opts() -> Result<Opts, String> {
         .and_then(|p| p.parent().map(|d| d.to_owned()))
         .unwrap_or_default();
     let mut o = Opts {
+        dual_stack: false,
         pods: 100,
         bursts: 3,
         warmup: 5,
@@ -69,6 +74,10 @@ fn parse_opts() -> Result<Opts, String> {
     while let Some(a) = args.next() {
         if a == "-h" || a == "--help" {
             return Err(String::new());
+        }
+        if a == "--dual-stack" {
+            o.dual_stack = true;
+            continue;
         }
         let val = args.next().ok_or_else(|| format!("{a} needs a value"))?;
         let num = || {
@@ -207,9 +216,14 @@ fn run(o: &Opts) -> Result<(), String> {
     }
     let per_side = o.warmup + o.pods + o.bursts * BURST_PODS;
     println!(
-        "cni-bench: flannel-rs {} vs reference {}/bridge + host-local",
+        "cni-bench: flannel-rs {} vs reference {}/bridge + host-local{}",
         o.flannel.display(),
-        o.cni_path
+        o.cni_path,
+        if o.dual_stack {
+            ", dual-stack (IPv4 + IPv6 per pod)"
+        } else {
+            ""
+        }
     );
     println!(
         "  {} CPUs, kernel {}; {} sequential pods, {} x {}-pod bursts {} at a time, {} warm-up calls per side",
@@ -227,8 +241,8 @@ fn run(o: &Opts) -> Result<(), String> {
         2 * per_side
     );
     let sides = [
-        Side::flannel(&o.flannel, &o.cni_path),
-        Side::reference(&o.cni_path),
+        Side::flannel(&o.flannel, &o.cni_path, o.dual_stack),
+        Side::reference(&o.cni_path, o.dual_stack),
     ];
     let world = World {
         sides,

@@ -4,18 +4,18 @@
 
 use flannel_tests::fuzz::{self, json};
 use flannel_tests::fuzz_test;
-use ipnetwork::Ipv4Network;
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use proptest::prelude::*;
 use serde_json::Value;
 
 use super::*;
 use crate::error::Code;
-use crate::spec::{AddResult, Interface, SUPPORTED_VERSIONS};
+use crate::spec::{AddResult, Interface, IpConfig, RouteConfig, SUPPORTED_VERSIONS};
 
 const TARGET: &str = "prev-result";
 
 /// Everything CHECK reads from `prev` for `ifname`, or the first error.
-fn read(prev: Value, ifname: &str) -> Result<(Option<usize>, Vec<Ipv4Network>, usize)> {
+fn read(prev: Value, ifname: &str) -> Result<(Option<usize>, Vec<IpNetwork>, usize)> {
     let prev = Prev::parse(prev)?;
     let container = prev.container(ifname);
     let addresses = prev.addresses(container)?;
@@ -46,9 +46,18 @@ fuzz_test! {
     }
 }
 
-fn net() -> impl Strategy<Value = Ipv4Network> {
-    (any::<u32>(), 0u8..=32)
-        .prop_map(|(ip, len)| Ipv4Network::new(ip.into(), len).expect("a prefix of at most 32"))
+/// A network of either family, and a gateway of the same family.
+fn net() -> impl Strategy<Value = (IpNetwork, IpAddr)> {
+    prop_oneof![
+        (any::<u32>(), 0u8..=32, any::<u32>()).prop_map(|(ip, len, gw)| {
+            let n = Ipv4Network::new(ip.into(), len).expect("a prefix of at most 32");
+            (IpNetwork::V4(n), IpAddr::V4(gw.into()))
+        }),
+        (any::<u128>(), 0u8..=128, any::<u128>()).prop_map(|(ip, len, gw)| {
+            let n = Ipv6Network::new(ip.into(), len).expect("a prefix of at most 128");
+            (IpNetwork::V6(n), IpAddr::V6(gw.into()))
+        }),
+    ]
 }
 
 fn add_result() -> impl Strategy<Value = AddResult> {
@@ -70,17 +79,21 @@ fn add_result() -> impl Strategy<Value = AddResult> {
         iface(names("[a-z][a-z0-9]{0,14}"), false),
         iface(names("veth[0-9a-f]{8}"), false),
         iface(names("[a-z][a-z0-9_.-]{0,14}"), true),
-        net(),
-        any::<u32>(),
+        prop::collection::vec(net(), 1..3),
         prop::collection::vec(net(), 0..4),
     )
-        .prop_map(|(bridge, host, container, address, gw, routes)| AddResult {
+        .prop_map(|(bridge, host, container, ips, routes)| AddResult {
             bridge,
             host,
             container,
-            address,
-            gateway: gw.into(),
-            routes,
+            ips: ips
+                .into_iter()
+                .map(|(address, gateway)| IpConfig { address, gateway })
+                .collect(),
+            routes: routes
+                .into_iter()
+                .map(|(dst, gw)| RouteConfig { dst, gw })
+                .collect(),
         })
 }
 
@@ -95,18 +108,29 @@ fuzz_test! {
         let container = prev.container(&r.container.name);
         prop_assert_eq!(container, Some(2));
         let addresses = prev.addresses(container).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        prop_assert_eq!(addresses, vec![r.address]);
+        let want: Vec<_> = r.ips.iter().map(|ip| ip.address).collect();
+        prop_assert_eq!(addresses, want);
         let routes = prev.routes().map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let want: Vec<_> = r.routes.iter().map(|d| (*d, Some(r.gateway))).collect();
+        let want: Vec<_> = r.routes.iter().map(|r| (r.dst, Some(r.gw))).collect();
         prop_assert_eq!(routes, want);
     }
 }
 
 fuzz_test! {
-    /// Only `a.b.c.d/len` is a CIDR: no bare address, netmask or sign.
+    /// Only `<address>/len` is a CIDR: no bare address, netmask or sign.
+    /// IPv4 text is canonical; IPv6 has several spellings of one address
+    /// (`::110.244.1.0` is `::6ef4:100`), so it must read back the same.
     fn cidrs_are_strict(s in flannel_tests::fuzz::text::nasty_string()) {
         if let Some(n) = parse_cidr(&s) {
-            prop_assert_eq!(format!("{}/{}", n.ip(), n.prefix()), s);
+            let text = format!("{}/{}", n.ip(), n.prefix());
+            match n {
+                IpNetwork::V4(_) => prop_assert_eq!(text, s),
+                IpNetwork::V6(_) => {
+                    let (_, len) = s.split_once('/').expect("a CIDR has a /");
+                    prop_assert_eq!(len, n.prefix().to_string());
+                    prop_assert_eq!(parse_cidr(&text), Some(n));
+                }
+            }
         }
     }
 }
