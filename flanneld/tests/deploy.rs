@@ -260,3 +260,27 @@ fn the_init_containers_install_the_plugin_and_the_conflist_on_the_host() {
         assert_eq!(c["image"], m.flanneld()["image"]);
     }
 }
+
+#[test]
+fn a_switch_can_apply_the_daemonset_alone_and_steer_it_by_node_label() {
+    let m = Manifest::load();
+    // `kubectl apply -l app=flannel-rs` picks the DaemonSet and nothing else
+    // (upstream's Namespace, ServiceAccount, ClusterRole, ConfigMap stay).
+    let picked: Vec<&str> = m
+        .objects
+        .iter()
+        .filter(|o| o["metadata"]["labels"]["app"] == "flannel-rs")
+        .filter_map(|o| o["kind"].as_str())
+        .collect();
+    assert_eq!(picked, ["DaemonSet"]);
+    // Linux nodes not labelled flannel-rs=false.
+    let terms = &m.pod_spec()["affinity"]["nodeAffinity"]
+        ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
+    assert_eq!(
+        terms,
+        &serde_json::json!([{"matchExpressions": [
+            {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
+            {"key": "flannel-rs", "operator": "NotIn", "values": ["false"]},
+        ]}])
+    );
+}
