@@ -52,6 +52,6 @@ pub use cni::{
     VERSIONS,
 };
 pub use netns::{require_root, NetNs};
-pub use tcp::{tcp_fetch, TcpServer};
+pub use tcp::{http_status, tcp_fetch, TcpServer};
 pub use tempdir::TempDir;
 pub use wait::eventually;

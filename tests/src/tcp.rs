@@ -97,3 +97,23 @@ pub fn tcp_fetch(ns: &NetNs, to: SocketAddr, timeout: Duration) -> Result<String
         Ok(buf)
     })
 }
+
+/// `GET path` over HTTP/1.0 to `127.0.0.1:port` inside `ns` (flanneld's
+/// /healthz and /readyz); the status code.
+pub fn http_status(ns: &NetNs, port: u16, path: &str) -> Result<u16, String> {
+    let path = path.to_owned();
+    ns.run(move || {
+        let addr = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|e| e.to_string())?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").map_err(|e| e.to_string())?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| format!("no status line in {text:?}"))
+    })
+}

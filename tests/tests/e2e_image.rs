@@ -25,7 +25,6 @@
 //! builds the image and sets it). Without it the test fails; it never
 //! skips.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -34,9 +33,8 @@ use flannel_tests::cluster::{StoreKind, UNDERLAY_GATEWAY};
 use flannel_tests::cni::REFERENCE_CNI_PATH;
 use flannel_tests::containerd::{mounts_under, Containerd, RunSpec};
 use flannel_tests::deploy::Manifest;
-use flannel_tests::{
-    eventually, require_root, result_ip, Cluster, ClusterPod, CniCall, NetNs, Pod,
-};
+use flannel_tests::http_status;
+use flannel_tests::{eventually, require_root, result_ip, Cluster, ClusterPod, CniCall, Pod};
 use serde_json::Value;
 
 /// The reference `ci/image.sh` gives the image (and the manifest runs).
@@ -140,26 +138,6 @@ fn token_and_ca(kubeconfig: &Path) -> (String, Vec<u8>) {
         .decode(value("certificate-authority-data:"))
         .expect("kubeconfig's CA is base64");
     (value("token:"), ca)
-}
-
-/// GET `path` on 127.0.0.1:`port` inside `ns`; the HTTP status.
-fn http_status(ns: &NetNs, port: u16, path: &str) -> Result<u16, String> {
-    let path = path.to_owned();
-    ns.run(move || {
-        use std::io::{Read, Write};
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))
-            .map_err(|e| e.to_string())?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").map_err(|e| e.to_string())?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).map_err(|e| e.to_string())?;
-        text.split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| format!("no status line in {text:?}"))
-    })
 }
 
 #[test]

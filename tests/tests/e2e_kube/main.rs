@@ -27,9 +27,8 @@ mod watch_breaks;
 use flannel_tests::cluster::entry_monitor::EntryMonitor;
 use flannel_tests::cluster::{Cluster, LeaseFile, StoreKind};
 use flannel_tests::kube_api::RequestRecord;
-use flannel_tests::{eventually, NetNs};
+use flannel_tests::{eventually, http_status};
 use serde_json::Value;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 pub const CONVERGE: Duration = Duration::from_secs(10);
@@ -62,26 +61,6 @@ pub fn watch_from(r: &RequestRecord) -> Option<u64> {
         && r.query_param("watch").as_deref() == Some("true"))
     .then(|| r.query_param("resourceVersion")?.parse().ok())
     .flatten()
-}
-
-/// The HTTP status of `GET path` on `127.0.0.1:port` inside `ns`.
-pub fn http_status(ns: &NetNs, port: u16, path: &str) -> Result<u16, String> {
-    let path = path.to_owned();
-    ns.run(move || {
-        use std::io::{Read, Write};
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))
-            .map_err(|e| e.to_string())?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").map_err(|e| e.to_string())?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).map_err(|e| e.to_string())?;
-        text.split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| format!("no status line in {text:?}"))
-    })
 }
 
 /// Waits until every running node has exactly its peers' entries and none
