@@ -45,12 +45,25 @@ pub enum Exit {
     Stopped,
 }
 
+/// What this build's datapath can serve: IPv4 (`flannel.<VNI>`). A
+/// configuration with IPv6 is refused before anything is configured,
+/// rather than half-working (issue 12, phase 2: `flannel-v6.<VNI>`).
+pub fn check_supported(config: &NetConfig) -> Result<(), String> {
+    if config.ipv6.is_some() {
+        return Err(IPV6_UNSUPPORTED.to_string());
+    }
+    config.v4().map(drop)
+}
+
+pub const IPV6_UNSUPPORTED: &str = "IPv6 (EnableIPv6) is not supported by this build yet: the flannel-v6 datapath is not implemented; see issue 12";
+
 pub async fn run(
     store: Box<dyn LeaseStore>,
     config: NetConfig,
     settings: Settings,
     handle: Handle,
 ) -> Result<Exit, String> {
+    check_supported(&config)?;
     let store: Arc<dyn LeaseStore> = Arc::from(store);
     let ready = Readiness::default();
     if let Some(addr) = settings.healthz {
@@ -196,7 +209,7 @@ async fn start_rules(
     own: Ipv4Network,
 ) -> Result<Option<MasqKeeper>, String> {
     let rules = MasqRules {
-        network: config.network,
+        network: config.v4()?.network,
         subnet: own,
         masquerade: settings.ip_masq,
         forward: settings.forward_rules,
@@ -283,7 +296,7 @@ fn write_subnet_env(
 ) -> Result<(), String> {
     let gateway = Ipv4Addr::from(u32::from(own.network()) + 1);
     let env = SubnetEnv {
-        network: Some(config.network),
+        network: Some(config.v4()?.network),
         subnet: Some(Ipv4Network::new(gateway, own.prefix()).map_err(|e| e.to_string())?),
         mtu,
         ipmasq: settings.ip_masq,

@@ -183,6 +183,7 @@ impl Inner {
             .map(|l| Held {
                 item: l,
                 subnet: l.subnet,
+                ipv6: l.ipv6_subnet,
                 public_ip: Some(l.attrs.public_ip),
                 recency: l
                     .expiration
@@ -190,19 +191,31 @@ impl Inner {
                     .map_or(0, |d| d.as_nanos()),
             })
             .collect();
-        let subnet = match choose(config, attrs.public_ip, previous, held, taken)? {
+        let (subnet, ipv6_subnet) = match choose(config, attrs.public_ip, previous, held, taken)? {
             Choice::Keep { keep, extras } => {
                 for extra in extras {
-                    tracing::warn!(subnet = %extra.subnet, kept = %keep.subnet, public_ip = %attrs.public_ip,
-                        "removing a second lease held by the same public IP");
-                    remove_lease(&self.dir, extra.subnet)?;
+                    tracing::warn!(lease = %extra.key(), kept = %keep.key(), public_ip = %attrs.public_ip,
+                        "removing another lease held by the same public IP");
+                    remove_lease(&self.dir, (extra.subnet, extra.ipv6_subnet))?;
                 }
-                keep.subnet
+                (keep.subnet, keep.ipv6_subnet)
             }
-            Choice::Take(subnet) => subnet,
+            Choice::Take {
+                subnet,
+                ipv6,
+                stale,
+            } => {
+                for old in stale {
+                    tracing::info!(lease = %old.key(), public_ip = %attrs.public_ip,
+                        "removing this public IP's lease that no longer fits the network configuration");
+                    remove_lease(&self.dir, (old.subnet, old.ipv6_subnet))?;
+                }
+                (subnet, ipv6)
+            }
         };
         let lease = Lease {
             subnet,
+            ipv6_subnet,
             attrs: attrs.clone(),
             expiration: expiry_after(self.timing.ttl),
         };
@@ -213,7 +226,7 @@ impl Inner {
     fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         let _lock = lock_dir(&self.dir)?;
         let ours = lease.attrs.public_ip;
-        match read_lease(&self.dir, lease.subnet)? {
+        match read_lease(&self.dir, (lease.subnet, lease.ipv6_subnet))? {
             Some(cur) if cur.attrs.public_ip == ours => {}
             Some(cur) if !cur.is_expired(SystemTime::now()) => {
                 return Err(LeaseError::Lost {
@@ -228,6 +241,7 @@ impl Inner {
         }
         let renewed = Lease {
             subnet: lease.subnet,
+            ipv6_subnet: lease.ipv6_subnet,
             attrs: lease.attrs.clone(),
             expiration: expiry_after(self.timing.ttl),
         };
@@ -237,9 +251,9 @@ impl Inner {
 
     fn release(&self, lease: &Lease) -> Result<(), LeaseError> {
         let _lock = lock_dir(&self.dir)?;
-        match read_lease(&self.dir, lease.subnet)? {
+        match read_lease(&self.dir, (lease.subnet, lease.ipv6_subnet))? {
             Some(cur) if cur.attrs.public_ip == lease.attrs.public_ip => {
-                remove_lease(&self.dir, lease.subnet)
+                remove_lease(&self.dir, (lease.subnet, lease.ipv6_subnet))
             }
             Some(cur) => {
                 tracing::info!(subnet = %lease.subnet, holder = %cur.attrs.public_ip,
