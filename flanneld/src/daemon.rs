@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::datapath::{Datapath, Follow};
 use crate::http::Readiness;
 use crate::iface::ExtIface;
-use crate::lease::{Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming};
+use crate::lease::{Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming, Previous};
 use crate::masq::{self, MasqKeeper, MasqRules};
 use crate::netconf::{Family, NetConfig};
 use crate::vxlan::DeviceSpec;
@@ -101,12 +101,14 @@ pub async fn run(
     let mtu = spec.mtu;
     let mut dp = Datapath::create(handle, config.clone(), spec, store.chooses_subnets()).await?;
 
-    let previous = SubnetEnv::read(&settings.subnet_file)
-        .ok()
-        .and_then(|e| e.pod_subnet());
+    let old_env = SubnetEnv::read(&settings.subnet_file).ok();
+    let previous = Previous {
+        ipv4: old_env.as_ref().and_then(SubnetEnv::pod_subnet),
+        ipv6: old_env.as_ref().and_then(|e| e.ipv6_subnet),
+    };
     let attrs = LeaseAttrs::vxlan(public_ip, vni, &mac::format(&vtep_mac));
     let mut lease = store
-        .acquire(&config, &attrs, previous)
+        .acquire_with(&config, &attrs, previous)
         .await
         .map_err(|e| format!("acquire a subnet lease: {e}"))?;
     let own = lease.subnet;

@@ -3,7 +3,7 @@
 //! The lease this public IP already holds (the one matching the old
 //! subnet.env, else the latest; any others are extras to delete), if it
 //! fits the configuration (an IPv6 subnet exactly when IPv6 is enabled,
-//! each leasable); else the subnet of the old subnet.env if it is free;
+//! each leasable); else the subnets of the old subnet.env where free;
 //! else a random free subnet between SubnetMin and SubnetMax. A dual-stack
 //! configuration takes an IPv6 subnet too, at random among the first free
 //! ones (an IPv6 range may hold 2^62 subnets: it is never listed whole).
@@ -17,7 +17,7 @@ use std::net::Ipv4Addr;
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use rand::seq::IteratorRandom;
 
-use super::LeaseError;
+use super::{LeaseError, Previous};
 use crate::netconf::{Family, FamilyConfig, NetConfig};
 
 /// How many IPv6 subnets past the taken ones are looked at for a free one.
@@ -51,7 +51,7 @@ pub enum Choice<'a, T> {
 pub fn choose<'a, T>(
     config: &NetConfig,
     public_ip: Ipv4Addr,
-    previous: Option<Ipv4Network>,
+    previous: Previous,
     held: Vec<Held<'a, T>>,
     taken: impl Fn(Ipv4Network) -> bool,
 ) -> Result<Choice<'a, T>, LeaseError> {
@@ -65,7 +65,11 @@ pub fn choose<'a, T>(
             }
     };
     // `previous` may come from subnet.env with host bits set.
+    let previous6 = previous
+        .ipv6
+        .and_then(|p| Ipv6Network::new(p.network(), p.prefix()).ok());
     let previous = previous
+        .ipv4
         .and_then(|p| Ipv4Network::new(p.network(), p.prefix()).ok())
         .filter(|p| v4.is_leasable(*p));
     let taken6: HashSet<Ipv6Network> = held.iter().filter_map(|h| h.ipv6).collect();
@@ -95,16 +99,20 @@ pub fn choose<'a, T>(
             .choose(&mut rand::rng())
             .ok_or_else(|| no_free(v4))?,
     };
+    let free6 = |s: &Ipv6Network| ours6.contains(s) || !taken6.contains(s);
     let ipv6 = match &config.ipv6 {
         None => None,
-        Some(c) => Some(
-            c.subnets()
-                .take(IPV6_SCAN + taken6.len())
-                .filter(|s| ours6.contains(s) || !taken6.contains(s))
-                .take(IPV6_SCAN)
-                .choose(&mut rand::rng())
-                .ok_or_else(|| no_free(c))?,
-        ),
+        Some(c) => match previous6.filter(|p| c.is_leasable(*p) && free6(p)) {
+            Some(p) => Some(p),
+            None => Some(
+                c.subnets()
+                    .take(IPV6_SCAN + taken6.len())
+                    .filter(free6)
+                    .take(IPV6_SCAN)
+                    .choose(&mut rand::rng())
+                    .ok_or_else(|| no_free(c))?,
+            ),
+        },
     };
     Ok(Choice::Take {
         subnet,

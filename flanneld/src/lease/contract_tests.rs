@@ -85,7 +85,7 @@ pub mod dual_stack;
 pub(crate) use dual_stack::{
     dual_stack_contract, dual_stack_leases_carry_both_families,
     dual_stack_v6_only_change_is_an_update, enabling_ipv6_replaces_the_ipv4_only_lease,
-    ipv6_only_is_refused_clearly,
+    ipv6_only_is_refused_clearly, previous_subnets_of_both_families_are_honoured,
 };
 
 // ---- helpers -------------------------------------------------------------

@@ -67,6 +67,7 @@ use self::keys::{decode, encode, Keys, EXAMPLE_CONFIG};
 use super::backoff::Backoff;
 use super::{
     choose, skip, Choice, Held, Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming, LeaseWatch,
+    Previous,
 };
 use crate::netconf::NetConfig;
 
@@ -330,7 +331,7 @@ impl EtcdStore {
         &self,
         config: &NetConfig,
         attrs: &LeaseAttrs,
-        previous: Option<Ipv4Network>,
+        previous: Previous,
         grant: &mut Option<(i64, SystemTime)>,
     ) -> Result<Lease, AcquireError> {
         let value = encode(attrs).map_err(|e| AcquireError::Lease(LeaseError::Store(e)))?;
@@ -447,11 +448,11 @@ impl LeaseStore for EtcdStore {
         }
     }
 
-    async fn acquire(
+    async fn acquire_with(
         &self,
         config: &NetConfig,
         attrs: &LeaseAttrs,
-        previous: Option<Ipv4Network>,
+        previous: Previous,
     ) -> Result<Lease, LeaseError> {
         let mut backoff = Backoff::new(
             "etcd",

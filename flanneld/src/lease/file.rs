@@ -64,6 +64,7 @@ use ipnetwork::Ipv4Network;
 use self::format::{expiry_after, lock_dir, read_all, read_lease, remove_lease, write_lease};
 use super::{
     choose, Choice, Held, Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming, LeaseWatch,
+    Previous,
 };
 use crate::netconf::NetConfig;
 
@@ -129,11 +130,11 @@ impl LeaseStore for FileStore {
         .await
     }
 
-    async fn acquire(
+    async fn acquire_with(
         &self,
         config: &NetConfig,
         attrs: &LeaseAttrs,
-        previous: Option<Ipv4Network>,
+        previous: Previous,
     ) -> Result<Lease, LeaseError> {
         let (config, attrs) = (config.clone(), attrs.clone());
         self.blocking("acquire", move |inner| {
@@ -164,7 +165,7 @@ impl Inner {
         &self,
         config: &NetConfig,
         attrs: &LeaseAttrs,
-        previous: Option<Ipv4Network>,
+        previous: Previous,
     ) -> Result<Lease, LeaseError> {
         let _lock = lock_dir(&self.dir)?;
         let now = SystemTime::now();

@@ -322,11 +322,11 @@ impl LeaseStore for KubeStore {
 
     /// Waits for the podCIDR, then writes flannel's annotations if they
     /// differ from the node's.
-    async fn acquire(
+    async fn acquire_with(
         &self,
         config: &NetConfig,
         attrs: &LeaseAttrs,
-        _previous: Option<ipnetwork::Ipv4Network>,
+        _previous: super::Previous,
     ) -> Result<Lease, LeaseError> {
         let mut said = None::<Instant>;
         let view = loop {

@@ -219,15 +219,30 @@ pub trait LeaseStore: Send + Sync {
     /// `<prefix>/config` key, or the kube-flannel ConfigMap's file).
     async fn network_config(&self) -> Result<NetConfig, LeaseError>;
 
-    /// Takes a subnet for `attrs.public_ip`: the lease this public IP already
-    /// holds, else `previous` (the subnet in the old subnet.env) if it is
-    /// free, else a random free one. Never returns an expired or foreign lease.
+    /// Takes a subnet (and an IPv6 one when IPv6 is enabled) for
+    /// `attrs.public_ip`: the lease this public IP already holds, else
+    /// `previous` (the subnets in the old subnet.env) where free, else a
+    /// random free one. Never returns an expired or foreign lease.
+    async fn acquire_with(
+        &self,
+        config: &NetConfig,
+        attrs: &LeaseAttrs,
+        previous: Previous,
+    ) -> Result<Lease, LeaseError>;
+
+    /// [`acquire_with`](Self::acquire_with) with only an IPv4 previous subnet.
     async fn acquire(
         &self,
         config: &NetConfig,
         attrs: &LeaseAttrs,
         previous: Option<Ipv4Network>,
-    ) -> Result<Lease, LeaseError>;
+    ) -> Result<Lease, LeaseError> {
+        let previous = Previous {
+            ipv4: previous,
+            ipv6: None,
+        };
+        self.acquire_with(config, attrs, previous).await
+    }
 
     /// Extends our lease by the TTL (and updates its attributes). `Lost`
     /// when someone else holds the subnet now.
@@ -264,6 +279,14 @@ pub trait LeaseStore: Send + Sync {
     async fn datapath_ready(&self, _lease: &Lease) -> Result<(), LeaseError> {
         Ok(())
     }
+}
+
+/// The subnets of the old `subnet.env` (host bits allowed: they name the
+/// gateway), for [`LeaseStore::acquire_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Previous {
+    pub ipv4: Option<Ipv4Network>,
+    pub ipv6: Option<Ipv6Network>,
 }
 
 /// See [`LeaseStore::node_hints`].

@@ -17,7 +17,8 @@ macro_rules! dual_stack_contract {
     ($backing:ty) => {
         $crate::lease::contract_tests::lease_store_contract!(@cases $backing;
             dual_stack_leases_carry_both_families, dual_stack_v6_only_change_is_an_update,
-            enabling_ipv6_replaces_the_ipv4_only_lease, ipv6_only_is_refused_clearly);
+            enabling_ipv6_replaces_the_ipv4_only_lease, ipv6_only_is_refused_clearly,
+            previous_subnets_of_both_families_are_honoured);
     };
 }
 pub(crate) use dual_stack_contract;
@@ -128,6 +129,36 @@ pub async fn enabling_ipv6_replaces_the_ipv4_only_lease<B: Backing>() {
     )
     .await;
     assert_eq!((back.subnet, back.ipv6_subnet), (old.subnet, None));
+}
+
+pub async fn previous_subnets_of_both_families_are_honoured<B: Backing>() {
+    let b = B::new(LONG).await;
+    let cfg = dual_net();
+    // As subnet.env holds them: the gateways, host bits set.
+    let previous = crate::lease::Previous {
+        ipv4: Some(net("10.244.77.1/24")),
+        ipv6: Some("fd00:10:244:4d::1/64".parse().expect("net")),
+    };
+    let l = b
+        .node()
+        .await
+        .acquire_with(&cfg, &dual_attrs(1, 0), previous)
+        .await
+        .unwrap_or_else(|e| panic!("acquire: {e}"));
+    assert_eq!(l.subnet, net("10.244.77.0/24"));
+    assert_eq!(
+        l.ipv6_subnet,
+        Some("fd00:10:244:4d::/64".parse().expect("net"))
+    );
+    // Taken by node 1: node 2 gets others.
+    let other = b
+        .node()
+        .await
+        .acquire_with(&cfg, &dual_attrs(2, 0), previous)
+        .await
+        .unwrap_or_else(|e| panic!("acquire: {e}"));
+    assert_ne!(other.subnet, l.subnet);
+    assert_ne!(other.ipv6_subnet, l.ipv6_subnet);
 }
 
 pub async fn ipv6_only_is_refused_clearly<B: Backing>() {
