@@ -2,7 +2,8 @@
 //! implement. One module per store: `file` (embedded, the default),
 //! `etcd`, `kube`; what they share: `mirror` (the watch diff), `backoff`,
 //! `choose` (subnet choice, for the stores that choose), `skip` (logging
-//! what is skipped), `open` (the store the flags name).
+//! what is skipped), `open` (the store the flags name), `v6` (a peer's
+//! IPv6 half, checked).
 
 pub mod backoff;
 mod choose;
@@ -12,6 +13,7 @@ pub mod kube;
 pub mod mirror;
 mod open;
 pub mod skip;
+pub mod v6;
 
 pub use open::{open, StoreConfig};
 

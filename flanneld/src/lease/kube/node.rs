@@ -233,17 +233,7 @@ fn drop_bad<T>(what: &str, r: Result<Option<T>, String>) -> Option<T> {
     })
 }
 
-/// Go's `IsGlobalUnicast` for IPv6 (what flannel accepts as a public
-/// IPv6): not unspecified, loopback, multicast or link-local; an
-/// IPv4-mapped address is refused too (it is no IPv6 underlay).
-pub fn is_global_unicast(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
-    !(ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_multicast()
-        || (first & 0xffc0) == 0xfe80
-        || ip.to_ipv4_mapped().is_some())
-}
+pub use crate::lease::v6::is_global_unicast;
 
 /// Kubernetes owns the CIDR: a kube lease does not expire.
 pub fn never() -> SystemTime {
