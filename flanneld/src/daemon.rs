@@ -15,9 +15,9 @@ use tokio::time::Instant;
 use crate::datapath::{Datapath, Follow};
 use crate::http::Readiness;
 use crate::iface::ExtIface;
-use crate::lease::{Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming};
+use crate::lease::{Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming, Previous};
 use crate::masq::{self, MasqKeeper, MasqRules};
-use crate::netconf::NetConfig;
+use crate::netconf::{Family, NetConfig};
 use crate::vxlan::DeviceSpec;
 use crate::{mac, watch_kernel};
 
@@ -45,12 +45,25 @@ pub enum Exit {
     Stopped,
 }
 
+/// What this build's datapath can serve: IPv4 (`flannel.<VNI>`). A
+/// configuration with IPv6 is refused before anything is configured,
+/// rather than half-working (issue 12, phase 2: `flannel-v6.<VNI>`).
+pub fn check_supported(config: &NetConfig) -> Result<(), String> {
+    if config.ipv6.is_some() {
+        return Err(IPV6_UNSUPPORTED.to_string());
+    }
+    config.v4().map(drop)
+}
+
+pub const IPV6_UNSUPPORTED: &str = "IPv6 (EnableIPv6) is not supported by this build yet: the flannel-v6 datapath is not implemented; see issue 12";
+
 pub async fn run(
     store: Box<dyn LeaseStore>,
     config: NetConfig,
     settings: Settings,
     handle: Handle,
 ) -> Result<Exit, String> {
+    check_supported(&config)?;
     let store: Arc<dyn LeaseStore> = Arc::from(store);
     let ready = Readiness::default();
     if let Some(addr) = settings.healthz {
@@ -88,12 +101,14 @@ pub async fn run(
     let mtu = spec.mtu;
     let mut dp = Datapath::create(handle, config.clone(), spec, store.chooses_subnets()).await?;
 
-    let previous = SubnetEnv::read(&settings.subnet_file)
-        .ok()
-        .and_then(|e| e.pod_subnet());
+    let old_env = SubnetEnv::read(&settings.subnet_file).ok();
+    let previous = Previous {
+        ipv4: old_env.as_ref().and_then(SubnetEnv::pod_subnet),
+        ipv6: old_env.as_ref().and_then(|e| e.ipv6_subnet),
+    };
     let attrs = LeaseAttrs::vxlan(public_ip, vni, &mac::format(&vtep_mac));
     let mut lease = store
-        .acquire(&config, &attrs, previous)
+        .acquire_with(&config, &attrs, previous)
         .await
         .map_err(|e| format!("acquire a subnet lease: {e}"))?;
     let own = lease.subnet;
@@ -101,7 +116,7 @@ pub async fn run(
 
     dp.adopt(&lease).await?;
     let mut rules = start_rules(&settings, &config, own).await?;
-    write_subnet_env(&settings, &config, own, mtu)?;
+    write_subnet_env(&settings, &config, &lease, mtu)?;
     store
         .datapath_ready(&lease)
         .await
@@ -196,7 +211,7 @@ async fn start_rules(
     own: Ipv4Network,
 ) -> Result<Option<MasqKeeper>, String> {
     let rules = MasqRules {
-        network: config.network,
+        network: config.v4()?.network,
         subnet: own,
         masquerade: settings.ip_masq,
         forward: settings.forward_rules,
@@ -278,20 +293,107 @@ fn deadline(at: SystemTime) -> Instant {
 fn write_subnet_env(
     settings: &Settings,
     config: &NetConfig,
-    own: Ipv4Network,
+    lease: &Lease,
     mtu: u32,
 ) -> Result<(), String> {
-    let gateway = Ipv4Addr::from(u32::from(own.network()) + 1);
-    let env = SubnetEnv {
-        network: Some(config.network),
-        subnet: Some(Ipv4Network::new(gateway, own.prefix()).map_err(|e| e.to_string())?),
-        mtu,
-        ipmasq: settings.ip_masq,
-        ipv6_network: None,
-        ipv6_subnet: None,
-    };
+    let env = subnet_env(config, lease, mtu, settings.ip_masq)?;
     env.write_atomic(&settings.subnet_file)
         .map_err(|e| e.to_string())?;
     tracing::info!(path = %settings.subnet_file.display(), "subnet file written");
     Ok(())
+}
+
+/// `subnet.env` as flannel writes it: each enabled family's network and
+/// its gateway (the subnet's first address) with the subnet's prefix, e.g.
+/// `FLANNEL_SUBNET=10.244.1.1/24`, `FLANNEL_IPV6_SUBNET=fd00:10:244:7::1/64`;
+/// the IPv4 pair left out on an IPv6-only node.
+pub fn subnet_env(
+    config: &NetConfig,
+    lease: &Lease,
+    mtu: u32,
+    ipmasq: bool,
+) -> Result<SubnetEnv, String> {
+    let (network, subnet) = match &config.ipv4 {
+        Some(v4) => (Some(v4.network), Some(gateway(lease.subnet)?)),
+        None => (None, None),
+    };
+    let (ipv6_network, ipv6_subnet) = match (&config.ipv6, lease.ipv6_subnet) {
+        (Some(v6), Some(own)) => (Some(v6.network), Some(gateway(own)?)),
+        (Some(_), None) => {
+            return Err(format!(
+                "write subnet.env: IPv6 is enabled but the lease for {} has no IPv6 subnet",
+                lease.subnet
+            ))
+        }
+        (None, _) => (None, None),
+    };
+    Ok(SubnetEnv {
+        network,
+        subnet,
+        mtu,
+        ipmasq,
+        ipv6_network,
+        ipv6_subnet,
+    })
+}
+
+/// `subnet`'s first address with its prefix (the bridge gateway).
+fn gateway<N: Family>(subnet: N) -> Result<N, String> {
+    let first = N::from_bits(N::to_bits(subnet.base()) + 1);
+    N::new(first, subnet.prefix()).ok_or_else(|| format!("gateway of {subnet}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::LeaseAttrs;
+
+    fn lease(v6: Option<&str>) -> Lease {
+        Lease {
+            subnet: "10.244.1.0/24".parse().expect("net"),
+            ipv6_subnet: v6.map(|s| s.parse().expect("net")),
+            attrs: LeaseAttrs::vxlan("192.168.64.1".parse().expect("ip"), 1, "0e:00:00:00:00:01"),
+            expiration: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn subnet_env_as_flannel_writes_it() {
+        let v4 = subnet_env(&NetConfig::default_config(), &lease(None), 1450, true).expect("env");
+        assert_eq!(
+            v4.subnet.map(|s| s.to_string()).as_deref(),
+            Some("10.244.1.1/24")
+        );
+        assert_eq!((v4.ipv6_network, v4.ipv6_subnet), (None, None));
+        let dual = NetConfig::parse(
+            r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}"#,
+        )
+        .expect("config");
+        let env = subnet_env(&dual, &lease(Some("fd00:10:244:7::/64")), 1430, false).expect("env");
+        assert_eq!(
+            env.network.map(|n| n.to_string()).as_deref(),
+            Some("10.244.0.0/16")
+        );
+        assert_eq!(
+            env.ipv6_network.map(|n| n.to_string()).as_deref(),
+            Some("fd00:10:244::/56")
+        );
+        assert_eq!(
+            env.ipv6_subnet.map(|n| n.to_string()).as_deref(),
+            Some("fd00:10:244:7::1/64")
+        );
+        assert!(subnet_env(&dual, &lease(None), 1430, false).is_err());
+        let v6only = NetConfig::parse(
+            r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}"#,
+        )
+        .expect("config");
+        let env =
+            subnet_env(&v6only, &lease(Some("fd00:10:244:7::/64")), 1430, false).expect("env");
+        assert_eq!(
+            (env.network, env.subnet),
+            (None, None),
+            "no IPv4 pair on IPv6-only"
+        );
+        assert!(env.ipv6_subnet.is_some());
+    }
 }

@@ -15,7 +15,7 @@ use rtnetlink::Handle;
 
 use crate::lease::{skip, Lease, LeaseEvent};
 use crate::mac;
-use crate::netconf::NetConfig;
+use crate::netconf::{FamilyConfig, NetConfig};
 use crate::vxlan::{Device, DeviceSpec, Peer, Vxlan};
 
 /// What a lease event asks of the daemon beyond the datapath.
@@ -31,6 +31,9 @@ pub struct Datapath {
     spec: DeviceSpec,
     dev: Device,
     config: NetConfig,
+    /// The IPv4 part of `config` (this datapath is IPv4's; the daemon
+    /// refuses IPv6 until flannel-v6.<VNI> exists).
+    v4: FamilyConfig<Ipv4Network>,
     /// Whether the store chose the subnets (file, etcd) or was handed them
     /// (kube): which peer subnets are trusted.
     store_chooses: bool,
@@ -48,13 +51,14 @@ impl Datapath {
         spec: DeviceSpec,
         store_chooses: bool,
     ) -> Result<Datapath, String> {
+        let v4 = *config.v4()?;
         let vx = Vxlan::new(handle);
         // Which peers share our L2 segment (DirectRouting), and which
         // routes on the external interface are ours to keep true.
         let routing = vx
             .routing(
-                config.network,
-                config.subnet_len,
+                v4.network,
+                v4.subnet_len,
                 spec.ext_index,
                 config.backend.direct_routing,
             )
@@ -71,6 +75,7 @@ impl Datapath {
             spec,
             dev,
             config,
+            v4,
             store_chooses,
             own: None,
             peers: BTreeMap::new(),
@@ -81,7 +86,7 @@ impl Datapath {
     pub async fn adopt(&mut self, lease: &Lease) -> Result<(), String> {
         self.own = Some((lease.subnet, lease.attrs.public_ip));
         self.vx
-            .ensure_address(&self.dev, lease.subnet.network(), self.config.network)
+            .ensure_address(&self.dev, lease.subnet.network(), self.v4.network)
             .await
             .map_err(|e| e.to_string())
     }
@@ -172,7 +177,7 @@ impl Datapath {
         match self.vx.ensure_device(&self.spec).await {
             Ok(new) => {
                 if let Some((own, _)) = self.own {
-                    let network = self.config.network;
+                    let network = self.v4.network;
                     if let Err(e) = self.vx.ensure_address(&new, own.network(), network).await {
                         tracing::warn!("{e}");
                     }
@@ -228,11 +233,11 @@ impl Datapath {
             return None;
         }
         let what = format!("lease {}", l.subnet);
-        let net = &self.config;
+        let net = &self.v4;
         let trusted = if self.store_chooses {
             net.is_leasable(l.subnet)
         } else {
-            l.subnet.prefix() >= net.network.prefix() && net.network.contains(l.subnet.network())
+            net.contains(l.subnet)
         };
         if !trusted {
             let reason = format!(
@@ -248,7 +253,7 @@ impl Datapath {
             return None;
         }
         let data = l.attrs.vxlan_data()?;
-        if data.vni != net.backend.vni {
+        if data.vni != self.config.backend.vni {
             tracing::debug!(subnet = %l.subnet, "ignoring lease with VNI {}", data.vni);
             return None;
         }

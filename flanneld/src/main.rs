@@ -67,6 +67,7 @@ async fn run(cli: Cli) -> Result<daemon::Exit, String> {
         .network_config()
         .await
         .map_err(|e| format!("read the network configuration: {e}"))?;
+    daemon::check_supported(&config)?;
 
     let (conn, handle, _) =
         rtnetlink::new_connection().map_err(|e| format!("open netlink socket: {e}"))?;

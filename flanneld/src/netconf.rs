@@ -1,20 +1,26 @@
 //! `net-conf.json`, read as flannel reads it: keys case-insensitive,
 //! defaults filled in, every rule checked with a message naming the field.
+//! Each address family's part (`Network`…, `IPv6Network`…) is one
+//! [`FamilyConfig`], checked by the same code for both families.
 
-use std::net::Ipv4Addr;
+mod family;
 
-use ipnetwork::Ipv4Network;
+pub use family::{Family, FamilyConfig};
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnetwork::{Ipv4Network, Ipv6Network};
 use serde_json::{Map, Value};
 
-/// The validated network configuration.
+use family::RawFamily;
+
+/// The validated network configuration. At least one family is enabled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetConfig {
-    pub network: Ipv4Network,
-    pub subnet_len: u8,
-    /// First subnet that may be leased (its network address).
-    pub subnet_min: Ipv4Addr,
-    /// Last subnet that may be leased (its network address).
-    pub subnet_max: Ipv4Addr,
+    /// `EnableIPv4` (default true): `Network`, `SubnetLen`, `SubnetMin`, `SubnetMax`.
+    pub ipv4: Option<FamilyConfig<Ipv4Network>>,
+    /// `EnableIPv6`: `IPv6Network`, `IPv6SubnetLen`, `IPv6SubnetMin`, `IPv6SubnetMax`.
+    pub ipv6: Option<FamilyConfig<Ipv6Network>>,
     pub enable_nftables: bool,
     pub backend: BackendConfig,
 }
@@ -41,7 +47,6 @@ impl NetConfig {
             .unwrap_or_else(|e| panic!("built-in default configuration: {e}"))
     }
 
-    /// Parses and validates; the error names the field and the rule.
     /// Reads `net-conf.json` at `path` (`--net-config-path`); a missing file
     /// means the default configuration (Network 10.244.0.0/16), as flannel
     /// has it. The error names the file.
@@ -57,106 +62,71 @@ impl NetConfig {
         Self::parse(&text).map_err(|reason| format!("network config {}: {reason}", path.display()))
     }
 
+    /// Parses and validates; the error names the field and the rule.
     pub fn parse(text: &str) -> Result<Self, String> {
         let value: Value =
             serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
         let top = lower_keys(value.as_object().ok_or("must be a JSON object")?);
 
-        if let Some(false) = get_bool(&top, "enableipv4")? {
-            return Err("EnableIPv4=false: IPv6-only networks are not supported yet".into());
+        let enable_ipv4 = get_bool(&top, "enableipv4")?.unwrap_or(true);
+        let enable_ipv6 = get_bool(&top, "enableipv6")?.unwrap_or(false);
+        if !enable_ipv4 && !enable_ipv6 {
+            return Err("EnableIPv4 and EnableIPv6 are both false: no address family left".into());
         }
-        if let Some(true) = get_bool(&top, "enableipv6")? {
-            return Err("EnableIPv6=true: dual-stack is not supported yet".into());
-        }
-        let network: Ipv4Network = match top.get("network") {
-            Some(Value::String(s)) => s
-                .parse()
-                .map_err(|_| format!("Network {s:?} is not an IPv4 CIDR"))?,
-            Some(other) => return Err(format!("Network must be a string, got {other}")),
-            None => return Err("Network is missing".into()),
+        // Every key present is read (a wrong type is an error, as in
+        // flannel's JSON decoding); a family's rules apply when it is on.
+        let raw4 = (
+            get_net::<Ipv4Network>(&top, "network")?,
+            get_u64(&top, "subnetlen")?,
+            get_addr::<Ipv4Addr>(&top, "subnetmin")?,
+            get_addr::<Ipv4Addr>(&top, "subnetmax")?,
+        );
+        let raw6 = (
+            get_net::<Ipv6Network>(&top, "ipv6network")?,
+            get_u64(&top, "ipv6subnetlen")?,
+            get_addr::<Ipv6Addr>(&top, "ipv6subnetmin")?,
+            get_addr::<Ipv6Addr>(&top, "ipv6subnetmax")?,
+        );
+        let ipv4 = if enable_ipv4 {
+            let (network, subnet_len, subnet_min, subnet_max) = raw4;
+            Some(FamilyConfig::check(RawFamily {
+                network: network.ok_or("Network is missing")?,
+                subnet_len,
+                subnet_min,
+                subnet_max,
+            })?)
+        } else {
+            None
         };
-        if network.ip() != network.network() {
-            return Err(format!(
-                "Network {network} has host bits set (did you mean {}/{}?)",
-                network.network(),
-                network.prefix()
-            ));
-        }
-        let prefix = network.prefix();
-        if prefix > 28 {
-            return Err(format!(
-                "Network {network} is too small: the prefix must be /28 or shorter"
-            ));
-        }
-        let subnet_len = match get_u64(&top, "subnetlen")? {
-            None => {
-                if prefix <= 22 {
-                    24
-                } else {
-                    prefix + 2
-                }
-            }
-            Some(n) => {
-                let n =
-                    u8::try_from(n).map_err(|_| format!("SubnetLen {n} is not a prefix length"))?;
-                if n > 30 {
-                    return Err(format!("SubnetLen {n} must be 30 or less"));
-                }
-                if n < prefix + 2 {
-                    return Err(format!(
-                        "SubnetLen {n} must be at least the Network prefix + 2 ({})",
-                        prefix + 2
-                    ));
-                }
-                n
-            }
+        let ipv6 = if enable_ipv6 {
+            let (network, subnet_len, subnet_min, subnet_max) = raw6;
+            Some(FamilyConfig::check(RawFamily {
+                network: network.ok_or("EnableIPv6 is true but IPv6Network is missing")?,
+                subnet_len,
+                subnet_min,
+                subnet_max,
+            })?)
+        } else {
+            None
         };
-        let size = 1u32 << (32 - subnet_len);
-        let first = u32::from(network.network());
-        let last = u32::from(network.broadcast()) - (size - 1);
-        let subnet_min = match get_addr(&top, "subnetmin")? {
-            None => Ipv4Addr::from(first + size),
-            Some(a) => check_bound("SubnetMin", a, &network, subnet_len)?,
-        };
-        let subnet_max = match get_addr(&top, "subnetmax")? {
-            None => Ipv4Addr::from(last),
-            Some(a) => check_bound("SubnetMax", a, &network, subnet_len)?,
-        };
-        if u32::from(subnet_min) > u32::from(subnet_max) {
-            return Err(format!(
-                "SubnetMin {subnet_min} is above SubnetMax {subnet_max}"
-            ));
-        }
         let backend = match top.get("backend") {
             None | Some(Value::Null) => parse_backend(&Map::new())?,
             Some(Value::Object(b)) => parse_backend(&lower_keys(b))?,
             Some(other) => return Err(format!("Backend must be an object, got {other}")),
         };
         Ok(Self {
-            network,
-            subnet_len,
-            subnet_min,
-            subnet_max,
+            ipv4,
+            ipv6,
             enable_nftables: get_bool(&top, "enablenftables")?.unwrap_or(false),
             backend,
         })
     }
 
-    /// Every subnet between SubnetMin and SubnetMax.
-    pub fn subnets(&self) -> impl Iterator<Item = Ipv4Network> + '_ {
-        let size = 1u32 << (32 - self.subnet_len);
-        let (lo, hi) = (u32::from(self.subnet_min), u32::from(self.subnet_max));
-        (0..=(hi - lo) / size).filter_map(move |i| {
-            Ipv4Network::new(Ipv4Addr::from(lo + i * size), self.subnet_len).ok()
+    /// The IPv4 part; the error says IPv4 is disabled (`EnableIPv4=false`).
+    pub fn v4(&self) -> Result<&FamilyConfig<Ipv4Network>, String> {
+        self.ipv4.as_ref().ok_or_else(|| {
+            "EnableIPv4 is false (IPv6-only): this needs an IPv4 network".to_string()
         })
-    }
-
-    /// Whether `subnet` is one this configuration may lease.
-    pub fn is_leasable(&self, subnet: Ipv4Network) -> bool {
-        let start = u32::from(subnet.network());
-        subnet.prefix() == self.subnet_len
-            && subnet.ip() == subnet.network()
-            && (u32::from(self.subnet_min)..=u32::from(self.subnet_max)).contains(&start)
     }
 }
 
@@ -196,17 +166,6 @@ fn parse_backend(b: &Map<String, Value>) -> Result<BackendConfig, String> {
     })
 }
 
-fn check_bound(field: &str, a: Ipv4Addr, net: &Ipv4Network, len: u8) -> Result<Ipv4Addr, String> {
-    if !net.contains(a) {
-        return Err(format!("{field} {a} is outside Network {net}"));
-    }
-    let size = 1u32 << (32 - len);
-    if u32::from(a) % size != 0 {
-        return Err(format!("{field} {a} is not aligned to a /{len} subnet"));
-    }
-    Ok(a)
-}
-
 fn lower_keys(m: &Map<String, Value>) -> Map<String, Value> {
     m.iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
@@ -222,6 +181,11 @@ fn display_name(key: &str) -> &str {
         "enableipv4" => "EnableIPv4",
         "enableipv6" => "EnableIPv6",
         "enablenftables" => "EnableNFTables",
+        "network" => "Network",
+        "ipv6network" => "IPv6Network",
+        "ipv6subnetlen" => "IPv6SubnetLen",
+        "ipv6subnetmin" => "IPv6SubnetMin",
+        "ipv6subnetmax" => "IPv6SubnetMax",
         "vni" => "Backend.VNI",
         "port" => "Backend.Port",
         "mtu" => "Backend.MTU",
@@ -255,7 +219,30 @@ fn get_u64(m: &Map<String, Value>, key: &str) -> Result<Option<u64>, String> {
     }
 }
 
-fn get_addr(m: &Map<String, Value>, key: &str) -> Result<Option<Ipv4Addr>, String> {
+fn get_net<N: Family + std::str::FromStr>(
+    m: &Map<String, Value>,
+    key: &str,
+) -> Result<Option<N>, String> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{} {s:?} is not an {} CIDR", display_name(key), N::NAME)),
+        Some(other) => Err(format!(
+            "{} must be a string, got {other}",
+            display_name(key)
+        )),
+    }
+}
+
+fn get_addr<A: std::str::FromStr>(m: &Map<String, Value>, key: &str) -> Result<Option<A>, String> {
+    let family = if key.starts_with("ipv6") {
+        "IPv6"
+    } else {
+        "IPv4"
+    };
+    let max_len = if key.starts_with("ipv6") { 128 } else { 32 };
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => {
@@ -266,13 +253,13 @@ fn get_addr(m: &Map<String, Value>, key: &str) -> Result<Option<Ipv4Addr>, Strin
                 None => (s.as_str(), None),
             };
             let len_ok = len.is_none_or(|l| {
-                l.bytes().all(|b| b.is_ascii_digit()) && l.parse::<u8>().is_ok_and(|n| n <= 32)
+                l.bytes().all(|b| b.is_ascii_digit()) && l.parse::<u8>().is_ok_and(|n| n <= max_len)
             });
             bare.parse()
                 .ok()
                 .filter(|_| len_ok)
                 .map(Some)
-                .ok_or_else(|| format!("{} {s:?} is not an IPv4 address", display_name(key)))
+                .ok_or_else(|| format!("{} {s:?} is not an {family} address", display_name(key)))
         }
         Some(other) => Err(format!(
             "{} must be a string, got {other}",
@@ -285,6 +272,9 @@ fn get_addr(m: &Map<String, Value>, key: &str) -> Result<Option<Ipv4Addr>, Strin
 mod fuzz;
 
 #[cfg(test)]
+mod tests_v6;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -292,12 +282,14 @@ mod tests {
     fn kube_flannel_default() {
         let c = NetConfig::parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#)
             .expect("valid");
-        assert_eq!(c.subnet_len, 24);
-        assert_eq!(c.subnet_min, Ipv4Addr::new(10, 244, 1, 0));
-        assert_eq!(c.subnet_max, Ipv4Addr::new(10, 244, 255, 0));
+        let v4 = c.v4().expect("ipv4");
+        assert_eq!(v4.subnet_len, 24);
+        assert_eq!(v4.subnet_min, Ipv4Addr::new(10, 244, 1, 0));
+        assert_eq!(v4.subnet_max, Ipv4Addr::new(10, 244, 255, 0));
+        assert_eq!(c.ipv6, None);
         assert_eq!(c.backend.vni, 1);
         assert_eq!(c.backend.port, 8472);
-        assert_eq!(c.subnets().count(), 255);
+        assert_eq!(v4.subnets().count(), 255);
         assert_eq!(c, NetConfig::default_config());
     }
 
@@ -305,9 +297,10 @@ mod tests {
     fn keys_are_case_insensitive_and_small_networks_get_prefix_plus_two() {
         let c = NetConfig::parse(r#"{"network":"10.1.0.0/24","backend":{"type":"VXLAN","vni":4}}"#)
             .expect("valid");
-        assert_eq!(c.subnet_len, 26);
+        let v4 = c.v4().expect("ipv4");
+        assert_eq!(v4.subnet_len, 26);
         assert_eq!(c.backend.vni, 4);
-        assert_eq!(c.subnets().count(), 3);
+        assert_eq!(v4.subnets().count(), 3);
     }
 
     #[test]
@@ -364,6 +357,7 @@ mod tests {
     #[test]
     fn leasable() {
         let c = NetConfig::default_config();
+        let c = c.v4().expect("ipv4");
         assert!(c.is_leasable("10.244.7.0/24".parse().expect("cidr")));
         assert!(!c.is_leasable("10.244.0.0/24".parse().expect("cidr")));
         assert!(!c.is_leasable("10.244.7.0/25".parse().expect("cidr")));

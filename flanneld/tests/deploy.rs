@@ -95,8 +95,11 @@ fn every_object_is_a_well_typed_kubernetes_object() {
 fn net_conf_json_is_what_flanneld_parses() {
     let m = Manifest::load();
     let conf = NetConfig::parse(m.config_file("net-conf.json")).expect("net-conf.json parses");
-    assert_eq!(conf.network.to_string(), "10.244.0.0/16");
-    assert_eq!(conf.subnet_len, 24);
+    assert_eq!(
+        conf.v4().expect("ipv4").network.to_string(),
+        "10.244.0.0/16"
+    );
+    assert_eq!(conf.v4().expect("ipv4").subnet_len, 24);
 }
 
 #[test]

@@ -131,6 +131,21 @@ fn bad_net_conf_files_exit_non_zero_naming_the_field() {
         ),
         (r#"{"Network":"10.244.0.0/16""#, "JSON"),
         (r#"[1,2]"#, "object"),
+        (r#"{"Network":"10.244.0.0/16","EnableIPv6":true}"#, "IPv6Network"),
+        (r#"{"EnableIPv4":false}"#, "EnableIPv4"),
+        (
+            r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/64","IPv6SubnetLen":64}"#,
+            "IPv6SubnetLen",
+        ),
+        // Valid, but this build has no IPv6 datapath yet (issue 12).
+        (
+            r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}"#,
+            "IPv6 (EnableIPv6) is not supported by this build yet: the flannel-v6 datapath is not implemented; see issue 12",
+        ),
+        (
+            r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}"#,
+            "see issue 12",
+        ),
     ];
     for (text, field) in cases {
         std::fs::write(c.net_conf_path(), text).unwrap();

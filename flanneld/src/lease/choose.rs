@@ -1,22 +1,33 @@
 //! Which subnet `acquire` takes: flannel's rule, shared by every store.
 //!
 //! The lease this public IP already holds (the one matching the old
-//! subnet.env, else the latest; any others are extras to delete); else the
-//! subnet of the old subnet.env if it is free; else a random free subnet
-//! between SubnetMin and SubnetMax.
+//! subnet.env, else the latest; any others are extras to delete), if it
+//! fits the configuration (an IPv6 subnet exactly when IPv6 is enabled,
+//! each leasable); else the subnets of the old subnet.env where free;
+//! else a random free subnet between SubnetMin and SubnetMax. A dual-stack
+//! configuration takes an IPv6 subnet too, at random among the first free
+//! ones (an IPv6 range may hold 2^62 subnets: it is never listed whole).
+//! Leases of this public IP whose IPv6 part no longer fits (IPv6 switched
+//! on or off) are stale: flannel deletes them, and so does the store,
+//! before taking their subnets again.
 
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use rand::seq::IteratorRandom;
 
-use super::LeaseError;
-use crate::netconf::NetConfig;
+use super::{LeaseError, Previous};
+use crate::netconf::{Family, FamilyConfig, NetConfig};
+
+/// How many IPv6 subnets past the taken ones are looked at for a free one.
+const IPV6_SCAN: usize = 4096;
 
 /// One existing lease as the rule sees it.
 pub struct Held<'a, T> {
     pub item: &'a T,
     pub subnet: Ipv4Network,
+    pub ipv6: Option<Ipv6Network>,
     /// Its public IP, when its value could be read.
     pub public_ip: Option<Ipv4Addr>,
     /// Later wins among leases of the same IP (an expiry, a revision).
@@ -27,43 +38,92 @@ pub struct Held<'a, T> {
 pub enum Choice<'a, T> {
     /// Renew our own lease; delete the extras.
     Keep { keep: &'a T, extras: Vec<&'a T> },
-    /// Take this free subnet.
-    Take(Ipv4Network),
+    /// Delete our stale leases, then take these free subnets.
+    Take {
+        subnet: Ipv4Network,
+        ipv6: Option<Ipv6Network>,
+        stale: Vec<&'a T>,
+    },
 }
 
-/// Applies the rule. `taken` says whether a subnet is held by a live lease.
+/// Applies the rule. `taken` says whether an IPv4 subnet is held by a live
+/// lease; the IPv6 subnets taken are those of `held`.
 pub fn choose<'a, T>(
     config: &NetConfig,
     public_ip: Ipv4Addr,
-    previous: Option<Ipv4Network>,
+    previous: Previous,
     held: Vec<Held<'a, T>>,
     taken: impl Fn(Ipv4Network) -> bool,
 ) -> Result<Choice<'a, T>, LeaseError> {
+    let v4 = config.v4().map_err(LeaseError::Store)?;
+    let fits = |h: &Held<'a, T>| {
+        v4.is_leasable(h.subnet)
+            && match (&config.ipv6, h.ipv6) {
+                (None, None) => true,
+                (Some(c), Some(s)) => c.is_leasable(s),
+                _ => false,
+            }
+    };
     // `previous` may come from subnet.env with host bits set.
+    let previous6 = previous
+        .ipv6
+        .and_then(|p| Ipv6Network::new(p.network(), p.prefix()).ok());
     let previous = previous
+        .ipv4
         .and_then(|p| Ipv4Network::new(p.network(), p.prefix()).ok())
-        .filter(|p| config.is_leasable(*p));
-    let mut mine: Vec<Held<'a, T>> = held
+        .filter(|p| v4.is_leasable(*p));
+    let taken6: HashSet<Ipv6Network> = held.iter().filter_map(|h| h.ipv6).collect();
+    // Ours and leasable in IPv4, but not fitting IPv6 (IPv6 switched on or
+    // off, its range changed): stale. Ours outside the IPv4 range stay
+    // (another configuration's; they expire by themselves).
+    let (mut mine, stale): (Vec<Held<'a, T>>, Vec<Held<'a, T>>) = held
         .into_iter()
-        .filter(|h| h.public_ip == Some(public_ip) && config.is_leasable(h.subnet))
-        .collect();
+        .filter(|h| h.public_ip == Some(public_ip) && v4.is_leasable(h.subnet))
+        .partition(|h| fits(h));
     mine.sort_by_key(|h| (Some(h.subnet) == previous, h.recency));
     if let Some(keep) = mine.pop() {
         return Ok(Choice::Keep {
             keep: keep.item,
-            extras: mine.into_iter().map(|h| h.item).collect(),
+            extras: mine.into_iter().chain(stale).map(|h| h.item).collect(),
         });
     }
-    if let Some(p) = previous.filter(|p| !taken(*p)) {
-        return Ok(Choice::Take(p));
+    // Our stale leases' subnets are free once they are deleted.
+    let ours: HashSet<Ipv4Network> = stale.iter().map(|h| h.subnet).collect();
+    let ours6: HashSet<Ipv6Network> = stale.iter().filter_map(|h| h.ipv6).collect();
+    let free = |s: Ipv4Network| ours.contains(&s) || !taken(s);
+    let subnet = match previous.filter(|p| free(*p)) {
+        Some(p) => p,
+        None => v4
+            .subnets()
+            .filter(|s| free(*s))
+            .choose(&mut rand::rng())
+            .ok_or_else(|| no_free(v4))?,
+    };
+    let free6 = |s: &Ipv6Network| ours6.contains(s) || !taken6.contains(s);
+    let ipv6 = match &config.ipv6 {
+        None => None,
+        Some(c) => match previous6.filter(|p| c.is_leasable(*p) && free6(p)) {
+            Some(p) => Some(p),
+            None => Some(
+                c.subnets()
+                    .take(IPV6_SCAN + taken6.len())
+                    .filter(free6)
+                    .take(IPV6_SCAN)
+                    .choose(&mut rand::rng())
+                    .ok_or_else(|| no_free(c))?,
+            ),
+        },
+    };
+    Ok(Choice::Take {
+        subnet,
+        ipv6,
+        stale: stale.into_iter().map(|h| h.item).collect(),
+    })
+}
+
+fn no_free<N: Family + Into<IpNetwork>>(c: &FamilyConfig<N>) -> LeaseError {
+    LeaseError::NoFreeSubnet {
+        network: c.network.into(),
+        subnet_len: c.subnet_len,
     }
-    config
-        .subnets()
-        .filter(|s| !taken(*s))
-        .choose(&mut rand::rng())
-        .map(Choice::Take)
-        .ok_or(LeaseError::NoFreeSubnet {
-            network: config.network,
-            subnet_len: config.subnet_len,
-        })
 }

@@ -81,6 +81,13 @@ macro_rules! choosing_store_contract {
 }
 pub(crate) use choosing_store_contract;
 
+pub mod dual_stack;
+pub(crate) use dual_stack::{
+    dual_stack_contract, dual_stack_leases_carry_both_families,
+    dual_stack_v6_only_change_is_an_update, enabling_ipv6_replaces_the_ipv4_only_lease,
+    ipv6_only_is_refused_clearly, previous_subnets_of_both_families_are_honoured,
+};
+
 // ---- helpers -------------------------------------------------------------
 
 /// Leases that live long enough never to expire during a test.
@@ -164,12 +171,23 @@ async fn acquire(
     match s.acquire(cfg, a, prev).await {
         Ok(l) => {
             assert_eq!(&l.attrs, a, "acquire returns our attributes");
+            let v4 = cfg.v4().expect("ipv4");
             assert!(
-                cfg.network.contains(l.subnet.network()) && l.subnet.prefix() == cfg.subnet_len,
+                v4.network.contains(l.subnet.network()) && l.subnet.prefix() == v4.subnet_len,
                 "acquired {} outside {}",
                 l.subnet,
-                cfg.network
+                v4.network
             );
+            match (&cfg.ipv6, l.ipv6_subnet) {
+                (None, None) => {}
+                (Some(c), Some(s)) => {
+                    assert!(c.contains(s), "acquired IPv6 {s} outside {}", c.network)
+                }
+                (c, s) => panic!(
+                    "IPv6 enabled: {}, but the lease's IPv6 subnet is {s:?}",
+                    c.is_some()
+                ),
+            }
             l
         }
         Err(e) => panic!("acquire for {} (previous {prev:?}): {e}", a.public_ip),

@@ -59,7 +59,7 @@ use std::time::{Duration, SystemTime};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
 };
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 
 pub use self::conn::EtcdConfig;
 use self::conn::{call, Failure};
@@ -67,6 +67,7 @@ use self::keys::{decode, encode, Keys, EXAMPLE_CONFIG};
 use super::backoff::Backoff;
 use super::{
     choose, skip, Choice, Held, Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming, LeaseWatch,
+    Previous,
 };
 use crate::netconf::NetConfig;
 
@@ -95,6 +96,8 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub subnet: Ipv4Network,
+    /// The IPv6 subnet of a dual-stack key (`10.244.1.0-24&fd00::-64`).
+    pub ipv6: Option<Ipv6Network>,
     /// `Err` for a value that does not parse (logged by `list`).
     pub attrs: Result<LeaseAttrs, String>,
     pub lease_id: i64,
@@ -103,9 +106,10 @@ pub(crate) struct Entry {
 
 impl Entry {
     fn from_kv(keys: &Keys, kv: &KeyValue) -> Option<Entry> {
-        let subnet = keys.subnet_of(kv.key())?;
+        let (subnet, ipv6) = keys.subnet_of(kv.key())?;
         Some(Entry {
             subnet,
+            ipv6,
             attrs: decode(kv.value()),
             lease_id: kv.lease(),
             mod_revision: kv.mod_revision(),
@@ -214,7 +218,7 @@ impl EtcdStore {
                 continue;
             };
             if let Err(reason) = &e.attrs {
-                let key = self.keys().lease(e.subnet).to_string();
+                let key = self.keys().lease(e.subnet, e.ipv6);
                 skip::skipped(&key, &format!("malformed lease: {reason}"));
             }
             entries.push(e);
@@ -222,9 +226,13 @@ impl EtcdStore {
         Ok((entries, revision))
     }
 
-    /// The lease key of `subnet` as it is now.
-    async fn get_entry(&self, subnet: Ipv4Network) -> Result<Option<Entry>, Failure> {
-        let key = self.keys().lease(subnet);
+    /// The lease key of `subnet` (and `ipv6`) as it is now.
+    async fn get_entry(
+        &self,
+        subnet: Ipv4Network,
+        ipv6: Option<Ipv6Network>,
+    ) -> Result<Option<Entry>, Failure> {
+        let key = self.keys().lease(subnet, ipv6);
         let mut c = self.client().await?;
         let resp = self.track(call(&format!("get {key}"), c.get(key.as_str(), None)).await)?;
         Ok(resp
@@ -255,11 +263,11 @@ impl EtcdStore {
     }
 
     /// Grants an etcd lease of the TTL; returns its ID and when it ends.
-    async fn grant(&self, subnet: Ipv4Network) -> Result<(i64, SystemTime), Failure> {
+    async fn grant(&self, key: &str) -> Result<(i64, SystemTime), Failure> {
         let ttl = self.inner.timing.ttl.as_secs().max(1) as i64;
         let mut c = self.client().await?;
         let start = SystemTime::now();
-        let op = format!("grant a {ttl} s lease for {}", self.keys().lease(subnet));
+        let op = format!("grant a {ttl} s lease for {key}");
         let r = self.track(call(&op, c.lease_grant(ttl, None)).await)?;
         Ok((r.id(), start + Duration::from_secs(r.ttl().max(0) as u64)))
     }
@@ -281,29 +289,24 @@ impl EtcdStore {
         }
     }
 
-    /// Writes (`Some(value, lease)`) or deletes (`None`) the key of `subnet`
-    /// if `cond` holds. `Ok(false)`: someone else changed it first.
+    /// Writes (`Some(value, lease)`) or deletes (`None`) `key` if `cond`
+    /// holds. `Ok(false)`: someone else changed it first.
     async fn write(
         &self,
-        subnet: Ipv4Network,
+        key: &str,
         cond: Cond,
         put: Option<(&[u8], i64)>,
     ) -> Result<bool, Failure> {
-        let key = self.keys().lease(subnet);
         let compare = match cond {
-            Cond::Absent => Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
-            Cond::Unchanged(rev) => Compare::mod_revision(key.as_str(), CompareOp::Equal, rev),
+            Cond::Absent => Compare::create_revision(key, CompareOp::Equal, 0),
+            Cond::Unchanged(rev) => Compare::mod_revision(key, CompareOp::Equal, rev),
         };
         let (op, what) = match put {
             Some((value, lease)) => (
-                TxnOp::put(
-                    key.as_str(),
-                    value,
-                    Some(PutOptions::new().with_lease(lease)),
-                ),
+                TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease))),
                 "put",
             ),
-            None => (TxnOp::delete(key.as_str(), None), "delete"),
+            None => (TxnOp::delete(key, None), "delete"),
         };
         let txn = Txn::new().when([compare]).and_then([op]);
         let mut c = self.client().await?;
@@ -311,11 +314,24 @@ impl EtcdStore {
         Ok(r.succeeded())
     }
 
+    /// Deletes `e`'s key if unchanged since it was read, and revokes its
+    /// etcd lease.
+    async fn remove_entry(&self, e: &Entry) -> Result<(), Failure> {
+        let key = self.keys().lease(e.subnet, e.ipv6);
+        if self
+            .write(&key, Cond::Unchanged(e.mod_revision), None)
+            .await?
+        {
+            self.revoke(e.lease_id).await;
+        }
+        Ok(())
+    }
+
     async fn acquire_once(
         &self,
         config: &NetConfig,
         attrs: &LeaseAttrs,
-        previous: Option<Ipv4Network>,
+        previous: Previous,
         grant: &mut Option<(i64, SystemTime)>,
     ) -> Result<Lease, AcquireError> {
         let value = encode(attrs).map_err(|e| AcquireError::Lease(LeaseError::Store(e)))?;
@@ -327,6 +343,7 @@ impl EtcdStore {
                 .map(|e| Held {
                     item: e,
                     subnet: e.subnet,
+                    ipv6: e.ipv6,
                     public_ip: e.attrs.as_ref().ok().map(|a| a.public_ip),
                     recency: u128::try_from(e.mod_revision).unwrap_or(0),
                 })
@@ -335,31 +352,39 @@ impl EtcdStore {
                 taken.contains(&s)
             })
             .map_err(AcquireError::Lease)?;
-            let (subnet, cond, old_lease) = match choice {
+            let (subnet, ipv6, cond, old_lease) = match choice {
                 Choice::Keep { keep, extras } => {
                     for extra in extras {
-                        tracing::warn!(subnet = %extra.subnet, kept = %keep.subnet, public_ip = %attrs.public_ip,
-                            "removing a second lease held by the same public IP");
-                        if self
-                            .write(extra.subnet, Cond::Unchanged(extra.mod_revision), None)
-                            .await?
-                        {
-                            self.revoke(extra.lease_id).await;
-                        }
+                        tracing::warn!(key = %self.keys().lease(extra.subnet, extra.ipv6), kept = %self.keys().lease(keep.subnet, keep.ipv6), public_ip = %attrs.public_ip,
+                            "removing another lease held by the same public IP");
+                        self.remove_entry(extra).await?;
                     }
                     (
                         keep.subnet,
+                        keep.ipv6,
                         Cond::Unchanged(keep.mod_revision),
                         keep.lease_id,
                     )
                 }
-                Choice::Take(subnet) => (subnet, Cond::Absent, 0),
+                Choice::Take {
+                    subnet,
+                    ipv6,
+                    stale,
+                } => {
+                    for old in stale {
+                        tracing::info!(key = %self.keys().lease(old.subnet, old.ipv6), public_ip = %attrs.public_ip,
+                            "removing this public IP's lease that no longer fits the network configuration");
+                        self.remove_entry(old).await?;
+                    }
+                    (subnet, ipv6, Cond::Absent, 0)
+                }
             };
+            let key = self.keys().lease(subnet, ipv6);
             let (lease_id, expiration) = match *grant {
                 Some(g) => g,
-                None => *grant.insert(self.grant(subnet).await?),
+                None => *grant.insert(self.grant(&key).await?),
             };
-            let written = match self.write(subnet, cond, Some((&value, lease_id))).await {
+            let written = match self.write(&key, cond, Some((&value, lease_id))).await {
                 Ok(written) => written,
                 Err(e) => {
                     // The write may have committed before the error (a
@@ -378,11 +403,12 @@ impl EtcdStore {
                 }
                 return Ok(Lease {
                     subnet,
+                    ipv6_subnet: ipv6,
                     attrs: attrs.clone(),
                     expiration,
                 });
             }
-            tracing::info!(%subnet, "another node wrote {} first; picking again", self.keys().lease(subnet));
+            tracing::info!(%subnet, "another node wrote {key} first; picking again");
         }
         Err(AcquireError::Lease(LeaseError::Store(format!(
             "acquire a subnet under {}: gave up after {MAX_CONFLICTS} conflicting writes by other nodes",
@@ -422,11 +448,11 @@ impl LeaseStore for EtcdStore {
         }
     }
 
-    async fn acquire(
+    async fn acquire_with(
         &self,
         config: &NetConfig,
         attrs: &LeaseAttrs,
-        previous: Option<Ipv4Network>,
+        previous: Previous,
     ) -> Result<Lease, LeaseError> {
         let mut backoff = Backoff::new(
             "etcd",
@@ -453,13 +479,13 @@ impl LeaseStore for EtcdStore {
     }
 
     async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
-        let key = self.keys().lease(lease.subnet);
+        let key = self.keys().lease(lease.subnet, lease.ipv6_subnet);
         let value = encode(&lease.attrs).map_err(LeaseError::Store)?;
         let ours = lease.attrs.public_ip;
         let mut grant: Option<(i64, SystemTime)> = None;
         let result = async {
             for _ in 0..MAX_CONFLICTS {
-                let (cond, old_lease) = match self.get_entry(lease.subnet).await? {
+                let (cond, old_lease) = match self.get_entry(lease.subnet, lease.ipv6_subnet).await? {
                     None => {
                         tracing::warn!(%key, "our lease key vanished; the subnet is free, recreating it");
                         (Cond::Absent, 0)
@@ -480,9 +506,9 @@ impl LeaseStore for EtcdStore {
                 };
                 let (lease_id, expiration) = match grant {
                     Some(g) => g,
-                    None => *grant.insert(self.grant(lease.subnet).await?),
+                    None => *grant.insert(self.grant(&key).await?),
                 };
-                let written = match self.write(lease.subnet, cond, Some((&value, lease_id))).await {
+                let written = match self.write(&key, cond, Some((&value, lease_id))).await {
                     Ok(written) => written,
                     Err(e) => {
                         // Possibly committed (a timeout): the key may be on
@@ -496,6 +522,7 @@ impl LeaseStore for EtcdStore {
                     self.revoke(old_lease).await;
                     return Ok(Lease {
                         subnet: lease.subnet,
+                        ipv6_subnet: lease.ipv6_subnet,
                         attrs: lease.attrs.clone(),
                         expiration,
                     });
@@ -513,15 +540,15 @@ impl LeaseStore for EtcdStore {
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), LeaseError> {
-        let key = self.keys().lease(lease.subnet);
+        let key = self.keys().lease(lease.subnet, lease.ipv6_subnet);
         for _ in 0..MAX_CONFLICTS {
-            let Some(e) = self.get_entry(lease.subnet).await? else {
+            let Some(e) = self.get_entry(lease.subnet, lease.ipv6_subnet).await? else {
                 return Ok(());
             };
             match &e.attrs {
                 Ok(a) if a.public_ip == lease.attrs.public_ip => {
                     if self
-                        .write(lease.subnet, Cond::Unchanged(e.mod_revision), None)
+                        .write(&key, Cond::Unchanged(e.mod_revision), None)
                         .await?
                     {
                         self.revoke(e.lease_id).await;

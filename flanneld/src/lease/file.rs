@@ -64,6 +64,7 @@ use ipnetwork::Ipv4Network;
 use self::format::{expiry_after, lock_dir, read_all, read_lease, remove_lease, write_lease};
 use super::{
     choose, Choice, Held, Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming, LeaseWatch,
+    Previous,
 };
 use crate::netconf::NetConfig;
 
@@ -129,11 +130,11 @@ impl LeaseStore for FileStore {
         .await
     }
 
-    async fn acquire(
+    async fn acquire_with(
         &self,
         config: &NetConfig,
         attrs: &LeaseAttrs,
-        previous: Option<Ipv4Network>,
+        previous: Previous,
     ) -> Result<Lease, LeaseError> {
         let (config, attrs) = (config.clone(), attrs.clone());
         self.blocking("acquire", move |inner| {
@@ -164,7 +165,7 @@ impl Inner {
         &self,
         config: &NetConfig,
         attrs: &LeaseAttrs,
-        previous: Option<Ipv4Network>,
+        previous: Previous,
     ) -> Result<Lease, LeaseError> {
         let _lock = lock_dir(&self.dir)?;
         let now = SystemTime::now();
@@ -183,6 +184,7 @@ impl Inner {
             .map(|l| Held {
                 item: l,
                 subnet: l.subnet,
+                ipv6: l.ipv6_subnet,
                 public_ip: Some(l.attrs.public_ip),
                 recency: l
                     .expiration
@@ -190,19 +192,31 @@ impl Inner {
                     .map_or(0, |d| d.as_nanos()),
             })
             .collect();
-        let subnet = match choose(config, attrs.public_ip, previous, held, taken)? {
+        let (subnet, ipv6_subnet) = match choose(config, attrs.public_ip, previous, held, taken)? {
             Choice::Keep { keep, extras } => {
                 for extra in extras {
-                    tracing::warn!(subnet = %extra.subnet, kept = %keep.subnet, public_ip = %attrs.public_ip,
-                        "removing a second lease held by the same public IP");
-                    remove_lease(&self.dir, extra.subnet)?;
+                    tracing::warn!(lease = %extra.key(), kept = %keep.key(), public_ip = %attrs.public_ip,
+                        "removing another lease held by the same public IP");
+                    remove_lease(&self.dir, (extra.subnet, extra.ipv6_subnet))?;
                 }
-                keep.subnet
+                (keep.subnet, keep.ipv6_subnet)
             }
-            Choice::Take(subnet) => subnet,
+            Choice::Take {
+                subnet,
+                ipv6,
+                stale,
+            } => {
+                for old in stale {
+                    tracing::info!(lease = %old.key(), public_ip = %attrs.public_ip,
+                        "removing this public IP's lease that no longer fits the network configuration");
+                    remove_lease(&self.dir, (old.subnet, old.ipv6_subnet))?;
+                }
+                (subnet, ipv6)
+            }
         };
         let lease = Lease {
             subnet,
+            ipv6_subnet,
             attrs: attrs.clone(),
             expiration: expiry_after(self.timing.ttl),
         };
@@ -213,7 +227,7 @@ impl Inner {
     fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         let _lock = lock_dir(&self.dir)?;
         let ours = lease.attrs.public_ip;
-        match read_lease(&self.dir, lease.subnet)? {
+        match read_lease(&self.dir, (lease.subnet, lease.ipv6_subnet))? {
             Some(cur) if cur.attrs.public_ip == ours => {}
             Some(cur) if !cur.is_expired(SystemTime::now()) => {
                 return Err(LeaseError::Lost {
@@ -228,6 +242,7 @@ impl Inner {
         }
         let renewed = Lease {
             subnet: lease.subnet,
+            ipv6_subnet: lease.ipv6_subnet,
             attrs: lease.attrs.clone(),
             expiration: expiry_after(self.timing.ttl),
         };
@@ -237,9 +252,9 @@ impl Inner {
 
     fn release(&self, lease: &Lease) -> Result<(), LeaseError> {
         let _lock = lock_dir(&self.dir)?;
-        match read_lease(&self.dir, lease.subnet)? {
+        match read_lease(&self.dir, (lease.subnet, lease.ipv6_subnet))? {
             Some(cur) if cur.attrs.public_ip == lease.attrs.public_ip => {
-                remove_lease(&self.dir, lease.subnet)
+                remove_lease(&self.dir, (lease.subnet, lease.ipv6_subnet))
             }
             Some(cur) => {
                 tracing::info!(subnet = %lease.subnet, holder = %cur.attrs.public_ip,

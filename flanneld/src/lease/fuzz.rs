@@ -10,9 +10,12 @@ use proptest::prelude::*;
 use super::*;
 
 fn check_name(name: &str) -> Result<(), TestCaseError> {
-    if let Some(net) = parse_subnet_key(name) {
+    if let Some((net, v6)) = parse_subnet_key(name) {
         prop_assert_eq!(net.ip(), net.network(), "host bits in {:?}", name);
-        prop_assert_eq!(subnet_key(net), name, "not the canonical spelling");
+        if let Some(v6) = v6 {
+            prop_assert_eq!(v6.ip(), v6.network(), "host bits in {:?}", name);
+        }
+        prop_assert_eq!(subnet_key(net, v6), name, "not the canonical spelling");
     }
     Ok(())
 }
@@ -43,7 +46,19 @@ fuzz_test! {
     fn names_round_trip((ip, len) in (any::<u32>(), 0u8..=32)) {
         let net = Ipv4Network::new(ip.into(), len).expect("len <= 32");
         let net = Ipv4Network::new(net.network(), len).expect("len <= 32");
-        prop_assert_eq!(parse_subnet_key(&subnet_key(net)), Some(net));
+        prop_assert_eq!(parse_subnet_key(&subnet_key(net, None)), Some((net, None)));
+    }
+}
+
+fuzz_test! {
+    /// Dual-stack names (`10.244.1.0-24&fd00::-64`) round-trip too.
+    fn dual_stack_names_round_trip((ip, len, ip6, len6) in (any::<u32>(), 0u8..=32, any::<u128>(), 0u8..=128)) {
+        let net = Ipv4Network::new(ip.into(), len).expect("len <= 32");
+        let net = Ipv4Network::new(net.network(), len).expect("len <= 32");
+        let v6 = Ipv6Network::new(ip6.into(), len6).expect("len <= 128");
+        let v6 = Ipv6Network::new(v6.network(), len6).expect("len <= 128");
+        let name = subnet_key(net, Some(v6));
+        prop_assert_eq!(parse_subnet_key(&name), Some((net, Some(v6))), "{}", name);
     }
 }
 

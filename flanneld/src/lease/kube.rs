@@ -37,7 +37,7 @@ use kube::{Api, Client, Config};
 use serde_json::json;
 
 use self::names::Names;
-use self::node::{inside, never, NodeView, SlimNode};
+use self::node::{inside, never, Networks, NodeView, SlimNode};
 use super::backoff::Backoff;
 use super::{Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseWatch, NodeHints};
 use crate::mac;
@@ -170,12 +170,19 @@ impl KubeStore {
             .ok_or_else(|| store_err("only the vxlan backend is supported"))?;
         let data = serde_json::to_string(&data)
             .map_err(|e| store_err(format!("encode backend-data: {e}")))?;
-        let wanted = [
+        let mut wanted = vec![
             ("backend-data", data),
             ("backend-type", attrs.backend_type.clone()),
             ("kube-subnet-manager", "true".to_owned()),
             ("public-ip", attrs.public_ip.to_string()),
         ];
+        // The IPv6 half, when this node has one (as flannel: both or none).
+        if let (Some(ip), Some(data)) = (attrs.public_ipv6, attrs.vxlan_v6_data()) {
+            let data = serde_json::to_string(&data)
+                .map_err(|e| store_err(format!("encode backend-v6-data: {e}")))?;
+            wanted.push(("backend-v6-data", data));
+            wanted.push(("public-ipv6", ip.to_string()));
+        }
         let changed: serde_json::Map<String, serde_json::Value> = wanted
             .into_iter()
             .filter(|(short, value)| view.annotation(short) != Some(value.as_str()))
@@ -301,19 +308,25 @@ impl LeaseStore for KubeStore {
             .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
             .and_then(|d| d["VtepMAC"].as_str().and_then(mac::parse))
             .filter(|m| m[0] & 1 == 0 && *m != [0; 6]);
+        let vtep_mac_v6 = view
+            .backend_v6_data()
+            .ok()
+            .flatten()
+            .and_then(|d| d["VtepMAC"].as_str().and_then(mac::parse));
         Ok(NodeHints {
             public_ip,
             vtep_mac,
+            vtep_mac_v6,
         })
     }
 
     /// Waits for the podCIDR, then writes flannel's annotations if they
     /// differ from the node's.
-    async fn acquire(
+    async fn acquire_with(
         &self,
         config: &NetConfig,
         attrs: &LeaseAttrs,
-        _previous: Option<ipnetwork::Ipv4Network>,
+        _previous: super::Previous,
     ) -> Result<Lease, LeaseError> {
         let mut said = None::<Instant>;
         let view = loop {
@@ -332,8 +345,27 @@ impl LeaseStore for KubeStore {
             }
             tokio::time::sleep(WAITING_POLL).await;
         };
-        let subnet = inside(view.pod_cidr.clone().ok().flatten(), config.network)
+        let networks = Networks::of(config).map_err(store_err)?;
+        let subnet = inside(view.pod_cidr.clone().ok().flatten(), networks.v4)
             .map_err(|e| store_err(format!("node {}: {e} (net-conf.json)", self.node)))?;
+        let ipv6_subnet = match networks.v6 {
+            None => None,
+            Some(net) => match view.pod_cidr_v6 {
+                Some(c) if c.prefix() >= net.prefix() && net.contains(c.network()) => Some(c),
+                Some(c) => {
+                    return Err(store_err(format!(
+                        "node {}: IPv6 podCIDR {c} is outside IPv6Network {net} (net-conf.json)",
+                        self.node
+                    )))
+                }
+                None => {
+                    return Err(store_err(format!(
+                        "node {}: EnableIPv6 is set but the node has no IPv6 podCIDR (is the cluster dual-stack?)",
+                        self.node
+                    )))
+                }
+            },
+        };
 
         let mut attrs = attrs.clone();
         if let Some(ip) = view
@@ -350,9 +382,28 @@ impl LeaseStore for KubeStore {
                 }
             }
         }
+        if ipv6_subnet.is_some() {
+            if let Some(ip) = view
+                .annotation("public-ipv6-overwrite")
+                .filter(|s| !s.is_empty())
+            {
+                match ip.parse::<std::net::Ipv6Addr>() {
+                    Ok(ip) if node::is_global_unicast(ip) => {
+                        tracing::info!(
+                            "public IPv6 {ip} from the node's public-ipv6-overwrite annotation"
+                        );
+                        attrs.public_ipv6 = Some(ip);
+                    }
+                    _ => tracing::warn!(
+                        "ignoring public-ipv6-overwrite {ip:?}: not a global unicast IPv6 address"
+                    ),
+                }
+            }
+        }
         self.write_annotations(&view, &attrs).await?;
         Ok(Lease {
             subnet,
+            ipv6_subnet,
             attrs,
             expiration: never(),
         })
@@ -367,8 +418,13 @@ impl LeaseStore for KubeStore {
     async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         let view = self.own_node().await?;
         let now = view.pod_cidr.clone().ok().flatten();
-        if now != Some(lease.subnet) {
+        let moved6 = lease.ipv6_subnet.is_some() && view.pod_cidr_v6 != lease.ipv6_subnet;
+        if now != Some(lease.subnet) || moved6 {
             let holder = match now {
+                Some(cidr) if moved6 => match view.pod_cidr_v6 {
+                    Some(v6) => format!("no one; node {} now has podCIDRs {cidr}, {v6}", self.node),
+                    None => format!("no one; node {} has no IPv6 podCIDR now", self.node),
+                },
                 Some(cidr) => format!("no one; node {} now has podCIDR {cidr}", self.node),
                 None => format!("no one; node {} has no podCIDR now", self.node),
             };
@@ -386,7 +442,7 @@ impl LeaseStore for KubeStore {
     }
 
     async fn watch(&self) -> Result<LeaseWatch, LeaseError> {
-        let network = self.network_config().await?.network;
+        let network = Networks::of(&self.network_config().await?).map_err(store_err)?;
         watch::start(
             self.nodes.clone(),
             self.names.clone(),

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 
 use super::{Lease, LeaseAttrs, LeaseEvent};
 
@@ -46,17 +46,26 @@ impl Mirror {
         self.current.get(subnet)
     }
 
-    /// Whether `subnet` is reported with exactly `attrs`: a store may then
-    /// skip work (etcd's expiry lookup) for what would report nothing.
-    pub fn unchanged(&self, subnet: &Ipv4Network, attrs: &LeaseAttrs) -> bool {
-        self.current.get(subnet).is_some_and(|l| &l.attrs == attrs)
+    /// Whether `subnet` is reported with exactly `ipv6` and `attrs`: a
+    /// store may then skip work (etcd's expiry lookup) for what would
+    /// report nothing.
+    pub fn unchanged(
+        &self,
+        subnet: &Ipv4Network,
+        ipv6: Option<Ipv6Network>,
+        attrs: &LeaseAttrs,
+    ) -> bool {
+        self.current
+            .get(subnet)
+            .is_some_and(|l| &l.attrs == attrs && l.ipv6_subnet == ipv6)
     }
 
     /// One subnet's new state (`None`: gone); the event to report, if any.
     pub fn update(&mut self, subnet: Ipv4Network, new: Option<Lease>) -> Option<LeaseEvent> {
         match new {
             Some(lease) => match self.current.get_mut(&subnet) {
-                Some(old) if old.attrs == lease.attrs => {
+                // Either family's part changing is a change.
+                Some(old) if old.attrs == lease.attrs && old.ipv6_subnet == lease.ipv6_subnet => {
                     old.expiration = lease.expiration;
                     None
                 }
@@ -125,6 +134,7 @@ mod tests {
         let subnet = Ipv4Network::new(Ipv4Addr::new(10, 244, third, 0), 24).expect("net");
         Lease {
             subnet,
+            ipv6_subnet: None,
             attrs: LeaseAttrs::vxlan(Ipv4Addr::new(192, 168, 64, ip), 1, "0e:00:00:00:00:01"),
             expiration: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
         }
@@ -167,6 +177,36 @@ mod tests {
         assert!(m
             .replace_all([lease(1, 1, 300), lease(3, 9, 100), lease(4, 4, 100)])
             .is_empty());
+    }
+
+    #[test]
+    fn a_change_to_either_family_alone_is_a_change() {
+        let (mut m, _) = Mirror::new([lease(1, 1, 100)]);
+        let mut v6 = lease(1, 1, 100);
+        v6.attrs = v6
+            .attrs
+            .with_ipv6("2001:db8::1".parse().expect("ip6"), 1, "0e:00:00:00:00:02");
+        v6.ipv6_subnet = Some("fd00:0:0:1::/64".parse().expect("net"));
+        assert_eq!(
+            m.update(v6.subnet, Some(v6.clone())),
+            Some(LeaseEvent::Added(v6.clone()))
+        );
+        // Only BackendV6Data changes: still an update.
+        let mut mac = v6.clone();
+        mac.attrs.backend_v6_data =
+            Some(serde_json::json!({"VNI": 1, "VtepMAC": "0e:00:00:00:00:03"}));
+        assert!(!m.unchanged(&mac.subnet, mac.ipv6_subnet, &mac.attrs));
+        assert_eq!(
+            m.update(mac.subnet, Some(mac.clone())),
+            Some(LeaseEvent::Added(mac.clone()))
+        );
+        // Only the IPv6 subnet changes: an update too.
+        let mut moved = mac.clone();
+        moved.ipv6_subnet = Some("fd00:0:0:2::/64".parse().expect("net"));
+        assert_eq!(
+            m.update(moved.subnet, Some(moved.clone())),
+            Some(LeaseEvent::Added(moved))
+        );
     }
 
     #[test]

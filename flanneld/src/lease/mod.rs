@@ -2,7 +2,8 @@
 //! implement. One module per store: `file` (embedded, the default),
 //! `etcd`, `kube`; what they share: `mirror` (the watch diff), `backoff`,
 //! `choose` (subnet choice, for the stores that choose), `skip` (logging
-//! what is skipped), `open` (the store the flags name).
+//! what is skipped), `open` (the store the flags name), `v6` (a peer's
+//! IPv6 half, checked).
 
 pub mod backoff;
 mod choose;
@@ -12,6 +13,7 @@ pub mod kube;
 pub mod mirror;
 mod open;
 pub mod skip;
+pub mod v6;
 
 pub use open::{open, StoreConfig};
 
@@ -26,14 +28,17 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::netconf::NetConfig;
 
 /// A lease's value, byte for byte flannel's JSON:
-/// `{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}`
+/// `{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}`;
+/// a dual-stack lease adds `"PublicIPv6":"2001:db8::3"` and, after
+/// `BackendData`, `"BackendV6Data":{"VNI":1,"VtepMAC":…}` (the
+/// `flannel-v6.<VNI>` device's), which flannel omits when empty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseAttrs {
     #[serde(rename = "PublicIP")]
@@ -44,9 +49,15 @@ pub struct LeaseAttrs {
     pub backend_type: String,
     #[serde(rename = "BackendData", default)]
     pub backend_data: serde_json::Value,
+    #[serde(
+        rename = "BackendV6Data",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub backend_v6_data: Option<serde_json::Value>,
 }
 
-/// `BackendData` of a vxlan lease.
+/// `BackendData` (and `BackendV6Data`) of a vxlan lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VxlanData {
     #[serde(rename = "VNI")]
@@ -62,7 +73,16 @@ impl LeaseAttrs {
             public_ipv6: None,
             backend_type: "vxlan".to_string(),
             backend_data: serde_json::json!({ "VNI": vni, "VtepMAC": vtep_mac }),
+            backend_v6_data: None,
         }
+    }
+
+    /// Adds the IPv6 half of a dual-stack vxlan lease: the IPv6 public IP
+    /// and the `flannel-v6.<VNI>` device's VtepMAC.
+    pub fn with_ipv6(mut self, public_ipv6: Ipv6Addr, vni: u32, vtep_mac: &str) -> Self {
+        self.public_ipv6 = Some(public_ipv6);
+        self.backend_v6_data = Some(serde_json::json!({ "VNI": vni, "VtepMAC": vtep_mac }));
+        self
     }
 
     /// The vxlan data, when this is a well-formed vxlan lease.
@@ -72,30 +92,63 @@ impl LeaseAttrs {
         }
         serde_json::from_value(self.backend_data.clone()).ok()
     }
+
+    /// The IPv6 vxlan data, when this is a vxlan lease with well-formed
+    /// `BackendV6Data`.
+    pub fn vxlan_v6_data(&self) -> Option<VxlanData> {
+        if self.backend_type != "vxlan" {
+            return None;
+        }
+        serde_json::from_value(self.backend_v6_data.clone()?).ok()
+    }
 }
 
-/// `10.244.1.0/24` → `10.244.1.0-24`: a lease's name in both stores
-/// (etcd's key suffix, the embedded store's file name).
-pub fn subnet_key(subnet: Ipv4Network) -> String {
-    format!("{}-{}", subnet.network(), subnet.prefix())
+/// `10.244.1.0/24` → `10.244.1.0-24`, and a dual-stack lease
+/// `10.244.1.0-24&fd00:10:244:1::-64` (flannel's `MakeSubnetKey`): a
+/// lease's name in both stores (etcd's key suffix, the embedded store's
+/// file name).
+pub fn subnet_key(subnet: Ipv4Network, ipv6: Option<Ipv6Network>) -> String {
+    match ipv6 {
+        None => format!("{}-{}", subnet.network(), subnet.prefix()),
+        Some(v6) => format!(
+            "{}-{}&{}-{}",
+            subnet.network(),
+            subnet.prefix(),
+            v6.network(),
+            v6.prefix()
+        ),
+    }
 }
 
-/// `10.244.1.0-24` → `10.244.1.0/24`; `None` for anything else, including
-/// a subnet written with host bits set, and any spelling but the one
-/// [`subnet_key`] writes (`10.244.1.0-+24`, `10.244.1.0-024`): a lease has
-/// one name, or two files or keys could hold one subnet.
-pub fn parse_subnet_key(name: &str) -> Option<Ipv4Network> {
-    let (ip, len) = name.split_once('-')?;
-    let ip: Ipv4Addr = ip.parse().ok()?;
-    let len: u8 = len.parse().ok()?;
-    let net = Ipv4Network::new(ip, len).ok()?;
-    (subnet_key(net) == name).then_some(net)
+/// `10.244.1.0-24` → `10.244.1.0/24` (and the IPv6 subnet of a
+/// dual-stack name); `None` for anything else, including a subnet written
+/// with host bits set, and any spelling but the one [`subnet_key`] writes
+/// (`10.244.1.0-+24`, `10.244.1.0-024`, `FD00::-64`): a lease has one
+/// name, or two files or keys could hold one subnet.
+pub fn parse_subnet_key(name: &str) -> Option<(Ipv4Network, Option<Ipv6Network>)> {
+    let (v4, v6) = match name.split_once('&') {
+        Some((v4, v6)) => (v4, Some(v6)),
+        None => (name, None),
+    };
+    let (ip, len) = v4.split_once('-')?;
+    let net = Ipv4Network::new(ip.parse().ok()?, len.parse().ok()?).ok()?;
+    let net6 = match v6 {
+        None => None,
+        Some(v6) => {
+            let (ip, len) = v6.rsplit_once('-')?;
+            let ip: Ipv6Addr = ip.parse().ok()?;
+            Some(Ipv6Network::new(ip, len.parse().ok()?).ok()?)
+        }
+    };
+    (subnet_key(net, net6) == name).then_some((net, net6))
 }
 
 /// A subnet held by one node until `expiration`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     pub subnet: Ipv4Network,
+    /// The IPv6 subnet of a dual-stack lease.
+    pub ipv6_subnet: Option<Ipv6Network>,
     pub attrs: LeaseAttrs,
     pub expiration: SystemTime,
 }
@@ -103,6 +156,11 @@ pub struct Lease {
 impl Lease {
     pub fn is_expired(&self, now: SystemTime) -> bool {
         self.expiration <= now
+    }
+
+    /// Its name in the stores ([`subnet_key`]).
+    pub fn key(&self) -> String {
+        subnet_key(self.subnet, self.ipv6_subnet)
     }
 }
 
@@ -123,10 +181,7 @@ pub struct LeaseWatch {
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
     #[error("no free subnet: every /{subnet_len} of {network} between the configured SubnetMin and SubnetMax is leased")]
-    NoFreeSubnet {
-        network: Ipv4Network,
-        subnet_len: u8,
-    },
+    NoFreeSubnet { network: IpNetwork, subnet_len: u8 },
     #[error("{op} {}: {source}", path.display())]
     Io {
         op: &'static str,
@@ -166,15 +221,30 @@ pub trait LeaseStore: Send + Sync {
     /// `<prefix>/config` key, or the kube-flannel ConfigMap's file).
     async fn network_config(&self) -> Result<NetConfig, LeaseError>;
 
-    /// Takes a subnet for `attrs.public_ip`: the lease this public IP already
-    /// holds, else `previous` (the subnet in the old subnet.env) if it is
-    /// free, else a random free one. Never returns an expired or foreign lease.
+    /// Takes a subnet (and an IPv6 one when IPv6 is enabled) for
+    /// `attrs.public_ip`: the lease this public IP already holds, else
+    /// `previous` (the subnets in the old subnet.env) where free, else a
+    /// random free one. Never returns an expired or foreign lease.
+    async fn acquire_with(
+        &self,
+        config: &NetConfig,
+        attrs: &LeaseAttrs,
+        previous: Previous,
+    ) -> Result<Lease, LeaseError>;
+
+    /// [`acquire_with`](Self::acquire_with) with only an IPv4 previous subnet.
     async fn acquire(
         &self,
         config: &NetConfig,
         attrs: &LeaseAttrs,
         previous: Option<Ipv4Network>,
-    ) -> Result<Lease, LeaseError>;
+    ) -> Result<Lease, LeaseError> {
+        let previous = Previous {
+            ipv4: previous,
+            ipv6: None,
+        };
+        self.acquire_with(config, attrs, previous).await
+    }
 
     /// Extends our lease by the TTL (and updates its attributes). `Lost`
     /// when someone else holds the subnet now.
@@ -213,6 +283,14 @@ pub trait LeaseStore: Send + Sync {
     }
 }
 
+/// The subnets of the old `subnet.env` (host bits allowed: they name the
+/// gateway), for [`LeaseStore::acquire_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Previous {
+    pub ipv4: Option<Ipv4Network>,
+    pub ipv6: Option<Ipv6Network>,
+}
+
 /// See [`LeaseStore::node_hints`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeHints {
@@ -220,4 +298,7 @@ pub struct NodeHints {
     pub public_ip: Option<Ipv4Addr>,
     /// The VtepMAC peers already know this node by.
     pub vtep_mac: Option<[u8; 6]>,
+    /// The `flannel-v6.<VNI>` VtepMAC peers know this node by
+    /// (`BackendV6Data`; kube: the `backend-v6-data` annotation).
+    pub vtep_mac_v6: Option<[u8; 6]>,
 }

@@ -26,23 +26,35 @@ fn check_text(text: &str) -> Result<(), TestCaseError> {
     let Ok(c) = NetConfig::parse(text) else {
         return Ok(());
     };
+    prop_assert!(c.ipv4.is_some() || c.ipv6.is_some());
+    if let Some(f) = &c.ipv4 {
+        check_family(f)?;
+    }
+    if let Some(f) = &c.ipv6 {
+        check_family(f)?;
+    }
+    let b = &c.backend;
+    prop_assert!(b.kind == "vxlan" && b.vni < (1 << 24) && b.port != 0);
+    prop_assert!(b.mtu.is_none_or(|m| (1280..=65535).contains(&m)));
+    Ok(())
+}
+
+/// Every rule of one family's part, whichever the family.
+fn check_family<N: Family>(c: &FamilyConfig<N>) -> Result<(), TestCaseError> {
     let prefix = c.network.prefix();
-    prop_assert_eq!(c.network.ip(), c.network.network());
-    prop_assert!(prefix <= 28 && prefix + 2 <= c.subnet_len && c.subnet_len <= 30);
-    let size = 1u32 << (32 - c.subnet_len);
-    let (min, max) = (u32::from(c.subnet_min), u32::from(c.subnet_max));
+    prop_assert!(c.network.is_canonical());
+    prop_assert!(prefix + 2 <= c.subnet_len && c.subnet_len <= N::MAX_SUBNET_LEN);
+    let size = 1u128 << (N::BITS - c.subnet_len);
+    let (min, max) = (N::to_bits(c.subnet_min), N::to_bits(c.subnet_max));
     prop_assert!(min <= max && min % size == 0 && max % size == 0);
-    prop_assert!(c.network.contains(c.subnet_min) && c.network.contains(c.subnet_max));
+    prop_assert!(c.network.contains_addr(c.subnet_min) && c.network.contains_addr(c.subnet_max));
     for bound in [c.subnet_min, c.subnet_max] {
-        let subnet = Ipv4Network::new(bound, c.subnet_len).expect("len <= 30");
+        let subnet = N::new(bound, c.subnet_len).expect("len <= BITS");
         prop_assert!(c.is_leasable(subnet));
     }
     for s in c.subnets().take(3) {
         prop_assert!(c.is_leasable(s));
     }
-    let b = &c.backend;
-    prop_assert!(b.kind == "vxlan" && b.vni < (1 << 24) && b.port != 0);
-    prop_assert!(b.mtu.is_none_or(|m| (1280..=65535).contains(&m)));
     Ok(())
 }
 
@@ -98,12 +110,16 @@ fuzz_test! {
 
 type Field = (&'static str, bool, fn(&Value) -> bool);
 
-const FIELDS: [Field; 14] = [
+const FIELDS: [Field; 18] = [
     ("Network", false, Value::is_string),
     ("SubnetLen", false, Value::is_number),
     ("SubnetMin", false, Value::is_string),
     ("SubnetMax", false, Value::is_string),
     ("EnableIPv4", false, Value::is_boolean),
+    ("IPv6Network", false, Value::is_string),
+    ("IPv6SubnetLen", false, Value::is_number),
+    ("IPv6SubnetMin", false, Value::is_string),
+    ("IPv6SubnetMax", false, Value::is_string),
     ("EnableIPv6", false, Value::is_boolean),
     ("EnableNFTables", false, Value::is_boolean),
     ("Backend", false, Value::is_object),
@@ -193,10 +209,13 @@ fn valid() -> impl Strategy<Value = (Value, NetConfig)> {
                     direct_routing: direct,
                 };
                 let config = NetConfig {
-                    network: net,
-                    subnet_len: len,
-                    subnet_min: min,
-                    subnet_max: max,
+                    ipv4: Some(FamilyConfig {
+                        network: net,
+                        subnet_len: len,
+                        subnet_min: min,
+                        subnet_max: max,
+                    }),
+                    ipv6: None,
                     enable_nftables: nft,
                     backend,
                 };
@@ -225,7 +244,7 @@ fuzz_test! {
         };
         let got = NetConfig::parse(&doc.to_string()).ok();
         match addr {
-            Some(a) if u32::from(a) % 4 == 0 => prop_assert_eq!(got.map(|c| c.subnet_min), Some(a)),
+            Some(a) if u32::from(a) % 4 == 0 => prop_assert_eq!(got.and_then(|c| c.ipv4).map(|c| c.subnet_min), Some(a)),
             _ => prop_assert!(got.is_none(), "accepted {:?}", bound),
         }
     }

@@ -7,7 +7,7 @@
 //!
 //! The value carries no expiry: the etcd lease the key is attached to does.
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 
 use crate::lease::{parse_subnet_key, subnet_key, LeaseAttrs};
 
@@ -41,17 +41,17 @@ impl Keys {
     }
 
     /// `<prefix>/subnets/10.244.1.0-24`
-    pub fn lease(&self, subnet: Ipv4Network) -> String {
-        format!("{}{}", self.subnets(), subnet_key(subnet))
+    pub fn lease(&self, subnet: Ipv4Network, ipv6: Option<Ipv6Network>) -> String {
+        format!("{}{}", self.subnets(), subnet_key(subnet, ipv6))
     }
 
     /// The subnet a lease key names. `None` for keys outside
     /// `<prefix>/subnets/` or not named like a subnet. A dual-stack key
     /// (`10.244.1.0-24&fc00::-64`) names its IPv4 subnet.
-    pub fn subnet_of(&self, key: &[u8]) -> Option<Ipv4Network> {
+    pub fn subnet_of(&self, key: &[u8]) -> Option<(Ipv4Network, Option<Ipv6Network>)> {
         let key = std::str::from_utf8(key).ok()?;
         let name = key.strip_prefix(&self.subnets())?;
-        parse_subnet_key(name.split('&').next()?)
+        parse_subnet_key(name)
     }
 }
 
@@ -84,22 +84,29 @@ mod tests {
         let k = Keys::new("/coreos.com/network/");
         assert_eq!(k.config(), "/coreos.com/network/config");
         assert_eq!(
-            k.lease(net("10.244.1.0/24")),
+            k.lease(net("10.244.1.0/24"), None),
             "/coreos.com/network/subnets/10.244.1.0-24"
+        );
+        let v6: Ipv6Network = "fc00::/64".parse().expect("net");
+        assert_eq!(
+            k.lease(net("10.244.1.0/24"), Some(v6)),
+            "/coreos.com/network/subnets/10.244.1.0-24&fc00::-64"
         );
         let parse = |s: &str| k.subnet_of(s.as_bytes());
         assert_eq!(
             parse("/coreos.com/network/subnets/10.244.1.0-24"),
-            Some(net("10.244.1.0/24"))
+            Some((net("10.244.1.0/24"), None))
         );
         assert_eq!(
             parse("/coreos.com/network/subnets/10.244.1.0-24&fc00::-64"),
-            Some(net("10.244.1.0/24"))
+            Some((net("10.244.1.0/24"), Some(v6)))
         );
         for bad in [
             "/coreos.com/network/config",
             "/coreos.com/network/subnets/10.244.1.1-24",
             "/coreos.com/network/subnets/banana",
+            "/coreos.com/network/subnets/10.244.1.0-24&fc00::1-64",
+            "/coreos.com/network/subnets/10.244.1.0-24&",
             "/other/subnets/10.244.1.0-24",
         ] {
             assert_eq!(parse(bad), None, "{bad}");
@@ -116,5 +123,24 @@ mod tests {
         );
         assert_eq!(decode(&v).expect("decode"), a);
         assert!(decode(b"{\"PublicIP\":\"nope\"}").is_err());
+    }
+
+    #[test]
+    fn dual_stack_value_is_flannels_bytes() {
+        let a = LeaseAttrs::vxlan("192.168.64.3".parse().expect("ip"), 1, "c6:d2:32:6f:8f:44")
+            .with_ipv6("2001:db8::3".parse().expect("ip6"), 1, "c6:d2:32:6f:8f:45");
+        let v = encode(&a).expect("encode");
+        assert_eq!(
+            String::from_utf8(v.clone()).expect("utf8"),
+            r#"{"PublicIP":"192.168.64.3","PublicIPv6":"2001:db8::3","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"},"BackendV6Data":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:45"}}"#
+        );
+        assert_eq!(decode(&v).expect("decode"), a);
+        let v6 = a.vxlan_v6_data().expect("v6 data");
+        assert_eq!((v6.vni, v6.vtep_mac.as_str()), (1, "c6:d2:32:6f:8f:45"));
+        // flannel writes `null` for an empty RawMessage too.
+        let nulls = br#"{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"},"BackendV6Data":null}"#;
+        let d = decode(nulls).expect("decode");
+        assert_eq!(d.backend_v6_data, None);
+        assert_eq!(d.vxlan_v6_data(), None);
     }
 }

@@ -64,6 +64,7 @@ impl Backing for EtcdBacking {
 mod contract {
     crate::lease::contract_tests::lease_store_contract!(super::EtcdBacking);
     crate::lease::contract_tests::choosing_store_contract!(super::EtcdBacking);
+    crate::lease::contract_tests::dual_stack_contract!(super::EtcdBacking);
 }
 
 pub(super) async fn backing() -> EtcdBacking {
@@ -260,7 +261,7 @@ async fn missing_config_is_waited_for_with_a_clear_message() {
         .unwrap_or_else(|_| panic!("network_config did not see the key"))
         .unwrap_or_else(|e| panic!("task: {e}"))
         .unwrap_or_else(|e| panic!("network_config: {e}"));
-    assert_eq!(cfg.network, net("10.5.0.0/16"));
+    assert_eq!(cfg.v4().expect("ipv4").network, net("10.5.0.0/16"));
 
     b.ctl(&[
         "put",
@@ -375,6 +376,6 @@ async fn a_dead_endpoint_in_the_list_is_skipped() {
             .await
             .unwrap_or_else(|_| panic!("stuck on the dead endpoint"))
             .unwrap_or_else(|e| panic!("network_config: {e}"));
-        assert_eq!(cfg.network, net("10.7.0.0/16"));
+        assert_eq!(cfg.v4().expect("ipv4").network, net("10.7.0.0/16"));
     }
 }

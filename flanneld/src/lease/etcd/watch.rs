@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 
 use etcd_client::{EventType, WatchOptions};
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 use tokio::sync::mpsc;
 
 use super::conn::{classify, Failure, OP_TIMEOUT};
@@ -64,16 +64,18 @@ pub(super) async fn start(store: EtcdStore) -> Result<LeaseWatch, LeaseError> {
     };
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
     let wanted = valid(entries);
-    let ids: Vec<i64> = wanted.values().map(|(_, id)| *id).collect();
+    let ids: Vec<i64> = wanted.values().map(|(_, _, id)| *id).collect();
     let expiries = futures::future::join_all(ids.iter().map(|id| store.expiry_of(*id))).await;
-    let leases = wanted
-        .into_iter()
-        .zip(expiries)
-        .map(|((subnet, (attrs, _)), expiration)| Lease {
-            subnet,
-            attrs,
-            expiration,
-        });
+    let leases =
+        wanted
+            .into_iter()
+            .zip(expiries)
+            .map(|((subnet, (ipv6_subnet, attrs, _)), expiration)| Lease {
+                subnet,
+                ipv6_subnet,
+                attrs,
+                expiration,
+            });
     let (mirror, snapshot) = Mirror::new(leases);
     let watcher = Watcher {
         store,
@@ -110,10 +112,13 @@ pub(super) fn start_from(
 }
 
 /// The well-formed leases of a listing, with their etcd lease IDs.
-fn valid(entries: Vec<Entry>) -> HashMap<Ipv4Network, (LeaseAttrs, i64)> {
+/// The readable leases by IPv4 subnet: (IPv6 subnet, value, etcd lease).
+type Valid = HashMap<Ipv4Network, (Option<Ipv6Network>, LeaseAttrs, i64)>;
+
+fn valid(entries: Vec<Entry>) -> Valid {
     entries
         .into_iter()
-        .filter_map(|e| Some((e.subnet, (e.attrs.ok()?, e.lease_id))))
+        .filter_map(|e| Some((e.subnet, (e.ipv6, e.attrs.ok()?, e.lease_id))))
         .collect()
 }
 
@@ -202,15 +207,15 @@ impl Watcher {
             }
             for ev in resp.events() {
                 let Some(kv) = ev.kv() else { continue };
-                let Some(subnet) = self.store.keys().subnet_of(kv.key()) else {
+                let Some((subnet, ipv6)) = self.store.keys().subnet_of(kv.key()) else {
                     continue;
                 };
                 self.revision = self.revision.max(kv.mod_revision());
                 let new = match ev.event_type() {
                     EventType::Put => match decode(kv.value()) {
-                        Ok(attrs) => Some((attrs, kv.lease())),
+                        Ok(attrs) => Some((ipv6, attrs, kv.lease())),
                         Err(reason) => {
-                            let key = self.store.keys().lease(subnet).to_string();
+                            let key = self.store.keys().lease(subnet, ipv6);
                             skip::skipped(&key, &format!("malformed lease: {reason}"));
                             None
                         }
@@ -239,12 +244,15 @@ impl Watcher {
             }
         };
         let mut fresh = Vec::new();
-        for (subnet, (attrs, lease_id)) in valid(entries) {
+        for (subnet, (ipv6_subnet, attrs, lease_id)) in valid(entries) {
             match self.mirror.get(&subnet) {
                 // Unchanged: no expiry lookup for what reports nothing.
-                Some(old) if old.attrs == attrs => fresh.push(old.clone()),
+                Some(old) if old.attrs == attrs && old.ipv6_subnet == ipv6_subnet => {
+                    fresh.push(old.clone())
+                }
                 _ => fresh.push(Lease {
                     subnet,
+                    ipv6_subnet,
                     attrs,
                     expiration: self.store.expiry_of(lease_id).await,
                 }),
@@ -269,13 +277,14 @@ impl Watcher {
     async fn update(
         &mut self,
         subnet: Ipv4Network,
-        new: Option<(LeaseAttrs, i64)>,
+        new: Option<(Option<Ipv6Network>, LeaseAttrs, i64)>,
     ) -> Result<(), Closed> {
         let lease = match new {
             // A renewal: only the etcd lease moved.
-            Some((attrs, _)) if self.mirror.unchanged(&subnet, &attrs) => return Ok(()),
-            Some((attrs, lease_id)) => Some(Lease {
+            Some((ipv6, attrs, _)) if self.mirror.unchanged(&subnet, ipv6, &attrs) => return Ok(()),
+            Some((ipv6_subnet, attrs, lease_id)) => Some(Lease {
                 subnet,
+                ipv6_subnet,
                 attrs,
                 expiration: self.store.expiry_of(lease_id).await,
             }),

@@ -9,7 +9,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,12 @@ struct LeaseFile {
     backend_type: String,
     #[serde(rename = "BackendData", default)]
     backend_data: serde_json::Value,
+    #[serde(
+        rename = "BackendV6Data",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    backend_v6_data: Option<serde_json::Value>,
     /// RFC 3339, UTC (`Z`), any number of fractional digits.
     #[serde(rename = "Expiration")]
     expiration: String,
@@ -40,10 +46,18 @@ pub(crate) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Erro
     move |source| LeaseError::Io { op, path, source }
 }
 
-pub(crate) use crate::lease::{parse_subnet_key as parse_name, subnet_key as file_name};
+pub(crate) use crate::lease::parse_subnet_key as parse_name;
 
-pub(crate) fn lease_path(dir: &Path, subnet: Ipv4Network) -> PathBuf {
-    dir.join(file_name(subnet))
+/// A lease file's name: its IPv4 subnet, and the IPv6 one of a dual-stack
+/// lease (`10.244.1.0-24&fd00::-64`, etcd's key suffix).
+pub(crate) type Name = (Ipv4Network, Option<Ipv6Network>);
+
+pub(crate) fn file_name((subnet, ipv6): Name) -> String {
+    crate::lease::subnet_key(subnet, ipv6)
+}
+
+pub(crate) fn lease_path(dir: &Path, name: Name) -> PathBuf {
+    dir.join(file_name(name))
 }
 
 /// `now + ttl`, cut to whole milliseconds so that what is written is
@@ -62,6 +76,7 @@ pub(crate) fn encode(lease: &Lease) -> Result<Vec<u8>, String> {
         public_ipv6: lease.attrs.public_ipv6,
         backend_type: lease.attrs.backend_type.clone(),
         backend_data: lease.attrs.backend_data.clone(),
+        backend_v6_data: lease.attrs.backend_v6_data.clone(),
         expiration: humantime::format_rfc3339_millis(lease.expiration).to_string(),
     };
     let mut bytes = serde_json::to_vec(&file).map_err(|e| e.to_string())?;
@@ -69,17 +84,19 @@ pub(crate) fn encode(lease: &Lease) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-pub(crate) fn decode(subnet: Ipv4Network, bytes: &[u8]) -> Result<Lease, String> {
+pub(crate) fn decode((subnet, ipv6_subnet): Name, bytes: &[u8]) -> Result<Lease, String> {
     let file: LeaseFile = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     let expiration = humantime::parse_rfc3339(file.expiration.trim())
         .map_err(|e| format!("Expiration {:?}: {e}", file.expiration))?;
     Ok(Lease {
         subnet,
+        ipv6_subnet,
         attrs: LeaseAttrs {
             public_ip: file.public_ip,
             public_ipv6: file.public_ipv6,
             backend_type: file.backend_type,
             backend_data: file.backend_data,
+            backend_v6_data: file.backend_v6_data,
         },
         expiration,
     })
@@ -87,8 +104,8 @@ pub(crate) fn decode(subnet: Ipv4Network, bytes: &[u8]) -> Result<Lease, String>
 
 /// Reads one lease file. A missing file is `None`; so is a malformed one,
 /// which is logged and otherwise treated as absent.
-pub(crate) fn read_lease(dir: &Path, subnet: Ipv4Network) -> Result<Option<Lease>, LeaseError> {
-    let path = lease_path(dir, subnet);
+pub(crate) fn read_lease(dir: &Path, name: Name) -> Result<Option<Lease>, LeaseError> {
+    let path = lease_path(dir, name);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -100,7 +117,7 @@ pub(crate) fn read_lease(dir: &Path, subnet: Ipv4Network) -> Result<Option<Lease
         }
         Err(e) => return Err(io_err("read lease", &path)(e)),
     };
-    match decode(subnet, &bytes) {
+    match decode(name, &bytes) {
         Ok(lease) => Ok(Some(lease)),
         Err(reason) => {
             skip::skipped(
@@ -128,11 +145,11 @@ pub(crate) fn read_all(dir: &Path) -> Result<Vec<Lease>, LeaseError> {
         if name.starts_with('.') {
             continue;
         }
-        let Some(subnet) = parse_name(name) else {
+        let Some(parsed) = parse_name(name) else {
             tracing::debug!(dir = %dir.display(), "ignoring {name:?}: not named like a subnet");
             continue;
         };
-        if let Some(lease) = read_lease(dir, subnet)? {
+        if let Some(lease) = read_lease(dir, parsed)? {
             leases.push(lease);
         }
     }
@@ -142,12 +159,13 @@ pub(crate) fn read_all(dir: &Path) -> Result<Vec<Lease>, LeaseError> {
 /// Writes a lease file atomically: a dot-named temp file in the same
 /// directory, fsync, rename over the lease file.
 pub(crate) fn write_lease(dir: &Path, lease: &Lease) -> Result<(), LeaseError> {
-    let path = lease_path(dir, lease.subnet);
+    let name = (lease.subnet, lease.ipv6_subnet);
+    let path = lease_path(dir, name);
     let bytes = encode(lease)
         .map_err(|e| LeaseError::Store(format!("encode lease {}: {e}", path.display())))?;
     let tmp = dir.join(format!(
         ".{}.{}.{:08x}.tmp",
-        file_name(lease.subnet),
+        file_name(name),
         std::process::id(),
         rand::random::<u32>()
     ));
@@ -171,8 +189,8 @@ pub(crate) fn write_lease(dir: &Path, lease: &Lease) -> Result<(), LeaseError> {
 }
 
 /// Deletes a lease file; a file already gone is fine.
-pub(crate) fn remove_lease(dir: &Path, subnet: Ipv4Network) -> Result<(), LeaseError> {
-    let path = lease_path(dir, subnet);
+pub(crate) fn remove_lease(dir: &Path, name: Name) -> Result<(), LeaseError> {
+    let path = lease_path(dir, name);
     match fs::remove_file(&path) {
         Err(e) if e.kind() != ErrorKind::NotFound => Err(io_err("remove lease", &path)(e)),
         _ => Ok(()),

@@ -46,6 +46,7 @@ impl Backing for FileBacking {
 mod contract {
     crate::lease::contract_tests::lease_store_contract!(super::FileBacking);
     crate::lease::contract_tests::choosing_store_contract!(super::FileBacking);
+    crate::lease::contract_tests::dual_stack_contract!(super::FileBacking);
 }
 
 async fn backing() -> FileBacking {
@@ -84,7 +85,7 @@ async fn file_is_flannels_value_plus_expiration() {
     assert!(text.starts_with(prefix), "{text}");
     assert!(text.ends_with("Z\"}\n"), "{text}");
     assert_eq!(
-        decode(l.subnet, text.as_bytes()).ok(),
+        decode((l.subnet, l.ipv6_subnet), text.as_bytes()).ok(),
         Some(l.clone()),
         "read back exactly"
     );
@@ -102,14 +103,27 @@ async fn file_is_flannels_value_plus_expiration() {
 
 #[test]
 fn names_are_etcd_keys() {
-    assert_eq!(parse_name("10.244.1.0-24"), Some(net("10.244.1.0/24")));
+    assert_eq!(
+        parse_name("10.244.1.0-24"),
+        Some((net("10.244.1.0/24"), None))
+    );
+    assert_eq!(
+        parse_name("10.244.1.0-24&fc00::-64"),
+        Some((
+            net("10.244.1.0/24"),
+            Some("fc00::/64".parse().expect("net"))
+        ))
+    );
     for bad in [
         "10.244.1.1-24",
         "10.244.1.0/24",
         "10.244.1.0-33",
         "x-24",
         "10.244.1.0",
-        "10.244.1.0-24&fc00::-64",
+        "10.244.1.0-24&fc00::1-64",
+        "10.244.1.0-24&FC00::-64",
+        "10.244.1.0-24&fc00:0::-64",
+        "10.244.1.0-24&",
     ] {
         assert_eq!(parse_name(bad), None, "{bad}");
     }
@@ -195,7 +209,7 @@ async fn network_config_from_file() {
         .network_config()
         .await
         .unwrap_or_else(|e| panic!("valid file: {e}"));
-    assert_eq!(got.network, net("10.50.0.0/16"));
+    assert_eq!(got.v4().expect("ipv4").network, net("10.50.0.0/16"));
     write(&path, r#"{"Network":"10.50.0.0/16","SubnetLen":31}"#);
     let msg = s
         .network_config()
@@ -218,7 +232,9 @@ async fn renew_recreates_a_vanished_lease() {
         .acquire(&NetConfig::default_config(), &attrs(1, 0), None)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let path = b.leases().join(super::format::file_name(l.subnet));
+    let path = b
+        .leases()
+        .join(super::format::file_name((l.subnet, l.ipv6_subnet)));
     std::fs::remove_file(&path).unwrap_or_else(|e| panic!("remove {}: {e}", path.display()));
     let r = s.renew(&l).await.unwrap_or_else(|e| panic!("renew: {e}"));
     assert_eq!((r.subnet, &r.attrs), (l.subnet, &l.attrs));

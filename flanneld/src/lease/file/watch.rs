@@ -132,10 +132,10 @@ impl Watcher {
         if name.starts_with('.') {
             return Ok(());
         }
-        let Some(subnet) = parse_name(name) else {
+        let Some((subnet, ipv6)) = parse_name(name) else {
             return Ok(());
         };
-        let lease = match read_lease(&self.dir, subnet) {
+        let lease = match read_lease(&self.dir, (subnet, ipv6)) {
             Ok(lease) => lease,
             Err(e) => {
                 tracing::warn!("{e}; treating the lease as absent");

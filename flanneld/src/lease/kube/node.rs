@@ -14,15 +14,33 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, SystemTime};
 
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Deserializer};
 
 use super::names::Names;
-use crate::lease::{Lease, LeaseAttrs};
+use crate::lease::{skip, Lease, LeaseAttrs, VxlanData};
+use crate::netconf::NetConfig;
+
+/// The overlay networks a node's podCIDRs must lie in: IPv4's, and
+/// IPv6's when the configuration enables it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Networks {
+    pub v4: Ipv4Network,
+    pub v6: Option<Ipv6Network>,
+}
+
+impl Networks {
+    pub fn of(config: &NetConfig) -> Result<Self, String> {
+        Ok(Self {
+            v4: config.v4()?.network,
+            v6: config.ipv6.map(|c| c.network),
+        })
+    }
+}
 
 /// A Node as flanneld reads it.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -91,6 +109,8 @@ pub struct NodeView {
     pub name: String,
     /// The IPv4 podCIDR, or why there is none usable.
     pub pod_cidr: Result<Option<Ipv4Network>, String>,
+    /// The IPv6 entry of `podCIDRs` (`None` too when the list is malformed).
+    pub pod_cidr_v6: Option<Ipv6Network>,
     /// The annotations under our prefix, without it (`backend-data`, ...).
     pub annotations: BTreeMap<String, String>,
 }
@@ -105,9 +125,11 @@ impl NodeView {
             .flatten()
             .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_owned(), v.clone())))
             .collect();
+        let cidrs = pod_cidrs(&node.spec);
         NodeView {
             name: node.metadata.name.clone().unwrap_or_default(),
-            pod_cidr: pod_cidr_v4(&node.spec),
+            pod_cidr: cidrs.clone().map(|(v4, _)| v4),
+            pod_cidr_v6: cidrs.ok().and_then(|(_, v6)| v6),
             annotations,
         }
     }
@@ -122,11 +144,11 @@ impl NodeView {
     /// IPv4 address, and have an IPv4 podCIDR inside `network`. The backend
     /// (type, VNI, VtepMAC) and the address's kind are the datapath's to
     /// judge, as for every store.
-    pub fn lease(&self, network: Ipv4Network) -> Result<Lease, String> {
+    pub fn lease(&self, networks: Networks) -> Result<Lease, String> {
         if self.annotation("kube-subnet-manager") != Some("true") {
             return Err("not managed by flannel (no kube-subnet-manager: \"true\")".into());
         }
-        let subnet = inside(self.pod_cidr.clone()?, network)?;
+        let subnet = inside(self.pod_cidr.clone()?, networks.v4)?;
         let ip = self.annotation("public-ip").unwrap_or_default();
         let public_ip: Ipv4Addr = ip
             .parse()
@@ -134,21 +156,84 @@ impl NodeView {
         let data = self.annotation("backend-data").unwrap_or("null");
         let backend_data: serde_json::Value = serde_json::from_str(data)
             .map_err(|e| format!("backend-data {data:?} is not JSON: {e}"))?;
+        // The IPv6 half is checked apart: a bad one is dropped (and
+        // logged), and the node stays an IPv4 peer.
+        let what = format!("node {}'s IPv6 part", self.name);
+        let public_ipv6 = drop_bad(&what, self.public_ipv6());
+        let backend_v6_data = drop_bad(&what, self.backend_v6_data());
+        let ipv6_subnet = match networks.v6 {
+            None => None,
+            Some(net) => drop_bad(
+                &what,
+                match self.pod_cidr_v6 {
+                    None => Err("no IPv6 podCIDR".into()),
+                    Some(c) if net.contains(c.network()) && c.prefix() >= net.prefix() => {
+                        Ok(Some(c))
+                    }
+                    Some(c) => Err(format!("podCIDR {c} is outside IPv6Network {net}")),
+                },
+            ),
+        };
         Ok(Lease {
             subnet,
+            ipv6_subnet,
             attrs: LeaseAttrs {
                 public_ip,
-                public_ipv6: None,
+                public_ipv6,
                 backend_type: self
                     .annotation("backend-type")
                     .unwrap_or_default()
                     .to_owned(),
                 backend_data,
+                backend_v6_data,
             },
             expiration: never(),
         })
     }
+
+    /// The `public-ipv6` annotation: a global unicast address, if any.
+    pub fn public_ipv6(&self) -> Result<Option<Ipv6Addr>, String> {
+        let Some(text) = self.annotation("public-ipv6").filter(|t| !t.is_empty()) else {
+            return Ok(None);
+        };
+        let ip: Ipv6Addr = text
+            .parse()
+            .map_err(|_| format!("public-ipv6 {text:?} is not an IPv6 address"))?;
+        if !is_global_unicast(ip) {
+            return Err(format!("public-ipv6 {ip} is not a global unicast address"));
+        }
+        Ok(Some(ip))
+    }
+
+    /// The `backend-v6-data` annotation: `{"VNI":…,"VtepMAC":…}` with a
+    /// unicast MAC, if any.
+    pub fn backend_v6_data(&self) -> Result<Option<serde_json::Value>, String> {
+        let Some(text) = self.annotation("backend-v6-data").filter(|t| !t.is_empty()) else {
+            return Ok(None);
+        };
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| format!("backend-v6-data {text:?} is not JSON: {e}"))?;
+        let data: VxlanData = serde_json::from_value(value.clone())
+            .map_err(|e| format!("backend-v6-data {text:?}: {e}"))?;
+        match crate::mac::parse(&data.vtep_mac) {
+            Some(m) if m[0] & 1 == 0 && m != [0; 6] => Ok(Some(value)),
+            _ => Err(format!(
+                "backend-v6-data VtepMAC {:?} is not a unicast MAC",
+                data.vtep_mac
+            )),
+        }
+    }
 }
+
+/// A part that failed its check is left out, and logged.
+fn drop_bad<T>(what: &str, r: Result<Option<T>, String>) -> Option<T> {
+    r.unwrap_or_else(|reason| {
+        skip::skipped(what, &reason);
+        None
+    })
+}
+
+pub use crate::lease::v6::is_global_unicast;
 
 /// Kubernetes owns the CIDR: a kube lease does not expire.
 pub fn never() -> SystemTime {
@@ -165,10 +250,9 @@ pub fn inside(cidr: Option<Ipv4Network>, network: Ipv4Network) -> Result<Ipv4Net
     }
 }
 
-/// The IPv4 entry of `spec.podCIDRs` (one per family, at most two), else
-/// `spec.podCIDR`. `Ok(None)` while none is assigned (or the node is
-/// IPv6-only).
-pub fn pod_cidr_v4(spec: &SlimSpec) -> Result<Option<Ipv4Network>, String> {
+/// The node's podCIDRs by family (`podCIDRs`, 1–2 entries in any order,
+/// else `podCIDR`), each without host bits, at most one per family.
+pub fn pod_cidrs(spec: &SlimSpec) -> Result<(Option<Ipv4Network>, Option<Ipv6Network>), String> {
     let list: Vec<&str> = match &spec.pod_cidrs {
         Some(list) if !list.is_empty() => list.iter().map(String::as_str).collect(),
         _ => spec.pod_cidr.iter().map(String::as_str).collect(),
@@ -176,22 +260,34 @@ pub fn pod_cidr_v4(spec: &SlimSpec) -> Result<Option<Ipv4Network>, String> {
     if list.len() > 2 {
         return Err(format!("podCIDRs {list:?}: more than one per family"));
     }
-    let mut v4 = None;
+    let (mut v4, mut v6) = (None, None);
     for text in list.into_iter().filter(|t| !t.is_empty()) {
         let net: IpNetwork = text
             .parse()
             .map_err(|e| format!("podCIDR {text:?} does not parse: {e}"))?;
-        if let IpNetwork::V4(net) = net {
-            if net.ip() != net.network() {
-                return Err(format!("podCIDR {text:?} has host bits set"));
-            }
-            if v4.replace(net).is_some() {
-                return Err(format!("podCIDRs name two IPv4 ranges ({text:?})"));
-            }
+        if net.ip() != net.network() {
+            return Err(format!("podCIDR {text:?} has host bits set"));
+        }
+        let twice = match net {
+            IpNetwork::V4(n) => v4.replace(n).is_some(),
+            IpNetwork::V6(n) => v6.replace(n).is_some(),
+        };
+        if twice {
+            return Err(format!("podCIDRs name two ranges of one family ({text:?})"));
         }
     }
-    Ok(v4)
+    Ok((v4, v6))
 }
+
+/// The IPv4 entry of the podCIDRs (flannel #2225: a dual-stack list with
+/// an IPv4-only configuration takes the IPv4 entry, whatever the order).
+#[cfg(test)]
+pub fn pod_cidr_v4(spec: &SlimSpec) -> Result<Option<Ipv4Network>, String> {
+    pod_cidrs(spec).map(|(v4, _)| v4)
+}
+
+#[cfg(test)]
+mod tests_v6;
 
 #[cfg(test)]
 mod tests {
@@ -206,8 +302,11 @@ mod tests {
         )
     }
 
-    fn network() -> Ipv4Network {
-        "10.244.0.0/16".parse().expect("net")
+    fn nets() -> Networks {
+        Networks {
+            v4: "10.244.0.0/16".parse().expect("net"),
+            v6: None,
+        }
     }
 
     /// A node exactly as upstream flannel annotates it.
@@ -241,7 +340,7 @@ mod tests {
             "only ours: {:?}",
             view.annotations
         );
-        let lease = view.lease(network()).expect("peer");
+        let lease = view.lease(nets()).expect("peer");
         assert_eq!(
             lease.subnet,
             "10.244.3.0/24".parse::<Ipv4Network>().expect("net")
@@ -277,6 +376,17 @@ mod tests {
         assert!(pod_cidr_v4(&spec(json!({"podCIDR": "banana"}))).is_err());
         assert!(pod_cidr_v4(&spec(json!({"podCIDR": "10.244.1.1/24"}))).is_err());
         assert!(pod_cidr_v4(&spec(json!({"podCIDRs": ["10.1.0.0/24", "10.2.0.0/24"]}))).is_err());
+        assert!(pod_cidr_v4(&spec(json!({"podCIDRs": ["fd00::/64", "fd01::/64"]}))).is_err());
+        assert!(pod_cidr_v4(&spec(json!({"podCIDRs": ["fd00::1/64"]}))).is_err());
+        assert_eq!(
+            pod_cidrs(&spec(
+                json!({"podCIDRs": ["fd00:10:244:3::/64", "10.244.3.0/24"]})
+            )),
+            Ok((
+                v4("10.244.3.0/24"),
+                Some("fd00:10:244:3::/64".parse().expect("net"))
+            ))
+        );
     }
 
     #[test]
@@ -284,21 +394,21 @@ mod tests {
         let mut bare = upstream("n2", "10.244.3.0/24", "192.168.64.3");
         bare["metadata"]["annotations"] = json!({});
         assert!(node(bare)
-            .lease(network())
+            .lease(nets())
             .unwrap_err()
             .contains("not managed"));
         let outside = node(upstream("n3", "10.99.0.0/24", "192.168.64.3"));
-        let err = outside.lease(network()).unwrap_err();
+        let err = outside.lease(nets()).unwrap_err();
         assert!(
             err.contains("10.99.0.0/24") && err.contains("10.244.0.0/16"),
             "{err}"
         );
         let bad_ip = node(upstream("n4", "10.244.3.0/24", "not-an-ip"));
-        assert!(bad_ip.lease(network()).unwrap_err().contains("public-ip"));
+        assert!(bad_ip.lease(nets()).unwrap_err().contains("public-ip"));
         let mut no_cidr = upstream("n5", "", "192.168.64.3");
         no_cidr["spec"] = json!({});
         assert!(node(no_cidr)
-            .lease(network())
+            .lease(nets())
             .unwrap_err()
             .contains("no IPv4 podCIDR"));
     }

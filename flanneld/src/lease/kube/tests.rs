@@ -123,6 +123,8 @@ impl Backing for KubeBacking {
     }
 }
 
+mod v6;
+
 mod contract {
     crate::lease::contract_tests::lease_store_contract!(super::KubeBacking);
 }

@@ -26,7 +26,7 @@ use kube::Api;
 use tokio::sync::mpsc;
 
 use super::names::Names;
-use super::node::{NodeView, SlimNode};
+use super::node::{Networks, NodeView, SlimNode};
 use crate::lease::backoff::Backoff;
 use crate::lease::mirror::Mirror;
 use crate::lease::{skip, Lease, LeaseError, LeaseEvent, LeaseWatch};
@@ -41,7 +41,7 @@ type NodeStream = Pin<Box<dyn Stream<Item = watcher::Result<Event<SlimNode>>> + 
 pub(super) async fn start(
     api: Api<SlimNode>,
     names: Names,
-    network: Ipv4Network,
+    network: Networks,
     reachable: Arc<AtomicBool>,
 ) -> Result<LeaseWatch, LeaseError> {
     let config = watcher::Config::default();
@@ -85,7 +85,7 @@ enum Step {
 struct Watcher {
     stream: NodeStream,
     names: Names,
-    network: Ipv4Network,
+    network: Networks,
     reachable: Arc<AtomicBool>,
     backoff: Backoff,
     mirror: Mirror,

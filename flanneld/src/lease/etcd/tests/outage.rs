@@ -124,6 +124,7 @@ async fn compacted_revision_is_relisted_and_diffed() {
     // What the watch believes: `gone` and a stale version of 10.244.8.0/24.
     let stale = crate::lease::Lease {
         subnet: net("10.244.8.0/24"),
+        ipv6_subnet: None,
         attrs: attrs(8, 0),
         expiration: gone.expiration,
     };
