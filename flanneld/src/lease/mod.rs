@@ -10,6 +10,7 @@ pub mod etcd;
 pub mod file;
 pub mod kube;
 pub mod mirror;
+pub mod observe;
 mod open;
 pub mod skip;
 
