@@ -59,6 +59,7 @@ pub async fn run(
     let ready = Readiness::default();
     let metrics = Arc::clone(&settings.metrics);
     crate::lease::observe::set_observer(Arc::clone(&metrics) as _);
+    metrics.for_store(settings.store_kind);
     if let Some(addr) = settings.healthz {
         crate::http::serve(addr, ready.clone(), Arc::clone(&metrics)).await?;
     }

@@ -184,7 +184,28 @@ impl Metrics {
             m.ready.clone(),
         );
         r.register_collector(Box::new(ProcessCollector));
+        // Series at 0 from the start: a dashboard shows 0, not "no data".
+        for kind in ["neigh", "fdb", "route"] {
+            let _ = m.repaired.get_or_create(&Self::kind(kind));
+            let _ = m.stale_removed.get_or_create(&Self::kind(kind));
+            let _ = m.kernel_entries.get_or_create(&Self::kind(kind));
+        }
         Metrics { registry: r, ..m }
+    }
+
+    /// Creates the watch-restart series `store` can report, at 0.
+    pub fn for_store(&self, store: &'static str) {
+        let reasons: &[&str] = match store {
+            "etcd" => &["compacted", "unreachable", "refused"],
+            "kube" => &["error"],
+            _ => &["overflow"],
+        };
+        for reason in reasons {
+            let _ = self.watch_restarts.get_or_create(&RestartLabels {
+                store: store.to_string(),
+                reason: reason.to_string(),
+            });
+        }
     }
 
     /// The text a scrape returns.
