@@ -137,6 +137,50 @@ fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
 }
 
 #[test]
+fn a_stray_route_removed_is_counted_once() {
+    let c = Cluster::new(2);
+    c.wait_all_converged(CONVERGE);
+    let stale =
+        |s: &Scrape| or_zero(s.value("flanneld_entries_stale_removed_total", &[("kind", "route")]));
+    let was = stale(&scrape(&c, 0));
+    // A route no lease explains, inside Network, out of flannel.1.
+    let out = c.node(0).ns.exec(
+        "ip",
+        &[
+            "route",
+            "add",
+            "10.244.250.0/24",
+            "via",
+            "10.244.250.0",
+            "dev",
+            VXLAN_DEV,
+            "onlink",
+        ],
+    );
+    assert!(out.success(), "{out}");
+    eventually(
+        c.resync_interval() + CONVERGE,
+        "the stray route removed",
+        || c.kernel(0).check_exactly(&c.expected_peers(0)),
+    );
+    let after = eventually(CONVERGE, "the removal counted", || {
+        let s = metrics::scrape(&c.node(0).ns)?;
+        if stale(&s) > was {
+            Ok(s)
+        } else {
+            Err(format!(
+                "entries_stale_removed_total{{kind=route}} still {was}"
+            ))
+        }
+    });
+    assert_eq!(stale(&after), was + 1.0, "one stray route, one removal");
+    assert_eq!(
+        after.value("flanneld_kernel_entries", &[("kind", "route")]),
+        Some(1.0)
+    );
+}
+
+#[test]
 fn every_metric_the_dashboard_queries_is_scraped() {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
