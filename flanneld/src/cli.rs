@@ -139,6 +139,16 @@ pub struct Cli {
     #[arg(long, env = "FLANNELD_RESYNC_INTERVAL", default_value_t = 5, allow_negative_numbers = true,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub resync_interval: u64,
+    /// [flannel-rs] log format on stderr: text, or json (one object per line)
+    #[arg(long, env = "FLANNELD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Which lease store the flags select.
@@ -147,6 +157,16 @@ pub enum StoreKind {
     File,
     Etcd,
     Kube,
+}
+
+impl StoreKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            StoreKind::File => "file",
+            StoreKind::Etcd => "etcd",
+            StoreKind::Kube => "kube",
+        }
+    }
 }
 
 impl Cli {
@@ -230,6 +250,10 @@ mod tests {
         assert!(!c.iptables_forward_rules);
         assert!(parse(&["--public-ip", "banana"]).is_err());
         assert!(parse(&["--no-such-flag"]).is_err());
+        assert_eq!(parse(&[]).expect("valid").log_format, LogFormat::Text);
+        let json = parse(&["--log-format", "json"]).expect("valid");
+        assert_eq!(json.log_format, LogFormat::Json);
+        assert!(parse(&["--log-format", "xml"]).is_err());
         let both =
             parse(&["--kube-subnet-mgr", "--etcd-endpoints", "http://x:2379"]).expect("parses");
         assert!(both.store_kind().is_err());

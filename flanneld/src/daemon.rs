@@ -17,6 +17,7 @@ use crate::http::Readiness;
 use crate::iface::ExtIface;
 use crate::lease::{Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming, Previous};
 use crate::masq::{self, MasqKeeper, MasqRules};
+use crate::metrics::Metrics;
 use crate::netconf::{Family, NetConfig};
 use crate::vxlan::DeviceSpec;
 use crate::{mac, watch_kernel};
@@ -36,6 +37,9 @@ pub struct Settings {
     pub timing: LeaseTiming,
     pub resync_interval: Duration,
     pub healthz: Option<SocketAddr>,
+    pub metrics: Arc<Metrics>,
+    /// The lease store's kind ("file", "etcd", "kube"), for metrics.
+    pub store_kind: &'static str,
 }
 
 /// How the daemon ended.
@@ -66,8 +70,11 @@ pub async fn run(
     check_supported(&config)?;
     let store: Arc<dyn LeaseStore> = Arc::from(store);
     let ready = Readiness::default();
+    let metrics = Arc::clone(&settings.metrics);
+    crate::lease::observe::set_observer(Arc::clone(&metrics) as _);
+    metrics.for_store(settings.store_kind);
     if let Some(addr) = settings.healthz {
-        crate::http::serve(addr, ready.clone()).await?;
+        crate::http::serve(addr, ready.clone(), Arc::clone(&metrics)).await?;
     }
     let mut sigterm =
         signal(SignalKind::terminate()).map_err(|e| format!("install SIGTERM handler: {e}"))?;
@@ -76,10 +83,9 @@ pub async fn run(
 
     // What the store already records for this node (kube: node-public-ip,
     // the VtepMAC peers know us by) comes before the device is made.
-    let hints = store
-        .node_hints()
-        .await
-        .map_err(|e| format!("read this node's record in the lease store: {e}"))?;
+    let hints = store.node_hints().await;
+    metrics.store_request("node_hints", &hints);
+    let hints = hints.map_err(|e| format!("read this node's record in the lease store: {e}"))?;
     let public_ip = hints.public_ip.unwrap_or(settings.public_ip);
     if public_ip != settings.public_ip {
         tracing::info!(%public_ip, "public IP from the lease store");
@@ -99,7 +105,14 @@ pub async fn run(
         learning: config.backend.learning,
     };
     let mtu = spec.mtu;
-    let mut dp = Datapath::create(handle, config.clone(), spec, store.chooses_subnets()).await?;
+    let mut dp = Datapath::create(
+        handle,
+        config.clone(),
+        spec,
+        store.chooses_subnets(),
+        Arc::clone(&metrics),
+    )
+    .await?;
 
     let old_env = SubnetEnv::read(&settings.subnet_file).ok();
     let previous = Previous {
@@ -107,26 +120,26 @@ pub async fn run(
         ipv6: old_env.as_ref().and_then(|e| e.ipv6_subnet),
     };
     let attrs = LeaseAttrs::vxlan(public_ip, vni, &mac::format(&vtep_mac));
-    let mut lease = store
-        .acquire_with(&config, &attrs, previous)
-        .await
-        .map_err(|e| format!("acquire a subnet lease: {e}"))?;
+    let acquired = store.acquire_with(&config, &attrs, previous).await;
+    metrics.store_request("acquire", &acquired);
+    let mut lease = acquired.map_err(|e| format!("acquire a subnet lease: {e}"))?;
     let own = lease.subnet;
     tracing::info!(subnet = %own, "lease acquired");
+    let store_kind = settings.store_kind;
+    metrics.set_lease(own, lease.attrs.public_ip, store_kind, lease.expiration);
+    metrics.store_reachable.set(1);
 
     dp.adopt(&lease).await?;
     let mut rules = start_rules(&settings, &config, own).await?;
     write_subnet_env(&settings, &config, &lease, mtu)?;
-    store
-        .datapath_ready(&lease)
-        .await
-        .map_err(|e| format!("report the network ready: {e}"))?;
+    let reported = store.datapath_ready(&lease).await;
+    metrics.store_request("datapath_ready", &reported);
+    reported.map_err(|e| format!("report the network ready: {e}"))?;
     ready.set(true);
 
-    let mut watch = store
-        .watch()
-        .await
-        .map_err(|e| format!("watch leases: {e}"))?;
+    let watch = store.watch().await;
+    metrics.store_request("watch", &watch);
+    let mut watch = watch.map_err(|e| format!("watch leases: {e}"))?;
     dp.program(&watch.snapshot).await;
 
     let mut kernel_events =
@@ -136,6 +149,8 @@ pub async fn run(
     let mut renewal = Renewal::default();
     let mut renewing: Option<tokio::task::JoinHandle<Result<Lease, LeaseError>>> = None;
     let mut rules_tick = tokio::time::interval(settings.rules_resync);
+    // When the kernel last told of a change on our device not yet repaired.
+    let mut changed_at: Option<Instant> = None;
 
     loop {
         tokio::select! {
@@ -147,24 +162,39 @@ pub async fn run(
                         renew_at = Instant::now();
                     }
                 }
-                Some(Err(e)) => tracing::warn!("lease watch: {e}"),
+                Some(Err(e)) => {
+                    metrics.store_outcome("watch_event", Some(&e));
+                    tracing::warn!("lease watch: {e}")
+                }
                 None => return Err("the lease watch ended".into()),
             },
             _ = kernel_events.changed(dp.index()) => {
                 // Something on our device changed: check at once rather
                 // than at the next tick.
                 next_resync = Instant::now() + Duration::from_millis(20);
+                changed_at.get_or_insert_with(Instant::now);
             }
             _ = tokio::time::sleep_until(next_resync) => {
+                let started = Instant::now();
                 dp.check_device().await;
-                dp.resync("periodic").await;
+                if dp.resync("periodic").await > 0 {
+                    // From the kernel's notice of the change (else from this
+                    // pass: a change no notice told of) to the repair.
+                    let since = changed_at.unwrap_or(started);
+                    metrics.observe_latency("repair", since.elapsed());
+                }
+                changed_at = None;
                 ready.set_store(store.is_reachable());
+                metrics.store_reachable.set(i64::from(store.is_reachable()));
                 next_resync = Instant::now() + settings.resync_interval;
             }
             _ = rules_tick.tick() => {
                 if let Some(keeper) = rules.as_mut() {
                     match keeper.check().await {
-                        Ok(true) => tracing::warn!("masquerade/forward rules were changed; rewrote table ip {}", masq::TABLE),
+                        Ok(true) => {
+                            metrics.masq_rewrites.inc();
+                            tracing::warn!("masquerade/forward rules were changed; rewrote table ip {}", masq::TABLE)
+                        }
                         Ok(false) => {}
                         Err(e) => tracing::warn!("check masquerade/forward rules: {e}"),
                     }
@@ -184,8 +214,19 @@ pub async fn run(
             } => {
                 renewing = None;
                 let result = result.map_err(|e| format!("lease renewal task: {e}"))?;
+                metrics.store_request("renew", &result);
+                match &result {
+                    Ok(l) => {
+                        metrics.lease_renewals.inc();
+                        metrics.set_lease(l.subnet, l.attrs.public_ip, store_kind, l.expiration);
+                    }
+                    Err(_) => {
+                        metrics.lease_renewal_failures.inc();
+                    }
+                }
                 renew_at = renewal.settle(result, &mut lease, &settings.timing)?;
                 ready.set_store(store.is_reachable());
+                metrics.store_reachable.set(i64::from(store.is_reachable()));
             }
         }
     }

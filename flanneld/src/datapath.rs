@@ -9,14 +9,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Instant;
 
 use ipnetwork::Ipv4Network;
 use rtnetlink::Handle;
 
 use crate::lease::{skip, Lease, LeaseEvent};
 use crate::mac;
+use crate::metrics::Metrics;
 use crate::netconf::{FamilyConfig, NetConfig};
-use crate::vxlan::{Device, DeviceSpec, Peer, Vxlan};
+use crate::vxlan::{Device, DeviceSpec, Peer, Repairs, Vxlan};
 
 /// What a lease event asks of the daemon beyond the datapath.
 #[derive(Debug, PartialEq, Eq)]
@@ -40,6 +43,7 @@ pub struct Datapath {
     /// Our lease's subnet and public IP, once acquired.
     own: Option<(Ipv4Network, Ipv4Addr)>,
     peers: BTreeMap<Ipv4Network, Peer>,
+    metrics: Arc<Metrics>,
 }
 
 impl Datapath {
@@ -50,6 +54,7 @@ impl Datapath {
         config: NetConfig,
         spec: DeviceSpec,
         store_chooses: bool,
+        metrics: Arc<Metrics>,
     ) -> Result<Datapath, String> {
         let v4 = *config.v4()?;
         let vx = Vxlan::new(handle);
@@ -79,6 +84,7 @@ impl Datapath {
             store_chooses,
             own: None,
             peers: BTreeMap::new(),
+            metrics,
         })
     }
 
@@ -135,25 +141,33 @@ impl Datapath {
     }
 
     async fn set_peer(&mut self, p: Peer) {
+        let started = Instant::now();
         let old = self.peers.get(&p.subnet).cloned();
         if old.as_ref() == Some(&p) {
             return;
         }
         match self.vx.set_peer(&self.dev, &p, old.as_ref()).await {
             Ok(()) => {
+                self.metrics.observe_latency("lease", started.elapsed());
                 tracing::info!(subnet = %p.subnet, public_ip = %p.public_ip, vtep = %mac::format(&p.vtep_mac), "peer programmed")
             }
             Err(e) => tracing::warn!("program peer {}: {e} (resync will retry)", p.subnet),
         }
         self.peers.insert(p.subnet, p);
+        self.metrics.peers.set(gauge(self.peers.len()));
     }
 
     async fn remove_peer(&mut self, subnet: Ipv4Network) {
+        let started = Instant::now();
         let Some(old) = self.peers.remove(&subnet) else {
             return;
         };
+        self.metrics.peers.set(gauge(self.peers.len()));
         match self.vx.remove_peer(&self.dev, &old).await {
-            Ok(()) => tracing::info!(subnet = %old.subnet, "peer removed"),
+            Ok(()) => {
+                self.metrics.observe_latency("lease", started.elapsed());
+                tracing::info!(subnet = %old.subnet, "peer removed")
+            }
             Err(e) => tracing::warn!("remove peer {}: {e} (resync will retry)", old.subnet),
         }
     }
@@ -190,12 +204,21 @@ impl Datapath {
 
     /// Diffs the kernel against the peers and fixes it. At start-up what
     /// it adds is the normal programming of peers, summed up in one line;
-    /// later it is a repair, and each entry is named.
-    pub async fn resync(&self, why: &str) {
+    /// later it is a repair, and each entry is named. Returns how many
+    /// entries it restored or removed.
+    pub async fn resync(&self, why: &str) -> usize {
+        let started = Instant::now();
         let wanted: Vec<Peer> = self.peers.values().cloned().collect();
         let start_up = why == "start-up";
-        match self.vx.reconcile(&self.dev, &wanted).await {
+        let result = self.vx.reconcile(&self.dev, &wanted).await;
+        self.metrics.resyncs.inc();
+        self.metrics
+            .resync_duration
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.peers.set(gauge(self.peers.len()));
+        match result {
             Ok(r) => {
+                self.count(&r, start_up);
                 for entry in &r.added {
                     if start_up {
                         tracing::debug!("programmed {entry}");
@@ -216,8 +239,45 @@ impl Datapath {
                 for entry in &r.failed {
                     tracing::error!("{why} resync: could not repair {entry}");
                 }
+                r.added.len() + r.removed.len()
             }
-            Err(e) => tracing::warn!("{why} resync of {}: {e}", self.dev.name),
+            Err(e) => {
+                tracing::warn!("{why} resync of {}: {e}", self.dev.name);
+                0
+            }
+        }
+    }
+
+    /// Metrics of one reconcile: repairs (not at start-up, where additions
+    /// are the normal programming), stale removals, and what the device
+    /// holds now.
+    fn count(&self, r: &Repairs, start_up: bool) {
+        let m = &self.metrics;
+        let mut now = HashMap::from([
+            ("neigh", r.found.neigh as i64),
+            ("fdb", r.found.fdb as i64),
+            ("route", r.found.route as i64),
+        ]);
+        for entry in &r.added {
+            let kind = kind_of(entry);
+            if !start_up {
+                m.repaired.get_or_create(&Metrics::kind(kind)).inc();
+            }
+            if let Some(n) = now.get_mut(kind) {
+                *n += 1;
+            }
+        }
+        for entry in &r.removed {
+            let kind = kind_of(entry);
+            m.stale_removed.get_or_create(&Metrics::kind(kind)).inc();
+            if let Some(n) = now.get_mut(kind) {
+                *n -= 1;
+            }
+        }
+        for (kind, n) in now {
+            m.kernel_entries
+                .get_or_create(&Metrics::kind(kind))
+                .set(n.max(0));
         }
     }
 
@@ -267,6 +327,18 @@ impl Datapath {
             vtep_mac,
         })
     }
+}
+
+/// A repair entry's kind for metrics: `neigh`, `fdb`, `route`, `link`.
+fn kind_of(entry: &str) -> &str {
+    match entry.split_whitespace().next().unwrap_or("other") {
+        "neighbour" => "neigh",
+        other => other,
+    }
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// "3 neighbour, 3 fdb, 3 route": entries counted by their first word.

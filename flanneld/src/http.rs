@@ -1,17 +1,44 @@
-//! `/healthz` (always 200 while the process runs) and `/readyz` (503 until
-//! subnet.env is written and the datapath is in place), on
-//! `--healthz-ip:--healthz-port`. Two fixed answers need no HTTP framework:
-//! read the request line, answer, close.
+//! `/healthz` (always 200 while the process runs), `/readyz` (503 until
+//! subnet.env is written and the datapath is in place, and while the lease
+//! store is unreachable) and `/metrics`, on `--healthz-ip:--healthz-port`,
+//! served by hyper (HTTP/1.1).
+//!
+//! A slow or hostile client cannot stall it: at most [`MAX_CONNECTIONS`]
+//! connections are served at once, and when all are taken the oldest is
+//! closed to make room for the newcomer (so probes get through a flood of
+//! idle connections); headers must arrive within [`HEADER_TIMEOUT`] and fit
+//! in [`MAX_HEAD_BYTES`]; a connection lives at most [`CONNECTION_LIFETIME`]
+//! and serves one request; request bodies are never read (anything but a
+//! bodiless GET/HEAD is refused).
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore};
 
-/// Health checks served at once.
-const MAX_CONNECTIONS: usize = 64;
+use crate::metrics::{self, Metrics};
+
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time for a client to send its request line and headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a connection is kept, whatever it does.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+/// Request line and headers, at most (hyper's smallest buffer): more is 431.
+pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 
 /// Shared readiness, flipped by the daemon: ready once subnet.env and the
 /// datapath are in place, and while the lease store answers.
@@ -52,70 +79,153 @@ impl Readiness {
     }
 }
 
+/// The live connections, oldest first, each with the means to close it.
+#[derive(Default)]
+struct Live {
+    next_id: u64,
+    conns: VecDeque<(u64, Arc<Notify>)>,
+}
+
+impl Live {
+    fn add(&mut self) -> (u64, Arc<Notify>) {
+        self.next_id += 1;
+        let close = Arc::new(Notify::new());
+        self.conns.push_back((self.next_id, Arc::clone(&close)));
+        (self.next_id, close)
+    }
+
+    fn remove(&mut self, id: u64) {
+        self.conns.retain(|(i, _)| *i != id);
+    }
+
+    /// Asks the oldest connection to close.
+    fn evict_oldest(&mut self) {
+        if let Some((_, close)) = self.conns.pop_front() {
+            close.notify_one();
+        }
+    }
+}
+
+fn lock(live: &Mutex<Live>) -> std::sync::MutexGuard<'_, Live> {
+    live.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Binds now (so a bad address fails at start-up) and serves in the background.
-pub async fn serve(addr: SocketAddr, ready: Readiness) -> Result<(), String> {
+pub async fn serve(
+    addr: SocketAddr,
+    ready: Readiness,
+    metrics: Arc<Metrics>,
+) -> Result<(), String> {
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("listen for health checks on {addr}: {e}"))?;
-    // Probes need a handful of connections; a flood must not use up the
-    // daemon's descriptors.
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        .map_err(|e| format!("listen for health checks and metrics on {addr}: {e}"))?;
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let live = Arc::new(Mutex::new(Live::default()));
     tokio::spawn(async move {
         loop {
-            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
-                return;
-            };
-            let mut sock = match listener.accept().await {
+            let sock = match listener.accept().await {
                 Ok((sock, _)) => sock,
                 Err(e) => {
                     // EMFILE and the like: do not spin.
-                    tracing::debug!("accept a health check: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    tracing::debug!("accept an HTTP connection on {addr}: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
-            let ready = ready.clone();
+            let permit = match Arc::clone(&slots).try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    // Full: the oldest connection makes room.
+                    lock(&live).evict_oldest();
+                    match Arc::clone(&slots).acquire_owned().await {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    }
+                }
+            };
+            let (id, close) = lock(&live).add();
+            let (ready, metrics, live) = (ready.clone(), Arc::clone(&metrics), Arc::clone(&live));
             tokio::spawn(async move {
                 let _permit = permit;
-                // The request line may arrive in several segments: read up
-                // to the end of the headers (or 1 KiB, or 5 s) before
-                // answering, or closing early would reset the client.
-                let mut buf = [0u8; 1024];
-                let mut n = 0;
-                let read_head = async {
-                    while n < buf.len() {
-                        match sock.read(&mut buf[n..]).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(k) => n += k,
-                        }
-                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                            break;
+                let service = service_fn(move |req| {
+                    let reply = answer(&req, &ready, &metrics);
+                    async move { Ok::<_, Infallible>(reply) }
+                });
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .max_buf_size(MAX_HEAD_BYTES)
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(sock), service);
+                tokio::select! {
+                    r = conn => {
+                        if let Err(e) = r {
+                            tracing::debug!("HTTP connection on {addr}: {e}");
                         }
                     }
-                };
-                if tokio::time::timeout(std::time::Duration::from_secs(5), read_head)
-                    .await
-                    .is_err()
-                {
-                    return;
+                    _ = close.notified() => tracing::debug!("HTTP connection on {addr}: closed to make room"),
+                    _ = tokio::time::sleep(CONNECTION_LIFETIME) => tracing::debug!("HTTP connection on {addr}: closed after {CONNECTION_LIFETIME:?}"),
                 }
-                let request = String::from_utf8_lossy(&buf[..n]);
-                let path = request.split_whitespace().nth(1).unwrap_or("");
-                let (status, body) = match path {
-                    "/healthz" => ("200 OK", "ok\n"),
-                    "/readyz" => match ready.why_not() {
-                        None => ("200 OK", "ready\n"),
-                        Some(why) => ("503 Service Unavailable", why),
-                    },
-                    _ => ("404 Not Found", "not found\n"),
-                };
-                let reply = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(reply.as_bytes()).await;
+                lock(&live).remove(id);
             });
         }
     });
     Ok(())
+}
+
+/// The reply to one request (its body is never read).
+fn answer(req: &Request<Incoming>, ready: &Readiness, metrics: &Metrics) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+    }
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .map(|v| v.to_str().ok().and_then(|s| s.parse::<u64>().ok()));
+    let has_body = match declared {
+        Some(Some(0)) | None => req.headers().contains_key(TRANSFER_ENCODING),
+        Some(_) => true,
+    };
+    if has_body {
+        return text(StatusCode::PAYLOAD_TOO_LARGE, "no request body accepted\n");
+    }
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => match ready.why_not() {
+            None => text(StatusCode::OK, "ready\n"),
+            Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, why),
+        },
+        "/metrics" => {
+            metrics.ready.set(i64::from(ready.why_not().is_none()));
+            match metrics.encode() {
+                Ok(body) => {
+                    let mut r = Response::new(Full::new(Bytes::from(body)));
+                    r.headers_mut().insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static(metrics::CONTENT_TYPE),
+                    );
+                    close(r)
+                }
+                Err(e) => {
+                    tracing::warn!("encode metrics: {e}");
+                    text(StatusCode::INTERNAL_SERVER_ERROR, "encode metrics failed\n")
+                }
+            }
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    close(r)
+}
+
+fn close(mut r: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    r.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    r
 }

@@ -9,6 +9,7 @@ pub mod iface;
 pub mod lease;
 pub mod mac;
 pub mod masq;
+pub mod metrics;
 pub mod netconf;
 pub mod vxlan;
 pub mod watch_kernel;

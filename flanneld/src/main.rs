@@ -2,10 +2,11 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use flanneld::cli::Cli;
+use flanneld::cli::{Cli, LogFormat};
 use flanneld::daemon::{self, Settings};
 use flanneld::lease::{self, LeaseTiming};
 
@@ -25,7 +26,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    init_logging();
+    init_logging(cli.log_format);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -44,15 +45,27 @@ fn fail(msg: String) -> ! {
     std::process::exit(1);
 }
 
-fn init_logging() {
+/// Logs to stderr: text (the target left out), or with `--log-format
+/// json` one object per line: timestamp, level, target, message, fields.
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_target(false)
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_target(true)
+            .init(),
+    }
 }
 
 async fn run(cli: Cli) -> Result<daemon::Exit, String> {
@@ -60,6 +73,7 @@ async fn run(cli: Cli) -> Result<daemon::Exit, String> {
         ttl: Duration::from_secs(cli.lease_ttl),
         renew_margin: Duration::from_secs(cli.subnet_lease_renew_margin * 60),
     };
+    let store_kind = cli.store_kind()?.name();
     let store = lease::open(cli.store_config()?, timing)
         .await
         .map_err(|e| format!("open the lease store: {e}"))?;
@@ -86,6 +100,8 @@ async fn run(cli: Cli) -> Result<daemon::Exit, String> {
         timing,
         resync_interval: Duration::from_secs(cli.resync_interval),
         healthz: (cli.healthz_port != 0).then(|| SocketAddr::new(cli.healthz_ip, cli.healthz_port)),
+        metrics: Arc::new(flanneld::metrics::Metrics::new()),
+        store_kind,
     };
     daemon::run(store, config, settings, handle).await
 }

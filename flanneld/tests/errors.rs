@@ -230,3 +230,32 @@ fn net_conf_keys_are_case_insensitive_and_honoured() {
     let b = c.add_pod(1);
     c.wait_ping(&a, b.ip, Duration::from_secs(10));
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let c = Cluster::builder().nodes(1).start(false).build();
+    let r = run(&c, &["--log-format", "json", "--iface", "nosuch0"]);
+    assert!(r.exited && r.code.is_some_and(|c| c != 0), "{r}");
+    let lines = r.stderr_lines();
+    assert!(lines.len() >= 2, "{r}");
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}\n{r}"));
+        for key in ["timestamp", "level", "target", "message"] {
+            assert!(v.get(key).is_some_and(|k| k.is_string()), "{key} in {line}");
+        }
+    }
+    let last: serde_json::Value = serde_json::from_str(lines[lines.len() - 1]).expect("json");
+    assert_eq!(last["level"], "ERROR", "{r}");
+    assert!(
+        last["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nosuch0")),
+        "{r}"
+    );
+    // A structured field stays a field of the object.
+    assert!(
+        lines.iter().any(|l| l.contains("\"dir\":")),
+        "the lease store's dir field: {r}"
+    );
+}

@@ -20,6 +20,8 @@
 //!   kernel-state readers and peer-entry checks.
 //! - [`netns_cluster`]: the `netns-cluster` tool (a cluster persisted across
 //!   processes: `up`, `status`, `matrix`, `exec`, `down`).
+//! - [`metrics`]: flanneld's `/metrics` scraped from inside a node's netns,
+//!   parsed with `prometheus-parse`; raw HTTP exchanges for the server's tests.
 //! - [`cmd`]: running commands with stdin, captured output and a timeout.
 //! - [`fuzz`]: the fuzz targets' runner, the regression corpus under
 //!   `fuzz/corpus/`, and generators of nasty JSON and text.
@@ -36,6 +38,7 @@ pub mod etcd;
 pub mod fuzz;
 pub mod iproute;
 pub mod kube_api;
+pub mod metrics;
 pub mod names;
 pub mod netns;
 pub mod netns_cluster;

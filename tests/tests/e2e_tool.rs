@@ -122,6 +122,10 @@ fn two_clusters_side_by_side_up_status_matrix_exec_down() {
     let status = a.ok(&["status"]);
     assert_eq!(status.matches("ok (1 peers)").count(), 2, "{status}");
     assert!(status.contains("match the leases"), "{status}");
+    // Each node's figures, from its /metrics: 1 peer, 1 of each entry.
+    assert!(status.contains("NEIGH/FDB/ROUTE"), "{status}");
+    assert_eq!(status.matches("1/1/1").count(), 2, "{status}");
+    assert_eq!(status.matches("reachable").count(), 2, "{status}");
     let m = a.ok(&["matrix", "--tcp"]);
     assert!(m.contains("12/12 pairs reachable by ping"), "{m}");
     assert!(m.contains("12/12 pairs reachable by tcp"), "{m}");

@@ -11,6 +11,7 @@ pub mod etcd;
 pub mod file;
 pub mod kube;
 pub mod mirror;
+pub mod observe;
 mod open;
 pub mod skip;
 pub mod v6;

@@ -76,7 +76,9 @@ impl Peer {
 
 /// What a reconcile changed, one human-readable entry per kernel object
 /// ("fdb 0e:00:00:00:00:44 dst 192.168.64.3 on flannel.1"), for logs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Two are equal when they made the same changes (`found` is left out).
+#[derive(Debug, Clone, Default)]
 pub struct Repairs {
     pub added: Vec<String>,
     pub removed: Vec<String>,
@@ -84,7 +86,26 @@ pub struct Repairs {
     /// unreachable"). The other repairs were still made; the next
     /// reconcile tries these again.
     pub failed: Vec<String>,
+    /// The device's entries as found, before any change (for metrics).
+    pub found: KernelCounts,
 }
+
+/// Entries on the device, by kind: permanent neighbours and FDB entries,
+/// and the routes reconcile manages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelCounts {
+    pub neigh: usize,
+    pub fdb: usize,
+    pub route: usize,
+}
+
+impl PartialEq for Repairs {
+    fn eq(&self, other: &Self) -> bool {
+        self.added == other.added && self.removed == other.removed && self.failed == other.failed
+    }
+}
+
+impl Eq for Repairs {}
 
 impl Repairs {
     /// Nothing differed and nothing failed.

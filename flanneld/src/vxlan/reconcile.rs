@@ -196,6 +196,15 @@ impl Vxlan {
             fdb: nb.fdb_dump().await?,
             routes: self.routes().dump().await?,
         };
+        repairs.found = super::KernelCounts {
+            neigh: observed.neighbours.iter().filter(|n| n.permanent).count(),
+            fdb: observed.fdb.iter().filter(|f| f.permanent).count(),
+            route: observed
+                .routes
+                .iter()
+                .filter(|r| is_managed(r, dev, self.routing.as_ref()))
+                .count(),
+        };
         let wanted: Vec<PeerEntries> = peers.iter().map(|p| self.entries(dev, p)).collect();
         let plan = plan(&observed, &wanted, dev, self.routing.as_ref());
         if plan.is_empty() {
@@ -212,6 +221,7 @@ impl Vxlan {
             added,
             removed,
             failed,
+            ..
         } = repairs;
         for route in &plan.del_routes {
             let dev_name = self.oif_name(dev, route.oif);

@@ -46,7 +46,7 @@ enum Cmd {
         #[arg(long, default_value_t = 86_400)]
         lease_ttl: u64,
     },
-    /// The table again, plus whether each node's kernel entries match the leases
+    /// The table again, plus whether each node's kernel entries match the leases, and each node's figures from its flanneld's /metrics
     Status,
     /// Every pod to every other pod by ping (and TCP with --tcp)
     Matrix {

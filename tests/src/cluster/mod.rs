@@ -393,6 +393,21 @@ impl Cluster {
                 a.extend([flag.to_string(), value.to_string()]);
             }
         }
+        // /healthz, /readyz and /metrics on 127.0.0.1 in each node's own
+        // netns (one port for all), unless the caller picks its own.
+        let picks_port = extra
+            .iter()
+            .copied()
+            .chain(self.opts.extra_args.iter().map(String::as_str))
+            .any(|s| s.starts_with("--healthz-port"));
+        if !picks_port {
+            a.extend([
+                "--healthz-ip".to_string(),
+                "127.0.0.1".to_string(),
+                "--healthz-port".to_string(),
+                crate::metrics::PORT.to_string(),
+            ]);
+        }
         a.extend(self.opts.extra_args.iter().cloned());
         a.extend(extra.iter().map(|s| s.to_string()));
         a

@@ -20,10 +20,12 @@
 //!
 //! Nothing is configured in the machine's own network namespace.
 
+mod figures;
 mod ops;
 mod table;
 mod up;
 
+pub use figures::render_figures;
 pub use ops::{down, exec, matrix, status};
 pub use table::render_table;
 pub use up::{up, UpOptions};

@@ -4,7 +4,8 @@ use super::{attach, catching, check_name, cluster_dir, prefix, state_path};
 use crate::cluster::ClusterState;
 use std::time::Duration;
 
-/// The table with an ENTRIES column; `Ok((text, healthy))`.
+/// The table with an ENTRIES column, then each node's figures from its
+/// /metrics; `Ok((text, healthy))`.
 pub fn status(name: &str) -> Result<(String, bool), String> {
     let (st, c, pods) = attach(name)?;
     catching(|| {
@@ -30,7 +31,8 @@ pub fn status(name: &str) -> Result<(String, bool), String> {
         } else {
             "NOT healthy: see above\n"
         };
-        Ok((format!("{head}{table}{verdict}"), ok))
+        let figures = super::render_figures(&c);
+        Ok((format!("{head}{table}{verdict}\n{figures}"), ok))
     })
 }
 

@@ -142,11 +142,21 @@ impl Watcher {
             };
             match stop {
                 Stop::Closed => break,
-                Stop::Compacted(at) => tracing::warn!(
-                    "watch {what}: revision {} was compacted (now {at}); re-listing and diffing",
-                    self.revision + 1
-                ),
+                Stop::Compacted(at) => {
+                    crate::lease::observe::watch_restarted("etcd", "compacted");
+                    tracing::warn!(
+                        "watch {what}: revision {} was compacted (now {at}); re-listing and diffing",
+                        self.revision + 1
+                    )
+                }
                 Stop::Broken(f) => {
+                    crate::lease::observe::watch_restarted(
+                        "etcd",
+                        match &f {
+                            Failure::Unreachable(_) => "unreachable",
+                            Failure::Refused(_) => "refused",
+                        },
+                    );
                     let state = match &f {
                         Failure::Unreachable(_) => "unreachable".to_string(),
                         Failure::Refused(m) => m.clone(),

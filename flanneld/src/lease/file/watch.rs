@@ -117,6 +117,7 @@ impl Watcher {
     async fn on_event(&mut self, mask: EventMask, name: Option<&OsStr>) -> Result<(), Closed> {
         if mask.contains(EventMask::Q_OVERFLOW) {
             tracing::warn!(dir = %self.dir.display(), "inotify queue overflowed; re-reading every lease");
+            crate::lease::observe::watch_restarted("file", "overflow");
             return self.rescan().await;
         }
         if mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::IGNORED) {

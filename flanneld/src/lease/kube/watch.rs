@@ -139,6 +139,7 @@ impl Watcher {
                 Ok(event) => event,
                 Err(e) => {
                     self.reachable.store(false, Ordering::Relaxed);
+                    crate::lease::observe::watch_restarted("kube", "error");
                     let state = failure_kind(&e);
                     self.backoff
                         .failed(&state, &format!("{e}; will list again and diff"))
