@@ -64,7 +64,18 @@ pub fn encode(attrs: &LeaseAttrs) -> Result<Vec<u8>, String> {
 pub fn decode(value: &[u8]) -> Result<LeaseAttrs, String> {
     serde_json::from_slice(value).map_err(|e| {
         let shown = String::from_utf8_lossy(&value[..value.len().min(200)]).into_owned();
-        format!("not a flannel lease value ({e}): {shown:?}")
+        // serde's message quotes the offending value whole ("invalid type:
+        // string \"…\""): a peer's value must not make a log line unbounded.
+        let mut why = e.to_string();
+        if why.len() > 300 {
+            let mut end = 300;
+            while !why.is_char_boundary(end) {
+                end -= 1;
+            }
+            why.truncate(end);
+            why.push('…');
+        }
+        format!("not a flannel lease value ({why}): {shown:?}")
     })
 }
 
