@@ -87,28 +87,12 @@ impl NetConfig {
             get_addr::<Ipv6Addr>(&top, "ipv6subnetmin")?,
             get_addr::<Ipv6Addr>(&top, "ipv6subnetmax")?,
         );
-        let ipv4 = if enable_ipv4 {
-            let (network, subnet_len, subnet_min, subnet_max) = raw4;
-            Some(FamilyConfig::check(RawFamily {
-                network: network.ok_or("Network is missing")?,
-                subnet_len,
-                subnet_min,
-                subnet_max,
-            })?)
-        } else {
-            None
-        };
-        let ipv6 = if enable_ipv6 {
-            let (network, subnet_len, subnet_min, subnet_max) = raw6;
-            Some(FamilyConfig::check(RawFamily {
-                network: network.ok_or("EnableIPv6 is true but IPv6Network is missing")?,
-                subnet_len,
-                subnet_min,
-                subnet_max,
-            })?)
-        } else {
-            None
-        };
+        let ipv4 = checked_family(enable_ipv4, raw4, "Network is missing")?;
+        let ipv6 = checked_family(
+            enable_ipv6,
+            raw6,
+            "EnableIPv6 is true but IPv6Network is missing",
+        )?;
         let backend = match top.get("backend") {
             None | Some(Value::Null) => parse_backend(&Map::new())?,
             Some(Value::Object(b)) => parse_backend(&lower_keys(b))?,
@@ -266,6 +250,33 @@ fn get_addr<A: std::str::FromStr>(m: &Map<String, Value>, key: &str) -> Result<O
             display_name(key)
         )),
     }
+}
+
+/// A family's network, subnet length, min and max, as read.
+type RawKeys<N> = (
+    Option<N>,
+    Option<u64>,
+    Option<<N as Family>::Addr>,
+    Option<<N as Family>::Addr>,
+);
+
+/// One family's keys as read, checked by flannel's rules when the family
+/// is on (`None` when it is off).
+fn checked_family<N: Family>(
+    on: bool,
+    (network, subnet_len, subnet_min, subnet_max): RawKeys<N>,
+    missing: &str,
+) -> Result<Option<FamilyConfig<N>>, String> {
+    if !on {
+        return Ok(None);
+    }
+    FamilyConfig::check(RawFamily {
+        network: network.ok_or(missing)?,
+        subnet_len,
+        subnet_min,
+        subnet_max,
+    })
+    .map(Some)
 }
 
 #[cfg(test)]
