@@ -61,7 +61,15 @@ fn install_plugin_replaces_a_running_copy() {
     let dir = TempDir::new("inst");
     let dest = dir.join("flannel");
     // The old copy, running: `cp` onto it would fail with ETXTBSY.
-    std::fs::copy("/bin/sleep", &dest).expect("copy sleep");
+    // Copied by `cp`, not in this process: a test thread forking meanwhile
+    // would inherit our write descriptor, and the exec below would then
+    // fail with ETXTBSY.
+    let copied = Command::new("cp")
+        .arg("/bin/sleep")
+        .arg(&dest)
+        .status()
+        .expect("run cp");
+    assert!(copied.success(), "cp /bin/sleep {}", dest.display());
     let mut old = Command::new(&dest).arg("30").spawn().expect("run old copy");
     let out = run(&bin, &[Path::new("install-plugin"), &dest]);
     let _ = old.kill();
