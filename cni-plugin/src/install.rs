@@ -85,8 +85,12 @@ fn install_conflist(src: &Path, dest: &Path) -> Result<String, String> {
 }
 
 fn write_atomic(dest: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
-    common::subnet_env::write_file_atomic(dest, bytes, mode)
-        .map_err(|(op, e)| format!("{op} {}: {e}", dest.display()))
+    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("create directory {}: {e}", dir.display()))?;
+    }
+    let opts = common::files::WriteOpts { mode, sync: true };
+    common::files::write_atomic(dest, bytes, opts).map_err(|e| e.to_string())
 }
 
 /// Checks a conflist as a runtime (libcni) would use it and returns its

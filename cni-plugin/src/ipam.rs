@@ -24,9 +24,10 @@ use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use common::files::lock_exclusive;
 use ipnetwork::IpNetwork;
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
 use record::{writer, PendingRecord};
 
@@ -377,14 +378,8 @@ impl Store {
     fn lock(&self) -> Result<Flock<File>, IpamError> {
         let path = self.dir.join(LOCK_FILE);
         let open = writer().create(true).truncate(false).open(&path);
-        let mut file = open.map_err(|e| io_err("open", &path, e))?;
-        loop {
-            match Flock::lock(file, FlockArg::LockExclusive) {
-                Ok(lock) => return Ok(lock),
-                Err((f, Errno::EINTR)) => file = f,
-                Err((_, errno)) => return Err(io_err("lock", &path, errno.into())),
-            }
-        }
+        let file = open.map_err(|e| io_err("open", &path, e))?;
+        lock_exclusive(file, &path).map_err(|e| io_err(e.op, &e.path, e.source))
     }
 
     /// Like [`Store::lock`], but `None` if the store directory does not exist.

@@ -1,6 +1,8 @@
 //! Code shared by `flanneld` and the `flannel` CNI plugin: the `subnet.env`
-//! contract between them, and safe entry into network namespaces.
+//! contract between them, safe entry into network namespaces, and atomic
+//! file writes and locks.
 
+pub mod files;
 pub mod netns;
 pub mod subnet_env;
 

@@ -16,11 +16,13 @@
 //! family must be there.
 
 use std::fmt::Write as _;
-use std::io::{self, Write as _};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
+
+use crate::files::{write_atomic, WriteOpts};
 
 /// The parsed contents of a `subnet.env` file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,53 +270,25 @@ impl SubnetEnv {
     /// Writes the file atomically (temp file in the same directory, fsync,
     /// rename), mode 0644, creating the directory if needed.
     pub fn write_atomic(&self, path: &Path) -> Result<(), SubnetEnvError> {
-        write_file_atomic(path, self.render().as_bytes(), 0o644).map_err(|(op, source)| {
-            SubnetEnvError::Io {
-                op,
-                path: path.to_path_buf(),
-                source,
-            }
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        std::fs::create_dir_all(dir).map_err(|source| SubnetEnvError::Io {
+            op: "create directory for",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let opts = WriteOpts {
+            mode: 0o644,
+            sync: true,
+        };
+        write_atomic(path, self.render().as_bytes(), opts).map_err(|e| SubnetEnvError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
         })
     }
-}
-
-/// Writes `data` to `path` so that readers see either the old or the new
-/// contents, never a torn file. The error names the step that failed.
-pub fn write_file_atomic(
-    path: &Path,
-    data: &[u8],
-    mode: u32,
-) -> Result<(), (&'static str, io::Error)> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir).map_err(|e| ("create directory for", e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(|e| ("create temporary file for", e))?;
-        // The open's mode is masked by the umask; the file gets exactly `mode`.
-        f.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(|e| ("set the mode of", e))?;
-        f.write_all(data).map_err(|e| ("write", e))?;
-        f.sync_all().map_err(|e| ("sync", e))?;
-        std::fs::rename(&tmp, path).map_err(|e| ("rename into place", e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use super::*;
 use ipnetwork::Ipv4Network;
+use nix::fcntl::FlockArg;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::{atomic::AtomicUsize, atomic::Ordering, Arc, Barrier};

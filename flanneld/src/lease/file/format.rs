@@ -3,15 +3,15 @@
 //! module's documentation.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::files::{lock_exclusive, write_atomic, WriteOpts};
 use ipnetwork::{Ipv4Network, Ipv6Network};
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use serde::{Deserialize, Serialize};
 
 use crate::lease::{skip, Lease, LeaseAttrs, LeaseError};
@@ -163,29 +163,15 @@ pub(crate) fn write_lease(dir: &Path, lease: &Lease) -> Result<(), LeaseError> {
     let path = lease_path(dir, name);
     let bytes = encode(lease)
         .map_err(|e| LeaseError::Store(format!("encode lease {}: {e}", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.{:08x}.tmp",
-        file_name(name),
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    let write = || -> Result<(), LeaseError> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)
-            .map_err(io_err("create temp lease file", &tmp))?;
-        f.write_all(&bytes)
-            .map_err(io_err("write temp lease file", &tmp))?;
-        f.sync_all().map_err(io_err("sync temp lease file", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err("rename temp lease file into", &path))
+    let opts = WriteOpts {
+        mode: 0o644,
+        sync: true,
     };
-    let result = write();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    write_atomic(&path, &bytes, opts).map_err(|e| LeaseError::Io {
+        op: e.op,
+        path: e.path,
+        source: e.source,
+    })
 }
 
 /// Deletes a lease file; a file already gone is fine.
@@ -221,14 +207,11 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<Flock<File>, LeaseError> {
         }
         Err(e) => return Err(io_err("open lock file", &path)(e)),
     };
-    let mut file = file;
-    loop {
-        match Flock::lock(file, FlockArg::LockExclusive) {
-            Ok(guard) => return Ok(guard),
-            Err((f, Errno::EINTR)) => file = f,
-            Err((_, errno)) => return Err(io_err("lock", &path)(std::io::Error::from(errno))),
-        }
-    }
+    lock_exclusive(file, &path).map_err(|e| LeaseError::Io {
+        op: e.op,
+        path: e.path,
+        source: e.source,
+    })
 }
 
 #[cfg(test)]
