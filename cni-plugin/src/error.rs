@@ -91,3 +91,11 @@ macro_rules! cni_err {
         $crate::error::CniError::new($crate::error::Code::$code, format!($($arg)*))
     };
 }
+
+/// A kernel operation that failed (netlink's error names the operation
+/// and the object) is the plugin's own code 100, "kernel".
+impl From<crate::netlink::NlError> for CniError {
+    fn from(e: crate::netlink::NlError) -> Self {
+        CniError::new(Code::Kernel, e.to_string())
+    }
+}

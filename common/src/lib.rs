@@ -1,8 +1,9 @@
 //! Code shared by `flanneld` and the `flannel` CNI plugin: the `subnet.env`
-//! contract between them, safe entry into network namespaces, and atomic
-//! file writes and locks.
+//! contract between them, safe entry into network namespaces, atomic file
+//! writes and locks, and MAC addresses as text.
 
 pub mod files;
+pub mod mac;
 pub mod netns;
 pub mod subnet_env;
 

@@ -11,7 +11,7 @@ use crate::bridge::ensure_bridge;
 use crate::cni_err;
 use crate::env::CniEnv;
 use crate::error::Result;
-use crate::netlink::{format_mac, Link, Netlink, Pending};
+use crate::netlink::{Link, Netlink, Pending};
 use crate::spec::{AddResult, Interface, IpConfig, NetConf, RouteConfig};
 use crate::{masq, random, scratch};
 
@@ -174,7 +174,7 @@ fn attach(plan: &Plan<'_>, host: &Netlink, pod: &Netlink, bridge: &Link) -> Resu
         let pod_link = Link {
             index: peer_index,
             name: ifname.clone(),
-            mac: format_mac(&peer_mac),
+            mac: common::mac::format(&peer_mac),
             mtu: plan.mtu,
             kind: None,
             controller: None,

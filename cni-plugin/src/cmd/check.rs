@@ -9,7 +9,7 @@ use super::{ipam_error, open_netns, open_store, read_subnet_env};
 use crate::cni_err;
 use crate::env::CniEnv;
 use crate::error::Result;
-use crate::netlink::Netlink;
+use crate::netlink::{Link, Netlink};
 use crate::spec::{NetConf, Version};
 
 #[derive(Deserialize)]
@@ -114,18 +114,7 @@ fn mismatch(what: String) -> crate::error::CniError {
 }
 
 pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
-    if conf.version < Version::V040 {
-        return Err(cni_err!(
-            IncompatibleVersion,
-            "CHECK needs cniVersion 0.4.0 or later, the configuration says {}",
-            conf.version.as_str()
-        ));
-    }
-    let prev_value = conf
-        .prev_result
-        .clone()
-        .ok_or_else(|| cni_err!(InvalidConfig, "CHECK needs prevResult"))?;
-    let prev = Prev::parse(prev_value)?;
+    let prev = prev_result(conf)?;
     let senv = read_subnet_env(conf)?;
     let path = env
         .netns
@@ -133,78 +122,126 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
         .ok_or_else(|| cni_err!(InvalidEnv, "CNI_NETNS is not set"))?;
     let place = path.display().to_string();
     let ns = open_netns(path)?;
-    let pod = Netlink::open_in(&ns, &place)?;
-    let ifname = &env.ifname;
+    let pod = Pod {
+        nl: Netlink::open_in(&ns, &place)?,
+        place,
+        ifname: &env.ifname,
+    };
+    let container = prev.container(pod.ifname);
+    let mac = container.and_then(|i| prev.interfaces[i].mac.as_deref());
+    let link = pod.interface(conf.delegate.mtu.unwrap_or(senv.mtu), mac)?;
+    let held = open_store(conf)?
+        .find(&env.container_id, pod.ifname)
+        .map_err(ipam_error)?;
+    pod.addresses(&link, &prev.addresses(container)?, &held, &env.container_id)?;
+    pod.routes(&prev.routes()?)?;
+    host_end(&conf.delegate.bridge, &prev)
+}
 
-    // The container interface.
-    let link = pod
-        .link_by_name(ifname)?
-        .ok_or_else(|| mismatch(format!("interface {ifname} not found in {place}")))?;
-    if !link.up {
-        return Err(mismatch(format!("interface {ifname} in {place} is down")));
+/// `prevResult`, which CHECK needs, from a version that has CHECK.
+fn prev_result(conf: &NetConf) -> Result<Prev> {
+    if conf.version < Version::V040 {
+        return Err(cni_err!(
+            IncompatibleVersion,
+            "CHECK needs cniVersion 0.4.0 or later, the configuration says {}",
+            conf.version.as_str()
+        ));
     }
-    let mtu = conf.delegate.mtu.unwrap_or(senv.mtu);
-    if link.mtu != mtu {
-        return Err(mismatch(format!(
-            "interface {ifname} has MTU {}, expected {mtu}",
-            link.mtu
-        )));
-    }
-    let container_idx = prev.container(ifname);
-    if let Some(mac) = container_idx.and_then(|i| prev.interfaces[i].mac.as_deref()) {
-        if !mac.eq_ignore_ascii_case(&link.mac) {
+    let value = conf
+        .prev_result
+        .clone()
+        .ok_or_else(|| cni_err!(InvalidConfig, "CHECK needs prevResult"))?;
+    Prev::parse(value)
+}
+
+/// The pod's side: its namespace (named `place` in messages) and the
+/// container interface `ifname` in it.
+struct Pod<'a> {
+    nl: Netlink,
+    place: String,
+    ifname: &'a str,
+}
+
+impl Pod<'_> {
+    /// The container interface: present, up, with the MTU ADD gave it and
+    /// the MAC `prevResult` reported (when it reported one).
+    fn interface(&self, mtu: u32, mac: Option<&str>) -> Result<Link> {
+        let (ifname, place) = (self.ifname, &self.place);
+        let link = self
+            .nl
+            .link_by_name(ifname)?
+            .ok_or_else(|| mismatch(format!("interface {ifname} not found in {place}")))?;
+        if !link.up {
+            return Err(mismatch(format!("interface {ifname} in {place} is down")));
+        }
+        if link.mtu != mtu {
+            return Err(mismatch(format!(
+                "interface {ifname} has MTU {}, expected {mtu}",
+                link.mtu
+            )));
+        }
+        if let Some(mac) = mac.filter(|m| !m.eq_ignore_ascii_case(&link.mac)) {
             return Err(mismatch(format!(
                 "interface {ifname} has MAC {}, prevResult says {mac}",
                 link.mac
             )));
         }
+        Ok(link)
     }
 
-    // Its addresses, and the IPAM store's record of them.
-    let have = pod.addresses(link.index)?;
-    let held = open_store(conf)?
-        .find(&env.container_id, ifname)
-        .map_err(ipam_error)?;
-    for want in prev.addresses(container_idx)? {
-        if !have.contains(&want) {
-            return Err(mismatch(format!(
-                "address {want} is missing from {ifname} in {place}"
-            )));
+    /// Every address `prevResult` gave the interface is on it, and the
+    /// IPAM store (`held`) still records it as the container's.
+    fn addresses(&self, link: &Link, want: &[IpNetwork], held: &[IpAddr], cid: &str) -> Result<()> {
+        let (ifname, place) = (self.ifname, &self.place);
+        let have = self.nl.addresses(link.index)?;
+        for want in want {
+            if !have.contains(want) {
+                return Err(mismatch(format!(
+                    "address {want} is missing from {ifname} in {place}"
+                )));
+            }
+            if !held.contains(&want.ip()) {
+                return Err(mismatch(format!(
+                    "address {} is not allocated to {cid} {ifname} in the IPAM store",
+                    want.ip()
+                )));
+            }
         }
-        if !held.contains(&want.ip()) {
-            return Err(mismatch(format!(
-                "address {} is not allocated to {} {ifname} in the IPAM store",
-                want.ip(),
-                env.container_id
-            )));
-        }
+        Ok(())
     }
 
-    // Routes.
-    let routes = pod.routes()?;
-    for (dst, gw) in prev.routes()? {
-        let found = routes
-            .iter()
-            .any(|have| have.dst == dst && (gw.is_none() || have.gw == gw));
-        if !found {
-            return Err(mismatch(format!(
-                "route {dst}{} is missing in {place}",
-                gw.map(|g| format!(" via {g}")).unwrap_or_default()
-            )));
+    /// Every route of `prevResult` is in the pod (a route without a
+    /// gateway matches any gateway).
+    fn routes(&self, want: &[(IpNetwork, Option<IpAddr>)]) -> Result<()> {
+        let routes = self.nl.routes()?;
+        for &(dst, gw) in want {
+            let found = routes
+                .iter()
+                .any(|have| have.dst == dst && (gw.is_none() || have.gw == gw));
+            if !found {
+                return Err(mismatch(format!(
+                    "route {dst}{} is missing in {}",
+                    gw.map(|g| format!(" via {g}")).unwrap_or_default(),
+                    self.place
+                )));
+            }
         }
+        Ok(())
     }
+}
 
-    // The host end: present and attached to the bridge.
+/// The host end: the bridge exists, and every host interface of
+/// `prevResult` is on it.
+fn host_end(bridge_name: &str, prev: &Prev) -> Result<()> {
     let host = Netlink::open()?;
-    let bridge_name = &conf.delegate.bridge;
     let bridge = host
         .link_by_name(bridge_name)?
         .ok_or_else(|| mismatch(format!("bridge {bridge_name} not found")))?;
-    for i in prev
+    let host_ifaces = prev
         .interfaces
         .iter()
-        .filter(|i| i.sandbox.is_none() && i.name != *bridge_name)
-    {
+        .filter(|i| i.sandbox.is_none() && i.name != bridge_name);
+    for i in host_ifaces {
         let veth = host
             .link_by_name(&i.name)?
             .ok_or_else(|| mismatch(format!("host interface {} not found", i.name)))?;

@@ -58,7 +58,7 @@ impl Link {
         for attr in msg.attributes {
             match attr {
                 LinkAttribute::IfName(n) => link.name = n,
-                LinkAttribute::Address(a) => link.mac = format_mac(&a),
+                LinkAttribute::Address(a) => link.mac = common::mac::format(&a),
                 LinkAttribute::Mtu(m) => link.mtu = m,
                 LinkAttribute::Controller(c) => link.controller = Some(c),
                 LinkAttribute::Link(i) => link.peer = Some(i),
@@ -75,14 +75,6 @@ impl Link {
         }
         link
     }
-}
-
-pub fn format_mac(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// A route as the plugin sees it: destination and gateway, either family.

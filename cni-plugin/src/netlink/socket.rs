@@ -15,9 +15,8 @@ use rtnetlink::packet_core::{
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
-use crate::error::{CniError, Code};
-
-/// A failed kernel operation.
+/// A failed kernel operation. (How it reaches the runtime, as a CNI
+/// error, is decided above this module: `crate::error`.)
 #[derive(Debug)]
 pub struct NlError {
     pub op: String,
@@ -42,12 +41,6 @@ impl NlError {
 impl std::fmt::Display for NlError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.op, self.reason)
-    }
-}
-
-impl From<NlError> for CniError {
-    fn from(e: NlError) -> Self {
-        CniError::new(Code::Kernel, e.to_string())
     }
 }
 
