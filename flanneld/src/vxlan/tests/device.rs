@@ -1,6 +1,8 @@
 //! The device: created with exactly the spec, adopted when it matches,
 //! replaced when it does not; its address.
 
+use ipnetwork::Ipv4Network;
+
 use super::{TestNs, LOCAL, MAC};
 use crate::vxlan::{Device, DeviceSpec, Vxlan, VxlanError};
 
@@ -194,6 +196,6 @@ fn address_is_set_and_strays_inside_network_removed() {
 
 #[test]
 fn device_name_is_flannel_dot_vni() {
-    assert_eq!(Vxlan::device_name(1), "flannel.1");
-    assert_eq!(Vxlan::device_name(4096), "flannel.4096");
+    assert_eq!(Vxlan::<Ipv4Network>::device_name(1), "flannel.1");
+    assert_eq!(Vxlan::<Ipv4Network>::device_name(4096), "flannel.4096");
 }
