@@ -85,7 +85,7 @@ fn matching_device_is_adopted_and_brought_to_spec() {
         "{link}"
     );
 
-    let found = ns.run(|vx| async move { vx.find_device(1).await });
+    let found = ns.run(|vx: Vxlan<Ipv4Network>| async move { vx.find_device(1).await });
     assert_eq!(found.ok().flatten(), Some(adopted));
 }
 
@@ -153,7 +153,7 @@ fn deleted_device_is_noticed_and_recreated() {
     let spec = ns.spec();
     let dev = ensure(&ns, &spec);
     ns.ip(&["link", "del", "flannel.1"]);
-    let (found, reconciled) = ns.run(|vx| {
+    let (found, reconciled) = ns.run(|vx: Vxlan<Ipv4Network>| {
         let dev = dev.clone();
         async move { (vx.find_device(1).await, vx.reconcile(&dev, &[]).await) }
     });
