@@ -16,7 +16,7 @@ use crate::datapath::{Datapath, Follow, Specs};
 use crate::http::Readiness;
 use crate::iface::ExtIface;
 use crate::lease::{Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming, Previous};
-use crate::masq::{self, MasqKeeper, MasqRules};
+use crate::masq::{MasqKeeper, MasqRules};
 use crate::metrics::Metrics;
 use crate::netconf::{Family, NetConfig};
 use crate::vxlan::{DeviceSpec, VxlanFamily};
@@ -228,7 +228,7 @@ pub async fn run(
                     match keeper.check().await {
                         Ok(true) => {
                             metrics.masq_rewrites.inc();
-                            tracing::warn!("masquerade/forward rules were changed; rewrote table {}", masq::TABLE)
+                            tracing::warn!("masquerade/forward rules were changed; rewrote table {}", keeper.tables())
                         }
                         Ok(false) => {}
                         Err(e) => tracing::warn!("check masquerade/forward rules: {e}"),

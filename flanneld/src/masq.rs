@@ -140,6 +140,14 @@ pub struct MasqKeeper {
 }
 
 impl MasqKeeper {
+    /// The tables kept, for messages: "ip flannel-rs" (and "ip6 flannel-rs").
+    pub fn tables(&self) -> String {
+        match self.rules.ipv6 {
+            Some(_) => format!("ip {TABLE} and ip6 {TABLE}"),
+            None => format!("ip {TABLE}"),
+        }
+    }
+
     pub async fn start(rules: MasqRules) -> Result<Self, String> {
         let mut keeper = Self {
             rules,
@@ -262,6 +270,68 @@ mod tests {
         assert!(!plain.body().contains("chain forward"));
         assert!(plain.body6().is_none());
         assert!(!plain.script().contains("table ip6 flannel-rs {"));
+    }
+
+    /// Dual-stack rules applied in a namespace and read back from the
+    /// kernel; a deleted IPv6 table is noticed and both rewritten; IPv6
+    /// switched off removes the ip6 table.
+    #[test]
+    fn dual_stack_tables_are_applied_checked_and_removed() {
+        let ns = crate::vxlan::tests::TestNs::new();
+        let dual = MasqRules {
+            network: "10.244.0.0/16".parse().expect("cidr"),
+            subnet: "10.244.3.0/24".parse().expect("cidr"),
+            ipv6: Some((
+                "fd00:10:244::/56".parse().expect("cidr"),
+                "fd00:10:244:3::/64".parse().expect("cidr"),
+            )),
+            masquerade: true,
+            forward: true,
+            fully_random: true,
+        };
+        let v4_only = MasqRules {
+            ipv6: None,
+            ..dual.clone()
+        };
+        let list = |family: &str| ns.nft_table(family, TABLE);
+        let mut keeper = ns
+            .within(|_| MasqKeeper::start(dual.clone()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(keeper.tables(), "ip flannel-rs and ip6 flannel-rs");
+        let v6 = list("ip6").expect("table ip6 flannel-rs");
+        for rule in [
+            "ip6 saddr fd00:10:244:3::/64 ip6 daddr fd00:10:244::/56 return",
+            "ip6 saddr fd00:10:244::/56 ip6 daddr != ff00::/8 masquerade fully-random",
+            "ip6 saddr != fd00:10:244::/56 ip6 daddr fd00:10:244::/56 masquerade fully-random",
+            "ip6 daddr fd00:10:244::/56 accept",
+        ] {
+            assert!(v6.contains(rule), "{rule} in {v6}");
+        }
+        let v4 = list("ip").expect("table ip flannel-rs");
+        assert!(v4.contains("ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade"));
+
+        // Untouched: nothing rewritten. IPv6 table deleted: rewritten.
+        let (k, unchanged) = ns.within(|_| async move {
+            let r = keeper.check().await;
+            (keeper, r)
+        });
+        keeper = k;
+        assert_eq!(unchanged, Ok(false));
+        ns.nft(&["delete", "table", "ip6", TABLE]);
+        let (_, rewritten) = ns.within(|_| async move {
+            let r = keeper.check().await;
+            (keeper, r)
+        });
+        assert_eq!(rewritten, Ok(true));
+        assert_eq!(list("ip6").as_deref(), Some(v6.as_str()));
+
+        // Restarted without IPv6: the ip6 table goes, the ip table stays.
+        let keeper = ns
+            .within(|_| MasqKeeper::start(v4_only))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(keeper.tables(), "ip flannel-rs");
+        assert_eq!(list("ip6"), None);
+        assert_eq!(list("ip").as_deref(), Some(v4.as_str()));
     }
 
     #[test]
