@@ -363,9 +363,17 @@ mod tests {
         assert!(!body.contains("ip saddr") && !body.contains("224.0.0.0/4"));
         // Same chains, in the same order, as IPv4's.
         let shape = |b: &str| b.replace("ip6 ", "ip ").replace(n, "N").replace(p, "P");
-        let v4 = r.body().replace("10.244.0.0/16", "N").replace("10.244.3.0/24", "P");
-        assert_eq!(shape(&body).replace("ff00::/8", "M"), v4.replace("224.0.0.0/4", "M"));
+        let v4 = r
+            .body()
+            .replace("10.244.0.0/16", "N")
+            .replace("10.244.3.0/24", "P");
+        assert_eq!(
+            shape(&body).replace("ff00::/8", "M"),
+            v4.replace("224.0.0.0/4", "M")
+        );
         let script = r.script();
-        assert!(script.contains("table ip flannel-rs {") && script.contains("table ip6 flannel-rs {"));
+        assert!(
+            script.contains("table ip flannel-rs {") && script.contains("table ip6 flannel-rs {")
+        );
     }
 }

@@ -57,7 +57,10 @@ fn v6_net(env_subnet: &str) -> String {
 }
 
 fn v6_routes(c: &Cluster, i: usize) -> String {
-    c.node(i).ns.exec("ip", &["-6", "route", "show", "dev", "flannel-v6.1"]).stdout
+    c.node(i)
+        .ns
+        .exec("ip", &["-6", "route", "show", "dev", "flannel-v6.1"])
+        .stdout
 }
 
 #[test]
@@ -69,24 +72,44 @@ fn dual_stack_nodes_peer_over_ipv6_and_repair_flannel_v6() {
     let gw1 = n1.split('/').next().expect("addr").to_string();
 
     // The device: IPv6 local, MTU 1500 - 70, its /128.
-    let link = c.node(0).ns.exec("ip", &["-d", "link", "show", "flannel-v6.1"]);
+    let link = c
+        .node(0)
+        .ns
+        .exec("ip", &["-d", "link", "show", "flannel-v6.1"]);
     assert!(link.success(), "{link}");
-    assert!(link.stdout.contains(&format!("local {}", underlay6(0))), "{link}");
-    assert!(link.stdout.contains("mtu 1430"), "{link}");
-    let addr = c.node(0).ns.exec("ip", &["-6", "addr", "show", "dev", "flannel-v6.1"]);
     assert!(
-        addr.stdout.contains(&format!("{}/128", n0.split('/').next().expect("a"))),
+        link.stdout.contains(&format!("local {}", underlay6(0))),
+        "{link}"
+    );
+    assert!(link.stdout.contains("mtu 1430"), "{link}");
+    let addr = c
+        .node(0)
+        .ns
+        .exec("ip", &["-6", "addr", "show", "dev", "flannel-v6.1"]);
+    assert!(
+        addr.stdout
+            .contains(&format!("{}/128", n0.split('/').next().expect("a"))),
         "{addr}"
     );
     // Pods get an MTU that fits both devices.
     let env = c.node(0).subnet_env().expect("env");
-    assert_eq!(env.get("FLANNEL_MTU").map(String::as_str), Some("1430"), "{env:?}");
+    assert_eq!(
+        env.get("FLANNEL_MTU").map(String::as_str),
+        Some("1430"),
+        "{env:?}"
+    );
 
     // Node 1 as node 0's IPv6 peer: route, neighbour, FDB towards its IPv6.
     flannel_tests::eventually(Duration::from_secs(10), "IPv6 peer programmed", || {
         let routes = v6_routes(&c, 0);
-        let fdb = c.node(0).ns.exec("bridge", &["fdb", "show", "dev", "flannel-v6.1"]).stdout;
-        if routes.contains(&format!("{n1} via {gw1}")) && fdb.contains(&format!("dst {}", underlay6(1))) {
+        let fdb = c
+            .node(0)
+            .ns
+            .exec("bridge", &["fdb", "show", "dev", "flannel-v6.1"])
+            .stdout;
+        if routes.contains(&format!("{n1} via {gw1}"))
+            && fdb.contains(&format!("dst {}", underlay6(1)))
+        {
             Ok(())
         } else {
             Err(format!("routes:\n{routes}\nfdb:\n{fdb}"))
@@ -95,7 +118,10 @@ fn dual_stack_nodes_peer_over_ipv6_and_repair_flannel_v6() {
 
     // Real traffic: node 1's flannel-v6 address, through the IPv6 tunnel.
     flannel_tests::eventually(Duration::from_secs(10), "ping6 over flannel-v6.1", || {
-        let out = c.node(0).ns.exec("ping", &["-6", "-c", "1", "-W", "1", &gw1]);
+        let out = c
+            .node(0)
+            .ns
+            .exec("ping", &["-6", "-c", "1", "-W", "1", &gw1]);
         if out.success() {
             Ok(())
         } else {
@@ -115,7 +141,10 @@ fn dual_stack_nodes_peer_over_ipv6_and_repair_flannel_v6() {
         }
     });
     flannel_tests::eventually(Duration::from_secs(10), "ping6 after the repair", || {
-        let out = c.node(0).ns.exec("ping", &["-6", "-c", "1", "-W", "1", &gw1]);
+        let out = c
+            .node(0)
+            .ns
+            .exec("ping", &["-6", "-c", "1", "-W", "1", &gw1]);
         if out.success() {
             Ok(())
         } else {
@@ -123,6 +152,9 @@ fn dual_stack_nodes_peer_over_ipv6_and_repair_flannel_v6() {
         }
     });
     // IPv4 kept working alongside.
-    let v4 = c.node(0).ns.exec("ip", &["-4", "route", "show", "dev", "flannel.1"]);
+    let v4 = c
+        .node(0)
+        .ns
+        .exec("ip", &["-4", "route", "show", "dev", "flannel.1"]);
     assert!(v4.stdout.contains("onlink"), "{v4}");
 }

@@ -33,8 +33,11 @@ fn lease(n: u8, v6: u8) -> Lease {
     Lease {
         subnet: Ipv4Network::new(Ipv4Addr::new(10, 244, n, 0), 24).expect("net"),
         ipv6_subnet: Some(
-            Ipv6Network::new(Ipv6Addr::new(0xfd00, 0x10, 0x244, u16::from(v6), 0, 0, 0, 0), 64)
-                .expect("net"),
+            Ipv6Network::new(
+                Ipv6Addr::new(0xfd00, 0x10, 0x244, u16::from(v6), 0, 0, 0, 0),
+                64,
+            )
+            .expect("net"),
         ),
         attrs,
         expiration: SystemTime::now(),
@@ -66,7 +69,9 @@ fn dual_stack_peers_follow_their_leases_per_family() {
         let mut dp = Datapath::create(handle, config, specs, true, metrics)
             .await
             .unwrap_or_else(|e| panic!("create: {e}"));
-        dp.adopt(&own).await.unwrap_or_else(|e| panic!("adopt: {e}"));
+        dp.adopt(&own)
+            .await
+            .unwrap_or_else(|e| panic!("adopt: {e}"));
         assert_eq!(dp.indexes().len(), 2);
         dp.program(&[own.clone(), lease(3, 3)]).await;
     });
@@ -83,8 +88,19 @@ fn dual_stack_peers_follow_their_leases_per_family() {
         ns.neighbours_af("-6", "flannel-v6.1"),
         ["fd00:10:244:3:: 0e:00:00:00:06:03 PERMANENT"]
     );
-    assert_eq!(ns.fdb("flannel-v6.1"), ["0e:00:00:00:06:03 fd00:64::3 permanent"]);
-    let addrs = ns.ip(&["-6", "addr", "show", "dev", "flannel-v6.1", "scope", "global"]);
+    assert_eq!(
+        ns.fdb("flannel-v6.1"),
+        ["0e:00:00:00:06:03 fd00:64::3 permanent"]
+    );
+    let addrs = ns.ip(&[
+        "-6",
+        "addr",
+        "show",
+        "dev",
+        "flannel-v6.1",
+        "scope",
+        "global",
+    ]);
     assert!(addrs.contains("fd00:10:244:2::/128"), "{addrs}");
 }
 
@@ -94,7 +110,8 @@ fn dual_stack_events_change_one_family_remove_both_and_repair_v6() {
     let config = NetConfig::parse(DUAL).expect("config");
     let specs = specs(&ns);
     let own = lease(2, 2);
-    let v6_route = |n: u8| format!("fd00:10:244:{n}::/64 via fd00:10:244:{n}:: dev flannel-v6.1 onlink");
+    let v6_route =
+        |n: u8| format!("fd00:10:244:{n}::/64 via fd00:10:244:{n}:: dev flannel-v6.1 onlink");
     let v4_route = "10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink".to_string();
     let ns_ref = &ns;
     let (v4_route2, v6_route2) = (v4_route.clone(), v6_route);
@@ -103,7 +120,9 @@ fn dual_stack_events_change_one_family_remove_both_and_repair_v6() {
         let mut dp = Datapath::create(handle, config, specs, true, metrics)
             .await
             .unwrap_or_else(|e| panic!("create: {e}"));
-        dp.adopt(&own).await.unwrap_or_else(|e| panic!("adopt: {e}"));
+        dp.adopt(&own)
+            .await
+            .unwrap_or_else(|e| panic!("adopt: {e}"));
         dp.program(&[own.clone(), lease(3, 3)]).await;
 
         // Node 3's IPv6 subnet changes (its IPv4 half does not): the old
@@ -139,7 +158,10 @@ fn dual_stack_events_change_one_family_remove_both_and_repair_v6() {
             routes(ns_ref),
             (vec![v4_route2.clone()], vec![v6_route2(9)])
         );
-        assert_eq!(ns_ref.fdb("flannel-v6.1"), ["0e:00:00:00:06:03 fd00:64::3 permanent"]);
+        assert_eq!(
+            ns_ref.fdb("flannel-v6.1"),
+            ["0e:00:00:00:06:03 fd00:64::3 permanent"]
+        );
 
         // Removed: both families' entries go.
         dp.on_lease_event(LeaseEvent::Removed(lease(3, 9)))
