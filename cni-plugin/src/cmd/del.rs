@@ -56,14 +56,7 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
     }
     // Unknown (no subnet.env, no delegate.ipMasq): clean up anyway.
     if !ips.is_empty() && ip_masq(conf, senv.as_ref()) != Some(false) {
-        let v4: Vec<_> = ips
-            .iter()
-            .filter_map(|ip| match ip {
-                IpAddr::V4(a) => Some(*a),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
-        masq::remove(&conf.name, &v4)?;
+        masq::remove(&conf.name, &ips)?;
     }
     if scan {
         store.release(cid, ifname).map_err(ipam_error)?;
