@@ -128,7 +128,10 @@ pub fn add(
         nft(&setup_script(net, network)).map_err(|e| {
             CniError::new(
                 Code::Masquerade,
-                format!("create masquerade table {} {TABLE}: {e}", family_name(family)),
+                format!(
+                    "create masquerade table {} {TABLE}: {e}",
+                    family_name(family)
+                ),
             )
         })?;
         sock.change_element(at, &key, Some(&comment))
@@ -151,7 +154,10 @@ pub fn remove(net: &str, pods: &[IpAddr]) -> Result<(), CniError> {
         Err(e) => {
             return Err(CniError::new(
                 Code::Masquerade,
-                format!("remove masquerade for {}: open netfilter netlink socket: {e}", pods[0]),
+                format!(
+                    "remove masquerade for {}: open netfilter netlink socket: {e}",
+                    pods[0]
+                ),
             ))
         }
     };
@@ -202,9 +208,7 @@ pub fn members(net: &str) -> Result<Vec<IpAddr>, CniError> {
         let keys = match sock.element_keys(at) {
             Ok(keys) => keys,
             // No table or set: nothing masquerades in this family.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EOPNOTSUPP)) => {
-                continue
-            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EOPNOTSUPP)) => continue,
             Err(e) => {
                 return Err(CniError::new(
                     Code::Masquerade,
@@ -250,7 +254,12 @@ fn nft(script: &str) -> Result<(), String> {
         Ok(())
     } else {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        Err(stderr.lines().next().unwrap_or("nft failed").trim().to_string())
+        Err(stderr
+            .lines()
+            .next()
+            .unwrap_or("nft failed")
+            .trim()
+            .to_string())
     }
 }
 
@@ -266,7 +275,9 @@ mod tests {
         assert!(s.contains("flush chain ip flannel-cni masq-cbr0"));
         let s = setup_script("cbr0", "fd00:10:244::/56".parse().expect("cidr"));
         assert!(s.contains("add set ip6 flannel-cni pods-cbr0 { type ipv6_addr; }"));
-        assert!(s.contains("ip6 saddr @pods-cbr0 ip6 daddr != fd00:10:244::/56 ip6 daddr != ff00::/8 masquerade"));
+        assert!(s.contains(
+            "ip6 saddr @pods-cbr0 ip6 daddr != fd00:10:244::/56 ip6 daddr != ff00::/8 masquerade"
+        ));
     }
 
     #[test]

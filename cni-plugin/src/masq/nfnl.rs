@@ -101,7 +101,8 @@ impl Msg {
     fn nest(&mut self, kind: u16) {
         self.nests.push(self.buf.len());
         self.buf.extend_from_slice(&0u16.to_ne_bytes());
-        self.buf.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
     }
 
     fn end_nest(&mut self) {
@@ -153,7 +154,14 @@ pub fn element_batch(
     comment: Option<&str>,
 ) -> (Vec<u8>, u32) {
     let res = NFNL_SUBSYS_NFTABLES;
-    let begin = Msg::begin(Vec::with_capacity(256), NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, 0, res);
+    let begin = Msg::begin(
+        Vec::with_capacity(256),
+        NFNL_MSG_BATCH_BEGIN,
+        NLM_F_REQUEST,
+        seq,
+        0,
+        res,
+    );
     let buf = begin.end();
     let (kind, flags) = match comment {
         Some(_) => (NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK),
@@ -174,7 +182,14 @@ pub fn element_batch(
     m.end_nest();
     m.end_nest();
     let buf = m.end();
-    let end = Msg::begin(buf, NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq.wrapping_add(2), 0, res);
+    let end = Msg::begin(
+        buf,
+        NFNL_MSG_BATCH_END,
+        NLM_F_REQUEST,
+        seq.wrapping_add(2),
+        0,
+        res,
+    );
     (end.end(), elem_seq)
 }
 
@@ -182,7 +197,14 @@ pub fn element_batch(
 pub fn dump_request(seq: u32, set: SetRef<'_>) -> Vec<u8> {
     let flags = NLM_F_REQUEST | NLM_F_DUMP;
     let kind = nft_type(NFT_MSG_GETSETELEM);
-    let mut m = Msg::begin(Vec::with_capacity(64), kind, flags, seq, set.family as u8, 0);
+    let mut m = Msg::begin(
+        Vec::with_capacity(64),
+        kind,
+        flags,
+        seq,
+        set.family as u8,
+        0,
+    );
     m.attr_str(NFTA_SET_ELEM_LIST_TABLE, set.table);
     m.attr_str(NFTA_SET_ELEM_LIST_SET, set.set);
     m.end()
@@ -372,7 +394,11 @@ mod tests {
         let kinds: Vec<_> = msgs.iter().map(|m| (m.kind, m.seq)).collect();
         assert_eq!(
             kinds,
-            [(NFNL_MSG_BATCH_BEGIN, 7), (0x0a0c, 8), (NFNL_MSG_BATCH_END, 9)]
+            [
+                (NFNL_MSG_BATCH_BEGIN, 7),
+                (0x0a0c, 8),
+                (NFNL_MSG_BATCH_END, 9)
+            ]
         );
         // The batch messages name the nf_tables subsystem (big-endian res_id).
         assert_eq!(msgs[0].payload, [0, 0, 0, 10]);
@@ -381,7 +407,10 @@ mod tests {
         let attrs_: Vec<_> = attrs(&elem[NFGENMSG_LEN..]).collect();
         assert_eq!(attrs_[0], (NFTA_SET_ELEM_LIST_TABLE, &b"flannel-cni\0"[..]));
         assert_eq!(attrs_[1], (NFTA_SET_ELEM_LIST_SET, &b"pods-cbr0\0"[..]));
-        assert_eq!(element_keys(&elem[NFGENMSG_LEN..]), vec![vec![10, 244, 1, 5]]);
+        assert_eq!(
+            element_keys(&elem[NFGENMSG_LEN..]),
+            vec![vec![10, 244, 1, 5]]
+        );
         let udata = attrs(attrs_[2].1)
             .flat_map(|(_, e)| attrs(e))
             .find(|(k, _)| *k == NFTA_SET_ELEM_USERDATA)
