@@ -330,3 +330,26 @@ fn ruleset_after_add_and_del_is_what_the_nft_script_made() {
         "{text}"
     );
 }
+
+#[test]
+fn add_of_an_address_already_in_the_set_succeeds_and_del_removes_it() {
+    // Every address of the node's subnet is in the set already (a DEL that
+    // never came): ADD must not fail on the pod's element (no NLM_F_EXCL).
+    let node = CniNode::masquerading(bin());
+    let all: Vec<String> = (2..=254).map(|i| format!("10.244.1.{i}")).collect();
+    let script = old_add_script("10.244.1.2", "stale eth0")
+        + &format!(
+            "add element ip flannel-cni pods-cbr0 {{ {} }}\n",
+            all.join(", ")
+        );
+    nft_script(&node.ns, &script);
+    let conf = node.config("1.0.0");
+    let pod = Pod::new();
+    let res = node.add_ok(&pod, &conf);
+    let ip = result_ip(&res);
+    assert!(elems(&node, "ip").iter().any(|e| e.val == ip));
+    node.del(&pod, &with_prev_result(&conf, &res)).success_empty();
+    let left = elems(&node, "ip");
+    assert_eq!(left.len(), all.len() - 1, "DEL removed exactly the pod's element");
+    assert!(!left.iter().any(|e| e.val == ip), "{ip} still in the set");
+}
