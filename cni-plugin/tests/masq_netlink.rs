@@ -348,8 +348,13 @@ fn add_of_an_address_already_in_the_set_succeeds_and_del_removes_it() {
     let res = node.add_ok(&pod, &conf);
     let ip = result_ip(&res);
     assert!(elems(&node, "ip").iter().any(|e| e.val == ip));
-    node.del(&pod, &with_prev_result(&conf, &res)).success_empty();
+    node.del(&pod, &with_prev_result(&conf, &res))
+        .success_empty();
     let left = elems(&node, "ip");
-    assert_eq!(left.len(), all.len() - 1, "DEL removed exactly the pod's element");
+    assert_eq!(
+        left.len(),
+        all.len() - 1,
+        "DEL removed exactly the pod's element"
+    );
     assert!(!left.iter().any(|e| e.val == ip), "{ip} still in the set");
 }

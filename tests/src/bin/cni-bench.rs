@@ -270,7 +270,11 @@ fn run(o: &Opts) -> Result<(), String> {
         sides,
         pods: [make_pods(per_side), make_pods(per_side)],
         // The highest level's residents and one probe.
-        masq_pods: if o.ip_masq { make_pods(levels[1] + 1) } else { Vec::new() },
+        masq_pods: if o.ip_masq {
+            make_pods(levels[1] + 1)
+        } else {
+            Vec::new()
+        },
     };
     let threads = [
         NsThread::new(&world.sides[0].node),
