@@ -16,6 +16,7 @@
 //! flanneld's own nftables table.
 
 mod nfnl;
+mod park;
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -161,15 +162,31 @@ pub fn remove(net: &str, pods: &[IpAddr]) -> Result<(), CniError> {
             ))
         }
     };
+    let mut removed = false;
+    let result = remove_each(&mut sock, &set, pods, &mut removed);
+    // A deleted element is freed after an RCU grace period, which the
+    // socket's release waits for: let a child take that wait.
+    if removed {
+        park::release(sock);
+    }
+    result
+}
+
+fn remove_each(
+    sock: &mut Nfnl,
+    set: &str,
+    pods: &[IpAddr],
+    removed: &mut bool,
+) -> Result<(), CniError> {
     for &pod in pods {
         let family = family_of(pod);
         let at = SetRef {
             family,
             table: TABLE,
-            set: &set,
+            set,
         };
         match sock.change_element(at, &key_of(pod), None) {
-            Ok(()) => {}
+            Ok(()) => *removed = true,
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EOPNOTSUPP)) => {}
             Err(e) => {
                 return Err(CniError::new(
