@@ -14,7 +14,7 @@ use crate::report::median;
 use crate::side::{pod_ref, wait_quiet, NsThread, Side, QUIET_TIMEOUT};
 
 /// Probe ADD+DEL pairs per config and level.
-pub const PROBES: usize = 20;
+pub const PROBES: usize = 40;
 
 /// The medians at one level: (with masquerade, without) for ADD and DEL.
 pub struct Cost {
@@ -96,8 +96,8 @@ pub fn measure(
 /// The table of costs, one line per level.
 pub fn table(costs: &[Cost]) -> String {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let mut s = String::from(
-        "masquerade cost (flannel-rs, probe pod, ipMasq on vs off, medians of 20 each)\n\
+    let mut s = format!(
+        "masquerade cost (flannel-rs, probe pod, ipMasq on vs off, medians of {PROBES} each)\n\
          pods on node | ADD on | ADD off | ADD +masq | DEL on | DEL off | DEL +masq | target +masq <= 1 ms\n",
     );
     for c in costs {
