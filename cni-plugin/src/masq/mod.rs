@@ -141,14 +141,42 @@ pub fn add(
     Ok(())
 }
 
+/// A netfilter socket opened before DEL forks its link deleter: that
+/// child inherits it and outlives the plugin, so the socket's last
+/// reference, and the kernel's wait for freed elements (`park.rs`), go
+/// with the child, and no second child is needed.
+pub struct Early(Nfnl);
+
+impl Early {
+    /// None when it cannot be opened now (`remove_with` opens its own).
+    pub fn open() -> Option<Early> {
+        Nfnl::open().ok().map(Early)
+    }
+}
+
 /// Removes the pods' addresses from their sets. An address, set or table
 /// that is already gone is not an error, nor is a kernel without nftables.
 pub fn remove(net: &str, pods: &[IpAddr]) -> Result<(), CniError> {
+    remove_with(net, pods, None, false)
+}
+
+/// [`remove`] on `early`'s socket when given; `inherited`: a child that
+/// outlives this process holds the socket too.
+pub fn remove_with(
+    net: &str,
+    pods: &[IpAddr],
+    early: Option<Early>,
+    inherited: bool,
+) -> Result<(), CniError> {
     if pods.is_empty() {
         return Ok(());
     }
     let set = set_name(net);
-    let mut sock = match Nfnl::open() {
+    let opened = match early {
+        Some(Early(s)) => Ok(s),
+        None => Nfnl::open(),
+    };
+    let mut sock = match opened {
         Ok(s) => s,
         // No nfnetlink at all: nothing was ever masqueraded here.
         Err(e) if e.raw_os_error() == Some(libc::EPROTONOSUPPORT) => return Ok(()),
@@ -166,7 +194,7 @@ pub fn remove(net: &str, pods: &[IpAddr]) -> Result<(), CniError> {
     let result = remove_each(&mut sock, &set, pods, &mut removed);
     // A deleted element is freed after an RCU grace period, which the
     // socket's release waits for: let a child take that wait.
-    if removed {
+    if removed && !inherited {
         park::release(sock);
     }
     result
