@@ -285,18 +285,13 @@ fn configure(
     }
     let (pod_link, routes) = pod_end?;
     if plan.masq {
-        // IPv4 only: the masquerade table is `ip` (see masq.rs).
-        for f in &plan.fams {
-            if let (IpNetwork::V4(network), IpNetwork::V4(address)) = (f.network, f.address) {
-                masq::add(
-                    &plan.conf.name,
-                    network,
-                    address.ip(),
-                    &plan.env.container_id,
-                    ifname,
-                )?;
-            }
-        }
+        // Both families: `ip` and `ip6` tables (see masq/mod.rs).
+        let pods: Vec<_> = plan
+            .fams
+            .iter()
+            .map(|f| (f.network, f.address.ip()))
+            .collect();
+        masq::add(&plan.conf.name, &pods, &plan.env.container_id, ifname)?;
     }
     Ok(AddResult {
         bridge: Interface {

@@ -25,6 +25,15 @@ const TOMBSTONE: &str = "cnidel";
 
 pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
     let (cid, ifname) = (&env.container_id, &env.ifname);
+    let senv = SubnetEnv::read(&conf.subnet_file).ok();
+    // Unknown (no subnet.env, no delegate.ipMasq): clean up anyway.
+    let masq_on = ip_masq(conf, senv.as_ref()) != Some(false);
+    // Opened before the link deleter is forked, which then holds it (see
+    // masq::Early).
+    let early = match (masq_on, &env.netns) {
+        (true, Some(_)) => masq::Early::open(),
+        _ => None,
+    };
     // Detaching reads the interface's addresses, so the IPAM files can be
     // checked by name instead of scanning the whole store.
     let mut on_iface = Vec::new();
@@ -45,7 +54,6 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
             ips.push(ip);
         }
     }
-    let senv = SubnetEnv::read(&conf.subnet_file).ok();
     // One address per family of subnet.env: fewer on the interface (one
     // removed by hand, or subnet.env unknown) and the store is scanned.
     let families = senv.as_ref().map(|s| s.families().len());
@@ -54,16 +62,8 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
         // The namespace or the interface is gone: look the pod up.
         ips = store.find(cid, ifname).map_err(ipam_error)?;
     }
-    // Unknown (no subnet.env, no delegate.ipMasq): clean up anyway.
-    if !ips.is_empty() && ip_masq(conf, senv.as_ref()) != Some(false) {
-        let v4: Vec<_> = ips
-            .iter()
-            .filter_map(|ip| match ip {
-                IpAddr::V4(a) => Some(*a),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
-        masq::remove(&conf.name, &v4)?;
+    if !ips.is_empty() && masq_on {
+        masq::remove_with(&conf.name, &ips, early, reap::forked_a_deleter())?;
     }
     if scan {
         store.release(cid, ifname).map_err(ipam_error)?;
