@@ -8,12 +8,13 @@
 //! child, holding the namespace open, deletes the tombstone (see
 //! `reap.rs`). If the child cannot be forked, DEL deletes the link itself.
 
-use std::fs::File;
 use std::net::IpAddr;
 
+use common::netns::Netns;
 use common::SubnetEnv;
 
 use super::{ip_masq, ipam_error, open_netns, open_store, reap};
+
 use crate::env::CniEnv;
 use crate::error::{Code, Result};
 use crate::netlink::{is_veth, Link, Netlink};
@@ -39,10 +40,7 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
     let mut on_iface = Vec::new();
     if let Some(path) = env.netns.as_deref() {
         match open_netns(path) {
-            Ok(ns) => {
-                let place = path.display().to_string();
-                on_iface = detach(&ns, &place, ifname, &conf.delegate.bridge)?;
-            }
+            Ok(ns) => on_iface = detach(&ns, ifname, &conf.delegate.bridge)?,
             Err(e) if e.code == Code::UnknownContainer => {}
             Err(e) => return Err(e),
         }
@@ -80,16 +78,16 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
 /// the addresses it had (both families). A missing interface is fine, and so is one
 /// that ADD did not make (the pod's `lo`, a device of its own): that is
 /// left as it is.
-fn detach(ns: &File, place: &str, ifname: &str, bridge: &str) -> Result<Vec<IpAddr>> {
-    let pod = Netlink::open_in(ns, place)?;
+fn detach(ns: &Netns, ifname: &str, bridge: &str) -> Result<Vec<IpAddr>> {
+    let pod = Netlink::open_in(ns)?;
     let link = pod.link_by_name(ifname)?;
     let Some(link) = link else {
         // Maybe an earlier DEL was killed after renaming it: finish that.
-        remove_tombstones(ns, &pod, place, bridge)?;
+        remove_tombstones(ns, &pod, bridge)?;
         return Ok(Vec::new());
     };
     if !made_by_add(&link, bridge)? {
-        tracing::info!("DEL leaves {ifname} in {place} alone: not a veth of ours on {bridge}");
+        tracing::info!("DEL leaves {ifname} in {ns} alone: not a veth of ours on {bridge}");
         return Ok(Vec::new());
     }
     let addresses = pod.addresses(link.index)?;
@@ -106,8 +104,8 @@ fn detach(ns: &File, place: &str, ifname: &str, bridge: &str) -> Result<Vec<IpAd
 
 /// Deletes a detached link off the critical path (see `reap.rs`), or
 /// inline when no child can be forked.
-fn delete_soon(ns: &File, pod: &Netlink, index: u32, name: &str) -> Result<()> {
-    if let Err(e) = reap::fork_deleter(ns, index) {
+fn delete_soon(ns: &Netns, pod: &Netlink, index: u32, name: &str) -> Result<()> {
+    if let Err(e) = reap::fork_deleter(ns.file(), index) {
         tracing::debug!("cannot fork the link deleter ({e}); deleting {name} inline");
         pod.delete_link(index, name)?;
     }
@@ -116,13 +114,10 @@ fn delete_soon(ns: &File, pod: &Netlink, index: u32, name: &str) -> Result<()> {
 
 /// Deletes the tombstones a DEL killed between its rename and its delete
 /// left in the pod: links named `cnidel…` that are veths of ours.
-fn remove_tombstones(ns: &File, pod: &Netlink, place: &str, bridge: &str) -> Result<()> {
+fn remove_tombstones(ns: &Netns, pod: &Netlink, bridge: &str) -> Result<()> {
     for link in pod.links()? {
         if link.name.starts_with(TOMBSTONE) && made_by_add(&link, bridge)? {
-            tracing::info!(
-                "removing {} in {place}, left by an interrupted DEL",
-                link.name
-            );
+            tracing::info!("removing {} in {ns}, left by an interrupted DEL", link.name);
             delete_soon(ns, pod, link.index, &link.name)?;
         }
     }
