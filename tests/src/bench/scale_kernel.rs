@@ -105,10 +105,13 @@ impl Entries {
                 }
             })
             .collect();
-        let neigh = json("ip", &["neigh", "show", "dev", "flannel.1", "nud", "permanent"])
-            .iter()
-            .map(|n| format!("{} {}", s(n, "dst"), s(n, "lladdr")))
-            .collect();
+        let neigh = json(
+            "ip",
+            &["neigh", "show", "dev", "flannel.1", "nud", "permanent"],
+        )
+        .iter()
+        .map(|n| format!("{} {}", s(n, "dst"), s(n, "lladdr")))
+        .collect();
         let fdb = json("bridge", &["fdb", "show", "dev", "flannel.1"])
             .iter()
             .filter(|f| f["dst"].is_string())

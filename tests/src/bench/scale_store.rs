@@ -19,9 +19,15 @@ const PREFIX: &str = "/coreos.com/network/subnets/";
 pub enum Feed {
     /// The lease directory, and a scratch directory on the same file
     /// system (files are written there and renamed in, as the store does).
-    File { dir: PathBuf, scratch: PathBuf },
+    File {
+        dir: PathBuf,
+        scratch: PathBuf,
+    },
     /// etcd's client URL, reachable from `underlay`.
-    Etcd { endpoint: String, underlay: NetNs },
+    Etcd {
+        endpoint: String,
+        underlay: NetNs,
+    },
     Kube(KubeApiServer),
 }
 
@@ -89,8 +95,10 @@ impl Feed {
                     .collect();
                 self.etcd(move |mut c| async move {
                     for chunk in keys.chunks(TXN_OPS) {
-                        let ops: Vec<TxnOp> =
-                            chunk.iter().map(|k| TxnOp::delete(k.as_str(), None)).collect();
+                        let ops: Vec<TxnOp> = chunk
+                            .iter()
+                            .map(|k| TxnOp::delete(k.as_str(), None))
+                            .collect();
                         c.txn(Txn::new().and_then(ops))
                             .await
                             .map_err(|e| format!("delete {} leases: {e}", chunk.len()))?;

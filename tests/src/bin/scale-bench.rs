@@ -12,9 +12,10 @@
 //! - 500 leases removed and 500 added → the kernel matches: the last
 //!   kernel change seen, after the last store write;
 //! - etcd: the same churn while flanneld is stopped (SIGSTOP), the history
-//!   then compacted: flanneld's watch is cancelled as compacted, it
-//!   re-lists and diffs (checked in its log): SIGCONT → kernel matches,
-//!   and that relist's CPU.
+//!   then compacted, flanneld continued: SIGCONT → kernel matches, and the
+//!   CPU it took. Whether etcd cancelled the watch as compacted (so that
+//!   flanneld re-listed and diffed) is read from flanneld's log and printed;
+//!   in the runs so far etcd replayed the buffered events instead.
 //!
 //! Every figure is taken after checking that flannel.1 holds exactly the
 //! expected entries. Figures, not assertions. Needs root; builds its own
@@ -40,7 +41,9 @@ use serde_json::json;
 const RESYNC_INTERVAL: u64 = 5;
 
 fn usage() -> ! {
-    eprintln!("usage: scale-bench [--nodes 1000,5000,10000] [--stores file,etcd,kube] [--churn 500]");
+    eprintln!(
+        "usage: scale-bench [--nodes 1000,5000,10000] [--stores file,etcd,kube] [--churn 500]"
+    );
     std::process::exit(2)
 }
 
@@ -219,18 +222,26 @@ fn run(store: StoreKind, n: u32, churn: u32) -> Figures {
     let (mut subnet_env, mut dev_seen) = (None, false);
     let deadline = start + Duration::from_secs(60);
     while subnet_env.is_none() || !dev_seen {
-        assert!(Instant::now() < deadline, "flanneld did not start: {}", tail(&log_path));
+        assert!(
+            Instant::now() < deadline,
+            "flanneld did not start: {}",
+            tail(&log_path)
+        );
         if subnet_env.is_none() && subnet_file.exists() {
             subnet_env = Some(start.elapsed());
         }
-        dev_seen = dev_seen || node.ns.run(|| has_flannel1());
+        dev_seen = dev_seen || node.ns.run(has_flannel1);
         std::thread::sleep(Duration::from_micros(500));
     }
     let monitor = EntryMonitor::start(&node.ns, "flannel.1");
     let programmed_at = wait_match(&ns_name, &want, &monitor, start, want.count(), &log_path);
     let programmed = programmed_at - start;
     let subnet_env = subnet_env.unwrap_or_default();
-    eprintln!("programmed: {} (subnet.env {})", ms(programmed), ms(subnet_env));
+    eprintln!(
+        "programmed: {} (subnet.env {})",
+        ms(programmed),
+        ms(subnet_env)
+    );
     let start_log_lines = std::fs::read_to_string(&log_path)
         .map(|t| t.lines().count())
         .unwrap_or(0);
@@ -262,8 +273,11 @@ fn run(store: StoreKind, n: u32, churn: u32) -> Figures {
         signed_ms(churn_s)
     );
 
-    let relist = (store == StoreKind::Etcd)
-        .then(|| relist_after_compaction(&feed, pid, &ns_name, &monitor, &now_peers, churn, n, &log_path));
+    let relist = (store == StoreKind::Etcd).then(|| {
+        relist_after_compaction(
+            &feed, pid, &ns_name, &monitor, &now_peers, churn, n, &log_path,
+        )
+    });
 
     flanneld.stop(Duration::from_secs(5));
     Figures {
@@ -279,7 +293,7 @@ fn run(store: StoreKind, n: u32, churn: u32) -> Figures {
 }
 
 /// etcd: churn while flanneld is stopped, history compacted, flanneld
-/// continued: its watch is cancelled as compacted and it re-lists.
+/// continued; says whether its watch was cancelled as compacted.
 #[allow(clippy::too_many_arguments)]
 fn relist_after_compaction(
     feed: &Feed,
@@ -295,16 +309,16 @@ fn relist_after_compaction(
     use nix::unistd::Pid;
     let gone: Vec<FakePeer> = peers[..churn as usize].to_vec();
     let new: Vec<FakePeer> = (n + churn..n + 2 * churn).map(FakePeer::new).collect();
-    let after: Vec<FakePeer> = peers[churn as usize..].iter().chain(&new).cloned().collect();
+    let after: Vec<FakePeer> = peers[churn as usize..]
+        .iter()
+        .chain(&new)
+        .cloned()
+        .collect();
     let want = Entries::wanted(&after);
     let compacted_before = count_in(log, "was compacted");
     let _ = kill(Pid::from_raw(pid as i32), Signal::SIGSTOP);
     feed.remove(&gone);
     feed.add(&new);
-    // Renewal-like rewrites of every lease, so etcd's buffer for the
-    // stopped watcher overflows and it is moved to the unsynced set, which
-    // a compaction then cancels.
-    feed.add(&after);
     feed.compact();
     let cpu0 = cpu(pid);
     let since = Instant::now();
@@ -315,9 +329,17 @@ fn relist_after_compaction(
     let compacted = count_in(log, "was compacted") > compacted_before;
     let took = matched.duration_since(since);
     if compacted {
-        format!("relisted: SIGCONT → matches {}, {} CPU", ms(took), ms(relist_cpu))
+        format!(
+            "relisted: SIGCONT → matches {}, {} CPU",
+            ms(took),
+            ms(relist_cpu)
+        )
     } else {
-        format!("no compaction cancel (events replayed): SIGCONT → matches {}, {} CPU", ms(took), ms(relist_cpu))
+        format!(
+            "no compaction cancel (events replayed): SIGCONT → matches {}, {} CPU",
+            ms(took),
+            ms(relist_cpu)
+        )
     }
 }
 
@@ -346,7 +368,11 @@ fn wait_match(
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut last_read = Instant::now();
     loop {
-        assert!(Instant::now() < deadline, "flannel.1 never matched: {}", tail(log));
+        assert!(
+            Instant::now() < deadline,
+            "flannel.1 never matched: {}",
+            tail(log)
+        );
         let seen: Vec<Instant> = monitor
             .events()
             .into_iter()
