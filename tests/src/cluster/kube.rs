@@ -19,7 +19,7 @@ use crate::kube_api::{DownMode, NodeFixture, RequestRecord};
 use crate::netns::NetNs;
 use crate::proc::{ChildGuard, RecordedProcess};
 use serde_json::Value;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -42,13 +42,14 @@ fn admin_url() -> String {
     format!("https://{UNDERLAY_GATEWAY}:{KUBE_ADMIN_PORT}")
 }
 
-/// The Node a kubelet registers for node `name` at `ip`: a realistic Node
-/// (about 10 KiB) with `InternalIP` `ip`, no podCIDR yet, and the
-/// condition `NetworkUnavailable=True` a cloud's route controller leaves on
-/// a new node until the network is up.
-pub fn kubelet_node(name: &str, ip: Ipv4Addr) -> Value {
+/// The Node a kubelet registers for node `name` at `ip` (and `ip6`): a
+/// realistic Node (about 10 KiB) with `InternalIP` `ip` (and a second,
+/// `ip6`), no podCIDR yet, and the condition `NetworkUnavailable=True` a
+/// cloud's route controller leaves on a new node until the network is up.
+pub fn kubelet_node(name: &str, ip: Ipv4Addr, ip6: Option<Ipv6Addr>) -> Value {
     let mut f = NodeFixture::new(name, 0);
     f.internal_ip = ip;
+    f.internal_ip6 = ip6;
     let mut node = f.build();
     let conds = node
         .pointer_mut("/status/conditions")
@@ -79,21 +80,57 @@ fn mask(len: u8) -> u32 {
     }
 }
 
-/// The node's IPv4 podCIDR: the IPv4 entry of `spec.podCIDRs`, else
-/// `spec.podCIDR`, if it is a network address.
-fn pod_cidr_v4(node: &Value) -> Option<String> {
-    let list: Vec<&str> = match node.pointer("/spec/podCIDRs").and_then(Value::as_array) {
+/// The node's podCIDRs: `spec.podCIDRs`, else `spec.podCIDR`.
+fn pod_cidrs(node: &Value) -> Vec<&str> {
+    match node.pointer("/spec/podCIDRs").and_then(Value::as_array) {
         Some(a) if !a.is_empty() => a.iter().filter_map(Value::as_str).collect(),
         _ => node
             .pointer("/spec/podCIDR")
             .and_then(Value::as_str)
             .into_iter()
             .collect(),
-    };
-    list.into_iter()
+    }
+}
+
+/// The node's IPv4 podCIDR: the IPv4 entry of its podCIDRs, if it is a
+/// network address.
+fn pod_cidr_v4(node: &Value) -> Option<String> {
+    pod_cidrs(node)
+        .into_iter()
         .find(|c| parse_cidr(c).is_some())
         .filter(|c| network_of(c).as_deref() == Some(*c))
         .map(str::to_owned)
+}
+
+/// The node's IPv6 podCIDR, if it is a network address inside `network6`
+/// (when known).
+fn pod_cidr_v6(node: &Value, network6: Option<(u128, u8)>) -> Option<String> {
+    let c = pod_cidrs(node)
+        .into_iter()
+        .find(|c| super::family::network_of6(c).as_deref() == Some(*c))?;
+    let (ip, len) = parse_cidr6(c)?;
+    if let Some((net, nlen)) = network6 {
+        if len < nlen || ip & mask6(nlen) != net & mask6(nlen) {
+            return None;
+        }
+    }
+    Some(c.to_owned())
+}
+
+/// `fd00::/56` as (network address, prefix length).
+fn parse_cidr6(s: &str) -> Option<(u128, u8)> {
+    let (ip, len) = s.split_once('/')?;
+    let ip: Ipv6Addr = ip.parse().ok()?;
+    let len: u8 = len.parse().ok().filter(|l| *l <= 128)?;
+    Some((u128::from(ip), len))
+}
+
+fn mask6(len: u8) -> u128 {
+    if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(len))
+    }
 }
 
 /// The annotation `<prefix><short>` of `node`.
@@ -104,34 +141,95 @@ pub fn annotation<'a>(node: &'a Value, short: &str) -> Option<&'a str> {
 }
 
 /// The lease a Node stands for, as flanneld reads it: flannel manages it
-/// (`kube-subnet-manager: "true"`), it names an IPv4 public IP, and its
-/// podCIDR lies inside `network` (when known). `path` is the node's name.
-pub fn lease_of_node(node: &Value, network: Option<(u32, u8)>) -> Option<LeaseFile> {
+/// (`kube-subnet-manager: "true"`); its IPv4 half when it names an IPv4
+/// public IP and its IPv4 podCIDR lies inside `network` (when known); its
+/// IPv6 half when it names a `public-ipv6` and its IPv6 podCIDR lies
+/// inside `network6` (when known); at least one half. `path` is the
+/// node's name.
+pub fn lease_of_node(
+    node: &Value,
+    network: Option<(u32, u8)>,
+    network6: Option<(u128, u8)>,
+) -> Option<LeaseFile> {
     if annotation(node, "kube-subnet-manager") != Some("true") {
         return None;
     }
-    let public_ip: Ipv4Addr = annotation(node, "public-ip")?.parse().ok()?;
-    let subnet = pod_cidr_v4(node)?;
-    if let Some((net, len)) = network {
-        let (ip, sub_len) = parse_cidr(&subnet)?;
-        if sub_len < len || ip & mask(len) != net & mask(len) {
-            return None;
+    let v4 = || -> Option<(String, Ipv4Addr)> {
+        let public_ip: Ipv4Addr = annotation(node, "public-ip")?.parse().ok()?;
+        let subnet = pod_cidr_v4(node)?;
+        if let Some((net, len)) = network {
+            let (ip, sub_len) = parse_cidr(&subnet)?;
+            if sub_len < len || ip & mask(len) != net & mask(len) {
+                return None;
+            }
         }
+        Some((subnet, public_ip))
+    };
+    let v6 = || -> Option<(String, Ipv6Addr)> {
+        let public_ip: Ipv6Addr = annotation(node, "public-ipv6")?.parse().ok()?;
+        Some((pod_cidr_v6(node, network6)?, public_ip))
+    };
+    let (v4, v6) = (v4(), v6());
+    if v4.is_none() && v6.is_none() {
+        return None;
     }
-    let data: Value = annotation(node, "backend-data")
-        .and_then(|d| serde_json::from_str(d).ok())
-        .unwrap_or(Value::Null);
+    let json_of = |key: &str| -> Value {
+        annotation(node, key)
+            .and_then(|d| serde_json::from_str(d).ok())
+            .unwrap_or(Value::Null)
+    };
+    let data = json_of("backend-data");
+    let data6 = json_of("backend-v6-data");
     let name = node.pointer("/metadata/name").and_then(Value::as_str)?;
+    let (subnet, public_ip) = v4
+        .map(|(s, ip)| (s, ip.to_string()))
+        .unwrap_or_default();
     Some(LeaseFile {
         path: PathBuf::from(name),
         subnet,
-        public_ip: public_ip.to_string(),
+        subnet6: v6.as_ref().map(|(s, _)| s.clone()),
+        public_ip,
+        public_ipv6: v6.map(|(_, ip)| ip.to_string()),
+        vtep_mac6: data6["VtepMAC"].as_str().map(str::to_lowercase),
         backend_type: annotation(node, "backend-type").unwrap_or("").to_owned(),
         vni: data["VNI"].as_u64(),
         vtep_mac: data["VtepMAC"].as_str().unwrap_or("").to_lowercase(),
         expires: None,
         raw: node.clone(),
     })
+}
+
+/// The CIDRs the node IPAM controller hands out for a net-conf.json
+/// text, as kube-controller-manager's `--cluster-cidr` list and node mask
+/// sizes: the IPv4 `Network` (unless `EnableIPv4` is false) and the
+/// `IPv6Network` (when `EnableIPv6`, each node a /`IPv6SubnetLen`, 64 by
+/// default).
+fn ipam_of_conf(net_conf: Option<&str>) -> (Vec<String>, u8, u8) {
+    let v: Value = net_conf
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or(Value::Null);
+    let (net, len) = network_of_conf(net_conf);
+    let mut cidrs = Vec::new();
+    if v["EnableIPv4"].as_bool() != Some(false) {
+        cidrs.push(net);
+    }
+    let len6 = v["IPv6SubnetLen"]
+        .as_u64()
+        .and_then(|l| u8::try_from(l).ok())
+        .unwrap_or(64);
+    if v["EnableIPv6"].as_bool() == Some(true) {
+        cidrs.extend(v["IPv6Network"].as_str().map(str::to_owned));
+    }
+    (cidrs, len, len6)
+}
+
+/// The `IPv6Network` of a net-conf.json text, when IPv6 is enabled.
+fn network6_of_conf(net_conf: Option<&str>) -> Option<(u128, u8)> {
+    let v: Value = serde_json::from_str(net_conf?).ok()?;
+    if v["EnableIPv6"].as_bool() != Some(true) {
+        return None;
+    }
+    parse_cidr6(v["IPv6Network"].as_str()?)
 }
 
 /// The `Network` and `SubnetLen` of a net-conf.json text (flannel's
@@ -163,6 +261,7 @@ pub struct KubeStandin {
     dir: PathBuf,
     kubeconfig: PathBuf,
     network: Option<(u32, u8)>,
+    network6: Option<(u128, u8)>,
 }
 
 impl KubeStandin {
@@ -186,7 +285,7 @@ impl KubeStandin {
             .unwrap_or_else(|e| panic!("open {}: {e}", log_path.display()));
         let err = log.try_clone().expect("dup the stand-in's log fd");
         let kubeconfig = cluster_dir.join("kubeconfig");
-        let (network, node_len) = network_of_conf(net_conf);
+        let (cidrs, node_len, node_len6) = ipam_of_conf(net_conf);
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -199,8 +298,9 @@ impl KubeStandin {
             .arg(format!("{UNDERLAY_GATEWAY}:{KUBE_ADMIN_PORT}"))
             .arg("--tls-dir")
             .arg(dir.join("tls"))
-            .args(["--cluster-cidr", &network])
+            .args(["--cluster-cidr", &cidrs.join(",")])
             .args(["--node-cidr-mask", &node_len.to_string()])
+            .args(["--node-cidr-mask-ipv6", &node_len6.to_string()])
             .arg("--kubeconfig")
             .arg(&kubeconfig)
             // Kept off the command line.
@@ -242,6 +342,7 @@ impl KubeStandin {
             dir: cluster_dir.join("kube"),
             kubeconfig,
             network: parse_cidr(&network_of_conf(net_conf).0),
+            network6: network6_of_conf(net_conf),
         }
     }
 
@@ -321,9 +422,10 @@ impl KubeStandin {
             .unwrap_or_else(|e| panic!("create node {}: {e}", node["metadata"]["name"]))
     }
 
-    /// Registers node `name` at `ip` as its kubelet would ([`kubelet_node`]).
-    pub fn register_node(&self, name: &str, ip: Ipv4Addr) -> Value {
-        self.create_node(&kubelet_node(name, ip))
+    /// Registers node `name` at `ip` (and `ip6`) as its kubelet would
+    /// ([`kubelet_node`]).
+    pub fn register_node(&self, name: &str, ip: Ipv4Addr, ip6: Option<Ipv6Addr>) -> Value {
+        self.create_node(&kubelet_node(name, ip, ip6))
     }
 
     /// Deletes Node `name`; false if there was none.
@@ -356,7 +458,7 @@ impl KubeStandin {
             .try_nodes()
             .unwrap_or_default()
             .iter()
-            .filter_map(|n| lease_of_node(n, self.network))
+            .filter_map(|n| lease_of_node(n, self.network, self.network6))
             .collect();
         v.sort_by(|a, b| a.subnet.cmp(&b.subnet));
         v
@@ -467,14 +569,14 @@ mod tests {
     #[test]
     fn nodes_become_leases_as_flanneld_reads_them() {
         let ip = Ipv4Addr::new(192, 168, 64, 10);
-        let mut n = kubelet_node("node0", ip);
+        let mut n = kubelet_node("node0", ip, None);
         let cond = n["status"]["conditions"]
             .as_array()
             .and_then(|c| c.iter().find(|c| c["type"] == "NetworkUnavailable"))
             .cloned();
         assert_eq!(cond.map(|c| c["status"].clone()), Some(json!("True")));
         let net = parse_cidr("10.244.0.0/16");
-        assert!(lease_of_node(&n, net).is_none(), "no annotations yet");
+        assert!(lease_of_node(&n, net, None).is_none(), "no annotations yet");
         n["spec"]["podCIDRs"] = json!(["10.244.3.0/24"]);
         n["metadata"]["annotations"]
             .as_object_mut()
@@ -487,7 +589,7 @@ mod tests {
                 }
                 .to_map(),
             );
-        let l = lease_of_node(&n, net).expect("a lease");
+        let l = lease_of_node(&n, net, None).expect("a lease");
         assert_eq!(
             (l.subnet.as_str(), l.public_ip.as_str(), l.vni),
             ("10.244.3.0/24", "192.168.64.10", Some(1))
@@ -496,10 +598,10 @@ mod tests {
         assert_eq!(l.path, PathBuf::from("node0"));
         assert!(!l.is_expired());
         n["spec"]["podCIDRs"] = json!(["10.99.3.0/24"]);
-        assert!(lease_of_node(&n, net).is_none(), "outside the Network");
+        assert!(lease_of_node(&n, net, None).is_none(), "outside the Network");
         n["spec"]["podCIDRs"] = json!(["fd00::/64", "10.244.4.0/24"]);
         assert_eq!(
-            lease_of_node(&n, net).map(|l| l.subnet).as_deref(),
+            lease_of_node(&n, net, None).map(|l| l.subnet).as_deref(),
             Some("10.244.4.0/24")
         );
         assert_eq!(
@@ -507,5 +609,30 @@ mod tests {
             ("10.1.0.0/16".to_owned(), 26)
         );
         assert_eq!(network_of_conf(None), ("10.244.0.0/16".to_owned(), 24));
+    }
+
+    #[test]
+    fn dual_stack_and_ipv6_only_nodes_become_leases() {
+        let ip6: Ipv6Addr = "fd00:192:168:64::a".parse().unwrap();
+        let mut n = kubelet_node("node0", Ipv4Addr::new(192, 168, 64, 10), Some(ip6));
+        assert_eq!(n["status"]["addresses"][1]["address"], json!("fd00:192:168:64::a"));
+        let a = |k: &str| format!("{ANNOTATION_PREFIX}{k}");
+        n["metadata"]["annotations"][a("kube-subnet-manager")] = json!("true");
+        n["metadata"]["annotations"][a("public-ipv6")] = json!(ip6.to_string());
+        n["metadata"]["annotations"][a("backend-v6-data")] =
+            json!(r#"{"VNI":1,"VtepMAC":"0E:00:00:00:00:06"}"#);
+        n["spec"]["podCIDRs"] = json!(["fd00:10:244:3::/64"]);
+        let net6 = parse_cidr6("fd00:10:244::/56");
+        let l = lease_of_node(&n, None, net6).expect("an IPv6-only lease");
+        assert_eq!((l.subnet.as_str(), l.subnet6.as_deref()), ("", Some("fd00:10:244:3::/64")));
+        assert_eq!(l.vtep_mac6.as_deref(), Some("0e:00:00:00:00:06"));
+        n["spec"]["podCIDRs"] = json!(["fd00:99::/64"]);
+        assert!(lease_of_node(&n, None, net6).is_none(), "outside IPv6Network");
+        let dual = r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}"#;
+        let (cidrs, len, len6) = ipam_of_conf(Some(dual));
+        assert_eq!((cidrs.join(","), len, len6), ("10.244.0.0/16,fd00:10:244::/56".into(), 24, 64));
+        let only6 = r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}"#;
+        assert_eq!(ipam_of_conf(Some(only6)).0, vec!["fd00:10:244::/56".to_owned()]);
+        assert_eq!(network6_of_conf(Some(only6)), net6);
     }
 }

@@ -7,8 +7,9 @@
 //! Layout of one cluster (every name carries this process's `ft<pid>-` prefix):
 //!
 //! ```text
-//!   underlay netns: br0 192.168.64.1/24
+//!   underlay netns: br0 192.168.64.1/24 (+ fd00:192:168:64::1/64 with IPv6)
 //!     ├─ veth ── node0 netns: eth0 192.168.64.10/24, default via 192.168.64.1
+//!     │                        (+ fd00:192:168:64::a/64, default via ...::1)
 //!     ├─ veth ── node1 netns: eth0 192.168.64.11/24 ...
 //!   <tmp>/leases/            shared lease directory (--lease-dir)
 //!   <tmp>/net-conf.json      --net-config-path
@@ -17,11 +18,16 @@
 //!   <tmp>/node<i>/flanneld.log  flanneld's stderr (printed when a test fails)
 //! ```
 //!
+//! The overlay runs IPv4, IPv6 or both ([`IpFamily`], `family.rs`): the
+//! underlay gets IPv6 too when the overlay does, and the checks look at
+//! `flannel-v6.1` next to `flannel.1`.
+//!
 //! Everything is removed on drop, also on panic: daemons stopped by PID,
 //! namespaces deleted, the temp dir removed.
 
 mod checks;
 pub mod entry_monitor;
+pub mod family;
 mod kernel;
 pub mod kube;
 pub mod kube_client;
@@ -36,9 +42,12 @@ pub mod traffic;
 pub mod upstream;
 
 pub use checks::{SECOND_BRIDGE, SECOND_GATEWAY};
-pub use kernel::{FdbEntry, KernelState, NeighEntry, PeerEntries, RouteEntry, VxlanInfo};
+pub use family::{network_of6, network_of_any, node_ip6, IpFamily, UNDERLAY_GATEWAY6, VXLAN_DEV6};
+pub use kernel::{
+    vxlan_dev, FdbEntry, KernelState, NeighEntry, PeerEntries, RouteEntry, VxlanInfo,
+};
 pub use lease::LeaseFile;
-pub use node::{network_of, DaemonRun, Node};
+pub use node::{env_is_ready, network_of, DaemonRun, Node};
 pub use persist::{ClusterState, NodeState, PodState};
 pub use pod::ClusterPod;
 pub use store::{Store, StoreKind};
@@ -107,6 +116,7 @@ pub struct ClusterBuilder {
     dir: Option<PathBuf>,
     detached: bool,
     store: StoreKind,
+    family: IpFamily,
 }
 
 impl Default for ClusterBuilder {
@@ -123,6 +133,7 @@ impl Default for ClusterBuilder {
             dir: None,
             detached: false,
             store: StoreKind::File,
+            family: IpFamily::V4,
         }
     }
 }
@@ -210,6 +221,15 @@ impl ClusterBuilder {
         self
     }
 
+    /// The overlay's families (IPv4 by default): the underlay gets IPv6
+    /// addresses when it includes IPv6, and `net-conf.json` becomes the
+    /// family's ([`IpFamily::net_conf`]; a later `net_conf` replaces it).
+    pub fn ip_family(mut self, family: IpFamily) -> Self {
+        self.family = family;
+        self.net_conf = Some(family.net_conf().to_string());
+        self
+    }
+
     /// A namespace named after `short` (this process's unique names) or
     /// `<prefix><long>` (with a name prefix).
     fn make_ns(&self, short: &str, long: &str) -> NetNs {
@@ -228,6 +248,10 @@ impl ClusterBuilder {
         let underlay = self.make_ns("u", "underlay");
         underlay.add_bridge(UNDERLAY_BRIDGE);
         underlay.add_addr(UNDERLAY_BRIDGE, &format!("{UNDERLAY_GATEWAY}/24"));
+        if self.family.has_v6() {
+            let a = format!("{UNDERLAY_GATEWAY6}/64");
+            underlay.ip_ok(&["-6", "addr", "add", &a, "dev", UNDERLAY_BRIDGE, "nodad"]);
+        }
         if let Some(mtu) = self.mtu {
             underlay.ip_ok(&["link", "set", UNDERLAY_BRIDGE, "mtu", &mtu.to_string()]);
         }
@@ -326,6 +350,11 @@ impl Cluster {
         &self.flannel
     }
 
+    /// The overlay's families.
+    pub fn family(&self) -> IpFamily {
+        self.opts.family
+    }
+
     pub fn resync_interval(&self) -> Duration {
         Duration::from_secs(self.opts.resync_interval)
     }
@@ -364,10 +393,17 @@ impl Cluster {
         }
         ns.add_addr("eth0", &format!("{ip}/24"));
         ns.ip_ok(&["route", "add", "default", "via", UNDERLAY_GATEWAY]);
+        let ip6 = self.opts.family.has_v6().then(|| node_ip6(i));
+        if let Some(ip6) = ip6 {
+            let a = format!("{ip6}/64");
+            ns.ip_ok(&["-6", "addr", "add", &a, "dev", "eth0", "nodad"]);
+            ns.ip_ok(&["-6", "route", "add", "default", "via", UNDERLAY_GATEWAY6]);
+        }
         let dir = self.dir.join(&name);
         std::fs::create_dir_all(dir.join("ipam")).expect("create node dir");
-        self.store.register_node(&name, ip);
+        self.store.register_node(&name, ip, ip6);
         let mut node = Node::new(name, ns, ip, dir);
+        node.ip6 = ip6;
         node.detached = self.opts.detached;
         self.nodes.push(node);
         i
@@ -502,12 +538,12 @@ impl Cluster {
         self.opts.make_ns(short, long)
     }
 
-    /// The unexpired lease whose PublicIP is node `i`'s.
+    /// The unexpired lease whose PublicIP (or PublicIPv6) is node `i`'s.
     pub fn lease_of(&self, i: usize) -> Option<LeaseFile> {
-        let ip = self.nodes[i].ip.to_string();
+        let n = &self.nodes[i];
         self.leases()
             .into_iter()
-            .find(|l| l.public_ip == ip && !l.is_expired())
+            .find(|l| l.is_of(n.ip, n.ip6) && !l.is_expired())
     }
 
     #[track_caller]
@@ -529,14 +565,25 @@ impl Cluster {
     }
 
     /// What node `i`'s flannel.1 should hold: one entry set per unexpired
-    /// vxlan lease of another public IP.
+    /// vxlan lease of another node that has an IPv4 subnet.
     pub fn expected_peers(&self, i: usize) -> Vec<PeerEntries> {
-        let me = self.nodes[i].ip.to_string();
+        self.expected_peers_of(i, IpFamily::V4)
+    }
+
+    /// What node `i`'s device of single family `f` (flannel.1 or
+    /// flannel-v6.1) should hold: one entry set per unexpired vxlan lease
+    /// of another node that has a subnet of `f`. Nothing when the cluster
+    /// runs no `f`: the device must then hold no peer.
+    pub fn expected_peers_of(&self, i: usize, f: IpFamily) -> Vec<PeerEntries> {
+        if !self.opts.family.singles().contains(&f) {
+            return Vec::new();
+        }
+        let n = &self.nodes[i];
         let mut v: Vec<PeerEntries> = self
             .leases()
             .iter()
-            .filter(|l| l.public_ip != me && !l.is_expired() && l.backend_type == "vxlan")
-            .map(PeerEntries::from_lease)
+            .filter(|l| !l.is_of(n.ip, n.ip6) && !l.is_expired() && l.backend_type == "vxlan")
+            .filter_map(|l| PeerEntries::of_family(l, f))
             .collect();
         v.sort_by(|a, b| a.subnet.cmp(&b.subnet));
         v
@@ -547,20 +594,46 @@ impl Cluster {
         KernelState::read(&self.nodes[i].ns)
     }
 
+    /// Node `i`'s kernel state on the device of single family `f`.
+    pub fn kernel_of(&self, i: usize, f: IpFamily) -> KernelState {
+        KernelState::read_family(&self.nodes[i].ns, f)
+    }
+
     /// `Ok` when node `i`'s routes, neighbours and FDB entries on flannel.1 are
     /// exactly those of `expected`.
     pub fn check_entries(&self, i: usize, expected: &[PeerEntries]) -> Result<(), String> {
-        self.kernel(i)
+        self.check_entries_of(i, IpFamily::V4, expected)
+    }
+
+    /// As [`check_entries`](Self::check_entries), on the device of single
+    /// family `f`.
+    pub fn check_entries_of(
+        &self,
+        i: usize,
+        f: IpFamily,
+        expected: &[PeerEntries],
+    ) -> Result<(), String> {
+        self.kernel_of(i, f)
             .check_exactly(expected)
             .map_err(|e| format!("{}: {e}", self.nodes[i].name))
     }
 
+    /// `Ok` when node `i`'s flannel.1 and flannel-v6.1 each hold exactly
+    /// what the leases call for (a family the cluster does not run: no
+    /// peer entries at all).
+    pub fn check_all_entries(&self, i: usize) -> Result<(), String> {
+        for f in [IpFamily::V4, IpFamily::V6] {
+            self.check_entries_of(i, f, &self.expected_peers_of(i, f))?;
+        }
+        Ok(())
+    }
+
     /// Waits until every node in `which` has exactly the entries its current
-    /// peers' leases call for.
+    /// peers' leases call for, in both families.
     pub fn wait_converged(&self, which: &[usize], timeout: Duration) {
         crate::wait::eventually(timeout, "peer entries to match the leases", || {
             for &i in which {
-                self.check_entries(i, &self.expected_peers(i))?;
+                self.check_all_entries(i)?;
             }
             Ok(())
         });

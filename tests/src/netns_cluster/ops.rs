@@ -48,20 +48,22 @@ pub fn matrix(name: &str, tcp: bool, timeout: Duration) -> Result<(String, bool)
     }
     catching(|| {
         let refs: Vec<_> = pods.iter().collect();
-        let m = c.ping_matrix(&refs, timeout);
-        let mut text = m.render();
-        let mut ok = m.all_ok();
-        for f in m.failures() {
-            text.push_str(&format!("  unreachable: {f}\n"));
-        }
+        // One matrix per family the cluster runs (ping -4, ping -6, ...).
+        let mut ms = c.ping_matrices(&refs, timeout);
         if tcp {
-            let t = c.tcp_matrix(&refs, timeout);
-            text.push('\n');
-            text.push_str(&t.render());
-            for f in t.failures() {
+            ms.extend(c.tcp_matrices(&refs, timeout));
+        }
+        let mut text = String::new();
+        let mut ok = true;
+        for m in &ms {
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(&m.render());
+            for f in m.failures() {
                 text.push_str(&format!("  unreachable: {f}\n"));
             }
-            ok &= t.all_ok();
+            ok &= m.all_ok();
         }
         Ok((text, ok))
     })
