@@ -1,7 +1,7 @@
 //! Command line: flannel's flag names and defaults, each also readable
 //! from `FLANNELD_<UPPER_SNAKE>`. flannel-rs additions are marked.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use clap::{ArgAction, Parser};
@@ -54,6 +54,10 @@ pub struct Cli {
     /// IP accessible by other nodes for inter-host communication
     #[arg(long, env = "FLANNELD_PUBLIC_IP")]
     pub public_ip: Option<Ipv4Addr>,
+    /// IPv6 accessible by other nodes for inter-host communication (with
+    /// EnableIPv6; default: the interface's first global IPv6 address)
+    #[arg(long, env = "FLANNELD_PUBLIC_IPV6")]
+    pub public_ipv6: Option<Ipv6Addr>,
 
     /// filename where env variables (subnet, MTU, ...) will be written to
     #[arg(

@@ -1,7 +1,7 @@
 //! The daemon's life: acquire a lease, bring up flannel.<VNI>, publish
 //! subnet.env, then keep the kernel true to the leases until told to stop.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -12,20 +12,23 @@ use rtnetlink::Handle;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::Instant;
 
-use crate::datapath::{Datapath, Follow};
+use crate::datapath::{Datapath, Follow, Specs};
 use crate::http::Readiness;
 use crate::iface::ExtIface;
 use crate::lease::{Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming, Previous};
 use crate::masq::{self, MasqKeeper, MasqRules};
 use crate::metrics::Metrics;
 use crate::netconf::{Family, NetConfig};
-use crate::vxlan::DeviceSpec;
+use crate::vxlan::{DeviceSpec, VxlanFamily};
 use crate::{mac, watch_kernel};
 
 /// Everything the daemon needs besides the store.
 pub struct Settings {
     pub ext: ExtIface,
     pub public_ip: Ipv4Addr,
+    /// With EnableIPv6: `--public-ipv6` or the interface's global IPv6
+    /// (see [`crate::iface::public_ipv6`]).
+    pub public_ipv6: Option<Ipv6Addr>,
     pub subnet_file: PathBuf,
     pub ip_masq: bool,
     /// `--iptables-forward-rules`.
@@ -49,17 +52,18 @@ pub enum Exit {
     Stopped,
 }
 
-/// What this build's datapath can serve: IPv4 (`flannel.<VNI>`). A
-/// configuration with IPv6 is refused before anything is configured,
-/// rather than half-working (issue 12, phase 2: `flannel-v6.<VNI>`).
+/// What this build's datapath can serve: IPv4 (`flannel.<VNI>`) and
+/// dual-stack (with `flannel-v6.<VNI>`). An IPv6-only configuration is
+/// refused before anything is configured, rather than half-working: a
+/// lease is still identified by its IPv4 subnet.
 pub fn check_supported(config: &NetConfig) -> Result<(), String> {
-    if config.ipv6.is_some() {
-        return Err(IPV6_UNSUPPORTED.to_string());
+    if config.ipv4.is_none() {
+        return Err(IPV6_ONLY_UNSUPPORTED.to_string());
     }
-    config.v4().map(drop)
+    Ok(())
 }
 
-pub const IPV6_UNSUPPORTED: &str = "IPv6 (EnableIPv6) is not supported by this build yet: the flannel-v6 datapath is not implemented; see issue 12";
+pub const IPV6_ONLY_UNSUPPORTED: &str = "IPv6-only (EnableIPv4 false) is not supported by this build yet: leases are still identified by their IPv4 subnet; run dual-stack, see issue 12";
 
 pub async fn run(
     store: Box<dyn LeaseStore>,
@@ -99,16 +103,46 @@ pub async fn run(
         port: config.backend.port,
         local: public_ip,
         ext_index: settings.ext.index,
-        mtu: vxlan_mtu(&config, &settings)?,
+        mtu: vxlan_mtu::<ipnetwork::Ipv4Network>(&config, &settings)?,
         mac: vtep_mac,
         gbp: config.backend.gbp,
         learning: config.backend.learning,
     };
-    let mtu = spec.mtu;
+    let spec6 = match (&config.ipv6, settings.public_ipv6) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(format!(
+                "IPv6 is enabled (EnableIPv6) but interface {} has no global IPv6 address: give it one, or pass --public-ipv6",
+                settings.ext.name
+            ))
+        }
+        (Some(_), Some(local)) => Some(DeviceSpec {
+            vni,
+            port: config.backend.port,
+            local,
+            ext_index: settings.ext.index,
+            mtu: vxlan_mtu::<ipnetwork::Ipv6Network>(&config, &settings)?,
+            mac: hints
+                .vtep_mac_v6
+                .unwrap_or_else(|| mac::vtep_mac_v6(local, vni)),
+            gbp: config.backend.gbp,
+            learning: config.backend.learning,
+        }),
+    };
+    // Pods get an MTU that fits every family's device.
+    let mtu = spec6.as_ref().map_or(spec.mtu, |s6| spec.mtu.min(s6.mtu));
+    let mut attrs = LeaseAttrs::vxlan(public_ip, vni, &mac::format(&vtep_mac));
+    if let Some(s6) = &spec6 {
+        attrs = attrs.with_ipv6(s6.local, vni, &mac::format(&s6.mac));
+    }
+    let specs = Specs {
+        v4: Some(spec),
+        v6: spec6,
+    };
     let mut dp = Datapath::create(
         handle,
         config.clone(),
-        spec,
+        specs,
         store.chooses_subnets(),
         Arc::clone(&metrics),
     )
@@ -119,12 +153,11 @@ pub async fn run(
         ipv4: old_env.as_ref().and_then(SubnetEnv::pod_subnet),
         ipv6: old_env.as_ref().and_then(|e| e.ipv6_subnet),
     };
-    let attrs = LeaseAttrs::vxlan(public_ip, vni, &mac::format(&vtep_mac));
     let acquired = store.acquire_with(&config, &attrs, previous).await;
     metrics.store_request("acquire", &acquired);
     let mut lease = acquired.map_err(|e| format!("acquire a subnet lease: {e}"))?;
     let own = lease.subnet;
-    tracing::info!(subnet = %own, "lease acquired");
+    tracing::info!(subnet = %own, ipv6_subnet = ?lease.ipv6_subnet, "lease acquired");
     let store_kind = settings.store_kind;
     metrics.set_lease(own, lease.attrs.public_ip, store_kind, lease.expiration);
     metrics.store_reachable.set(1);
@@ -153,6 +186,8 @@ pub async fn run(
     let mut changed_at: Option<Instant> = None;
 
     loop {
+        // The devices' ifindexes change when one is recreated.
+        let indexes = dp.indexes();
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping, datapath left in place"); return Ok(Exit::Stopped) }
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping, datapath left in place"); return Ok(Exit::Stopped) }
@@ -168,7 +203,7 @@ pub async fn run(
                 }
                 None => return Err("the lease watch ended".into()),
             },
-            _ = kernel_events.changed(dp.index()) => {
+            _ = kernel_events.changed(&indexes) => {
                 // Something on our device changed: check at once rather
                 // than at the next tick.
                 next_resync = Instant::now() + Duration::from_millis(20);
@@ -232,16 +267,22 @@ pub async fn run(
     }
 }
 
-/// The device's MTU: the external interface's (or `Backend.MTU`) less the
-/// 50 bytes of VXLAN over IPv4.
-fn vxlan_mtu(config: &NetConfig, settings: &Settings) -> Result<u32, String> {
+/// A device's MTU: the external interface's (or `Backend.MTU`) less the
+/// family's encapsulation: 50 bytes of VXLAN over IPv4, 70 over IPv6.
+/// IPv6 needs 1280 inside.
+fn vxlan_mtu<F: VxlanFamily>(config: &NetConfig, settings: &Settings) -> Result<u32, String> {
     let base = config.backend.mtu.unwrap_or(settings.ext.mtu);
-    base.checked_sub(50).filter(|m| *m >= 576).ok_or_else(|| {
-        format!(
-            "MTU {base} of {} leaves no room for VXLAN (needs at least 626)",
-            settings.ext.name
-        )
-    })
+    let least = if F::BITS == 128 { 1280 } else { 576 };
+    base.checked_sub(F::OVERHEAD)
+        .filter(|m| *m >= least)
+        .ok_or_else(|| {
+            format!(
+                "MTU {base} of {} leaves no room for VXLAN over {} (needs at least {})",
+                settings.ext.name,
+                F::NAME,
+                least + F::OVERHEAD
+            )
+        })
 }
 
 /// Installs the masquerade and forward rules. Masquerading was asked for,

@@ -1,5 +1,7 @@
-//! The node's datapath: the `flannel.<VNI>` device and, for every peer
-//! lease, its neighbour, FDB and route entries. One method per event the
+//! The node's datapath: per enabled address family, the `flannel.<VNI>`
+//! / `flannel-v6.<VNI>` device and, for every peer lease, its neighbour,
+//! FDB and route entries (`family.rs`: one family's half, written once for
+//! both). One method per event the
 //! daemon's loop receives: a lease event, a device check, a resync.
 //!
 //! Owns the device and the set of peers; decides which leases are peers
@@ -7,19 +9,22 @@
 //! `vxlan`. It does not talk to the lease store, nor decide when to act:
 //! that is the daemon's loop.
 
-use std::collections::{BTreeMap, HashMap};
+mod family;
+
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 use rtnetlink::Handle;
 
-use crate::lease::{skip, Lease, LeaseEvent};
-use crate::mac;
+use crate::lease::{Lease, LeaseEvent};
 use crate::metrics::Metrics;
-use crate::netconf::{FamilyConfig, NetConfig};
-use crate::vxlan::{Device, DeviceSpec, Peer, Repairs, Vxlan};
+use crate::netconf::NetConfig;
+use crate::vxlan::{DeviceSpec, KernelCounts, Repairs};
+use family::FamilyPath;
+pub use family::{lease_id, LeaseFamily, LeaseId};
 
 /// What a lease event asks of the daemon beyond the datapath.
 #[derive(Debug, PartialEq, Eq)]
@@ -29,87 +34,121 @@ pub enum Follow {
     RenewNow,
 }
 
+/// The devices to make: one per enabled family.
+#[derive(Debug, Clone, Default)]
+pub struct Specs {
+    pub v4: Option<DeviceSpec<Ipv4Network>>,
+    pub v6: Option<DeviceSpec<Ipv6Network>>,
+}
+
 pub struct Datapath {
-    vx: Vxlan,
-    spec: DeviceSpec,
-    dev: Device,
-    config: NetConfig,
-    /// The IPv4 part of `config` (this datapath is IPv4's; the daemon
-    /// refuses IPv6 until flannel-v6.<VNI> exists).
-    v4: FamilyConfig<Ipv4Network>,
+    /// `flannel.<VNI>` and the IPv4 peers, when IPv4 is enabled.
+    v4: Option<FamilyPath<Ipv4Network>>,
+    /// `flannel-v6.<VNI>` and the IPv6 peers, when IPv6 is enabled.
+    v6: Option<FamilyPath<Ipv6Network>>,
+    vni: u32,
     /// Whether the store chose the subnets (file, etcd) or was handed them
     /// (kube): which peer subnets are trusted.
     store_chooses: bool,
-    /// Our lease's subnet and public IP, once acquired.
-    own: Option<(Ipv4Network, Ipv4Addr)>,
-    peers: BTreeMap<Ipv4Network, Peer>,
+    /// Our lease and public IP, once acquired.
+    own: Option<(LeaseId, Ipv4Addr)>,
     metrics: Arc<Metrics>,
 }
 
+/// One family's part of a lease event: `l` (None: removed) as that
+/// family's peer of lease `id`.
+async fn event<F: LeaseFamily>(
+    path: Option<&mut FamilyPath<F>>,
+    id: LeaseId,
+    l: Option<&Lease>,
+    vni: u32,
+    store_chooses: bool,
+) -> bool {
+    let Some(path) = path else {
+        return false;
+    };
+    let peer = l.and_then(|l| path.peer_of(l, vni, store_chooses));
+    path.update(id, peer).await
+}
+
+/// Every lease of `snapshot` but ours as that family's peers.
+fn load<F: LeaseFamily>(
+    path: Option<&mut FamilyPath<F>>,
+    snapshot: &[Lease],
+    own: Option<LeaseId>,
+    vni: u32,
+    store_chooses: bool,
+) {
+    if let Some(path) = path {
+        let peers = snapshot
+            .iter()
+            .filter(|l| Some(lease_id(l)) != own)
+            .filter_map(|l| Some((lease_id(l), path.peer_of(l, vni, store_chooses)?)))
+            .collect();
+        path.load(peers);
+    }
+}
+
 impl Datapath {
-    /// Creates or adopts the device for `spec` (before any lease: its MAC
-    /// goes into the lease).
+    /// Creates or adopts the device of every enabled family (before any
+    /// lease: their MACs go into the lease).
     pub async fn create(
         handle: Handle,
         config: NetConfig,
-        spec: DeviceSpec,
+        specs: Specs,
         store_chooses: bool,
         metrics: Arc<Metrics>,
     ) -> Result<Datapath, String> {
-        let v4 = *config.v4()?;
-        let vx = Vxlan::new(handle);
-        // Which peers share our L2 segment (DirectRouting), and which
-        // routes on the external interface are ours to keep true.
-        let routing = vx
-            .routing(
-                v4.network,
-                v4.subnet_len,
-                spec.ext_index,
-                config.backend.direct_routing,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        let vx = vx.with_routing(routing);
-        let dev = vx.ensure_device(&spec).await.map_err(|e| e.to_string())?;
-        tracing::info!(
-            device = %dev.name, mac = %mac::format(&dev.mac), local = %spec.local, mtu = spec.mtu,
-            "VXLAN device ready"
-        );
+        let direct = config.backend.direct_routing;
+        let v4 = match (config.ipv4, specs.v4) {
+            (Some(net), Some(spec)) => {
+                Some(FamilyPath::create(handle.clone(), net, spec, direct).await?)
+            }
+            (None, _) => None,
+            (Some(_), None) => return Err("IPv4 is enabled but no IPv4 device was asked for".into()),
+        };
+        let v6 = match (config.ipv6, specs.v6) {
+            (Some(net), Some(spec)) => Some(FamilyPath::create(handle, net, spec, direct).await?),
+            (None, _) => None,
+            (Some(_), None) => return Err("IPv6 is enabled but no IPv6 device was asked for".into()),
+        };
         Ok(Datapath {
-            vx,
-            spec,
-            dev,
-            config,
             v4,
+            v6,
+            vni: config.backend.vni,
             store_chooses,
             own: None,
-            peers: BTreeMap::new(),
             metrics,
         })
     }
 
-    /// Takes our lease: its address goes on the device.
+    /// Takes our lease: its addresses go on the devices.
     pub async fn adopt(&mut self, lease: &Lease) -> Result<(), String> {
-        self.own = Some((lease.subnet, lease.attrs.public_ip));
-        self.vx
-            .ensure_address(&self.dev, lease.subnet.network(), self.v4.network)
-            .await
-            .map_err(|e| e.to_string())
+        self.own = Some((lease_id(lease), lease.attrs.public_ip));
+        if let Some(v4) = self.v4.as_mut() {
+            v4.adopt(lease).await?;
+        }
+        if let Some(v6) = self.v6.as_mut() {
+            v6.adopt(lease).await?;
+        }
+        Ok(())
     }
 
     /// Programs every peer of `snapshot` (the watch's first listing), and
     /// removes what no lease explains.
     pub async fn program(&mut self, snapshot: &[Lease]) {
-        self.peers = snapshot
-            .iter()
-            .filter_map(|l| self.peer_of(l))
-            .map(|p| (p.subnet, p))
-            .collect();
+        let own = self.own.map(|(id, _)| id);
+        let (vni, sc) = (self.vni, self.store_chooses);
+        load(self.v4.as_mut(), snapshot, own, vni, sc);
+        load(self.v6.as_mut(), snapshot, own, vni, sc);
         self.resync("start-up").await;
     }
 
-    pub fn index(&self) -> u32 {
-        self.dev.index
+    /// The ifindex of every device, for the kernel-event filter.
+    pub fn indexes(&self) -> Vec<u32> {
+        let v4 = self.v4.as_ref().map(|p| p.dev.index);
+        let v6 = self.v6.as_ref().map(|p| p.dev.index);
+        v4.into_iter().chain(v6).collect()
     }
 
     /// One change seen by the lease watch.
@@ -117,140 +156,105 @@ impl Datapath {
         let Some((own, own_ip)) = self.own else {
             return Ok(Follow::Nothing);
         };
-        match ev {
-            LeaseEvent::Added(l) if l.subnet == own => {
-                if l.attrs.public_ip != own_ip {
-                    return Err(format!(
-                        "lease for {own} was taken over by {}: exiting so this node stops serving a subnet it no longer owns",
-                        l.attrs.public_ip
-                    ));
+        let (id, lease) = match &ev {
+            LeaseEvent::Added(l) => (lease_id(l), Some(l)),
+            LeaseEvent::Removed(l) => (lease_id(l), None),
+        };
+        if id == own {
+            return match lease {
+                Some(l) if l.attrs.public_ip != own_ip => Err(format!(
+                    "lease for {own} was taken over by {}: exiting so this node stops serving a subnet it no longer owns",
+                    l.attrs.public_ip
+                )),
+                Some(_) => Ok(Follow::Nothing),
+                None => {
+                    tracing::warn!("our lease for {own} disappeared; renewing it at once");
+                    Ok(Follow::RenewNow)
                 }
-            }
-            LeaseEvent::Removed(l) if l.subnet == own => {
-                tracing::warn!("our lease for {own} disappeared; renewing it at once");
-                return Ok(Follow::RenewNow);
-            }
-            LeaseEvent::Added(l) => match self.peer_of(&l) {
-                Some(p) => self.set_peer(p).await,
-                // Not (or no longer) a usable vxlan peer.
-                None => self.remove_peer(l.subnet).await,
-            },
-            LeaseEvent::Removed(l) => self.remove_peer(l.subnet).await,
+            };
         }
+        let started = Instant::now();
+        let (vni, sc) = (self.vni, self.store_chooses);
+        let mut changed = event(self.v4.as_mut(), id, lease, vni, sc).await;
+        changed |= event(self.v6.as_mut(), id, lease, vni, sc).await;
+        if changed {
+            self.metrics.observe_latency("lease", started.elapsed());
+        }
+        self.metrics.peers.set(gauge(self.peer_count()));
         Ok(Follow::Nothing)
     }
 
-    async fn set_peer(&mut self, p: Peer) {
-        let started = Instant::now();
-        let old = self.peers.get(&p.subnet).cloned();
-        if old.as_ref() == Some(&p) {
-            return;
-        }
-        match self.vx.set_peer(&self.dev, &p, old.as_ref()).await {
-            Ok(()) => {
-                self.metrics.observe_latency("lease", started.elapsed());
-                tracing::info!(subnet = %p.subnet, public_ip = %p.public_ip, vtep = %mac::format(&p.vtep_mac), "peer programmed")
-            }
-            Err(e) => tracing::warn!("program peer {}: {e} (resync will retry)", p.subnet),
-        }
-        self.peers.insert(p.subnet, p);
-        self.metrics.peers.set(gauge(self.peers.len()));
+    /// Peers (nodes) programmed: the larger family's count.
+    fn peer_count(&self) -> usize {
+        let v4 = self.v4.as_ref().map_or(0, |p| p.peers.len());
+        let v6 = self.v6.as_ref().map_or(0, |p| p.peers.len());
+        v4.max(v6)
     }
 
-    async fn remove_peer(&mut self, subnet: Ipv4Network) {
-        let started = Instant::now();
-        let Some(old) = self.peers.remove(&subnet) else {
-            return;
-        };
-        self.metrics.peers.set(gauge(self.peers.len()));
-        match self.vx.remove_peer(&self.dev, &old).await {
-            Ok(()) => {
-                self.metrics.observe_latency("lease", started.elapsed());
-                tracing::info!(subnet = %old.subnet, "peer removed")
-            }
-            Err(e) => tracing::warn!("remove peer {}: {e} (resync will retry)", old.subnet),
-        }
-    }
-
-    /// Recreates the device (and replays every peer at the next resync) if
+    /// Recreates a device (and replays every peer at the next resync) if
     /// someone deleted or replaced it.
     pub async fn check_device(&mut self) {
-        match self.vx.find_device(self.spec.vni).await {
-            Ok(Some(found)) if found.index == self.dev.index => return,
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!("look for {}: {e}", self.dev.name);
-                return;
-            }
+        if let Some(v4) = self.v4.as_mut() {
+            v4.check_device().await;
         }
-        tracing::warn!(
-            "{} was deleted or replaced: recreating it with {} peers",
-            self.dev.name,
-            self.peers.len()
-        );
-        match self.vx.ensure_device(&self.spec).await {
-            Ok(new) => {
-                if let Some((own, _)) = self.own {
-                    let network = self.v4.network;
-                    if let Err(e) = self.vx.ensure_address(&new, own.network(), network).await {
-                        tracing::warn!("{e}");
-                    }
-                }
-                self.dev = new;
-            }
-            Err(e) => tracing::error!("recreate {}: {e}", self.dev.name),
+        if let Some(v6) = self.v6.as_mut() {
+            v6.check_device().await;
         }
     }
 
-    /// Diffs the kernel against the peers and fixes it. At start-up what
-    /// it adds is the normal programming of peers, summed up in one line;
-    /// later it is a repair, and each entry is named. Returns how many
-    /// entries it restored or removed.
+    /// Diffs the kernel against the peers and fixes it, every family. At
+    /// start-up what it adds is the normal programming of peers, summed up
+    /// in one line; later it is a repair, and each entry is named. Returns
+    /// how many entries it restored or removed.
     pub async fn resync(&self, why: &str) -> usize {
         let started = Instant::now();
-        let wanted: Vec<Peer> = self.peers.values().cloned().collect();
         let start_up = why == "start-up";
-        let result = self.vx.reconcile(&self.dev, &wanted).await;
+        let mut results = Vec::new();
+        if let Some(v4) = self.v4.as_ref() {
+            results.push(v4.reconcile().await);
+        }
+        if let Some(v6) = self.v6.as_ref() {
+            results.push(v6.reconcile().await);
+        }
         self.metrics.resyncs.inc();
         self.metrics
             .resync_duration
             .observe(started.elapsed().as_secs_f64());
-        self.metrics.peers.set(gauge(self.peers.len()));
-        match result {
-            Ok(r) => {
-                self.count(&r, start_up);
-                for entry in &r.added {
-                    if start_up {
-                        tracing::debug!("programmed {entry}");
-                    } else {
-                        tracing::warn!("{why} resync: restored {entry}");
-                    }
-                }
-                if start_up {
-                    tracing::info!(
-                        "start-up: {} peers; programmed {}",
-                        wanted.len(),
-                        by_kind(&r.added)
-                    );
-                }
-                for entry in &r.removed {
-                    tracing::warn!("{why} resync: removed {entry} (no lease explains it)");
-                }
-                for entry in &r.failed {
-                    tracing::error!("{why} resync: could not repair {entry}");
-                }
-                r.added.len() + r.removed.len()
-            }
-            Err(e) => {
-                tracing::warn!("{why} resync of {}: {e}", self.dev.name);
-                0
+        self.metrics.peers.set(gauge(self.peer_count()));
+        let mut r = Repairs::default();
+        for result in results {
+            match result {
+                Ok(one) => merge(&mut r, one),
+                Err(e) => tracing::warn!("{why} {e}"),
             }
         }
+        self.count(&r, start_up);
+        for entry in &r.added {
+            if start_up {
+                tracing::debug!("programmed {entry}");
+            } else {
+                tracing::warn!("{why} resync: restored {entry}");
+            }
+        }
+        if start_up {
+            tracing::info!(
+                "start-up: {} peers; programmed {}",
+                self.peer_count(),
+                by_kind(&r.added)
+            );
+        }
+        for entry in &r.removed {
+            tracing::warn!("{why} resync: removed {entry} (no lease explains it)");
+        }
+        for entry in &r.failed {
+            tracing::error!("{why} resync: could not repair {entry}");
+        }
+        r.added.len() + r.removed.len()
     }
 
     /// Metrics of one reconcile: repairs (not at start-up, where additions
-    /// are the normal programming), stale removals, and what the device
-    /// holds now.
+    /// are the normal programming), stale removals, and what the devices
+    /// hold now.
     fn count(&self, r: &Repairs, start_up: bool) {
         let m = &self.metrics;
         let mut now = HashMap::from([
@@ -280,53 +284,17 @@ impl Datapath {
                 .set(n.max(0));
         }
     }
+}
 
-    /// A lease as a VXLAN peer, unless it is ours, another backend's, or
-    /// malformed. Only subnets the store could have handed out are trusted
-    /// (a stray `0.0.0.0-0` or the node LAN's subnet would otherwise become
-    /// a route that replaces the default or the connected route), and only
-    /// a public IP that can be a node's unicast underlay address gets a
-    /// route, a neighbour and an FDB entry.
-    fn peer_of(&self, l: &Lease) -> Option<Peer> {
-        let (own, own_ip) = self.own?;
-        if l.subnet == own {
-            return None;
-        }
-        let what = format!("lease {}", l.subnet);
-        let net = &self.v4;
-        let trusted = if self.store_chooses {
-            net.is_leasable(l.subnet)
-        } else {
-            net.contains(l.subnet)
-        };
-        if !trusted {
-            let reason = format!(
-                "outside {} (SubnetLen {}, SubnetMin..SubnetMax)",
-                net.network, net.subnet_len
-            );
-            skip::skipped(&what, &reason);
-            return None;
-        }
-        if let Err(reason) = underlay_unicast(l.attrs.public_ip, own_ip) {
-            let reason = format!("PublicIP {} {reason}", l.attrs.public_ip);
-            skip::skipped(&what, &reason);
-            return None;
-        }
-        let data = l.attrs.vxlan_data()?;
-        if data.vni != self.config.backend.vni {
-            tracing::debug!(subnet = %l.subnet, "ignoring lease with VNI {}", data.vni);
-            return None;
-        }
-        let Some(vtep_mac) = mac::parse(&data.vtep_mac) else {
-            skip::skipped(&what, &format!("malformed VtepMAC {:?}", data.vtep_mac));
-            return None;
-        };
-        Some(Peer {
-            subnet: l.subnet,
-            public_ip: l.attrs.public_ip,
-            vtep_mac,
-        })
-    }
+/// Adds one family's repairs to the others'.
+fn merge(into: &mut Repairs, one: Repairs) {
+    into.added.extend(one.added);
+    into.removed.extend(one.removed);
+    into.failed.extend(one.failed);
+    let KernelCounts { neigh, fdb, route } = one.found;
+    into.found.neigh += neigh;
+    into.found.fdb += fdb;
+    into.found.route += route;
 }
 
 /// A repair entry's kind for metrics: `neigh`, `fdb`, `route`, `link`.

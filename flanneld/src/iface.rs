@@ -1,7 +1,7 @@
 //! Choosing the external interface: `--iface` (names or addresses, first
 //! match wins), else `--iface-regex`, else the default route's interface.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
 use ipnetwork::Ipv4Network;
@@ -121,6 +121,57 @@ pub async fn select(
         format!(
             "the default route's interface {} has no IPv4 address",
             link.name
+        )
+    })
+}
+
+/// The first global unicast IPv6 address on interface `ext` (what flannel
+/// takes as the public IPv6 unless `--public-ipv6` says otherwise); None
+/// when it has none.
+pub async fn global_ipv6(handle: &Handle, ext: &ExtIface) -> Result<Option<Ipv6Addr>, String> {
+    let mut stream = handle
+        .address()
+        .get()
+        .set_link_index_filter(ext.index)
+        .execute();
+    while let Some(msg) = stream
+        .try_next()
+        .await
+        .map_err(|e| format!("list addresses of {}: {e}", ext.name))?
+    {
+        if msg.header.index != ext.index {
+            continue;
+        }
+        for attr in &msg.attributes {
+            if let AddressAttribute::Address(IpAddr::V6(a)) = attr {
+                if crate::lease::v6::is_global_unicast(*a) {
+                    return Ok(Some(*a));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The public IPv6 when IPv6 is enabled: `--public-ipv6`, else the
+/// interface's first global IPv6; a one-line error when there is none.
+pub async fn public_ipv6(
+    handle: &Handle,
+    ext: &ExtIface,
+    flag: Option<Ipv6Addr>,
+) -> Result<Ipv6Addr, String> {
+    if let Some(ip) = flag {
+        if !crate::lease::v6::is_global_unicast(ip) {
+            return Err(format!(
+                "--public-ipv6 {ip} is not a global unicast IPv6 address"
+            ));
+        }
+        return Ok(ip);
+    }
+    global_ipv6(handle, ext).await?.ok_or_else(|| {
+        format!(
+            "IPv6 is enabled (EnableIPv6) but interface {} has no global IPv6 address: give it one, or pass --public-ipv6",
+            ext.name
         )
     })
 }

@@ -2,7 +2,7 @@
 //! the same after every restart and reboot without being stored anywhere —
 //! a changing VtepMAC leaves stale FDB and neighbour entries on every peer.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// FNV-1a, fixed here so the MAC never depends on a library's hasher.
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -16,8 +16,17 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// A locally administered unicast MAC, stable for (public IP, VNI).
 pub fn vtep_mac(public_ip: Ipv4Addr, vni: u32) -> [u8; 6] {
-    let mut input = b"flannel-rs vtep ".to_vec();
-    input.extend_from_slice(&public_ip.octets());
+    derive(b"flannel-rs vtep ", &public_ip.octets(), vni)
+}
+
+/// The same for `flannel-v6.<VNI>`, from the public IPv6.
+pub fn vtep_mac_v6(public_ipv6: Ipv6Addr, vni: u32) -> [u8; 6] {
+    derive(b"flannel-rs vtep6 ", &public_ipv6.octets(), vni)
+}
+
+fn derive(domain: &[u8], ip: &[u8], vni: u32) -> [u8; 6] {
+    let mut input = domain.to_vec();
+    input.extend_from_slice(ip);
     input.extend_from_slice(&vni.to_be_bytes());
     let h = fnv1a(&input).to_be_bytes();
     let mut mac = [h[0], h[1], h[2], h[3], h[4], h[5]];

@@ -89,9 +89,14 @@ async fn run(cli: Cli) -> Result<daemon::Exit, String> {
     let ext = flanneld::iface::select(&handle, &cli.iface, &cli.iface_regex).await?;
     let public_ip = cli.public_ip.unwrap_or(ext.addr);
     tracing::info!(iface = %ext.name, addr = %ext.addr, %public_ip, mtu = ext.mtu, "external interface");
+    let public_ipv6 = match config.ipv6 {
+        Some(_) => Some(flanneld::iface::public_ipv6(&handle, &ext, cli.public_ipv6).await?),
+        None => None,
+    };
     let settings = Settings {
         ext,
         public_ip,
+        public_ipv6,
         subnet_file: cli.subnet_file.clone(),
         ip_masq: cli.ip_masq,
         forward_rules: cli.iptables_forward_rules,

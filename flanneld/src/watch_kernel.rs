@@ -15,11 +15,13 @@ pub struct KernelEvents {
     messages: UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>,
 }
 
-/// Listens to link, IPv4 route and neighbour changes in this namespace.
+/// Listens to link, IPv4 and IPv6 route and neighbour changes in this
+/// namespace.
 pub fn subscribe() -> std::io::Result<KernelEvents> {
     let (conn, _handle, messages) = rtnetlink::new_multicast_connection(&[
         MulticastGroup::Link,
         MulticastGroup::Ipv4Route,
+        MulticastGroup::Ipv6Route,
         MulticastGroup::Neigh,
     ])?;
     tokio::spawn(conn);
@@ -27,13 +29,14 @@ pub fn subscribe() -> std::io::Result<KernelEvents> {
 }
 
 impl KernelEvents {
-    /// Resolves at the next deletion that touches link `index` (the link
+    /// Resolves at the next deletion that touches one of the links
+    /// `indexes` (the link
     /// itself, a route through it, a neighbour or FDB entry on it). Safe
     /// to cancel: no message is lost between calls.
-    pub async fn changed(&mut self, index: u32) {
+    pub async fn changed(&mut self, indexes: &[u32]) {
         while let Some((msg, _)) = self.messages.next().await {
             if let NetlinkPayload::InnerMessage(inner) = msg.payload {
-                if touches(&inner, index) {
+                if indexes.iter().any(|i| touches(&inner, *i)) {
                     return;
                 }
             }

@@ -137,11 +137,12 @@ fn bad_net_conf_files_exit_non_zero_naming_the_field() {
             r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/64","IPv6SubnetLen":64}"#,
             "IPv6SubnetLen",
         ),
-        // Valid, but this build has no IPv6 datapath yet (issue 12).
+        // Valid dual-stack, but this node's interface has no global IPv6.
         (
             r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}"#,
-            "IPv6 (EnableIPv6) is not supported by this build yet: the flannel-v6 datapath is not implemented; see issue 12",
+            "has no global IPv6 address: give it one, or pass --public-ipv6",
         ),
+        // Valid, but IPv6-only is not served yet (issue 12).
         (
             r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}"#,
             "see issue 12",
@@ -166,6 +167,7 @@ fn bad_flags_exit_non_zero_naming_the_flag() {
             "--subnet-lease-renew-margin",
         ),
         (&["--public-ip", "not-an-ip"], "--public-ip"),
+        (&["--public-ipv6", "not-an-ip"], "--public-ipv6"),
         (&["--healthz-port", "70000"], "--healthz-port"),
         (&["--healthz-ip", "nowhere"], "--healthz-ip"),
         (&["--no-such-flag"], "--no-such-flag"),
@@ -183,6 +185,25 @@ fn bad_flags_exit_non_zero_naming_the_flag() {
     for (args, field) in cases {
         let r = run(&c, args);
         assert_one_line_error(&c, &args.join(" "), &r, field);
+    }
+}
+
+#[test]
+fn public_ipv6_must_be_global_unicast() {
+    let c = Cluster::builder().nodes(1).start(false).build();
+    std::fs::write(
+        c.net_conf_path(),
+        r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}"#,
+    )
+    .unwrap();
+    for bad in ["fe80::1", "::1", "ff02::1"] {
+        let r = run(&c, &["--public-ipv6", bad]);
+        assert_one_line_error(
+            &c,
+            bad,
+            &r,
+            &format!("--public-ipv6 {bad} is not a global unicast IPv6 address"),
+        );
     }
 }
 

@@ -1,23 +1,22 @@
-//! `flannel.<VNI>`: create it, adopt a matching one, replace one that does
-//! not match; its `<subnet>.0/32` address.
+//! `flannel.<VNI>` / `flannel-v6.<VNI>`: create it, adopt a matching one,
+//! replace one that does not match; its `<subnet>.0/32` (`<subnet>::/128`)
+//! address.
 
-use std::net::Ipv4Addr;
 use std::path::Path;
 
-use ipnetwork::Ipv4Network;
 
 use super::link::{LinkState, VxlanParams};
 use super::mac::format_mac;
-use super::{Device, DeviceSpec, Vxlan, VxlanError};
+use super::{Device, DeviceSpec, Vxlan, VxlanError, VxlanFamily};
 
-impl Vxlan {
+impl<F: VxlanFamily> Vxlan<F> {
     /// Creates `flannel.<VNI>` from `spec` (VXLAN id, local, dev, dstport,
     /// learning, TTL 0, GBP, MTU, MAC; IPv6 `accept_ra=0`; up), or adopts
     /// an existing one when type, VNI, local, dev, port, GBP and learning
     /// all match (its MTU and MAC are then set to the spec's, and it is set
     /// up). Any other link of that name is deleted and the device created
     /// anew.
-    pub async fn ensure_device(&self, spec: &DeviceSpec) -> Result<Device, VxlanError> {
+    pub async fn ensure_device(&self, spec: &DeviceSpec<F>) -> Result<Device, VxlanError> {
         let name = Self::device_name(spec.vni);
         let links = self.links();
         let wanted = VxlanParams::wanted(spec);
@@ -52,25 +51,25 @@ impl Vxlan {
             .map(device_of))
     }
 
-    /// Puts `addr/32` on the device and removes its other IPv4 addresses
-    /// inside `network` (e.g. a previous lease's `<subnet>.0/32`).
+    /// Puts `addr/32` (`addr/128`) on the device and removes its other
+    /// addresses inside `network` (e.g. a previous lease's `<subnet>.0/32`).
     pub async fn ensure_address(
         &self,
         dev: &Device,
-        addr: Ipv4Addr,
-        network: Ipv4Network,
+        addr: F::Addr,
+        network: F,
     ) -> Result<(), VxlanError> {
         let links = self.links();
-        let want = Ipv4Network::new(addr, 32).map_err(|e| VxlanError::Unexpected {
-            op: format!("address {addr}/32"),
-            reason: e.to_string(),
+        let want = F::new(addr, F::BITS).ok_or_else(|| VxlanError::Unexpected {
+            op: format!("address {addr}/{}", F::BITS),
+            reason: "not an address of this family".to_string(),
         })?;
-        let have = links.addresses(dev.index, &dev.name).await?;
+        let have = links.addresses::<F>(dev.index, &dev.name).await?;
         if !have.iter().any(|(net, _)| *net == want) {
             links.add_address(dev.index, &dev.name, want).await?;
         }
         for (net, msg) in have {
-            if net != want && network.contains(net.ip()) {
+            if net != want && network.contains_addr(net.addr()) {
                 tracing::info!(device = %dev.name, address = %net, "removing stale address");
                 links.del_address(&dev.name, net, msg).await?;
             }
@@ -79,7 +78,7 @@ impl Vxlan {
     }
 
     /// Brings a matching link to the spec's MTU, MAC, `accept_ra=0` and up.
-    async fn adopt(&self, link: LinkState, spec: &DeviceSpec) -> Result<Device, VxlanError> {
+    async fn adopt(&self, link: LinkState, spec: &DeviceSpec<F>) -> Result<Device, VxlanError> {
         let links = self.links();
         let name = link.name.clone();
         if spec.mtu != 0 && link.mtu != spec.mtu {

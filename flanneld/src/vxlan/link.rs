@@ -1,19 +1,17 @@
 //! Links and addresses: one typed method per kernel operation.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use futures::TryStreamExt;
-use ipnetwork::Ipv4Network;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
 use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
-use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan};
 
 use super::error::{ok_if_exists, ok_if_missing, VxlanError};
 use super::mac::format_mac;
-use super::DeviceSpec;
+use super::{DeviceSpec, VxlanFamily};
 
 /// The kernel's default VXLAN destination port when none is given.
 pub(crate) const KERNEL_DEFAULT_PORT: u16 = 8472;
@@ -35,7 +33,8 @@ pub(crate) struct LinkState {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct VxlanParams {
     pub vni: Option<u32>,
-    pub local: Option<Ipv4Addr>,
+    /// IFLA_VXLAN_LOCAL or IFLA_VXLAN_LOCAL6.
+    pub local: Option<IpAddr>,
     pub dev: Option<u32>,
     pub port: Option<u16>,
     pub gbp: bool,
@@ -82,7 +81,8 @@ impl VxlanParams {
         for d in data {
             match d {
                 InfoVxlan::Id(v) => p.vni = Some(*v),
-                InfoVxlan::Local(a) => p.local = Some(*a),
+                InfoVxlan::Local(a) => p.local = Some(IpAddr::V4(*a)),
+                InfoVxlan::Local6(a) => p.local = Some(IpAddr::V6(*a)),
                 InfoVxlan::Link(i) => p.dev = Some(*i),
                 InfoVxlan::Port(port) => p.port = Some(*port),
                 InfoVxlan::Gbp => p.gbp = true,
@@ -94,10 +94,10 @@ impl VxlanParams {
     }
 
     /// What a device made from `spec` reports.
-    pub fn wanted(spec: &DeviceSpec) -> Self {
+    pub fn wanted<F: VxlanFamily>(spec: &DeviceSpec<F>) -> Self {
         VxlanParams {
             vni: Some(spec.vni),
-            local: Some(spec.local),
+            local: Some(F::to_ip(spec.local)),
             dev: Some(spec.ext_index),
             port: Some(if spec.port == 0 {
                 KERNEL_DEFAULT_PORT
@@ -172,10 +172,17 @@ impl Links<'_> {
 
     /// `ip link add NAME type vxlan id VNI local L dev D dstport P
     /// [no]learning ttl 0 [gbp]` with MTU and MAC, left down.
-    pub async fn create_vxlan(&self, name: &str, spec: &DeviceSpec) -> Result<(), VxlanError> {
-        let mut b = LinkVxlan::new(name, spec.vni)
-            .dev(spec.ext_index)
-            .local(spec.local)
+    pub async fn create_vxlan<F: VxlanFamily>(
+        &self,
+        name: &str,
+        spec: &DeviceSpec<F>,
+    ) -> Result<(), VxlanError> {
+        let mut b = LinkVxlan::new(name, spec.vni).dev(spec.ext_index);
+        b = match F::to_ip(spec.local) {
+            IpAddr::V4(a) => b.local(a),
+            IpAddr::V6(a) => b.local6(a),
+        };
+        b = b
             .learning(spec.learning)
             .ttl(0);
         if spec.port != 0 {
@@ -243,13 +250,13 @@ impl Links<'_> {
             .map_err(|e| VxlanError::netlink(format!("set {name} up"), e))
     }
 
-    /// The IPv4 addresses on link `index` with their prefix length, and
-    /// the messages to delete them by.
-    pub async fn addresses(
+    /// The addresses of family `F` on link `index` with their prefix
+    /// length, and the messages to delete them by.
+    pub async fn addresses<F: VxlanFamily>(
         &self,
         index: u32,
         name: &str,
-    ) -> Result<Vec<(Ipv4Network, AddressMessage)>, VxlanError> {
+    ) -> Result<Vec<(F, AddressMessage)>, VxlanError> {
         let mut stream = self
             .handle
             .address()
@@ -262,11 +269,11 @@ impl Links<'_> {
             .await
             .map_err(|e| VxlanError::netlink(format!("list addresses of {name}"), e))?
         {
-            if msg.header.index != index || msg.header.family != AddressFamily::Inet {
+            if msg.header.index != index || msg.header.family != F::AF {
                 continue;
             }
-            if let Some(ip) = address_of(&msg) {
-                if let Ok(net) = Ipv4Network::new(ip, msg.header.prefix_len) {
+            if let Some(ip) = address_of(&msg).and_then(F::from_ip) {
+                if let Some(net) = F::new(ip, msg.header.prefix_len) {
                     out.push((net, msg));
                 }
             }
@@ -274,28 +281,34 @@ impl Links<'_> {
         Ok(out)
     }
 
-    /// `ip addr add ADDR/PREFIX dev NAME`; an address already there is fine.
-    pub async fn add_address(
+    /// `ip addr add ADDR/PREFIX dev NAME [nodad]`; an address already
+    /// there is fine. An IPv6 address skips duplicate address detection:
+    /// it is the node's own, from its lease, and usable at once.
+    pub async fn add_address<F: VxlanFamily>(
         &self,
         index: u32,
         name: &str,
-        net: Ipv4Network,
+        net: F,
     ) -> Result<(), VxlanError> {
+        let mut req = self
+            .handle
+            .address()
+            .add(index, F::to_ip(net.addr()), net.prefix());
+        if let IpAddr::V6(_) = F::to_ip(net.addr()) {
+            req.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+        }
         ok_if_exists(
-            self.handle
-                .address()
-                .add(index, IpAddr::V4(net.ip()), net.prefix())
-                .execute()
+            req.execute()
                 .await
                 .map_err(|e| VxlanError::netlink(format!("add address {net} to {name}"), e)),
         )
     }
 
     /// Deletes an address as dumped; one already gone is fine.
-    pub async fn del_address(
+    pub async fn del_address<F: VxlanFamily>(
         &self,
         name: &str,
-        net: Ipv4Network,
+        net: F,
         msg: AddressMessage,
     ) -> Result<(), VxlanError> {
         ok_if_missing(
@@ -310,12 +323,12 @@ impl Links<'_> {
 }
 
 /// IFA_LOCAL when present (the interface's own address), else IFA_ADDRESS.
-fn address_of(msg: &AddressMessage) -> Option<Ipv4Addr> {
+fn address_of(msg: &AddressMessage) -> Option<IpAddr> {
     let mut address = None;
     for attr in &msg.attributes {
         match attr {
-            AddressAttribute::Local(IpAddr::V4(ip)) => return Some(*ip),
-            AddressAttribute::Address(IpAddr::V4(ip)) => address = Some(*ip),
+            AddressAttribute::Local(ip) => return Some(*ip),
+            AddressAttribute::Address(ip) => address = Some(*ip),
             _ => {}
         }
     }

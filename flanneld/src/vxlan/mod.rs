@@ -1,4 +1,5 @@
-//! The VXLAN backend: the `flannel.<VNI>` device and, per peer, the
+//! The VXLAN backend: the `flannel.<VNI>` (or `flannel-v6.<VNI>`) device
+//! and, per peer, the
 //! neighbour, FDB and route entries that carry traffic to it (or, with
 //! DirectRouting and a peer on our L2 network, one direct route), kept true
 //! to the leases by [`Vxlan::reconcile`].
@@ -7,6 +8,11 @@
 //! handle given to [`Vxlan::new`], i.e. in the network namespace that
 //! handle's socket was opened in.
 //!
+//! One backend for both address families: every type and method is
+//! generic over [`VxlanFamily`] (`Ipv4Network`, the default, or
+//! `Ipv6Network`), which says only how the family looks in netlink.
+//!
+//! - `family.rs`: the per-family constants and address conversions.
 //! - `device.rs`: create / adopt / replace the device, its address.
 //! - `peer.rs`: what one peer needs, programming and removing it.
 //! - `reconcile.rs`: dump, diff against the wanted set, repair.
@@ -14,6 +20,7 @@
 
 mod device;
 mod error;
+mod family;
 mod link;
 mod mac;
 mod neigh;
@@ -24,24 +31,27 @@ mod route;
 #[cfg(test)]
 mod tests;
 
-use std::net::Ipv4Addr;
+use std::marker::PhantomData;
 
 use ipnetwork::Ipv4Network;
 use rtnetlink::Handle;
 
-pub use error::VxlanError;
 
-/// What `flannel.<VNI>` must look like.
+pub use error::VxlanError;
+pub use family::VxlanFamily;
+
+/// What `flannel.<VNI>` (`flannel-v6.<VNI>`) must look like.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceSpec {
+pub struct DeviceSpec<F: VxlanFamily = Ipv4Network> {
     pub vni: u32,
     /// UDP destination port (flannel: 8472; 0 = the kernel's default, 8472).
     pub port: u16,
     /// Our public IP: the source of the encapsulated packets.
-    pub local: Ipv4Addr,
+    pub local: F::Addr,
     /// ifindex of the external interface.
     pub ext_index: u32,
-    /// Interface MTU − 50 (or Backend.MTU − 50); 0 leaves the kernel's choice.
+    /// Interface MTU − [`VxlanFamily::OVERHEAD`] (50 for IPv4, 70 for
+    /// IPv6); 0 leaves the kernel's choice.
     pub mtu: u32,
     /// The VtepMAC: the same across restarts (a changed one leaves stale
     /// entries on every peer).
@@ -60,17 +70,18 @@ pub struct Device {
 
 /// One peer's lease, as the backend needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Peer {
-    pub subnet: Ipv4Network,
-    pub public_ip: Ipv4Addr,
+pub struct Peer<F: VxlanFamily = Ipv4Network> {
+    pub subnet: F,
+    pub public_ip: F::Addr,
     pub vtep_mac: [u8; 6],
 }
 
-impl Peer {
-    /// `<subnet>.0`: the peer's address on its VXLAN device, our gateway to
-    /// its subnet and the IP of its neighbour entry.
-    pub fn gateway(&self) -> Ipv4Addr {
-        self.subnet.network()
+impl<F: VxlanFamily> Peer<F> {
+    /// The subnet's first address (`<subnet>.0`, `<subnet>::`): the peer's
+    /// address on its VXLAN device, our gateway to its subnet and the IP
+    /// of its neighbour entry.
+    pub fn gateway(&self) -> F::Addr {
+        self.subnet.base()
     }
 }
 
@@ -120,35 +131,37 @@ impl Repairs {
 /// Build it with [`Vxlan::routing`] (which reads the external interface's
 /// name and IPv4 subnets) and give it to [`Vxlan::with_routing`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Routing {
+pub struct Routing<F: VxlanFamily = Ipv4Network> {
     /// The flannel Network and SubnetLen: a route on the external
     /// interface is only ever ours when its destination is a
     /// SubnetLen-sized subnet of Network and it has a gateway.
-    pub network: Ipv4Network,
+    pub network: F,
     pub subnet_len: u8,
     pub ext_index: u32,
     /// For messages ("route 10.244.2.0/24 via 192.168.64.3 dev eth0").
     pub ext_name: String,
     /// Backend.DirectRouting.
     pub direct_routing: bool,
-    /// The IPv4 subnets of the external interface: a peer whose PublicIP
-    /// is inside one of them is on our L2 network.
-    pub ext_subnets: Vec<Ipv4Network>,
+    /// The external interface's subnets of this family: a peer whose
+    /// public IP is inside one of them is on our L2 network.
+    pub ext_subnets: Vec<F>,
 }
 
-/// The VXLAN backend on one rtnetlink connection.
-pub struct Vxlan {
+/// The VXLAN backend of family `F` on one rtnetlink connection.
+pub struct Vxlan<F: VxlanFamily = Ipv4Network> {
     handle: Handle,
-    routing: Option<Routing>,
+    routing: Option<Routing<F>>,
+    family: PhantomData<F>,
 }
 
-impl Vxlan {
+impl<F: VxlanFamily> Vxlan<F> {
     /// The backend with overlay routing only: every peer gets the three
     /// VXLAN entries and the external interface's routes are never touched.
     pub fn new(handle: Handle) -> Self {
         Self {
             handle,
             routing: None,
+            family: PhantomData,
         }
     }
 
@@ -156,34 +169,34 @@ impl Vxlan {
     /// reconcile remove direct routes (on the external interface, to a
     /// SubnetLen-sized subnet of Network) that no peer explains, e.g. left
     /// over from running with DirectRouting before.
-    pub fn with_routing(mut self, routing: Routing) -> Self {
+    pub fn with_routing(mut self, routing: Routing<F>) -> Self {
         self.routing = Some(routing);
         self
     }
 
-    /// `flannel.<VNI>`.
+    /// `flannel.<VNI>` / `flannel-v6.<VNI>`.
     pub fn device_name(vni: u32) -> String {
-        format!("flannel.{vni}")
+        F::device_name(vni)
     }
 
     /// True when `peer` is routed directly (DirectRouting on, its PublicIP
     /// inside one of the external interface's subnets) instead of through
     /// the VXLAN device.
-    pub fn is_direct(&self, peer: &Peer) -> bool {
+    pub fn is_direct(&self, peer: &Peer<F>) -> bool {
         self.routing.as_ref().is_some_and(|r| {
-            r.direct_routing && r.ext_subnets.iter().any(|s| s.contains(peer.public_ip))
+            r.direct_routing && r.ext_subnets.iter().any(|s| s.contains_addr(peer.public_ip))
         })
     }
 
     /// Builds the [`Routing`] for the external interface `ext_index`: reads
-    /// its name and IPv4 subnets.
+    /// its name and subnets of this family.
     pub async fn routing(
         &self,
-        network: Ipv4Network,
+        network: F,
         subnet_len: u8,
         ext_index: u32,
         direct_routing: bool,
-    ) -> Result<Routing, VxlanError> {
+    ) -> Result<Routing<F>, VxlanError> {
         let links = self.links();
         let ext = links
             .by_index(ext_index)
@@ -193,10 +206,10 @@ impl Vxlan {
                 reason: "no such interface".to_string(),
             })?;
         let ext_subnets = links
-            .addresses(ext_index, &ext.name)
+            .addresses::<F>(ext_index, &ext.name)
             .await?
             .into_iter()
-            .filter_map(|(net, _)| Ipv4Network::new(net.network(), net.prefix()).ok())
+            .filter_map(|(net, _)| F::new(net.base(), net.prefix()))
             .collect();
         Ok(Routing {
             network,
@@ -214,17 +227,19 @@ impl Vxlan {
         }
     }
 
-    fn neighbours<'a>(&'a self, dev: &'a Device) -> neigh::Neighbours<'a> {
+    fn neighbours<'a>(&'a self, dev: &'a Device) -> neigh::Neighbours<'a, F> {
         neigh::Neighbours {
             handle: &self.handle,
             index: dev.index,
             name: &dev.name,
+            family: PhantomData,
         }
     }
 
-    fn routes(&self) -> route::Routes<'_> {
+    fn routes(&self) -> route::Routes<'_, F> {
         route::Routes {
             handle: &self.handle,
+            family: PhantomData,
         }
     }
 }

@@ -1,66 +1,57 @@
-//! Neighbour (ARP) and FDB entries on the VXLAN device: one typed method per
+//! Neighbour (ARP / NDP) and FDB entries on the VXLAN device: one typed method per
 //! kernel operation.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::marker::PhantomData;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+    NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::Handle;
 
 use super::error::{ok_if_missing, VxlanError};
 use super::mac::format_mac;
+use super::VxlanFamily;
 
 const NUD_PERMANENT: u16 = 0x80;
 
-/// An IPv4 neighbour entry as dumped.
+/// A neighbour entry of family `F` as dumped.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct NeighEntry {
-    pub ip: Ipv4Addr,
+pub(crate) struct NeighEntry<F: VxlanFamily> {
+    pub ip: F::Addr,
     pub mac: Option<Vec<u8>>,
     pub permanent: bool,
 }
 
 /// An FDB entry (one remote of it) as dumped.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct FdbEntry {
+pub(crate) struct FdbEntry<F: VxlanFamily> {
     pub mac: Vec<u8>,
-    /// The remote VTEP; None for entries without an IPv4 destination.
-    pub dst: Option<Ipv4Addr>,
+    /// The remote VTEP; None for entries without a destination of family
+    /// `F`.
+    pub dst: Option<F::Addr>,
     pub permanent: bool,
-}
-
-/// An FDB entry's NDA_DST: the parser only knows it is IPv4 for the inet
-/// families, so in an AF_BRIDGE dump it arrives as raw bytes.
-fn ipv4_of(a: &NeighbourAddress) -> Option<Ipv4Addr> {
-    match a {
-        NeighbourAddress::Inet(ip) => Some(*ip),
-        NeighbourAddress::Other(bytes) => <[u8; 4]>::try_from(bytes.as_slice())
-            .ok()
-            .map(Ipv4Addr::from),
-        _ => None,
-    }
 }
 
 fn is_permanent(state: NeighbourState) -> bool {
     u16::from(state) & NUD_PERMANENT != 0
 }
 
-/// Neighbour and FDB operations on one device.
-pub(crate) struct Neighbours<'a> {
+/// Neighbour and FDB operations of family `F` on one device.
+pub(crate) struct Neighbours<'a, F> {
     pub handle: &'a Handle,
     pub index: u32,
     pub name: &'a str,
+    pub family: PhantomData<F>,
 }
 
-impl Neighbours<'_> {
+impl<F: VxlanFamily> Neighbours<'_, F> {
     /// `ip neigh replace IP lladdr MAC dev NAME nud permanent`.
-    pub async fn replace(&self, ip: Ipv4Addr, mac: [u8; 6]) -> Result<(), VxlanError> {
+    pub async fn replace(&self, ip: F::Addr, mac: [u8; 6]) -> Result<(), VxlanError> {
         self.handle
             .neighbours()
-            .add(self.index, IpAddr::V4(ip))
+            .add(self.index, F::to_ip(ip))
             .link_layer_address(&mac)
             .state(NeighbourState::Permanent)
             .replace()
@@ -79,12 +70,12 @@ impl Neighbours<'_> {
     }
 
     /// `ip neigh del IP dev NAME`; an entry already gone is fine.
-    pub async fn delete(&self, ip: Ipv4Addr) -> Result<(), VxlanError> {
+    pub async fn delete(&self, ip: F::Addr) -> Result<(), VxlanError> {
         let mut msg = NeighbourMessage::default();
-        msg.header.family = AddressFamily::Inet;
+        msg.header.family = F::AF;
         msg.header.ifindex = self.index;
         msg.attributes
-            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+            .push(NeighbourAttribute::Destination(F::neigh_address(ip)));
         self.del(msg, format!("neighbour {ip}")).await
     }
 
@@ -100,15 +91,15 @@ impl Neighbours<'_> {
         )
     }
 
-    /// The IPv4 neighbour entries of this device.
-    pub async fn dump(&self) -> Result<Vec<NeighEntry>, VxlanError> {
+    /// The neighbour entries of family `F` on this device.
+    pub async fn dump(&self) -> Result<Vec<NeighEntry<F>>, VxlanError> {
         let mut out = Vec::new();
-        for msg in self.entries(AddressFamily::Inet, "neighbours").await? {
+        for msg in self.entries(F::AF, "neighbours").await? {
             let mut ip = None;
             let mut mac = None;
             for attr in &msg.attributes {
                 match attr {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => ip = Some(*a),
+                    NeighbourAttribute::Destination(a) => ip = F::of_neigh_address(a),
                     NeighbourAttribute::LinkLayerAddress(m) => mac = Some(m.clone()),
                     _ => {}
                 }
@@ -124,7 +115,7 @@ impl Neighbours<'_> {
         Ok(out)
     }
 
-    /// One dump of the neighbour table in `family` (IPv4 neighbours, or
+    /// One dump of the neighbour table in `family` (the family's neighbours, or
     /// the bridge family's FDB), keeping this device's entries.
     async fn entries(
         &self,
@@ -151,7 +142,7 @@ impl Neighbours<'_> {
     }
 
     /// `bridge fdb replace MAC dev NAME dst DST self permanent`.
-    pub async fn fdb_replace(&self, mac: [u8; 6], dst: Ipv4Addr) -> Result<(), VxlanError> {
+    pub async fn fdb_replace(&self, mac: [u8; 6], dst: F::Addr) -> Result<(), VxlanError> {
         let mut req = self
             .handle
             .neighbours()
@@ -161,7 +152,7 @@ impl Neighbours<'_> {
             .replace();
         req.message_mut()
             .attributes
-            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)));
+            .push(NeighbourAttribute::Destination(F::neigh_address(dst)));
         req.execute().await.map_err(|e| {
             VxlanError::netlink(
                 format!(
@@ -176,7 +167,7 @@ impl Neighbours<'_> {
 
     /// `bridge fdb del MAC dev NAME dst DST self`: removes that remote (and
     /// the entry with its last remote); an entry already gone is fine.
-    pub async fn fdb_delete(&self, mac: &[u8], dst: Option<Ipv4Addr>) -> Result<(), VxlanError> {
+    pub async fn fdb_delete(&self, mac: &[u8], dst: Option<F::Addr>) -> Result<(), VxlanError> {
         let mut msg = NeighbourMessage::default();
         msg.header.family = AddressFamily::Bridge;
         msg.header.ifindex = self.index;
@@ -186,7 +177,7 @@ impl Neighbours<'_> {
             .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
         if let Some(dst) = dst {
             msg.attributes
-                .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)));
+                .push(NeighbourAttribute::Destination(F::neigh_address(dst)));
         }
         let what = match dst {
             Some(dst) => format!("{} dst {dst}", format_mac(mac)),
@@ -195,8 +186,9 @@ impl Neighbours<'_> {
         self.del(msg, format!("fdb entry {what}")).await
     }
 
-    /// The FDB entries of this device (one per remote).
-    pub async fn fdb_dump(&self) -> Result<Vec<FdbEntry>, VxlanError> {
+    /// The FDB entries of this device (one per remote). A device of one
+    /// family only has remotes of that family.
+    pub async fn fdb_dump(&self) -> Result<Vec<FdbEntry<F>>, VxlanError> {
         let mut out = Vec::new();
         for msg in self.entries(AddressFamily::Bridge, "fdb").await? {
             let mut mac = None;
@@ -204,7 +196,7 @@ impl Neighbours<'_> {
             for attr in &msg.attributes {
                 match attr {
                     NeighbourAttribute::LinkLayerAddress(m) => mac = Some(m.clone()),
-                    NeighbourAttribute::Destination(a) => dst = ipv4_of(a),
+                    NeighbourAttribute::Destination(a) => dst = F::of_neigh_address(a),
                     _ => {}
                 }
             }

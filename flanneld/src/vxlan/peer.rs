@@ -1,28 +1,28 @@
 //! What one peer needs in the kernel, and programming or removing it.
 
-use std::net::Ipv4Addr;
+use std::fmt::Display;
 
 use super::mac::format_mac;
 use super::route::RouteSpec;
-use super::{Device, Peer, Vxlan, VxlanError};
+use super::{Device, Peer, Vxlan, VxlanError, VxlanFamily};
 
 /// The kernel entries one peer needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum PeerEntries {
+pub(crate) enum PeerEntries<F: VxlanFamily> {
     /// Through the VXLAN device: neighbour `<subnet>.0 lladdr MAC`, FDB
     /// `MAC dst PublicIP`, route `<subnet> via <subnet>.0 dev flannel onlink`.
     Overlay {
-        neigh_ip: Ipv4Addr,
+        neigh_ip: F::Addr,
         mac: [u8; 6],
-        vtep: Ipv4Addr,
-        route: RouteSpec,
+        vtep: F::Addr,
+        route: RouteSpec<F>,
     },
     /// DirectRouting on the same L2: `<subnet> via PublicIP dev <ext>`.
-    Direct { route: RouteSpec },
+    Direct { route: RouteSpec<F> },
 }
 
-impl PeerEntries {
-    pub fn route(&self) -> &RouteSpec {
+impl<F: VxlanFamily> PeerEntries<F> {
+    pub fn route(&self) -> &RouteSpec<F> {
         match self {
             PeerEntries::Overlay { route, .. } | PeerEntries::Direct { route } => route,
         }
@@ -30,7 +30,7 @@ impl PeerEntries {
 }
 
 /// "neighbour 10.244.2.0 lladdr 0e:..:44 on flannel.1"
-pub(crate) fn describe_neigh(ip: Ipv4Addr, mac: Option<&[u8]>, dev: &str) -> String {
+pub(crate) fn describe_neigh(ip: impl Display, mac: Option<&[u8]>, dev: &str) -> String {
     match mac {
         Some(mac) => format!("neighbour {ip} lladdr {} on {dev}", format_mac(mac)),
         None => format!("neighbour {ip} on {dev}"),
@@ -38,16 +38,16 @@ pub(crate) fn describe_neigh(ip: Ipv4Addr, mac: Option<&[u8]>, dev: &str) -> Str
 }
 
 /// "fdb 0e:..:44 dst 192.168.64.3 on flannel.1"
-pub(crate) fn describe_fdb(mac: &[u8], dst: Option<Ipv4Addr>, dev: &str) -> String {
+pub(crate) fn describe_fdb<A: Display>(mac: &[u8], dst: Option<A>, dev: &str) -> String {
     match dst {
         Some(dst) => format!("fdb {} dst {dst} on {dev}", format_mac(mac)),
         None => format!("fdb {} on {dev}", format_mac(mac)),
     }
 }
 
-impl Vxlan {
+impl<F: VxlanFamily> Vxlan<F> {
     /// The entries `peer` needs, given our routing configuration.
-    pub(crate) fn entries(&self, dev: &Device, peer: &Peer) -> PeerEntries {
+    pub(crate) fn entries(&self, dev: &Device, peer: &Peer<F>) -> PeerEntries<F> {
         match self.routing.as_ref() {
             Some(r) if self.is_direct(peer) => PeerEntries::Direct {
                 route: RouteSpec {
@@ -81,8 +81,8 @@ impl Vxlan {
     pub async fn set_peer(
         &self,
         dev: &Device,
-        peer: &Peer,
-        old: Option<&Peer>,
+        peer: &Peer<F>,
+        old: Option<&Peer<F>>,
     ) -> Result<(), VxlanError> {
         let nb = self.neighbours(dev);
         match self.entries(dev, peer) {
@@ -117,7 +117,7 @@ impl Vxlan {
     /// Removes `peer`'s entries: the route first (no traffic is sent
     /// towards a half-removed peer), then neighbour and FDB entry. Entries
     /// already gone are fine.
-    pub async fn remove_peer(&self, dev: &Device, peer: &Peer) -> Result<(), VxlanError> {
+    pub async fn remove_peer(&self, dev: &Device, peer: &Peer<F>) -> Result<(), VxlanError> {
         let nb = self.neighbours(dev);
         match self.entries(dev, peer) {
             PeerEntries::Overlay {

@@ -7,42 +7,51 @@
 //!   by itself, e.g. INCOMPLETE or STALE, are left to its own GC);
 //! - FDB entries on the device that are PERMANENT (learned ones, with
 //!   `learning` on, are the kernel's);
-//! - main-table IPv4 routes out of the device, except the kernel's own
+//! - main-table routes of the device's family out of the device, except the kernel's own
 //!   (proto kernel);
 //! - with a [`Routing`](super::Routing): main-table routes out of the
 //!   external interface that have a gateway and whose destination is a
 //!   SubnetLen-sized subnet of Network. The node's other routes never are.
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
 
 use rtnetlink::packet_route::route::RouteProtocol;
 
 use super::neigh::{FdbEntry, NeighEntry};
 use super::peer::{describe_fdb, describe_neigh, PeerEntries};
 use super::route::{RouteEntry, RouteKey, RouteSpec};
-use super::{Device, Peer, Repairs, Routing, Vxlan, VxlanError};
+use super::{Device, Peer, Repairs, Routing, Vxlan, VxlanError, VxlanFamily};
 
 /// The kernel's state, as dumped.
-#[derive(Debug, Default)]
-pub(crate) struct Observed {
-    pub neighbours: Vec<NeighEntry>,
-    pub fdb: Vec<FdbEntry>,
-    pub routes: Vec<RouteEntry>,
+#[derive(Debug)]
+pub(crate) struct Observed<F: VxlanFamily> {
+    pub neighbours: Vec<NeighEntry<F>>,
+    pub fdb: Vec<FdbEntry<F>>,
+    pub routes: Vec<RouteEntry<F>>,
+}
+
+impl<F: VxlanFamily> Default for Observed<F> {
+    fn default() -> Self {
+        Observed {
+            neighbours: Vec::new(),
+            fdb: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
 }
 
 /// The writes that make the kernel match: removals first, then additions.
-#[derive(Debug, Default)]
-pub(crate) struct Plan {
-    pub del_neigh: Vec<NeighEntry>,
-    pub del_fdb: Vec<FdbEntry>,
-    pub del_routes: Vec<RouteEntry>,
-    pub add_neigh: Vec<(Ipv4Addr, [u8; 6])>,
-    pub add_fdb: Vec<([u8; 6], Ipv4Addr)>,
-    pub add_routes: Vec<RouteSpec>,
+#[derive(Debug)]
+pub(crate) struct Plan<F: VxlanFamily> {
+    pub del_neigh: Vec<NeighEntry<F>>,
+    pub del_fdb: Vec<FdbEntry<F>>,
+    pub del_routes: Vec<RouteEntry<F>>,
+    pub add_neigh: Vec<(F::Addr, [u8; 6])>,
+    pub add_fdb: Vec<([u8; 6], F::Addr)>,
+    pub add_routes: Vec<RouteSpec<F>>,
 }
 
-impl Plan {
+impl<F: VxlanFamily> Plan<F> {
     pub fn is_empty(&self) -> bool {
         self.del_neigh.is_empty()
             && self.del_fdb.is_empty()
@@ -54,7 +63,11 @@ impl Plan {
 }
 
 /// True when `route` is one reconcile manages (see the module docs).
-pub(crate) fn is_managed(route: &RouteEntry, dev: &Device, routing: Option<&Routing>) -> bool {
+pub(crate) fn is_managed<F: VxlanFamily>(
+    route: &RouteEntry<F>,
+    dev: &Device,
+    routing: Option<&Routing<F>>,
+) -> bool {
     if route.protocol == RouteProtocol::Kernel {
         return false;
     }
@@ -65,19 +78,19 @@ pub(crate) fn is_managed(route: &RouteEntry, dev: &Device, routing: Option<&Rout
                 && route.gw.is_some()
                 && route.dst.prefix() == r.subnet_len
                 && route.dst.prefix() > r.network.prefix()
-                && r.network.contains(route.dst.network())
+                && r.network.contains_addr(route.dst.base())
         }),
         None => false,
     }
 }
 
 /// The diff between `observed` and what `wanted` needs.
-pub(crate) fn plan(
-    observed: &Observed,
-    wanted: &[PeerEntries],
+pub(crate) fn plan<F: VxlanFamily>(
+    observed: &Observed<F>,
+    wanted: &[PeerEntries<F>],
     dev: &Device,
-    routing: Option<&Routing>,
-) -> Plan {
+    routing: Option<&Routing<F>>,
+) -> Plan<F> {
     let mut want_neigh = Vec::new();
     let mut want_fdb = Vec::new();
     let mut want_routes = Vec::new();
@@ -96,25 +109,25 @@ pub(crate) fn plan(
     }
     // Every side of the diff is a set, so a resync stays linear in the
     // number of peers.
-    let neigh_ips: HashSet<Ipv4Addr> = want_neigh.iter().map(|(ip, _)| *ip).collect();
-    let fdb_keys: HashSet<([u8; 6], Ipv4Addr)> = want_fdb.iter().copied().collect();
-    let want_route_keys: HashSet<RouteKey> = want_routes.iter().map(RouteSpec::key).collect();
-    let have_neigh: HashSet<(Ipv4Addr, &[u8])> = observed
+    let neigh_ips: HashSet<F::Addr> = want_neigh.iter().map(|(ip, _)| *ip).collect();
+    let fdb_keys: HashSet<([u8; 6], F::Addr)> = want_fdb.iter().copied().collect();
+    let want_route_keys: HashSet<RouteKey<F>> = want_routes.iter().map(RouteSpec::key).collect();
+    let have_neigh: HashSet<(F::Addr, &[u8])> = observed
         .neighbours
         .iter()
         .filter(|n| n.permanent)
         .filter_map(|n| Some((n.ip, n.mac.as_deref()?)))
         .collect();
-    let have_fdb: HashSet<(&[u8], Ipv4Addr)> = observed
+    let have_fdb: HashSet<(&[u8], F::Addr)> = observed
         .fdb
         .iter()
         .filter(|f| f.permanent)
         .filter_map(|f| Some((f.mac.as_slice(), f.dst?)))
         .collect();
-    let have_routes: HashSet<RouteKey> = observed
+    let have_routes: HashSet<RouteKey<F>> = observed
         .routes
         .iter()
-        .filter(|r| r.priority == 0)
+        .filter(|r| r.priority == F::ROUTE_METRIC)
         .map(RouteEntry::key)
         .collect();
 
@@ -150,7 +163,7 @@ pub(crate) fn plan(
             .iter()
             .filter(|r| {
                 is_managed(r, dev, routing)
-                    && !(r.priority == 0 && want_route_keys.contains(&r.key()))
+                    && !(r.priority == F::ROUTE_METRIC && want_route_keys.contains(&r.key()))
             })
             .cloned()
             .collect(),
@@ -162,7 +175,7 @@ pub(crate) fn plan(
     }
 }
 
-impl Vxlan {
+impl<F: VxlanFamily> Vxlan<F> {
     /// Makes the kernel match `peers` exactly: one dump each of neighbours,
     /// FDB and routes, diffed against what the peers need; adds what is
     /// missing or wrong, deletes what no peer explains (see the module docs
@@ -172,7 +185,7 @@ impl Vxlan {
     /// routes). `Err(DeviceGone)` when the device no longer exists: call
     /// `ensure_device` and `reconcile` again. A refused repair does not stop
     /// the others; it is listed in `Repairs::failed`.
-    pub async fn reconcile(&self, dev: &Device, peers: &[Peer]) -> Result<Repairs, VxlanError> {
+    pub async fn reconcile(&self, dev: &Device, peers: &[Peer<F>]) -> Result<Repairs, VxlanError> {
         let mut repairs = Repairs::default();
         let links = self.links();
         let link = links.by_index(dev.index).await?;
@@ -205,7 +218,7 @@ impl Vxlan {
                 .filter(|r| is_managed(r, dev, self.routing.as_ref()))
                 .count(),
         };
-        let wanted: Vec<PeerEntries> = peers.iter().map(|p| self.entries(dev, p)).collect();
+        let wanted: Vec<PeerEntries<F>> = peers.iter().map(|p| self.entries(dev, p)).collect();
         let plan = plan(&observed, &wanted, dev, self.routing.as_ref());
         if plan.is_empty() {
             return Ok(repairs);
@@ -214,7 +227,7 @@ impl Vxlan {
         Ok(repairs)
     }
 
-    async fn apply(&self, dev: &Device, plan: Plan, repairs: &mut Repairs) {
+    async fn apply(&self, dev: &Device, plan: Plan<F>, repairs: &mut Repairs) {
         let nb = self.neighbours(dev);
         let routes = self.routes();
         let Repairs {

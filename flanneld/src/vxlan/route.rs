@@ -1,24 +1,26 @@
-//! IPv4 routes of the main table: one typed method per kernel operation.
+//! Routes of the main table, in one address family: one typed method per
+//! kernel operation.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::marker::PhantomData;
+use std::net::IpAddr;
 
 use futures::TryStreamExt;
-use ipnetwork::Ipv4Network;
 use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
     RouteType,
 };
-use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder};
 
 use super::error::{ok_if_missing, VxlanError};
+use super::VxlanFamily;
 
-/// A route we want: `DST via GW dev OIF [onlink]`, main table, metric 0.
+/// A route we want: `DST via GW dev OIF [onlink]`, main table, the
+/// family's default metric.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RouteSpec {
-    pub dst: Ipv4Network,
-    pub gw: Ipv4Addr,
+pub(crate) struct RouteSpec<F: VxlanFamily> {
+    pub dst: F,
+    pub gw: F::Addr,
     pub oif: u32,
     /// The device's name, for messages.
     pub dev: String,
@@ -26,15 +28,15 @@ pub(crate) struct RouteSpec {
 }
 
 /// Destination, gateway, device, onlink: hashable, for the resync's diff.
-pub(crate) type RouteKey = (Ipv4Network, Option<Ipv4Addr>, Option<u32>, bool);
+pub(crate) type RouteKey<F> = (F, Option<<F as crate::netconf::Family>::Addr>, Option<u32>, bool);
 
-impl RouteSpec {
-    pub fn key(&self) -> RouteKey {
+impl<F: VxlanFamily> RouteSpec<F> {
+    pub fn key(&self) -> RouteKey<F> {
         (self.dst, Some(self.gw), Some(self.oif), self.onlink)
     }
 }
 
-impl fmt::Display for RouteSpec {
+impl<F: VxlanFamily> fmt::Display for RouteSpec<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "route {} via {} dev {}", self.dst, self.gw, self.dev)?;
         if self.onlink {
@@ -44,12 +46,12 @@ impl fmt::Display for RouteSpec {
     }
 }
 
-/// A main-table IPv4 unicast route as dumped, with the message that
-/// deletes exactly it.
+/// A main-table unicast route of family `F` as dumped, with the message
+/// that deletes exactly it.
 #[derive(Debug, Clone)]
-pub(crate) struct RouteEntry {
-    pub dst: Ipv4Network,
-    pub gw: Option<Ipv4Addr>,
+pub(crate) struct RouteEntry<F: VxlanFamily> {
+    pub dst: F,
+    pub gw: Option<F::Addr>,
     pub oif: Option<u32>,
     pub onlink: bool,
     pub priority: u32,
@@ -57,10 +59,10 @@ pub(crate) struct RouteEntry {
     pub msg: RouteMessage,
 }
 
-impl RouteEntry {
+impl<F: VxlanFamily> RouteEntry<F> {
     /// What identifies the route for the diff: destination, gateway,
     /// device, onlink.
-    pub fn key(&self) -> RouteKey {
+    pub fn key(&self) -> RouteKey<F> {
         (self.dst, self.gw, self.oif, self.onlink)
     }
 
@@ -74,26 +76,43 @@ impl RouteEntry {
         if self.onlink {
             s.push_str(" onlink");
         }
-        if self.priority != 0 {
+        if self.priority != F::ROUTE_METRIC {
             s.push_str(&format!(" metric {}", self.priority));
         }
         s
     }
 }
 
-pub(crate) struct Routes<'a> {
+pub(crate) struct Routes<'a, F> {
     pub handle: &'a Handle,
+    pub family: PhantomData<F>,
 }
 
-impl Routes<'_> {
+/// The message for `DST via GW dev OIF`; the rest is the caller's.
+fn message<F: VxlanFamily>(
+    dst: F,
+    gw: F::Addr,
+    oif: u32,
+) -> Result<RouteMessageBuilder<IpAddr>, VxlanError> {
+    let bad = |reason: String| VxlanError::Unexpected {
+        op: format!("build route {dst} via {gw}"),
+        reason,
+    };
+    Ok(RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(F::to_ip(dst.base()), dst.prefix())
+        .map_err(|e| bad(e.to_string()))?
+        .gateway(F::to_ip(gw))
+        .map_err(|e| bad(e.to_string()))?
+        .output_interface(oif))
+}
+
+impl<F: VxlanFamily> Routes<'_, F> {
     /// `ip route replace DST via GW dev OIF [onlink]` ("proto boot", as
     /// iproute2 and flannel leave it).
-    pub async fn replace(&self, spec: &RouteSpec) -> Result<(), VxlanError> {
-        let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(spec.dst.network(), spec.dst.prefix())
-            .gateway(spec.gw)
-            .output_interface(spec.oif)
-            .protocol(RouteProtocol::Boot);
+    pub async fn replace(&self, spec: &RouteSpec<F>) -> Result<(), VxlanError> {
+        let mut b = message(spec.dst, spec.gw, spec.oif)?
+            .protocol(RouteProtocol::Boot)
+            .priority(F::ROUTE_METRIC);
         if spec.onlink {
             b = b.onlink();
         }
@@ -109,11 +128,8 @@ impl Routes<'_> {
     /// `ip route del DST via GW dev OIF`; a route already gone is fine.
     /// Protocol unspecified and scope "nowhere" as iproute2 sends them: the
     /// kernel only matches the fields that are set.
-    pub async fn delete(&self, spec: &RouteSpec) -> Result<(), VxlanError> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(spec.dst.network(), spec.dst.prefix())
-            .gateway(spec.gw)
-            .output_interface(spec.oif)
+    pub async fn delete(&self, spec: &RouteSpec<F>) -> Result<(), VxlanError> {
+        let msg = message(spec.dst, spec.gw, spec.oif)?
             .protocol(RouteProtocol::Unspec)
             .scope(RouteScope::NoWhere)
             .build();
@@ -128,7 +144,7 @@ impl Routes<'_> {
     }
 
     /// Deletes a route exactly as dumped; one already gone is fine.
-    pub async fn delete_entry(&self, entry: &RouteEntry, dev: &str) -> Result<(), VxlanError> {
+    pub async fn delete_entry(&self, entry: &RouteEntry<F>, dev: &str) -> Result<(), VxlanError> {
         ok_if_missing(
             self.handle
                 .route()
@@ -139,9 +155,10 @@ impl Routes<'_> {
         )
     }
 
-    /// The IPv4 unicast routes of the main table.
-    pub async fn dump(&self) -> Result<Vec<RouteEntry>, VxlanError> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new().build();
+    /// The unicast routes of family `F` in the main table.
+    pub async fn dump(&self) -> Result<Vec<RouteEntry<F>>, VxlanError> {
+        let mut msg = RouteMessageBuilder::<IpAddr>::new().build();
+        msg.header.address_family = F::AF;
         let mut stream = self.handle.route().get(msg).execute();
         let mut out = Vec::new();
         while let Some(msg) = stream
@@ -157,20 +174,20 @@ impl Routes<'_> {
     }
 }
 
-fn entry_of(msg: RouteMessage) -> Option<RouteEntry> {
-    if msg.header.address_family != AddressFamily::Inet || msg.header.kind != RouteType::Unicast {
+fn entry_of<F: VxlanFamily>(msg: RouteMessage) -> Option<RouteEntry<F>> {
+    if msg.header.address_family != F::AF || msg.header.kind != RouteType::Unicast {
         return None;
     }
     let mut table = u32::from(msg.header.table);
-    let mut dst = Ipv4Addr::UNSPECIFIED;
+    let mut dst = F::from_bits(0);
     let mut gw = None;
     let mut oif = None;
     let mut priority = 0;
     for attr in &msg.attributes {
         match attr {
             RouteAttribute::Table(t) => table = *t,
-            RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = *a,
-            RouteAttribute::Gateway(RouteAddress::Inet(a)) => gw = Some(*a),
+            RouteAttribute::Destination(a) => dst = F::of_route_address(a)?,
+            RouteAttribute::Gateway(a) => gw = Some(F::of_route_address(a)?),
             RouteAttribute::Oif(i) => oif = Some(*i),
             RouteAttribute::Priority(p) => priority = *p,
             _ => {}
@@ -179,7 +196,7 @@ fn entry_of(msg: RouteMessage) -> Option<RouteEntry> {
     if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
         return None;
     }
-    let dst = Ipv4Network::new(dst, msg.header.destination_prefix_length).ok()?;
+    let dst = F::new(dst, msg.header.destination_prefix_length)?;
     Some(RouteEntry {
         dst,
         gw,

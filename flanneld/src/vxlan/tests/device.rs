@@ -1,6 +1,8 @@
 //! The device: created with exactly the spec, adopted when it matches,
 //! replaced when it does not; its address.
 
+use ipnetwork::Ipv4Network;
+
 use super::{TestNs, LOCAL, MAC};
 use crate::vxlan::{Device, DeviceSpec, Vxlan, VxlanError};
 
@@ -83,7 +85,7 @@ fn matching_device_is_adopted_and_brought_to_spec() {
         "{link}"
     );
 
-    let found = ns.run(|vx| async move { vx.find_device(1).await });
+    let found = ns.run(|vx: Vxlan<Ipv4Network>| async move { vx.find_device(1).await });
     assert_eq!(found.ok().flatten(), Some(adopted));
 }
 
@@ -151,7 +153,7 @@ fn deleted_device_is_noticed_and_recreated() {
     let spec = ns.spec();
     let dev = ensure(&ns, &spec);
     ns.ip(&["link", "del", "flannel.1"]);
-    let (found, reconciled) = ns.run(|vx| {
+    let (found, reconciled) = ns.run(|vx: Vxlan<Ipv4Network>| {
         let dev = dev.clone();
         async move { (vx.find_device(1).await, vx.reconcile(&dev, &[]).await) }
     });
@@ -194,6 +196,6 @@ fn address_is_set_and_strays_inside_network_removed() {
 
 #[test]
 fn device_name_is_flannel_dot_vni() {
-    assert_eq!(Vxlan::device_name(1), "flannel.1");
-    assert_eq!(Vxlan::device_name(4096), "flannel.4096");
+    assert_eq!(Vxlan::<Ipv4Network>::device_name(1), "flannel.1");
+    assert_eq!(Vxlan::<Ipv4Network>::device_name(4096), "flannel.4096");
 }

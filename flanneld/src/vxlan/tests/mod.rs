@@ -8,26 +8,30 @@ mod direct;
 mod peers;
 mod plan;
 mod reconcile;
+mod v6;
 
 use std::future::Future;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 use serde_json::Value;
 
-use super::{DeviceSpec, Peer, Vxlan};
+use super::{DeviceSpec, Peer, Vxlan, VxlanFamily};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Our address on the namespace's `eth0`.
 pub(super) const LOCAL: Ipv4Addr = Ipv4Addr::new(192, 168, 64, 2);
 pub(super) const MAC: [u8; 6] = [0x0e, 0x00, 0x00, 0x00, 0x00, 0x11];
+/// Our IPv6 address on the namespace's `eth0`.
+pub(super) const LOCAL6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x64, 0, 0, 0, 0, 0, 2);
 
 /// A network namespace with `eth0` (a veth whose peer `eth0p` stays in the
-/// same namespace) at 192.168.64.2/24, up. Deleted on drop.
+/// same namespace) at 192.168.64.2/24 and fd00:64::2/64, up. Deleted on
+/// drop.
 pub(super) struct TestNs {
     name: String,
 }
@@ -50,6 +54,7 @@ impl TestNs {
             "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
         ]);
         ns.ip(&["addr", "add", "192.168.64.2/24", "dev", "eth0"]);
+        ns.ip(&["addr", "add", "fd00:64::2/64", "dev", "eth0", "nodad"]);
         ns.ip(&["link", "set", "eth0p", "up"]);
         ns.ip(&["link", "set", "eth0", "up"]);
         ns
@@ -102,9 +107,10 @@ impl TestNs {
     /// Runs `f` with a backend whose netlink socket lives in this
     /// namespace: on a thread that enters it, under a current-thread
     /// runtime. A panic inside is re-raised here with its message.
-    pub fn run<'a, F, Fut, T>(&'a self, f: F) -> T
+    pub fn run<'a, A, F, Fut, T>(&'a self, f: F) -> T
     where
-        F: FnOnce(Vxlan) -> Fut + Send + 'a,
+        A: VxlanFamily,
+        F: FnOnce(Vxlan<A>) -> Fut + Send + 'a,
         Fut: Future<Output = T>,
         T: Send + 'a,
     {
@@ -147,9 +153,28 @@ impl TestNs {
         }
     }
 
-    /// Neighbours on `dev`: "IP LLADDR STATE" per entry, sorted.
+    /// The spec of the default IPv6 device: flannel-v6.1 on eth0.
+    pub fn spec6(&self) -> DeviceSpec<Ipv6Network> {
+        DeviceSpec {
+            vni: 1,
+            port: 8472,
+            local: LOCAL6,
+            ext_index: self.ifindex("eth0"),
+            mtu: 1430,
+            mac: MAC6,
+            gbp: false,
+            learning: false,
+        }
+    }
+
+    /// IPv4 neighbours on `dev`: "IP LLADDR STATE" per entry, sorted.
     pub fn neighbours(&self, dev: &str) -> Vec<String> {
-        let v = self.ip_json(&["-4", "neigh", "show", "dev", dev]);
+        self.neighbours_af("-4", dev)
+    }
+
+    /// Neighbours of family `af` ("-4", "-6") on `dev`.
+    pub fn neighbours_af(&self, af: &str, dev: &str) -> Vec<String> {
+        let v = self.ip_json(&[af, "neigh", "show", "dev", dev]);
         sorted(v.as_array().into_iter().flatten().map(|n| {
             format!(
                 "{} {} {}",
@@ -179,7 +204,12 @@ impl TestNs {
 
     /// Main-table IPv4 routes with a gateway: "DST via GW dev DEV [onlink]", sorted.
     pub fn gw_routes(&self) -> Vec<String> {
-        let v = self.ip_json(&["-4", "route", "show", "table", "main"]);
+        self.gw_routes_af("-4")
+    }
+
+    /// Main-table routes of family `af` ("-4", "-6") with a gateway.
+    pub fn gw_routes_af(&self, af: &str) -> Vec<String> {
+        let v = self.ip_json(&[af, "route", "show", "table", "main"]);
         sorted(
             v.as_array()
                 .into_iter()
@@ -257,9 +287,30 @@ pub(super) fn net(text: &str) -> Ipv4Network {
     text.parse().expect("a valid network")
 }
 
+/// The VtepMAC of the IPv6 device.
+pub(super) const MAC6: [u8; 6] = [0x0e, 0x00, 0x00, 0x00, 0x06, 0x11];
+
+/// An IPv6 peer: subnet fd00:10:244:N::/64, public IP fd00:64::P, MAC
+/// 0e:00:00:00:06:N.
+pub(super) fn peer6(n: u8, public: u16) -> Peer<Ipv6Network> {
+    Peer {
+        subnet: format!("fd00:10:244:{n:x}::/64").parse().expect("a network"),
+        public_ip: Ipv6Addr::new(0xfd00, 0x64, 0, 0, 0, 0, 0, public),
+        vtep_mac: [0x0e, 0, 0, 0, 6, n],
+    }
+}
+
 /// What the three entries of an overlay peer look like in our dumps.
 pub(super) fn expected(peers: &[&Peer]) -> (Vec<String>, Vec<String>, Vec<String>) {
-    let mac = |p: &Peer| super::mac::format_mac(&p.vtep_mac);
+    expected_on(peers, "flannel.1")
+}
+
+/// The same for peers of either family on device `dev`.
+pub(super) fn expected_on<A: VxlanFamily>(
+    peers: &[&Peer<A>],
+    dev: &str,
+) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let mac = |p: &Peer<A>| super::mac::format_mac(&p.vtep_mac);
     let neigh = sorted(
         peers
             .iter()
@@ -273,7 +324,7 @@ pub(super) fn expected(peers: &[&Peer]) -> (Vec<String>, Vec<String>, Vec<String
     let routes = sorted(
         peers
             .iter()
-            .map(|p| format!("{} via {} dev flannel.1 onlink", p.subnet, p.gateway())),
+            .map(|p| format!("{} via {} dev {dev} onlink", p.subnet, p.gateway())),
     );
     (neigh, fdb, routes)
 }

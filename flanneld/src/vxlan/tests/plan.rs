@@ -2,6 +2,7 @@
 
 use std::net::Ipv4Addr;
 
+use ipnetwork::Ipv4Network;
 use rtnetlink::packet_route::route::{RouteMessage, RouteProtocol};
 
 use super::{net, peer};
@@ -30,7 +31,7 @@ fn routing() -> Routing {
     }
 }
 
-fn route(dst: &str, gw: Option<[u8; 4]>, oif: u32, onlink: bool) -> RouteEntry {
+fn route(dst: &str, gw: Option<[u8; 4]>, oif: u32, onlink: bool) -> RouteEntry<Ipv4Network> {
     RouteEntry {
         dst: net(dst),
         gw: gw.map(Ipv4Addr::from),
@@ -42,7 +43,7 @@ fn route(dst: &str, gw: Option<[u8; 4]>, oif: u32, onlink: bool) -> RouteEntry {
     }
 }
 
-fn overlay(n: u8, vtep: [u8; 4]) -> PeerEntries {
+fn overlay(n: u8, vtep: [u8; 4]) -> PeerEntries<Ipv4Network> {
     let p = peer(n, vtep);
     PeerEntries::Overlay {
         neigh_ip: p.gateway(),
@@ -59,7 +60,7 @@ fn overlay(n: u8, vtep: [u8; 4]) -> PeerEntries {
 }
 
 /// What `overlay(n, vtep)` looks like once programmed.
-fn observed_overlay(n: u8, vtep: [u8; 4]) -> Observed {
+fn observed_overlay(n: u8, vtep: [u8; 4]) -> Observed<Ipv4Network> {
     let p = peer(n, vtep);
     Observed {
         neighbours: vec![NeighEntry {
@@ -108,7 +109,7 @@ fn wrong_entries_are_replaced_and_strays_removed() {
 
 #[test]
 fn non_permanent_entries_are_the_kernels() {
-    let mut obs = Observed::default();
+    let mut obs = Observed::<Ipv4Network>::default();
     obs.neighbours.push(NeighEntry {
         ip: Ipv4Addr::new(10, 244, 9, 0),
         mac: None,

@@ -1,0 +1,297 @@
+//! One address family's half of the datapath: its VXLAN device and the
+//! peers of that family, written once for both families. Which part of a
+//! lease is a peer of a family is [`LeaseFamily`]'s only per-family code
+//! (the lease keeps IPv4 and IPv6 in different fields); everything else,
+//! from programming a peer to recreating the device, is the same lines
+//! for `flannel.<VNI>` and `flannel-v6.<VNI>`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnetwork::{Ipv4Network, Ipv6Network};
+use rtnetlink::Handle;
+
+use super::underlay_unicast;
+use crate::lease::{skip, Lease};
+use crate::mac;
+use crate::netconf::{FamilyConfig, NetConfig};
+use crate::vxlan::{Device, DeviceSpec, Peer, Repairs, Vxlan, VxlanFamily};
+
+/// What identifies a lease across its events, whatever its families: a
+/// lease's peers of both families are replaced together when it changes.
+pub type LeaseId = Ipv4Network;
+
+/// The lease's identity.
+pub fn lease_id(l: &Lease) -> LeaseId {
+    l.subnet
+}
+
+/// Where a family lives in a lease and in the configuration.
+pub trait LeaseFamily: VxlanFamily {
+    /// This family's part of the configuration, if enabled.
+    fn config(config: &NetConfig) -> Option<FamilyConfig<Self>>;
+    /// This family's subnet and public IP in `l`, if it has them.
+    fn own(l: &Lease) -> Option<(Self, Self::Addr)>;
+    /// `l`'s peer of this family: `Ok(None)` when it has no part of this
+    /// family or is another backend's or VNI's, `Err` (the reason, for
+    /// [`skip::skipped`]) when a part is malformed or untrusted.
+    fn peer_of(
+        l: &Lease,
+        net: &FamilyConfig<Self>,
+        vni: u32,
+        store_chooses: bool,
+        own_ip: Self::Addr,
+    ) -> Result<Option<Peer<Self>>, String>;
+}
+
+impl LeaseFamily for Ipv4Network {
+    fn config(config: &NetConfig) -> Option<FamilyConfig<Self>> {
+        config.ipv4
+    }
+
+    fn own(l: &Lease) -> Option<(Self, Ipv4Addr)> {
+        Some((l.subnet, l.attrs.public_ip))
+    }
+
+    /// Only subnets the store could have handed out are trusted (a stray
+    /// `0.0.0.0-0` or the node LAN's subnet would otherwise become a route
+    /// that replaces the default or the connected route), and only a
+    /// public IP that can be a node's unicast underlay address gets a
+    /// route, a neighbour and an FDB entry.
+    fn peer_of(
+        l: &Lease,
+        net: &FamilyConfig<Self>,
+        vni: u32,
+        store_chooses: bool,
+        own_ip: Ipv4Addr,
+    ) -> Result<Option<Peer<Self>>, String> {
+        let trusted = if store_chooses {
+            net.is_leasable(l.subnet)
+        } else {
+            net.contains(l.subnet)
+        };
+        if !trusted {
+            return Err(format!(
+                "outside {} (SubnetLen {}, SubnetMin..SubnetMax)",
+                net.network, net.subnet_len
+            ));
+        }
+        underlay_unicast(l.attrs.public_ip, own_ip)
+            .map_err(|reason| format!("PublicIP {} {reason}", l.attrs.public_ip))?;
+        let Some(data) = l.attrs.vxlan_data() else {
+            return Ok(None);
+        };
+        if data.vni != vni {
+            tracing::debug!(subnet = %l.subnet, "ignoring lease with VNI {}", data.vni);
+            return Ok(None);
+        }
+        let vtep_mac = mac::parse(&data.vtep_mac)
+            .ok_or_else(|| format!("malformed VtepMAC {:?}", data.vtep_mac))?;
+        Ok(Some(Peer {
+            subnet: l.subnet,
+            public_ip: l.attrs.public_ip,
+            vtep_mac,
+        }))
+    }
+}
+
+impl LeaseFamily for Ipv6Network {
+    fn config(config: &NetConfig) -> Option<FamilyConfig<Self>> {
+        config.ipv6
+    }
+
+    fn own(l: &Lease) -> Option<(Self, Ipv6Addr)> {
+        Some((l.ipv6_subnet?, l.attrs.public_ipv6?))
+    }
+
+    fn peer_of(
+        l: &Lease,
+        net: &FamilyConfig<Self>,
+        vni: u32,
+        store_chooses: bool,
+        own_ip: Ipv6Addr,
+    ) -> Result<Option<Peer<Self>>, String> {
+        let Some(p) = crate::lease::v6::v6_peer(l, net, vni, store_chooses)? else {
+            return Ok(None);
+        };
+        if p.public_ip == own_ip {
+            return Err(format!(
+                "PublicIPv6 {} is this node's own address",
+                p.public_ip
+            ));
+        }
+        Ok(Some(Peer {
+            subnet: p.subnet,
+            public_ip: p.public_ip,
+            vtep_mac: p.vtep_mac,
+        }))
+    }
+}
+
+/// One family's device and peers.
+pub(super) struct FamilyPath<F: LeaseFamily> {
+    vx: Vxlan<F>,
+    spec: DeviceSpec<F>,
+    pub dev: Device,
+    net: FamilyConfig<F>,
+    /// Our subnet and public IP of this family, once acquired.
+    own: Option<(F, F::Addr)>,
+    pub peers: BTreeMap<F, Peer<F>>,
+    /// Which lease each peer came from: a lease whose subnet of this
+    /// family changed (or went) takes its old peer with it.
+    by_lease: HashMap<LeaseId, F>,
+}
+
+impl<F: LeaseFamily> FamilyPath<F> {
+    /// Creates or adopts the device for `spec`.
+    pub async fn create(
+        handle: Handle,
+        net: FamilyConfig<F>,
+        spec: DeviceSpec<F>,
+        direct_routing: bool,
+    ) -> Result<Self, String> {
+        let vx = Vxlan::<F>::new(handle);
+        // Which peers share our L2 segment (DirectRouting), and which
+        // routes on the external interface are ours to keep true.
+        let routing = vx
+            .routing(net.network, net.subnet_len, spec.ext_index, direct_routing)
+            .await
+            .map_err(|e| e.to_string())?;
+        let vx = vx.with_routing(routing);
+        let dev = vx.ensure_device(&spec).await.map_err(|e| e.to_string())?;
+        tracing::info!(
+            device = %dev.name, mac = %mac::format(&dev.mac), local = %spec.local, mtu = spec.mtu,
+            "VXLAN device ready"
+        );
+        Ok(FamilyPath {
+            vx,
+            spec,
+            dev,
+            net,
+            own: None,
+            peers: BTreeMap::new(),
+            by_lease: HashMap::new(),
+        })
+    }
+
+    /// Takes our lease: its address of this family goes on the device.
+    pub async fn adopt(&mut self, lease: &Lease) -> Result<(), String> {
+        let (subnet, ip) = F::own(lease).ok_or_else(|| {
+            format!(
+                "our lease {} has no {} subnet and public IP",
+                lease.key(),
+                F::NAME
+            )
+        })?;
+        self.own = Some((subnet, ip));
+        self.vx
+            .ensure_address(&self.dev, subnet.base(), self.net.network)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// `l` as a peer of this family (None: not one; a malformed part is
+    /// logged as skipped).
+    pub fn peer_of(&self, l: &Lease, vni: u32, store_chooses: bool) -> Option<Peer<F>> {
+        let (_, own_ip) = self.own?;
+        match F::peer_of(l, &self.net, vni, store_chooses, own_ip) {
+            Ok(p) => p,
+            Err(reason) => {
+                skip::skipped(&format!("lease {} ({})", l.key(), F::NAME), &reason);
+                None
+            }
+        }
+    }
+
+    /// The peer set as of the watch's first listing.
+    pub fn load(&mut self, peers: Vec<(LeaseId, Peer<F>)>) {
+        self.peers.clear();
+        self.by_lease.clear();
+        for (id, p) in peers {
+            self.by_lease.insert(id, p.subnet);
+            self.peers.insert(p.subnet, p);
+        }
+    }
+
+    /// Lease `id` now has `peer` of this family (None: none any more):
+    /// programs it, and removes what the lease had before if that differs.
+    /// Returns whether anything changed.
+    pub async fn update(&mut self, id: LeaseId, peer: Option<Peer<F>>) -> bool {
+        let before = self.by_lease.get(&id).copied();
+        let mut changed = false;
+        if let Some(old) = before.filter(|s| peer.as_ref().map(|p| p.subnet) != Some(*s)) {
+            self.by_lease.remove(&id);
+            changed |= self.remove(old).await;
+        }
+        if let Some(p) = peer {
+            self.by_lease.insert(id, p.subnet);
+            changed |= self.set(p).await;
+        }
+        changed
+    }
+
+    async fn set(&mut self, p: Peer<F>) -> bool {
+        let old = self.peers.get(&p.subnet).cloned();
+        if old.as_ref() == Some(&p) {
+            return false;
+        }
+        match self.vx.set_peer(&self.dev, &p, old.as_ref()).await {
+            Ok(()) => {
+                tracing::info!(subnet = %p.subnet, public_ip = %p.public_ip, vtep = %mac::format(&p.vtep_mac), "peer programmed")
+            }
+            Err(e) => tracing::warn!("program peer {}: {e} (resync will retry)", p.subnet),
+        }
+        self.peers.insert(p.subnet, p);
+        true
+    }
+
+    async fn remove(&mut self, subnet: F) -> bool {
+        let Some(old) = self.peers.remove(&subnet) else {
+            return false;
+        };
+        match self.vx.remove_peer(&self.dev, &old).await {
+            Ok(()) => tracing::info!(subnet = %old.subnet, "peer removed"),
+            Err(e) => tracing::warn!("remove peer {}: {e} (resync will retry)", old.subnet),
+        }
+        true
+    }
+
+    /// Recreates the device if someone deleted or replaced it (the next
+    /// resync replays every peer).
+    pub async fn check_device(&mut self) {
+        match self.vx.find_device(self.spec.vni).await {
+            Ok(Some(found)) if found.index == self.dev.index => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!("look for {}: {e}", self.dev.name);
+                return;
+            }
+        }
+        tracing::warn!(
+            "{} was deleted or replaced: recreating it with {} peers",
+            self.dev.name,
+            self.peers.len()
+        );
+        match self.vx.ensure_device(&self.spec).await {
+            Ok(new) => {
+                if let Some((own, _)) = self.own {
+                    let network = self.net.network;
+                    if let Err(e) = self.vx.ensure_address(&new, own.base(), network).await {
+                        tracing::warn!("{e}");
+                    }
+                }
+                self.dev = new;
+            }
+            Err(e) => tracing::error!("recreate {}: {e}", self.dev.name),
+        }
+    }
+
+    /// Diffs the kernel against the peers and fixes it.
+    pub async fn reconcile(&self) -> Result<Repairs, String> {
+        let wanted: Vec<Peer<F>> = self.peers.values().cloned().collect();
+        self.vx
+            .reconcile(&self.dev, &wanted)
+            .await
+            .map_err(|e| format!("resync of {}: {e}", self.dev.name))
+    }
+}
