@@ -105,12 +105,16 @@ impl Datapath {
                 Some(FamilyPath::create(handle.clone(), net, spec, direct).await?)
             }
             (None, _) => None,
-            (Some(_), None) => return Err("IPv4 is enabled but no IPv4 device was asked for".into()),
+            (Some(_), None) => {
+                return Err("IPv4 is enabled but no IPv4 device was asked for".into())
+            }
         };
         let v6 = match (config.ipv6, specs.v6) {
             (Some(net), Some(spec)) => Some(FamilyPath::create(handle, net, spec, direct).await?),
             (None, _) => None,
-            (Some(_), None) => return Err("IPv6 is enabled but no IPv6 device was asked for".into()),
+            (Some(_), None) => {
+                return Err("IPv6 is enabled but no IPv6 device was asked for".into())
+            }
         };
         Ok(Datapath {
             v4,

@@ -131,7 +131,10 @@ fn bad_net_conf_files_exit_non_zero_naming_the_field() {
         ),
         (r#"{"Network":"10.244.0.0/16""#, "JSON"),
         (r#"[1,2]"#, "object"),
-        (r#"{"Network":"10.244.0.0/16","EnableIPv6":true}"#, "IPv6Network"),
+        (
+            r#"{"Network":"10.244.0.0/16","EnableIPv6":true}"#,
+            "IPv6Network",
+        ),
         (r#"{"EnableIPv4":false}"#, "EnableIPv4"),
         (
             r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/64","IPv6SubnetLen":64}"#,

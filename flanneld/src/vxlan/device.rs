@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-
 use super::link::{LinkState, VxlanParams};
 use super::mac::format_mac;
 use super::{Device, DeviceSpec, Vxlan, VxlanError, VxlanFamily};

@@ -182,9 +182,7 @@ impl Links<'_> {
             IpAddr::V4(a) => b.local(a),
             IpAddr::V6(a) => b.local6(a),
         };
-        b = b
-            .learning(spec.learning)
-            .ttl(0);
+        b = b.learning(spec.learning).ttl(0);
         if spec.port != 0 {
             b = b.port(spec.port);
         }

@@ -36,7 +36,6 @@ use std::marker::PhantomData;
 use ipnetwork::Ipv4Network;
 use rtnetlink::Handle;
 
-
 pub use error::VxlanError;
 pub use family::VxlanFamily;
 
@@ -184,7 +183,10 @@ impl<F: VxlanFamily> Vxlan<F> {
     /// the VXLAN device.
     pub fn is_direct(&self, peer: &Peer<F>) -> bool {
         self.routing.as_ref().is_some_and(|r| {
-            r.direct_routing && r.ext_subnets.iter().any(|s| s.contains_addr(peer.public_ip))
+            r.direct_routing
+                && r.ext_subnets
+                    .iter()
+                    .any(|s| s.contains_addr(peer.public_ip))
         })
     }
 

@@ -7,8 +7,7 @@ use std::net::IpAddr;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::route::{
-    RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
-    RouteType,
+    RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use rtnetlink::{Handle, RouteMessageBuilder};
 
@@ -28,7 +27,12 @@ pub(crate) struct RouteSpec<F: VxlanFamily> {
 }
 
 /// Destination, gateway, device, onlink: hashable, for the resync's diff.
-pub(crate) type RouteKey<F> = (F, Option<<F as crate::netconf::Family>::Addr>, Option<u32>, bool);
+pub(crate) type RouteKey<F> = (
+    F,
+    Option<<F as crate::netconf::Family>::Addr>,
+    Option<u32>,
+    bool,
+);
 
 impl<F: VxlanFamily> RouteSpec<F> {
     pub fn key(&self) -> RouteKey<F> {

@@ -118,7 +118,11 @@ pub fn network_of6(cidr: &str) -> Option<String> {
     let (ip, len) = cidr.split_once('/')?;
     let ip: Ipv6Addr = ip.parse().ok()?;
     let len: u32 = len.parse().ok().filter(|l| *l <= 128)?;
-    let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+    let mask = if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - len)
+    };
     Some(format!("{}/{len}", Ipv6Addr::from(u128::from(ip) & mask)))
 }
 

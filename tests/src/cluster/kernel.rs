@@ -166,16 +166,15 @@ impl KernelState {
                 routes: vec![],
             };
         }
-        let mut neighs: Vec<NeighEntry> =
-            json_lines(ns, "ip", &[fam, "neigh", "show", "dev", dev])
-                .iter()
-                .filter(|n| !is_link_local(&s(&n["dst"])))
-                .map(|n| NeighEntry {
-                    dst: s(&n["dst"]),
-                    lladdr: s(&n["lladdr"]).to_lowercase(),
-                    state: strs(&n["state"]),
-                })
-                .collect();
+        let mut neighs: Vec<NeighEntry> = json_lines(ns, "ip", &[fam, "neigh", "show", "dev", dev])
+            .iter()
+            .filter(|n| !is_link_local(&s(&n["dst"])))
+            .map(|n| NeighEntry {
+                dst: s(&n["dst"]),
+                lladdr: s(&n["lladdr"]).to_lowercase(),
+                state: strs(&n["state"]),
+            })
+            .collect();
         let mut fdb: Vec<FdbEntry> = json_lines(ns, "bridge", &["fdb", "show", "dev", dev])
             .iter()
             .map(|f| FdbEntry {
@@ -185,18 +184,17 @@ impl KernelState {
                 state: s(&f["state"]),
             })
             .collect();
-        let mut routes: Vec<RouteEntry> =
-            json_lines(ns, "ip", &[fam, "route", "show", "dev", dev])
-                .iter()
-                // IPv6: the kernel's own routes (link-local, the device's
-                // /128) are not flanneld's.
-                .filter(|r| f != IpFamily::V6 || s(&r["protocol"]) != "kernel")
-                .map(|r| RouteEntry {
-                    dst: s(&r["dst"]),
-                    gateway: s(&r["gateway"]),
-                    flags: strs(&r["flags"]),
-                })
-                .collect();
+        let mut routes: Vec<RouteEntry> = json_lines(ns, "ip", &[fam, "route", "show", "dev", dev])
+            .iter()
+            // IPv6: the kernel's own routes (link-local, the device's
+            // /128) are not flanneld's.
+            .filter(|r| f != IpFamily::V6 || s(&r["protocol"]) != "kernel")
+            .map(|r| RouteEntry {
+                dst: s(&r["dst"]),
+                gateway: s(&r["gateway"]),
+                flags: strs(&r["flags"]),
+            })
+            .collect();
         neighs.sort();
         fdb.sort();
         routes.sort();

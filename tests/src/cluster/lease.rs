@@ -3,8 +3,8 @@
 //! IPv6-only lease (`10.244.1.0-24&fd00:10:244:1::-64`, `PublicIPv6`,
 //! `BackendV6Data`).
 
-use serde_json::Value;
 use super::family::IpFamily;
+use serde_json::Value;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -303,7 +303,10 @@ mod tests {
         assert!(l.is_of(Ipv4Addr::new(9, 9, 9, 9), "fd00:192:168:64::a".parse().ok()));
         for name in ["0.0.0.0-0&fd00:10:244:2::-64", "fd00:10:244:2::-64"] {
             let (four, six) = parse_lease_name(name).unwrap();
-            assert_eq!((four.as_str(), six.as_deref()), ("", Some("fd00:10:244:2::/64")));
+            assert_eq!(
+                (four.as_str(), six.as_deref()),
+                ("", Some("fd00:10:244:2::/64"))
+            );
         }
         assert_eq!(parse_lease_name("junk"), None);
         assert_eq!(parse_lease_name("10.244.1.0-24&junk"), None);

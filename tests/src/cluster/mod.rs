@@ -25,12 +25,15 @@
 //! Everything is removed on drop, also on panic: daemons stopped by PID,
 //! namespaces deleted, the temp dir removed.
 
+mod builder;
 mod checks;
+mod entries;
 pub mod entry_monitor;
 pub mod family;
 mod kernel;
 pub mod kube;
 pub mod kube_client;
+mod kube_lease;
 pub mod lease;
 pub mod monitor;
 pub mod netlink_writes;
@@ -41,6 +44,7 @@ pub mod store;
 pub mod traffic;
 pub mod upstream;
 
+pub use builder::ClusterBuilder;
 pub use checks::{SECOND_BRIDGE, SECOND_GATEWAY};
 pub use family::{network_of6, network_of_any, node_ip6, IpFamily, UNDERLAY_GATEWAY6, VXLAN_DEV6};
 pub use kernel::{
@@ -100,206 +104,6 @@ pub fn workspace_binary(name: &str) -> PathBuf {
         "binary `{name}` not found (looked in {dirs:?}); run `cargo build --workspace` \
          (with the same profile as the tests) first"
     )
-}
-
-/// How to build a [`Cluster`].
-#[derive(Clone, Debug)]
-pub struct ClusterBuilder {
-    nodes: usize,
-    net_conf: Option<String>,
-    lease_ttl: u64,
-    resync_interval: u64,
-    extra_args: Vec<String>,
-    start: bool,
-    mtu: Option<u32>,
-    prefix: Option<String>,
-    dir: Option<PathBuf>,
-    detached: bool,
-    store: StoreKind,
-    family: IpFamily,
-}
-
-impl Default for ClusterBuilder {
-    fn default() -> Self {
-        ClusterBuilder {
-            nodes: 2,
-            net_conf: Some(default_net_conf().to_string()),
-            lease_ttl: 86_400,
-            resync_interval: 1,
-            extra_args: Vec::new(),
-            start: true,
-            mtu: None,
-            prefix: None,
-            dir: None,
-            detached: false,
-            store: StoreKind::File,
-            family: IpFamily::V4,
-        }
-    }
-}
-
-impl ClusterBuilder {
-    pub fn nodes(mut self, n: usize) -> Self {
-        assert!(n <= 200, "at most 200 nodes fit the underlay /24");
-        self.nodes = n;
-        self
-    }
-
-    /// The `net-conf.json` to write (a JSON value).
-    pub fn net_conf(self, conf: Value) -> Self {
-        self.net_conf_raw(&conf.to_string())
-    }
-
-    /// The `net-conf.json` text, verbatim (for malformed files).
-    pub fn net_conf_raw(mut self, text: &str) -> Self {
-        self.net_conf = Some(text.to_owned());
-        self
-    }
-
-    /// Write no `net-conf.json` at all.
-    pub fn no_net_conf(mut self) -> Self {
-        self.net_conf = None;
-        self
-    }
-
-    /// `--lease-ttl` (seconds) for every node.
-    pub fn lease_ttl(mut self, secs: u64) -> Self {
-        self.lease_ttl = secs;
-        self
-    }
-
-    /// `--resync-interval` (seconds) for every node; 1 by default.
-    pub fn resync_interval(mut self, secs: u64) -> Self {
-        self.resync_interval = secs;
-        self
-    }
-
-    /// Extra flanneld arguments for every node.
-    pub fn flanneld_args(mut self, args: &[&str]) -> Self {
-        self.extra_args.extend(args.iter().map(|s| s.to_string()));
-        self
-    }
-
-    /// Start every node's flanneld and wait for its subnet.env (default), or not.
-    pub fn start(mut self, start: bool) -> Self {
-        self.start = start;
-        self
-    }
-
-    /// The MTU of the underlay (node `eth0`s and the bridge); 1500 by default.
-    pub fn underlay_mtu(mut self, mtu: u32) -> Self {
-        self.mtu = Some(mtu);
-        self
-    }
-
-    /// Names every namespace (and pod container ID) `<prefix><what>`
-    /// exactly — `underlay`, `node0`, `node0-pod1` — instead of this
-    /// process's unique `ft<pid>-<n>` names. For clusters that outlive the
-    /// process (the `netns-cluster` tool); the caller makes the prefix unique.
-    pub fn name_prefix(mut self, prefix: &str) -> Self {
-        self.prefix = Some(prefix.to_owned());
-        self
-    }
-
-    /// The cluster's directory (created; must not exist), instead of a
-    /// fresh temp dir.
-    pub fn dir(mut self, dir: &Path) -> Self {
-        self.dir = Some(dir.to_owned());
-        self
-    }
-
-    /// Start daemons (flanneld, etcd) in sessions of their own, so that
-    /// [`Cluster::persist`] can leave them running after this process exits.
-    pub fn detached(mut self, detached: bool) -> Self {
-        self.detached = detached;
-        self
-    }
-
-    /// The lease store (the embedded file store by default).
-    pub fn store(mut self, store: StoreKind) -> Self {
-        self.store = store;
-        self
-    }
-
-    /// The overlay's families (IPv4 by default): the underlay gets IPv6
-    /// addresses when it includes IPv6, and `net-conf.json` becomes the
-    /// family's ([`IpFamily::net_conf`]; a later `net_conf` replaces it).
-    pub fn ip_family(mut self, family: IpFamily) -> Self {
-        self.family = family;
-        self.net_conf = Some(family.net_conf().to_string());
-        self
-    }
-
-    /// A namespace named after `short` (this process's unique names) or
-    /// `<prefix><long>` (with a name prefix).
-    fn make_ns(&self, short: &str, long: &str) -> NetNs {
-        match &self.prefix {
-            None => NetNs::new(short),
-            Some(p) => NetNs::with_name(&format!("{p}{long}")).unwrap_or_else(|e| panic!("{e}")),
-        }
-    }
-
-    pub fn build(self) -> Cluster {
-        crate::netns::require_root();
-        let dir = match &self.dir {
-            None => TempDir::new("c"),
-            Some(d) => TempDir::create_at(d).unwrap_or_else(|e| panic!("{e}")),
-        };
-        let underlay = self.make_ns("u", "underlay");
-        underlay.add_bridge(UNDERLAY_BRIDGE);
-        underlay.add_addr(UNDERLAY_BRIDGE, &format!("{UNDERLAY_GATEWAY}/24"));
-        if self.family.has_v6() {
-            let a = format!("{UNDERLAY_GATEWAY6}/64");
-            underlay.ip_ok(&["-6", "addr", "add", &a, "dev", UNDERLAY_BRIDGE, "nodad"]);
-        }
-        if let Some(mtu) = self.mtu {
-            underlay.ip_ok(&["link", "set", UNDERLAY_BRIDGE, "mtu", &mtu.to_string()]);
-        }
-        std::fs::create_dir(dir.join("leases")).expect("create lease dir");
-        if let Some(text) = &self.net_conf {
-            std::fs::write(dir.join("net-conf.json"), text).expect("write net-conf.json");
-        }
-        let store = match self.store {
-            StoreKind::File => Store::File(dir.join("leases")),
-            StoreKind::Etcd => {
-                let conf = self.net_conf.clone().unwrap_or_else(|| "{}".into());
-                Store::Etcd(store::EtcdServer::start(
-                    &underlay,
-                    dir.path(),
-                    &conf,
-                    self.detached,
-                ))
-            }
-            StoreKind::Kube => Store::Kube(store::KubeStandin::start(
-                &underlay,
-                dir.path(),
-                self.net_conf.as_deref(),
-                self.detached,
-            )),
-        };
-        let mut c = Cluster {
-            nodes: Vec::new(),
-            extra: Vec::new(),
-            store,
-            underlay,
-            flanneld: workspace_binary("flanneld"),
-            flannel: crate::cni::plugin_override().unwrap_or_else(|| workspace_binary("flannel")),
-            opts: self.clone(),
-            dir,
-        };
-        for _ in 0..self.nodes {
-            c.add_node();
-        }
-        if self.start {
-            for i in 0..c.nodes.len() {
-                c.start(i);
-            }
-            for i in 0..c.nodes.len() {
-                c.wait_ready(i);
-            }
-        }
-        c
-    }
 }
 
 /// A running netns cluster. Field order is drop order: daemons and node
@@ -562,89 +366,6 @@ impl Cluster {
     pub fn remove_lease(&self, i: usize) {
         let l = self.lease_of_ok(i);
         self.store.remove(&self.underlay, &l);
-    }
-
-    /// What node `i`'s flannel.1 should hold: one entry set per unexpired
-    /// vxlan lease of another node that has an IPv4 subnet.
-    pub fn expected_peers(&self, i: usize) -> Vec<PeerEntries> {
-        self.expected_peers_of(i, IpFamily::V4)
-    }
-
-    /// What node `i`'s device of single family `f` (flannel.1 or
-    /// flannel-v6.1) should hold: one entry set per unexpired vxlan lease
-    /// of another node that has a subnet of `f`. Nothing when the cluster
-    /// runs no `f`: the device must then hold no peer.
-    pub fn expected_peers_of(&self, i: usize, f: IpFamily) -> Vec<PeerEntries> {
-        if !self.opts.family.singles().contains(&f) {
-            return Vec::new();
-        }
-        let n = &self.nodes[i];
-        let mut v: Vec<PeerEntries> = self
-            .leases()
-            .iter()
-            .filter(|l| !l.is_of(n.ip, n.ip6) && !l.is_expired() && l.backend_type == "vxlan")
-            .filter_map(|l| PeerEntries::of_family(l, f))
-            .collect();
-        v.sort_by(|a, b| a.subnet.cmp(&b.subnet));
-        v
-    }
-
-    /// Node `i`'s kernel state on flannel.1.
-    pub fn kernel(&self, i: usize) -> KernelState {
-        KernelState::read(&self.nodes[i].ns)
-    }
-
-    /// Node `i`'s kernel state on the device of single family `f`.
-    pub fn kernel_of(&self, i: usize, f: IpFamily) -> KernelState {
-        KernelState::read_family(&self.nodes[i].ns, f)
-    }
-
-    /// `Ok` when node `i`'s routes, neighbours and FDB entries on flannel.1 are
-    /// exactly those of `expected`.
-    pub fn check_entries(&self, i: usize, expected: &[PeerEntries]) -> Result<(), String> {
-        self.check_entries_of(i, IpFamily::V4, expected)
-    }
-
-    /// As [`check_entries`](Self::check_entries), on the device of single
-    /// family `f`.
-    pub fn check_entries_of(
-        &self,
-        i: usize,
-        f: IpFamily,
-        expected: &[PeerEntries],
-    ) -> Result<(), String> {
-        self.kernel_of(i, f)
-            .check_exactly(expected)
-            .map_err(|e| format!("{}: {e}", self.nodes[i].name))
-    }
-
-    /// `Ok` when node `i`'s flannel.1 and flannel-v6.1 each hold exactly
-    /// what the leases call for (a family the cluster does not run: no
-    /// peer entries at all).
-    pub fn check_all_entries(&self, i: usize) -> Result<(), String> {
-        for f in [IpFamily::V4, IpFamily::V6] {
-            self.check_entries_of(i, f, &self.expected_peers_of(i, f))?;
-        }
-        Ok(())
-    }
-
-    /// Waits until every node in `which` has exactly the entries its current
-    /// peers' leases call for, in both families.
-    pub fn wait_converged(&self, which: &[usize], timeout: Duration) {
-        crate::wait::eventually(timeout, "peer entries to match the leases", || {
-            for &i in which {
-                self.check_all_entries(i)?;
-            }
-            Ok(())
-        });
-    }
-
-    /// Waits until every running node has exactly its peers' entries.
-    pub fn wait_all_converged(&self, timeout: Duration) {
-        let running: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].is_running())
-            .collect();
-        self.wait_converged(&running, timeout);
     }
 
     /// The CNI config a runtime would pass to the flannel plugin on node `i`.

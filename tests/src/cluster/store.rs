@@ -260,7 +260,12 @@ impl Store {
 
     /// What a node's kubelet does before flanneld starts (kube: registers
     /// its Node object); nothing for the other stores.
-    pub fn register_node(&self, name: &str, ip: std::net::Ipv4Addr, ip6: Option<std::net::Ipv6Addr>) {
+    pub fn register_node(
+        &self,
+        name: &str,
+        ip: std::net::Ipv4Addr,
+        ip6: Option<std::net::Ipv6Addr>,
+    ) {
         if let Store::Kube(k) = self {
             k.register_node(name, ip, ip6);
         }

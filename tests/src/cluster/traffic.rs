@@ -224,7 +224,11 @@ impl Cluster {
     /// to the IPv6 addresses).
     #[track_caller]
     pub fn ping_matrix_of(&self, pods: &[&ClusterPod], f: IpFamily, timeout: Duration) -> Matrix {
-        let how = if f == IpFamily::V6 { "ping -6" } else { "ping -4" };
+        let how = if f == IpFamily::V6 {
+            "ping -6"
+        } else {
+            "ping -4"
+        };
         self.ping_matrix_ips(pods, ips_of(pods, f), how, timeout)
     }
 

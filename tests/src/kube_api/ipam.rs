@@ -395,7 +395,10 @@ mod tests {
         a.occupy(&["10.244.0.0/24", "fd00:10:244::/64"]);
         assert_eq!(
             a.allocate(),
-            Ok(vec!["10.244.1.0/24".to_owned(), "fd00:10:244:1::/64".to_owned()])
+            Ok(vec![
+                "10.244.1.0/24".to_owned(),
+                "fd00:10:244:1::/64".to_owned()
+            ])
         );
         let only6 = NodeIpam::dual("fd00:10:244::/56", 24, 64).expect("valid");
         assert_eq!(

@@ -65,7 +65,9 @@ pub fn render_table(c: &Cluster, pods: &[ClusterPod], check: bool) -> (String, b
             }
             cells.push(daemon);
             if check {
-                let peers = c.expected_peers_of(i, IpFamily::V4).len()
+                let peers = c
+                    .expected_peers_of(i, IpFamily::V4)
+                    .len()
                     .max(c.expected_peers_of(i, IpFamily::V6).len());
                 match c.check_all_entries(i) {
                     Ok(()) => cells.push(format!("ok ({peers} peers)")),

@@ -70,9 +70,18 @@ fn dual_stack_kube_store_dual_pod_cidrs_annotations_matrices_restart_and_leave()
         let n = c.node(i);
         let cidrs: Vec<String> = node["spec"]["podCIDRs"]
             .as_array()
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
-        assert_eq!(cidrs, n.subnets(), "{}: podCIDRs are subnet.env's subnets", n.name);
+        assert_eq!(
+            cidrs,
+            n.subnets(),
+            "{}: podCIDRs are subnet.env's subnets",
+            n.name
+        );
         let ip6 = n.ip6.map(|a| a.to_string());
         assert_eq!(annotation(&node, "public-ipv6"), ip6.as_deref());
         let link6 = c.kernel_of(i, IpFamily::V6).link.expect("flannel-v6.1");
@@ -80,7 +89,10 @@ fn dual_stack_kube_store_dual_pod_cidrs_annotations_matrices_restart_and_leave()
             .and_then(|d| serde_json::from_str(d).ok())
             .unwrap_or_else(|| panic!("{}: no backend-v6-data: {node:#}", n.name));
         assert_eq!(data["VNI"], 1);
-        assert_eq!(data["VtepMAC"].as_str().map(str::to_lowercase), Some(link6.mac));
+        assert_eq!(
+            data["VtepMAC"].as_str().map(str::to_lowercase),
+            Some(link6.mac)
+        );
     }
     let pods = c.add_pods(1);
     pods_in_their_subnets(&c, &pods);

@@ -65,7 +65,8 @@ fn flannel_2225_default_config_on_dual_stack_pod_cidrs_runs_ipv4() {
         let v4 = c.wait_pod_cidr(i);
         let list = json!([v4, format!("fd00:10:244:{i:x}::/64")]);
         let name = c.node(i).name.clone();
-        c.kube().patch_node(&name, &json!({"spec": {"podCIDRs": list}}));
+        c.kube()
+            .patch_node(&name, &json!({"spec": {"podCIDRs": list}}));
         lists.push(list);
     }
     for i in 0..c.len() {
@@ -77,13 +78,22 @@ fn flannel_2225_default_config_on_dual_stack_pod_cidrs_runs_ipv4() {
     c.wait_all_converged(CONVERGE);
     for (i, list) in lists.iter().enumerate() {
         node_state_ok(&c, i);
-        assert_eq!(&c.kube_node(i)["spec"]["podCIDRs"], list, "podCIDRs changed");
+        assert_eq!(
+            &c.kube_node(i)["spec"]["podCIDRs"],
+            list,
+            "podCIDRs changed"
+        );
         assert_eq!(c.node(i).subnet(), list[0].as_str().unwrap_or(""));
     }
     let pods = c.add_pods(1);
     pods_in_their_subnets(&c, &pods);
     matrices_ok(&c, &pods.iter().collect::<Vec<_>>());
     for i in 0..c.len() {
-        assert!(c.node(i).is_running(), "{} exited:\n{}", c.node(i).name, c.log(i));
+        assert!(
+            c.node(i).is_running(),
+            "{} exited:\n{}",
+            c.node(i).name,
+            c.log(i)
+        );
     }
 }

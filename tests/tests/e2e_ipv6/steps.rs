@@ -47,11 +47,18 @@ pub fn node_state_ok(c: &Cluster, i: usize) {
             n.name
         );
         assert!(lease.subnet.is_empty(), "{}: {lease:#?}", n.name);
-        assert!(c.kernel(i).link.is_none(), "{}: flannel.1 on an IPv6-only node", n.name);
+        assert!(
+            c.kernel(i).link.is_none(),
+            "{}: flannel.1 on an IPv6-only node",
+            n.name
+        );
     }
     if !fam.has_v6() {
         assert!(lease.subnet6.is_none(), "{lease:#?}");
-        assert!(c.kernel_of(i, IpFamily::V6).link.is_none(), "{VXLAN_DEV6} on an IPv4 node");
+        assert!(
+            c.kernel_of(i, IpFamily::V6).link.is_none(),
+            "{VXLAN_DEV6} on an IPv4 node"
+        );
         return;
     }
     assert_eq!(
@@ -60,15 +67,36 @@ pub fn node_state_ok(c: &Cluster, i: usize) {
         "{}: {env:?}",
         n.name
     );
-    let subnet6 = n.subnet6().unwrap_or_else(|| panic!("{}: no FLANNEL_IPV6_SUBNET: {env:?}", n.name));
-    assert!(subnet6.ends_with("/64"), "{subnet6}: flannel's default IPv6SubnetLen is 64");
+    let subnet6 = n
+        .subnet6()
+        .unwrap_or_else(|| panic!("{}: no FLANNEL_IPV6_SUBNET: {env:?}", n.name));
+    assert!(
+        subnet6.ends_with("/64"),
+        "{subnet6}: flannel's default IPv6SubnetLen is 64"
+    );
     let inside = network_of6(&subnet6.replace("/64", "/56"));
-    assert_eq!(inside.as_deref(), Some(IPV6_NETWORK), "{subnet6} outside {IPV6_NETWORK}");
-    assert_eq!(lease.subnet6.as_deref(), Some(subnet6.as_str()), "{lease:#?}");
+    assert_eq!(
+        inside.as_deref(),
+        Some(IPV6_NETWORK),
+        "{subnet6} outside {IPV6_NETWORK}"
+    );
+    assert_eq!(
+        lease.subnet6.as_deref(),
+        Some(subnet6.as_str()),
+        "{lease:#?}"
+    );
     let ip6 = n.ip6.expect("an underlay IPv6 address").to_string();
-    assert_eq!(lease.public_ipv6.as_deref(), Some(ip6.as_str()), "{lease:#?}");
+    assert_eq!(
+        lease.public_ipv6.as_deref(),
+        Some(ip6.as_str()),
+        "{lease:#?}"
+    );
     let link = c.kernel_of(i, IpFamily::V6).link.expect("flannel-v6.1");
-    assert_eq!(lease.vtep_mac6.as_deref(), Some(link.mac.as_str()), "{lease:#?}");
+    assert_eq!(
+        lease.vtep_mac6.as_deref(),
+        Some(link.mac.as_str()),
+        "{lease:#?}"
+    );
     let vtep = format!("{}/128", subnet6.trim_end_matches("/64"));
     assert_eq!(
         (link.kind.as_str(), link.vni, link.port, link.learning),
@@ -91,16 +119,32 @@ pub fn pods_in_their_subnets(c: &Cluster, pods: &[ClusterPod]) {
     let fam = c.family();
     for p in pods {
         let n = c.node(p.node);
-        assert_eq!(p.ips.len(), fam.singles().len(), "pod {}: {:?}", p.ns().name(), p.ips);
+        assert_eq!(
+            p.ips.len(),
+            fam.singles().len(),
+            "pod {}: {:?}",
+            p.ns().name(),
+            p.ips
+        );
         if fam.has_v4() {
             let ip = p.ip_of_ok(IpFamily::V4);
             let net = network_of(&format!("{ip}/24"));
-            assert_eq!(net, Some(n.subnet()), "pod {ip} outside {}'s subnet", n.name);
+            assert_eq!(
+                net,
+                Some(n.subnet()),
+                "pod {ip} outside {}'s subnet",
+                n.name
+            );
         }
         if fam.has_v6() {
             let ip = p.ip_of_ok(IpFamily::V6);
             let net = network_of6(&format!("{ip}/64"));
-            assert_eq!(net, n.subnet6(), "pod {ip} outside {}'s IPv6 subnet", n.name);
+            assert_eq!(
+                net,
+                n.subnet6(),
+                "pod {ip} outside {}'s IPv6 subnet",
+                n.name
+            );
         }
     }
 }
@@ -130,9 +174,17 @@ pub fn repair_v6(c: &Cluster, pods: &[ClusterPod]) {
     let public6 = peer.public_ipv6.clone().expect("node 1's PublicIPv6");
     let link = c.kernel_of(0, IpFamily::V6).link.expect("flannel-v6.1");
     let breaks: [(&str, Vec<&str>); 4] = [
-        ("ip", vec!["-6", "route", "del", &subnet6, "dev", VXLAN_DEV6]),
+        (
+            "ip",
+            vec!["-6", "route", "del", &subnet6, "dev", VXLAN_DEV6],
+        ),
         ("ip", vec!["-6", "neigh", "del", &vtep6, "dev", VXLAN_DEV6]),
-        ("bridge", vec!["fdb", "del", &mac6, "dev", VXLAN_DEV6, "dst", &public6, "self"]),
+        (
+            "bridge",
+            vec![
+                "fdb", "del", &mac6, "dev", VXLAN_DEV6, "dst", &public6, "self",
+            ],
+        ),
         ("ip", vec!["link", "del", VXLAN_DEV6]),
     ];
     for (prog, args) in &breaks {
@@ -144,11 +196,21 @@ pub fn repair_v6(c: &Cluster, pods: &[ClusterPod]) {
             &format!("repair after `{prog} {}`", args.join(" ")),
             || c.check_all_entries(0),
         );
-        eprintln!("`{prog} {}`: repaired after {:?}", args.join(" "), t.elapsed());
+        eprintln!(
+            "`{prog} {}`: repaired after {:?}",
+            args.join(" "),
+            t.elapsed()
+        );
     }
-    let again = c.kernel_of(0, IpFamily::V6).link.expect("flannel-v6.1 recreated");
+    let again = c
+        .kernel_of(0, IpFamily::V6)
+        .link
+        .expect("flannel-v6.1 recreated");
     assert_ne!(again.ifindex, link.ifindex, "not a new device?");
-    assert_eq!(again.mac, link.mac, "flannel-v6.1's MAC changed: the peers point at the old one");
+    assert_eq!(
+        again.mac, link.mac,
+        "flannel-v6.1's MAC changed: the peers point at the old one"
+    );
     node_state_ok(c, 0);
     matrices_ok(c, &pods.iter().collect::<Vec<_>>());
 }
@@ -167,8 +229,18 @@ pub fn restart(c: &mut Cluster, i: usize, kill: bool, pods: &[ClusterPod]) {
     c.wait_all_converged(CONVERGE);
     let after = c.lease_of_ok(i);
     assert_eq!(
-        (&after.subnet, &after.subnet6, &after.vtep_mac, &after.vtep_mac6),
-        (&lease.subnet, &lease.subnet6, &lease.vtep_mac, &lease.vtep_mac6),
+        (
+            &after.subnet,
+            &after.subnet6,
+            &after.vtep_mac,
+            &after.vtep_mac6
+        ),
+        (
+            &lease.subnet,
+            &lease.subnet6,
+            &lease.vtep_mac,
+            &lease.vtep_mac6
+        ),
         "subnets or VtepMACs changed across the restart"
     );
     let links_after: Vec<_> = [IpFamily::V4, IpFamily::V6]
@@ -187,7 +259,9 @@ pub fn leave(c: &mut Cluster, i: usize, rest: &[&ClusterPod]) {
     let gone = c.lease_of_ok(i);
     c.stop(i);
     c.remove_lease(i);
-    let others: Vec<usize> = (0..c.len()).filter(|&j| j != i && c.node(j).is_running()).collect();
+    let others: Vec<usize> = (0..c.len())
+        .filter(|&j| j != i && c.node(j).is_running())
+        .collect();
     eventually(CONVERGE, "the released node's entries to go", || {
         for &j in &others {
             c.no_trace_of(j, &gone)?;

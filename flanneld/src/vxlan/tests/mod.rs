@@ -294,7 +294,9 @@ pub(super) const MAC6: [u8; 6] = [0x0e, 0x00, 0x00, 0x00, 0x06, 0x11];
 /// 0e:00:00:00:06:N.
 pub(super) fn peer6(n: u8, public: u16) -> Peer<Ipv6Network> {
     Peer {
-        subnet: format!("fd00:10:244:{n:x}::/64").parse().expect("a network"),
+        subnet: format!("fd00:10:244:{n:x}::/64")
+            .parse()
+            .expect("a network"),
         public_ip: Ipv6Addr::new(0xfd00, 0x64, 0, 0, 0, 0, 0, public),
         vtep_mac: [0x0e, 0, 0, 0, 6, n],
     }
