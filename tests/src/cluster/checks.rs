@@ -74,6 +74,22 @@ impl Cluster {
         }
     }
 
+    /// Node `i`'s underlay IPv6 address becomes `new` (added, `nodad`,
+    /// before the old one goes, so the /64 and the default route stay):
+    /// a renumbering that changes only the IPv6 half of its lease once
+    /// its flanneld restarts. Returns the old address.
+    pub fn renumber_ip6(&mut self, i: usize, new: std::net::Ipv6Addr) -> std::net::Ipv6Addr {
+        let n = &mut self.nodes[i];
+        let old = n
+            .ip6
+            .unwrap_or_else(|| panic!("{} has no IPv6 address", n.name));
+        let (a_new, a_old) = (format!("{new}/64"), format!("{old}/64"));
+        n.ns.ip_ok(&["-6", "addr", "add", &a_new, "dev", "eth0", "nodad"]);
+        n.ns.ip_ok(&["-6", "addr", "del", &a_old, "dev", "eth0"]);
+        n.ip6 = Some(new);
+        old
+    }
+
     /// A second underlay: a namespace with bridge `br1` 192.168.65.1/24;
     /// each node of `which` gets `eth1` 192.168.65.<10+i>/24 on it, and its
     /// default route moved there (the wrong interface for the overlay: the

@@ -4,8 +4,11 @@
 use crate::steps::{
     join, leave, matrices_ok, node_state_ok, pods_in_their_subnets, repair_v6, restart, CONVERGE,
 };
+use flannel_tests::cluster::entry_monitor::EntryMonitor;
 use flannel_tests::cluster::kube::annotation;
-use flannel_tests::cluster::{Cluster, IpFamily, LeaseFile, StoreKind};
+use flannel_tests::cluster::{node_ip6, Cluster, ClusterPod, IpFamily, LeaseFile, StoreKind};
+use flannel_tests::cluster::{VXLAN_DEV, VXLAN_DEV6};
+use flannel_tests::eventually;
 
 fn dual(store: StoreKind, nodes: usize) -> Cluster {
     let c = Cluster::builder()
@@ -99,7 +102,79 @@ fn dual_stack_kube_store_dual_pod_cidrs_annotations_matrices_restart_and_leave()
     matrices_ok(&c, &pods.iter().collect::<Vec<_>>());
 
     restart(&mut c, 1, true, &pods);
+    only_the_ipv6_half_changes(&mut c, &pods);
     // Leaving on the kube store: the Node is deleted.
     let rest: Vec<_> = pods.iter().filter(|p| p.node != 2).collect();
     leave(&mut c, 2, &rest);
+}
+
+/// A kube update that changes one family only (flannel drops it): node 2
+/// is renumbered on IPv6 and its flanneld restarted, so its Node's
+/// `public-ipv6` changes and nothing else. Every peer's FDB entry for its
+/// IPv6 VtepMAC follows to the new address, no IPv4 entry is touched on
+/// any peer, and traffic flows over both families.
+fn only_the_ipv6_half_changes(c: &mut Cluster, pods: &[ClusterPod]) {
+    let before = c.lease_of_ok(2);
+    let monitors: Vec<(EntryMonitor, EntryMonitor)> = (0..2)
+        .map(|j| {
+            let ns = &c.node(j).ns;
+            (
+                EntryMonitor::start(ns, VXLAN_DEV),
+                EntryMonitor::start(ns, VXLAN_DEV6),
+            )
+        })
+        .collect();
+    let new = node_ip6(20);
+    c.stop_checked(2, false);
+    let old = c.renumber_ip6(2, new);
+    c.start(2);
+    c.wait_ready(2);
+    let name = c.node(2).name.clone();
+    eventually(CONVERGE, "the new public-ipv6 on the Node", || {
+        let node = c.kube().node(&name).ok_or("no Node")?;
+        match annotation(&node, "public-ipv6") {
+            Some(a) if a == new.to_string() => Ok(()),
+            a => Err(format!("public-ipv6 {a:?}")),
+        }
+    });
+    c.wait_all_converged(CONVERGE);
+    let after = c.lease_of_ok(2);
+    assert_eq!(after.public_ipv6, Some(new.to_string()), "{after:#?}");
+    assert_eq!(
+        (
+            &after.subnet,
+            &after.public_ip,
+            &after.vtep_mac,
+            &after.subnet6,
+            &after.vtep_mac6
+        ),
+        (
+            &before.subnet,
+            &before.public_ip,
+            &before.vtep_mac,
+            &before.subnet6,
+            &before.vtep_mac6
+        ),
+        "more than the IPv6 public address changed"
+    );
+    for (j, (v4, v6)) in monitors.iter().enumerate() {
+        let fdb = c.kernel_of(j, IpFamily::V6).fdb;
+        let mac6 = after.vtep_mac6.as_deref().unwrap_or_default();
+        assert!(
+            fdb.iter()
+                .any(|f| f.mac == mac6 && f.dst == new.to_string()),
+            "node{j}: no FDB entry {mac6} → {new} (old {old}): {fdb:?}"
+        );
+        let touched: Vec<String> = v4.events().iter().map(|e| e.to_string()).collect();
+        assert!(
+            touched.is_empty(),
+            "node{j}: IPv4 entries written for an IPv6-only change: {touched:?}"
+        );
+        let v6_events: Vec<String> = v6.events().iter().map(|e| e.to_string()).collect();
+        assert!(
+            v6_events.iter().any(|e| e.contains(&new.to_string())),
+            "node{j}: no IPv6 FDB write to {new}: {v6_events:?}"
+        );
+    }
+    crate::steps::matrices_ok(c, &pods.iter().collect::<Vec<_>>());
 }
