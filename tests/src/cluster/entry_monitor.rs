@@ -2,8 +2,11 @@
 //! IPv4 and IPv6 routes through it, its neighbour entries and its FDB entries,
 //! added or deleted, each with the entry it is about. A test runs one
 //! across a disturbance (a relist, an outage) to tell which entries the
-//! daemon wrote, or that it wrote none. Subscribed before `start` returns;
-//! stops on drop.
+//! daemon wrote, or that it wrote none. IPv6 routes the kernel makes by
+//! itself for a device's own addresses (`proto kernel`: link-local and
+//! local-table routes, announced whenever duplicate address detection
+//! ends) are nobody's writes and are left out. Subscribed before `start`
+//! returns; stops on drop.
 
 use super::lease::LeaseFile;
 use super::monitor::{netlink_socket, u16_at};
@@ -24,6 +27,7 @@ const RTM_DELROUTE: u16 = 25;
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_DELNEIGH: u16 = 29;
 const RTA_DST: u16 = 1;
+const RTPROT_KERNEL: u8 = 2;
 const RTA_OIF: u16 = 4;
 const RTA_TABLE: u16 = 15;
 const NDA_DST: u16 = 1;
@@ -234,7 +238,8 @@ fn parse(mut b: &[u8], ifindex: u32) -> Vec<(bool, Entry)> {
                             _ => {}
                         }
                     }
-                    if oif == Some(ifindex) {
+                    let kernels_own = msg[0] == libc::AF_INET6 as u8 && msg[5] == RTPROT_KERNEL;
+                    if oif == Some(ifindex) && !kernels_own {
                         let dst = format!("{dst}/{}", msg[1]);
                         out.push((ty == RTM_NEWROUTE, Entry::Route { dst, table }));
                     }
