@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use common::SubnetEnv;
-use ipnetwork::Ipv4Network;
+
 use rtnetlink::Handle;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::Instant;
@@ -16,7 +16,7 @@ use crate::datapath::{Datapath, Follow, Specs};
 use crate::http::Readiness;
 use crate::iface::ExtIface;
 use crate::lease::{Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming, Previous};
-use crate::masq::{self, MasqKeeper, MasqRules};
+use crate::masq::{MasqKeeper, MasqRules};
 use crate::metrics::Metrics;
 use crate::netconf::{Family, NetConfig};
 use crate::vxlan::{DeviceSpec, VxlanFamily};
@@ -163,7 +163,7 @@ pub async fn run(
     metrics.store_reachable.set(1);
 
     dp.adopt(&lease).await?;
-    let mut rules = start_rules(&settings, &config, own).await?;
+    let mut rules = start_rules(&settings, &config, &lease).await?;
     write_subnet_env(&settings, &config, &lease, mtu)?;
     let reported = store.datapath_ready(&lease).await;
     metrics.store_request("datapath_ready", &reported);
@@ -228,7 +228,7 @@ pub async fn run(
                     match keeper.check().await {
                         Ok(true) => {
                             metrics.masq_rewrites.inc();
-                            tracing::warn!("masquerade/forward rules were changed; rewrote table ip {}", masq::TABLE)
+                            tracing::warn!("masquerade/forward rules were changed; rewrote table {}", keeper.tables())
                         }
                         Ok(false) => {}
                         Err(e) => tracing::warn!("check masquerade/forward rules: {e}"),
@@ -290,11 +290,17 @@ fn vxlan_mtu<F: VxlanFamily>(config: &NetConfig, settings: &Settings) -> Result<
 async fn start_rules(
     settings: &Settings,
     config: &NetConfig,
-    own: Ipv4Network,
+    lease: &Lease,
 ) -> Result<Option<MasqKeeper>, String> {
+    let ipv6 = match (&config.ipv6, lease.ipv6_subnet) {
+        (Some(net), Some(own6)) => Some((net.network, own6)),
+        (Some(_), None) => return Err(format!("our lease {} has no IPv6 subnet", lease.key())),
+        (None, _) => None,
+    };
     let rules = MasqRules {
         network: config.v4()?.network,
-        subnet: own,
+        subnet: lease.subnet,
+        ipv6,
         masquerade: settings.ip_masq,
         forward: settings.forward_rules,
         fully_random: settings.fully_random,

@@ -10,6 +10,8 @@
 //! that is the daemon's loop.
 
 mod family;
+#[cfg(test)]
+mod ns_tests;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;

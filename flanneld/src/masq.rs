@@ -1,10 +1,12 @@
 //! `--ip-masq` and the forward rules, with nftables.
 //!
-//! flannel's iptables rules, as one nftables table `ip flannel-rs` that is
-//! replaced in a single transaction: there is never a moment without rules
-//! (flannel flushes its chains first, #2237). Every `--iptables-resync`
-//! seconds the table is compared with what it should be and rewritten if
-//! someone changed or deleted it.
+//! flannel's iptables rules, as one nftables table per family, `ip
+//! flannel-rs` and (dual-stack) `ip6 flannel-rs`, both replaced in a single
+//! transaction: there is never a moment without rules (flannel flushes its
+//! chains first, #2237). Every `--iptables-resync` seconds the tables are
+//! compared with what they should be and rewritten if someone changed or
+//! deleted them. The IPv6 table is the same text as the IPv4 one, with
+//! `ip6` addresses and ff00::/8 for multicast (flannel's ip6tables rules).
 //!
 //! ```text
 //! chain postrtg (nat postrouting, srcnat):
@@ -20,13 +22,14 @@
 //! ```
 //! P is this node's subnet, N the cluster network.
 
+use std::fmt::Display;
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 
 pub const TABLE: &str = "flannel-rs";
 
@@ -34,10 +37,15 @@ pub const TABLE: &str = "flannel-rs";
 pub struct MasqRules {
     pub network: Ipv4Network,
     pub subnet: Ipv4Network,
+    /// Dual-stack: the IPv6 network and this node's IPv6 subnet.
+    pub ipv6: Option<(Ipv6Network, Ipv6Network)>,
     pub masquerade: bool,
     pub forward: bool,
     pub fully_random: bool,
 }
+
+/// The nftables family keyword of each table (`ip`, `ip6`).
+const FAMILIES: [&str; 2] = ["ip", "ip6"];
 
 impl MasqRules {
     /// Whether any rule is wanted at all.
@@ -45,9 +53,21 @@ impl MasqRules {
         self.masquerade || self.forward
     }
 
-    /// The table's body, one rule a line.
+    /// The IPv4 table's body, one rule a line.
     fn body(&self) -> String {
-        let (n, p) = (self.network, self.subnet);
+        self.family_body("ip", self.network, self.subnet, "224.0.0.0/4")
+    }
+
+    /// The IPv6 table's body, when dual-stack.
+    fn body6(&self) -> Option<String> {
+        let (n, p) = self.ipv6?;
+        Some(self.family_body("ip6", n, p, "ff00::/8"))
+    }
+
+    /// One family's table body: `ip` is the nftables address keyword
+    /// (`ip`, `ip6`), `n` the network, `p` our subnet, `mcast` the
+    /// family's multicast range (never masqueraded).
+    fn family_body(&self, ip: &str, n: impl Display, p: impl Display, mcast: &str) -> String {
         let random = if self.fully_random {
             " fully-random"
         } else {
@@ -58,45 +78,57 @@ impl MasqRules {
             out.push_str(&format!(
                 "  chain postrtg {{\n    type nat hook postrouting priority srcnat; policy accept;\n\
                  \x20   meta mark & 0x00004000 == 0x00004000 return comment \"flanneld masq\"\n\
-                 \x20   ip saddr {p} ip daddr {n} return comment \"flanneld masq\"\n\
-                 \x20   ip saddr {n} ip daddr {p} return comment \"flanneld masq\"\n\
-                 \x20   ip saddr != {n} ip daddr {p} return comment \"flanneld masq\"\n\
-                 \x20   ip saddr {n} ip daddr != 224.0.0.0/4 masquerade{random} comment \"flanneld masq\"\n\
-                 \x20   ip saddr != {n} ip daddr {n} masquerade{random} comment \"flanneld masq\"\n  }}\n"
+                 \x20   {ip} saddr {p} {ip} daddr {n} return comment \"flanneld masq\"\n\
+                 \x20   {ip} saddr {n} {ip} daddr {p} return comment \"flanneld masq\"\n\
+                 \x20   {ip} saddr != {n} {ip} daddr {p} return comment \"flanneld masq\"\n\
+                 \x20   {ip} saddr {n} {ip} daddr != {mcast} masquerade{random} comment \"flanneld masq\"\n\
+                 \x20   {ip} saddr != {n} {ip} daddr {n} masquerade{random} comment \"flanneld masq\"\n  }}\n"
             ));
         }
         if self.forward {
             out.push_str(&format!(
                 "  chain forward {{\n    type filter hook forward priority filter; policy accept;\n\
-                 \x20   ip saddr {n} accept comment \"flanneld forward\"\n\
-                 \x20   ip daddr {n} accept comment \"flanneld forward\"\n  }}\n"
+                 \x20   {ip} saddr {n} accept comment \"flanneld forward\"\n\
+                 \x20   {ip} daddr {n} accept comment \"flanneld forward\"\n  }}\n"
             ));
         }
         out
     }
 
-    /// Replaces the table in one transaction (creating it if needed).
-    pub async fn apply(&self) -> Result<(), String> {
-        let script = format!(
-            "add table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{\n{}}}\n",
-            self.body()
-        );
-        nft(&["-f", "-"], Some(&script)).await.map(|_| ())
-    }
-
-    /// Removes the table (rules switched off).
-    pub async fn remove() -> Result<(), String> {
-        let script = format!("add table ip {TABLE}\ndelete table ip {TABLE}\n");
-        nft(&["-f", "-"], Some(&script)).await.map(|_| ())
-    }
-
-    /// The rules as the kernel has them, normalised, to compare runs.
-    pub async fn current() -> Result<Option<String>, String> {
-        match nft(&["list", "table", "ip", TABLE], None).await {
-            Ok(text) => Ok(Some(normalise(&text))),
-            Err(e) if e.contains("No such file or directory") => Ok(None),
-            Err(e) => Err(e),
+    /// The script that replaces both tables in one transaction (creating
+    /// them if needed; an IPv6 table left from a dual-stack run goes when
+    /// IPv6 is off).
+    fn script(&self) -> String {
+        let mut script = remove_script();
+        script.push_str(&format!("table ip {TABLE} {{\n{}}}\n", self.body()));
+        if let Some(body6) = self.body6() {
+            script.push_str(&format!("table ip6 {TABLE} {{\n{body6}}}\n"));
         }
+        script
+    }
+
+    /// Replaces the tables in one transaction.
+    pub async fn apply(&self) -> Result<(), String> {
+        nft(&["-f", "-"], Some(&self.script())).await.map(|_| ())
+    }
+
+    /// Removes the tables (rules switched off).
+    pub async fn remove() -> Result<(), String> {
+        nft(&["-f", "-"], Some(&remove_script())).await.map(|_| ())
+    }
+
+    /// The rules as the kernel has them, normalised, to compare runs: the
+    /// tables that exist, in family order.
+    pub async fn current() -> Result<Option<String>, String> {
+        let mut found = Vec::new();
+        for family in FAMILIES {
+            match nft(&["list", "table", family, TABLE], None).await {
+                Ok(text) => found.push(normalise(&text)),
+                Err(e) if e.contains("No such file or directory") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((!found.is_empty()).then(|| found.join("\n")))
     }
 }
 
@@ -108,6 +140,14 @@ pub struct MasqKeeper {
 }
 
 impl MasqKeeper {
+    /// The tables kept, for messages: "ip flannel-rs" (and "ip6 flannel-rs").
+    pub fn tables(&self) -> String {
+        match self.rules.ipv6 {
+            Some(_) => format!("ip {TABLE} and ip6 {TABLE}"),
+            None => format!("ip {TABLE}"),
+        }
+    }
+
     pub async fn start(rules: MasqRules) -> Result<Self, String> {
         let mut keeper = Self {
             rules,
@@ -140,6 +180,14 @@ impl MasqKeeper {
         self.install().await?;
         Ok(true)
     }
+}
+
+/// Deletes both tables, whether or not they exist.
+fn remove_script() -> String {
+    FAMILIES
+        .iter()
+        .map(|f| format!("add table {f} {TABLE}\ndelete table {f} {TABLE}\n"))
+        .collect()
 }
 
 fn normalise(text: &str) -> String {
@@ -200,6 +248,7 @@ mod tests {
         let r = MasqRules {
             network: "10.244.0.0/16".parse().expect("cidr"),
             subnet: "10.244.3.0/24".parse().expect("cidr"),
+            ipv6: None,
             masquerade: true,
             forward: true,
             fully_random: true,
@@ -219,5 +268,112 @@ mod tests {
         };
         assert!(!plain.body().contains("fully-random"));
         assert!(!plain.body().contains("chain forward"));
+        assert!(plain.body6().is_none());
+        assert!(!plain.script().contains("table ip6 flannel-rs {"));
+    }
+
+    /// Dual-stack rules applied in a namespace and read back from the
+    /// kernel; a deleted IPv6 table is noticed and both rewritten; IPv6
+    /// switched off removes the ip6 table.
+    #[test]
+    fn dual_stack_tables_are_applied_checked_and_removed() {
+        let ns = crate::vxlan::tests::TestNs::new();
+        let dual = MasqRules {
+            network: "10.244.0.0/16".parse().expect("cidr"),
+            subnet: "10.244.3.0/24".parse().expect("cidr"),
+            ipv6: Some((
+                "fd00:10:244::/56".parse().expect("cidr"),
+                "fd00:10:244:3::/64".parse().expect("cidr"),
+            )),
+            masquerade: true,
+            forward: true,
+            fully_random: true,
+        };
+        let v4_only = MasqRules {
+            ipv6: None,
+            ..dual.clone()
+        };
+        let list = |family: &str| ns.nft_table(family, TABLE);
+        let mut keeper = ns
+            .within(|_| MasqKeeper::start(dual.clone()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(keeper.tables(), "ip flannel-rs and ip6 flannel-rs");
+        let v6 = list("ip6").expect("table ip6 flannel-rs");
+        for rule in [
+            "ip6 saddr fd00:10:244:3::/64 ip6 daddr fd00:10:244::/56 return",
+            "ip6 saddr fd00:10:244::/56 ip6 daddr != ff00::/8 masquerade fully-random",
+            "ip6 saddr != fd00:10:244::/56 ip6 daddr fd00:10:244::/56 masquerade fully-random",
+            "ip6 daddr fd00:10:244::/56 accept",
+        ] {
+            assert!(v6.contains(rule), "{rule} in {v6}");
+        }
+        let v4 = list("ip").expect("table ip flannel-rs");
+        assert!(v4.contains("ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade"));
+
+        // Untouched: nothing rewritten. IPv6 table deleted: rewritten.
+        let (k, unchanged) = ns.within(|_| async move {
+            let r = keeper.check().await;
+            (keeper, r)
+        });
+        keeper = k;
+        assert_eq!(unchanged, Ok(false));
+        ns.nft(&["delete", "table", "ip6", TABLE]);
+        let (_, rewritten) = ns.within(|_| async move {
+            let r = keeper.check().await;
+            (keeper, r)
+        });
+        assert_eq!(rewritten, Ok(true));
+        assert_eq!(list("ip6").as_deref(), Some(v6.as_str()));
+
+        // Restarted without IPv6: the ip6 table goes, the ip table stays.
+        let keeper = ns
+            .within(|_| MasqKeeper::start(v4_only))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(keeper.tables(), "ip flannel-rs");
+        assert_eq!(list("ip6"), None);
+        assert_eq!(list("ip").as_deref(), Some(v4.as_str()));
+    }
+
+    #[test]
+    fn ipv6_rules_are_the_same_in_ip6() {
+        let r = MasqRules {
+            network: "10.244.0.0/16".parse().expect("cidr"),
+            subnet: "10.244.3.0/24".parse().expect("cidr"),
+            ipv6: Some((
+                "fd00:10:244::/56".parse().expect("cidr"),
+                "fd00:10:244:3::/64".parse().expect("cidr"),
+            )),
+            masquerade: true,
+            forward: true,
+            fully_random: true,
+        };
+        let body = r.body6().expect("dual-stack");
+        let (n, p) = ("fd00:10:244::/56", "fd00:10:244:3::/64");
+        for rule in [
+            format!("ip6 saddr {p} ip6 daddr {n} return"),
+            format!("ip6 saddr {n} ip6 daddr {p} return"),
+            format!("ip6 saddr != {n} ip6 daddr {p} return"),
+            format!("ip6 saddr {n} ip6 daddr != ff00::/8 masquerade fully-random"),
+            format!("ip6 saddr != {n} ip6 daddr {n} masquerade fully-random"),
+            format!("ip6 saddr {n} accept"),
+            format!("ip6 daddr {n} accept"),
+        ] {
+            assert!(body.contains(&rule), "{rule} in {body}");
+        }
+        assert!(!body.contains("ip saddr") && !body.contains("224.0.0.0/4"));
+        // Same chains, in the same order, as IPv4's.
+        let shape = |b: &str| b.replace("ip6 ", "ip ").replace(n, "N").replace(p, "P");
+        let v4 = r
+            .body()
+            .replace("10.244.0.0/16", "N")
+            .replace("10.244.3.0/24", "P");
+        assert_eq!(
+            shape(&body).replace("ff00::/8", "M"),
+            v4.replace("224.0.0.0/4", "M")
+        );
+        let script = r.script();
+        assert!(
+            script.contains("table ip flannel-rs {") && script.contains("table ip6 flannel-rs {")
+        );
     }
 }

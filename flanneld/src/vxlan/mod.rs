@@ -29,7 +29,7 @@ mod reconcile;
 mod route;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::marker::PhantomData;
 

@@ -32,7 +32,7 @@ pub(super) const LOCAL6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x64, 0, 0, 0, 0, 0, 2
 /// A network namespace with `eth0` (a veth whose peer `eth0p` stays in the
 /// same namespace) at 192.168.64.2/24 and fd00:64::2/64, up. Deleted on
 /// drop.
-pub(super) struct TestNs {
+pub(crate) struct TestNs {
     name: String,
 }
 
@@ -96,6 +96,27 @@ impl TestNs {
             .to_string()
     }
 
+    /// `nft ARGS` inside the namespace, panicking on failure.
+    pub fn nft(&self, args: &[&str]) -> String {
+        let mut full = vec!["netns", "exec", &self.name, "nft"];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// `nft list table FAMILY TABLE` inside the namespace; None when the
+    /// table does not exist.
+    pub fn nft_table(&self, family: &str, table: &str) -> Option<String> {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &self.name, "nft", "list", "table", family, table,
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("run nft: {e}"));
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     pub fn ifindex(&self, dev: &str) -> u32 {
         let v = self.ip_json(&["link", "show", dev]);
         v[0]["ifindex"]
@@ -114,6 +135,17 @@ impl TestNs {
         Fut: Future<Output = T>,
         T: Send + 'a,
     {
+        self.within(|handle| f(Vxlan::new(handle)))
+    }
+
+    /// Runs `f` on a thread inside this namespace (so are the processes it
+    /// starts), with a netlink handle opened there.
+    pub fn within<'a, F, Fut, T>(&'a self, f: F) -> T
+    where
+        F: FnOnce(rtnetlink::Handle) -> Fut + Send + 'a,
+        Fut: Future<Output = T>,
+        T: Send + 'a,
+    {
         let path = format!("/run/netns/{}", self.name);
         std::thread::scope(|s| {
             let worker = s.spawn(move || {
@@ -129,7 +161,7 @@ impl TestNs {
                     let (conn, handle, _) =
                         rtnetlink::new_connection().expect("open a netlink socket");
                     tokio::spawn(conn);
-                    f(Vxlan::new(handle)).await
+                    f(handle).await
                 })
             });
             match worker.join() {
