@@ -33,6 +33,14 @@ pub fn node_state_ok(c: &Cluster, i: usize) {
     let n = c.node(i);
     let fam = c.family();
     let env = n.subnet_env().expect("subnet.env");
+    // Pods get an MTU that fits every tunnel they use: IPv6 VXLAN costs 70.
+    let mtu = if fam.has_v6() { 1500 - 70 } else { 1500 - 50 };
+    assert_eq!(
+        env.get("FLANNEL_MTU").map(String::as_str),
+        Some(mtu.to_string().as_str()),
+        "{}: {env:?}",
+        n.name
+    );
     let lease = c.lease_of_ok(i);
     assert_eq!(lease.backend_type, "vxlan", "{lease:#?}");
     if fam.has_v4() {
