@@ -29,6 +29,8 @@ pub struct ClusterBuilder {
     pub(super) detached: bool,
     pub(super) store: StoreKind,
     pub(super) family: IpFamily,
+    /// Does the underlay carry IPv4 (the stores' network)?
+    pub(super) underlay_ipv4: bool,
 }
 
 impl Default for ClusterBuilder {
@@ -46,6 +48,7 @@ impl Default for ClusterBuilder {
             detached: false,
             store: StoreKind::File,
             family: IpFamily::V4,
+            underlay_ipv4: true,
         }
     }
 }
@@ -136,6 +139,15 @@ impl ClusterBuilder {
     /// The overlay's families (IPv4 by default): the underlay gets IPv6
     /// addresses when it includes IPv6, and `net-conf.json` becomes the
     /// family's ([`IpFamily::net_conf`]; a later `net_conf` replaces it).
+    /// An underlay without IPv4 (`false`): the nodes' `eth0` get only
+    /// their IPv6 address and default route, as on an IPv6-only host;
+    /// `Node::ip` is then a name, configured nowhere. Needs an IPv6-only
+    /// overlay on the file store (etcd and the API stand-in listen on IPv4).
+    pub fn underlay_ipv4(mut self, yes: bool) -> Self {
+        self.underlay_ipv4 = yes;
+        self
+    }
+
     pub fn ip_family(mut self, family: IpFamily) -> Self {
         self.family = family;
         self.net_conf = Some(family.net_conf().to_string());
@@ -157,9 +169,15 @@ impl ClusterBuilder {
             None => TempDir::new("c"),
             Some(d) => TempDir::create_at(d).unwrap_or_else(|e| panic!("{e}")),
         };
+        assert!(
+            self.underlay_ipv4 || (self.family == IpFamily::V6 && self.store == StoreKind::File),
+            "an underlay without IPv4 needs an IPv6-only overlay on the file store"
+        );
         let underlay = self.make_ns("u", "underlay");
         underlay.add_bridge(UNDERLAY_BRIDGE);
-        underlay.add_addr(UNDERLAY_BRIDGE, &format!("{UNDERLAY_GATEWAY}/24"));
+        if self.underlay_ipv4 {
+            underlay.add_addr(UNDERLAY_BRIDGE, &format!("{UNDERLAY_GATEWAY}/24"));
+        }
         if self.family.has_v6() {
             let a = format!("{UNDERLAY_GATEWAY6}/64");
             underlay.ip_ok(&["-6", "addr", "add", &a, "dev", UNDERLAY_BRIDGE, "nodad"]);

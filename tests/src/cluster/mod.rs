@@ -195,8 +195,10 @@ impl Cluster {
             self.underlay
                 .ip_ok(&["link", "set", &peer, "mtu", &mtu.to_string()]);
         }
-        ns.add_addr("eth0", &format!("{ip}/24"));
-        ns.ip_ok(&["route", "add", "default", "via", UNDERLAY_GATEWAY]);
+        if self.opts.underlay_ipv4 {
+            ns.add_addr("eth0", &format!("{ip}/24"));
+            ns.ip_ok(&["route", "add", "default", "via", UNDERLAY_GATEWAY]);
+        }
         let ip6 = self.opts.family.has_v6().then(|| node_ip6(i));
         if let Some(ip6) = ip6 {
             let a = format!("{ip6}/64");

@@ -16,6 +16,8 @@ const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 pub struct Node {
     /// "node0", "node1", ... (also its directory's name under the cluster's dir).
     pub name: String,
+    /// Its underlay IPv4 address (configured nowhere on an underlay
+    /// without IPv4: see `ClusterBuilder::underlay_ipv4`).
     pub ip: Ipv4Addr,
     /// Its underlay IPv6 address, when the cluster runs IPv6.
     pub ip6: Option<Ipv6Addr>,

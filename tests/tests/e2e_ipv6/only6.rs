@@ -8,11 +8,15 @@ use crate::steps::{
 use flannel_tests::cluster::{Cluster, IpFamily, StoreKind};
 use serde_json::json;
 
+/// `nodes` nodes on an IPv6-only overlay; on the file store the underlay
+/// has no IPv4 at all (flanneld finds its interface by the IPv6 default
+/// route), on the kube store it keeps IPv4 for the API server only.
 fn ipv6_only(store: StoreKind, nodes: usize) -> Cluster {
     let c = Cluster::builder()
         .nodes(nodes)
         .store(store)
         .ip_family(IpFamily::V6)
+        .underlay_ipv4(store != StoreKind::File)
         .build();
     c.wait_all_converged(CONVERGE);
     for i in 0..c.len() {
@@ -24,6 +28,17 @@ fn ipv6_only(store: StoreKind, nodes: usize) -> Cluster {
 #[test]
 fn ipv6_only_file_store_matrices_join_repair_restart_and_leave() {
     let mut c = ipv6_only(StoreKind::File, 2);
+    let addrs = c.node(0).ns.ip_json(&["addr", "show", "dev", "eth0"]);
+    let families: Vec<&str> = addrs[0]["addr_info"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["family"].as_str())
+        .collect();
+    assert!(
+        families.contains(&"inet6") && !families.contains(&"inet"),
+        "an IPv6-only node's eth0: {addrs}"
+    );
     let mut pods = c.add_pods(1);
     pods_in_their_subnets(&c, &pods);
     matrices_ok(&c, &pods.iter().collect::<Vec<_>>());
