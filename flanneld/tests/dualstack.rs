@@ -1,11 +1,11 @@
-//! Dual-stack flanneld end to end on the file store: nodes whose underlay
+//! Dual-stack flanneld end to end on the file store and on etcd: nodes whose underlay
 //! also has IPv6 get `flannel-v6.1` next to `flannel.1`, the IPv6 half in
 //! their lease and subnet.env, each other as IPv6 peers, and real IPv6
 //! traffic through the VXLAN-over-IPv6 tunnel; a deleted `flannel-v6.1`
 //! comes back with its peers. Every run happens inside the cluster's
 //! namespaces.
 
-use flannel_tests::cluster::Cluster;
+use flannel_tests::cluster::{Cluster, StoreKind};
 use std::time::Duration;
 
 const DUAL: &str = r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"vxlan"}}"#;
@@ -16,8 +16,9 @@ fn underlay6(i: usize) -> String {
 }
 
 /// A dual-stack cluster of `n` running nodes (IPv6 added to each eth0).
-fn dual_cluster(n: usize) -> Cluster {
+fn dual_cluster(n: usize, store: StoreKind) -> Cluster {
     let mut c = Cluster::builder()
+        .store(store)
         .nodes(n)
         .net_conf_raw(DUAL)
         .start(false)
@@ -64,8 +65,17 @@ fn v6_routes(c: &Cluster, i: usize) -> String {
 }
 
 #[test]
-fn dual_stack_nodes_peer_over_ipv6_and_repair_flannel_v6() {
-    let c = dual_cluster(2);
+fn dual_stack_nodes_peer_over_ipv6_and_repair_flannel_v6_file_store() {
+    dual_stack_nodes_peer_over_ipv6_and_repair_flannel_v6(StoreKind::File);
+}
+
+#[test]
+fn dual_stack_nodes_peer_over_ipv6_and_repair_flannel_v6_etcd() {
+    dual_stack_nodes_peer_over_ipv6_and_repair_flannel_v6(StoreKind::Etcd);
+}
+
+fn dual_stack_nodes_peer_over_ipv6_and_repair_flannel_v6(store: StoreKind) {
+    let c = dual_cluster(2, store);
     let (s0, s1) = (env_v6(&c, 0), env_v6(&c, 1));
     assert_ne!(s0, s1);
     let (n0, n1) = (v6_net(&s0), v6_net(&s1));

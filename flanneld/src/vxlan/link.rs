@@ -292,7 +292,7 @@ impl Links<'_> {
             .handle
             .address()
             .add(index, F::to_ip(net.addr()), net.prefix());
-        if let IpAddr::V6(_) = F::to_ip(net.addr()) {
+        if F::to_ip(net.addr()).is_ipv6() {
             req.message_mut().header.flags |= AddressHeaderFlags::Nodad;
         }
         ok_if_exists(
