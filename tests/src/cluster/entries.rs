@@ -15,10 +15,12 @@ impl Cluster {
 
     /// What node `i`'s device of single family `f` (flannel.1 or
     /// flannel-v6.1) should hold: one entry set per unexpired vxlan lease
-    /// of another node that has a subnet of `f`. Nothing when the cluster
-    /// runs no `f`: the device must then hold no peer.
+    /// of another node that has a subnet of `f`. Nothing when node `i`
+    /// runs no `f` (the cluster's family leaves it out and its subnet.env
+    /// names no subnet of it, e.g. a hand-written IPv4-only net-conf.json
+    /// among dual-stack peers): the device must then hold no peer.
     pub fn expected_peers_of(&self, i: usize, f: IpFamily) -> Vec<PeerEntries> {
-        if !self.opts.family.singles().contains(&f) {
+        if !self.runs(i, f) {
             return Vec::new();
         }
         let n = &self.nodes[i];
@@ -30,6 +32,21 @@ impl Cluster {
             .collect();
         v.sort_by(|a, b| a.subnet.cmp(&b.subnet));
         v
+    }
+
+    /// Does node `i` run single family `f`: the cluster's family has it, or
+    /// its subnet.env names a subnet of it (a net-conf.json given by hand)?
+    fn runs(&self, i: usize, f: IpFamily) -> bool {
+        if self.opts.family.singles().contains(&f) {
+            return true;
+        }
+        let key = match f {
+            IpFamily::V6 => "FLANNEL_IPV6_SUBNET",
+            _ => "FLANNEL_SUBNET",
+        };
+        self.nodes[i]
+            .subnet_env()
+            .is_some_and(|env| env.contains_key(key))
     }
 
     /// Node `i`'s kernel state on flannel.1.

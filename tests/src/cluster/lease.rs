@@ -151,11 +151,7 @@ pub fn parse_lease(name: &str, text: &str, path: PathBuf) -> Option<LeaseFile> {
     let raw = serde_json::from_str::<Value>(text).ok()?;
     let attrs = find_attrs(&raw)?;
     let bd = &attrs["BackendData"];
-    let public_ip = attrs["PublicIP"]
-        .as_str()
-        .filter(|s| *s != "0.0.0.0")
-        .unwrap_or("")
-        .to_owned();
+    let public_ip = attrs["PublicIP"].as_str().unwrap_or("").to_owned();
     Some(LeaseFile {
         path,
         subnet,
