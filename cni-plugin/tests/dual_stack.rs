@@ -100,7 +100,7 @@ fn assert_pod(node: &CniNode, pod: &Pod, res: &Value, version: &str) {
     );
 }
 
-fn add_check_del(subnet: SubnetEnv, version: &str) {
+fn add_check_del(subnet: SubnetFile, version: &str) {
     let node = CniNode::with_subnet(bin(), subnet);
     let pod = Pod::new();
     let conf = node.config(version);
@@ -124,20 +124,20 @@ fn add_check_del(subnet: SubnetEnv, version: &str) {
 #[test]
 fn dual_stack_add_check_del_every_version() {
     for v in VERSIONS {
-        add_check_del(SubnetEnv::dual_stack(), v);
+        add_check_del(SubnetFile::dual_stack(), v);
     }
 }
 
 #[test]
 fn ipv6_only_add_check_del_every_version() {
     for v in VERSIONS {
-        add_check_del(SubnetEnv::ipv6_only(), v);
+        add_check_del(SubnetFile::ipv6_only(), v);
     }
 }
 
 #[test]
 fn ipv6_pod_to_pod_on_the_same_bridge_at_once() {
-    let node = CniNode::with_subnet(bin(), SubnetEnv::dual_stack());
+    let node = CniNode::with_subnet(bin(), SubnetFile::dual_stack());
     let conf = node.config("1.1.0");
     let (a, b) = (Pod::new(), Pod::new());
     node.add_ok(&a, &conf);
@@ -153,7 +153,7 @@ fn ipam_store_matches_reference_host_local() {
         Path::new(REF_HOST_LOCAL).exists(),
         "{REF_HOST_LOCAL} missing"
     );
-    let node = CniNode::with_subnet(bin(), SubnetEnv::dual_stack());
+    let node = CniNode::with_subnet(bin(), SubnetFile::dual_stack());
     let conf = node.config("1.0.0");
     let pods: Vec<Pod> = (0..2).map(|_| Pod::new()).collect();
     for p in &pods {
@@ -223,7 +223,7 @@ fn name_is_lock(p: &Path) -> bool {
 
 #[test]
 fn check_detects_a_missing_ipv6_address_or_route() {
-    let node = CniNode::with_subnet(bin(), SubnetEnv::dual_stack());
+    let node = CniNode::with_subnet(bin(), SubnetFile::dual_stack());
     let conf = node.config("1.0.0");
     let (a, b) = (Pod::new(), Pod::new());
     let ra = node.add_ok(&a, &conf);
@@ -242,7 +242,7 @@ fn check_detects_a_missing_ipv6_address_or_route() {
 
 #[test]
 fn gc_frees_both_families() {
-    let node = CniNode::with_subnet(bin(), SubnetEnv::dual_stack());
+    let node = CniNode::with_subnet(bin(), SubnetFile::dual_stack());
     let conf = node.config("1.1.0");
     let pods: Vec<Pod> = (0..3).map(|_| Pod::new()).collect();
     let results: Vec<Value> = pods.iter().map(|p| node.add_ok(p, &conf)).collect();
@@ -260,9 +260,9 @@ fn gc_frees_both_families() {
 
 #[test]
 fn ipv6_exhaustion_is_code_101_and_frees_the_ipv4_address() {
-    let subnet = SubnetEnv {
+    let subnet = SubnetFile {
         ipv6: Some((IPV6_NETWORK.into(), "fd00:10:244:1::1/126".into())),
-        ..SubnetEnv::default()
+        ..SubnetFile::default()
     };
     let node = CniNode::with_subnet(bin(), subnet);
     let conf = node.config("1.1.0");
@@ -284,7 +284,7 @@ fn ipv6_exhaustion_is_code_101_and_frees_the_ipv4_address() {
 
 #[test]
 fn status_gc_and_version_with_ipv6_only() {
-    let node = CniNode::with_subnet(bin(), SubnetEnv::ipv6_only());
+    let node = CniNode::with_subnet(bin(), SubnetFile::ipv6_only());
     let conf = node.config("1.1.0");
     node.call("STATUS").config(&conf).run().success_empty();
     let pod = Pod::new();

@@ -316,7 +316,7 @@ fn missing_subnet_env_on_add_is_code_11() {
     out.error_mentioning(11, &node.subnet_file().to_string_lossy());
     assert_nothing_left(&node, &pod);
     // Once flanneld writes it, the same ADD works.
-    node.write_subnet_env(&SubnetEnv::default());
+    node.write_subnet_env(&SubnetFile::default());
     node.add_ok(&pod, &node.config("0.3.1"));
 }
 
@@ -343,9 +343,9 @@ fn invalid_subnet_env_is_code_7() {
 #[test]
 fn range_exhausted_is_code_101_and_leaves_nothing() {
     // A /29: .2 … .6 are the only addresses to hand out.
-    let subnet = SubnetEnv {
+    let subnet = SubnetFile {
         subnet: "10.244.1.1/29".into(),
-        ..SubnetEnv::default()
+        ..SubnetFile::default()
     };
     let node = CniNode::with_subnet(bin(), subnet);
     let conf = node.config("1.1.0");
@@ -432,9 +432,9 @@ fn masquerade_failure_rolls_back_veth_and_ip() {
     // fails (code 104) and the ADD must undo everything it did before.
     let node = CniNode::with_subnet(
         bin(),
-        SubnetEnv {
+        SubnetFile {
             ipmasq: false,
-            ..SubnetEnv::default()
+            ..SubnetFile::default()
         },
     );
     let script = "add table ip flannel-cni\nadd set ip flannel-cni pods-cbr0 { type ipv4_addr . inet_service; }\n";

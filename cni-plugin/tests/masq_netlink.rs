@@ -161,9 +161,9 @@ fn assert_ip6_rule(node: &CniNode) {
 fn dual_stack_pod_masquerades_in_both_families() {
     let node = CniNode::with_subnet(
         bin(),
-        SubnetEnv {
+        SubnetFile {
             ipmasq: false,
-            ..SubnetEnv::dual_stack()
+            ..SubnetFile::dual_stack()
         },
     );
     let conf = node.config("1.0.0");
@@ -197,9 +197,9 @@ fn dual_stack_pod_masquerades_in_both_families() {
 fn ipv6_only_pod_masquerades_and_del_without_netns_removes_it() {
     let node = CniNode::with_subnet(
         bin(),
-        SubnetEnv {
+        SubnetFile {
             ipmasq: false,
-            ..SubnetEnv::ipv6_only()
+            ..SubnetFile::ipv6_only()
         },
     );
     let conf = node.config("1.0.0");
@@ -226,9 +226,9 @@ fn ipv6_only_pod_masquerades_and_del_without_netns_removes_it() {
 fn gc_removes_stale_elements_of_both_families() {
     let node = CniNode::with_subnet(
         bin(),
-        SubnetEnv {
+        SubnetFile {
             ipmasq: false,
-            ..SubnetEnv::dual_stack()
+            ..SubnetFile::dual_stack()
         },
     );
     let conf = node.config("1.1.0");

@@ -126,9 +126,9 @@ fn add_tolerates_cni_args_and_runtime_injected_keys() {
 fn add_del_with_masq(cid: String, ifname: &str) {
     let node = CniNode::with_subnet(
         bin(),
-        SubnetEnv {
+        SubnetFile {
             ipmasq: false,
-            ..SubnetEnv::default()
+            ..SubnetFile::default()
         },
     );
     let conf = node.config("1.0.0");
@@ -164,9 +164,9 @@ fn very_long_container_id_works_with_masq() {
 fn network_name_keys_the_store_and_masq_set() {
     let mut node = CniNode::with_subnet(
         bin(),
-        SubnetEnv {
+        SubnetFile {
             ipmasq: false,
-            ..SubnetEnv::default()
+            ..SubnetFile::default()
         },
     );
     node.net_name = "k8s-pod-network".into();
@@ -308,9 +308,9 @@ fn freed_address_is_not_reused_at_once() {
 fn mtu_comes_from_subnet_env_and_bridge_name_from_delegate() {
     let node = CniNode::with_subnet(
         bin(),
-        SubnetEnv {
+        SubnetFile {
             mtu: 1370,
-            ..SubnetEnv::default()
+            ..SubnetFile::default()
         },
     );
     let pod = Pod::new();
@@ -409,7 +409,7 @@ fn status_not_ready_without_or_with_bad_subnet_env() {
         .error_mentioning(50, &path);
     node.write_subnet_env_raw("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=bogus\n");
     node.call("STATUS").config(&conf).run().error(50);
-    node.write_subnet_env(&SubnetEnv::default());
+    node.write_subnet_env(&SubnetFile::default());
     node.call("STATUS").config(&conf).run().success_empty();
 }
 

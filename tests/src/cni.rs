@@ -255,10 +255,11 @@ impl CniOutput {
     }
 }
 
-/// flannel's `subnet.env`. An empty `network` leaves the IPv4 keys out
+/// A `subnet.env` as a test writes it for the plugin (the product's parser
+/// is `common::SubnetEnv`). An empty `network` leaves the IPv4 keys out
 /// (what flanneld writes on an IPv6-only node).
 #[derive(Clone, Debug)]
-pub struct SubnetEnv {
+pub struct SubnetFile {
     pub network: String,
     pub subnet: String,
     pub mtu: u32,
@@ -267,9 +268,9 @@ pub struct SubnetEnv {
     pub ipv6: Option<(String, String)>,
 }
 
-impl Default for SubnetEnv {
+impl Default for SubnetFile {
     fn default() -> Self {
-        SubnetEnv {
+        SubnetFile {
             network: "10.244.0.0/16".into(),
             subnet: "10.244.1.1/24".into(),
             mtu: 1450,
@@ -283,21 +284,21 @@ impl Default for SubnetEnv {
 pub const IPV6_NETWORK: &str = "fd00:10:244::/56";
 pub const IPV6_SUBNET: &str = "fd00:10:244:1::1/64";
 
-impl SubnetEnv {
+impl SubnetFile {
     /// The default IPv4 keys plus [`IPV6_NETWORK`] / [`IPV6_SUBNET`].
-    pub fn dual_stack() -> SubnetEnv {
-        SubnetEnv {
+    pub fn dual_stack() -> SubnetFile {
+        SubnetFile {
             ipv6: Some((IPV6_NETWORK.into(), IPV6_SUBNET.into())),
-            ..SubnetEnv::default()
+            ..SubnetFile::default()
         }
     }
 
     /// Only the IPv6 keys, as flanneld writes them with EnableIPv4=false.
-    pub fn ipv6_only() -> SubnetEnv {
-        SubnetEnv {
+    pub fn ipv6_only() -> SubnetFile {
+        SubnetFile {
             network: String::new(),
             subnet: String::new(),
-            ..SubnetEnv::dual_stack()
+            ..SubnetFile::dual_stack()
         }
     }
 
@@ -383,17 +384,17 @@ pub struct CniNode {
     pub bin: PathBuf,
     /// The network name in the config (`name`), "cbr0" as in kube-flannel.yml.
     pub net_name: String,
-    pub subnet: SubnetEnv,
+    pub subnet: SubnetFile,
 }
 
 impl CniNode {
     /// A node with the default `subnet.env` (10.244.1.1/24 of 10.244.0.0/16,
     /// MTU 1450, FLANNEL_IPMASQ=true).
     pub fn new(bin: impl AsRef<Path>) -> CniNode {
-        Self::with_subnet(bin, SubnetEnv::default())
+        Self::with_subnet(bin, SubnetFile::default())
     }
 
-    pub fn with_subnet(bin: impl AsRef<Path>, subnet: SubnetEnv) -> CniNode {
+    pub fn with_subnet(bin: impl AsRef<Path>, subnet: SubnetFile) -> CniNode {
         let node = Self::without_subnet_env(bin);
         node.write_subnet_env(&subnet);
         CniNode { subnet, ..node }
@@ -402,9 +403,9 @@ impl CniNode {
     /// A node whose subnet.env says flanneld does not masquerade
     /// (`FLANNEL_IPMASQ=false`), so the plugin's ipMasq defaults to true.
     pub fn masquerading(bin: impl AsRef<Path>) -> CniNode {
-        let subnet = SubnetEnv {
+        let subnet = SubnetFile {
             ipmasq: false,
-            ..SubnetEnv::default()
+            ..SubnetFile::default()
         };
         Self::with_subnet(bin, subnet)
     }
@@ -416,11 +417,11 @@ impl CniNode {
             dir: crate::tempdir::TempDir::new("d"),
             bin: bin.as_ref().to_owned(),
             net_name: "cbr0".into(),
-            subnet: SubnetEnv::default(),
+            subnet: SubnetFile::default(),
         }
     }
 
-    pub fn write_subnet_env(&self, s: &SubnetEnv) {
+    pub fn write_subnet_env(&self, s: &SubnetFile) {
         self.write_subnet_env_raw(&s.render());
     }
 

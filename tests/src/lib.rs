@@ -10,7 +10,7 @@
 //!   `run`/`spawn` to execute Rust code on a thread inside the netns.
 //! - [`TempDir`]: a private temp dir, removed on drop.
 //! - [`cni`]: `CniCall` (one plugin invocation: env, stdin, run in a node
-//!   netns), `CniOutput` (success/error assertions), `SubnetEnv`, `Pod`, and
+//!   netns), `CniOutput` (success/error assertions), `SubnetFile`, `Pod`, and
 //!   `CniNode` (node netns + subnet.env + IPAM dir + flannel config).
 //! - [`tcp`]: `TcpServer` inside a netns and `tcp_fetch` from another.
 //! - [`wait::eventually`]: polling with a deadline for asynchronous kernel state.
@@ -51,7 +51,7 @@ pub mod wait;
 pub use cluster::{Cluster, ClusterPod};
 pub use cni::{
     assert_json_eq, is_host_veth_name, result_address, result_host_veth, result_ip,
-    with_prev_result, CniCall, CniNode, CniOutput, Pod, SubnetEnv, IPV6_NETWORK, IPV6_SUBNET,
+    with_prev_result, CniCall, CniNode, CniOutput, Pod, SubnetFile, IPV6_NETWORK, IPV6_SUBNET,
     VERSIONS,
 };
 pub use netns::{require_root, NetNs};

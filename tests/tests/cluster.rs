@@ -5,8 +5,8 @@
 
 use flannel_tests::cluster::entry_monitor::{Entry, EntryMonitor};
 use flannel_tests::cluster::{
-    node_ip6, Cluster, IpFamily, PeerEntries, UNDERLAY_BRIDGE, UNDERLAY_GATEWAY, UNDERLAY_GATEWAY6,
-    VXLAN_DEV6,
+    node_ip6, Cluster, ExpectedPeer, IpFamily, UNDERLAY_BRIDGE, UNDERLAY_GATEWAY,
+    UNDERLAY_GATEWAY6, VXLAN_DEV6,
 };
 use std::path::Path;
 
@@ -141,7 +141,7 @@ fn ipv6_entries_on_flannel_v6_are_read_and_monitored_as_they_are() {
         "nodad",
     ]);
     ns.ip_ok(&["link", "set", VXLAN_DEV6, "up"]);
-    let peer = PeerEntries {
+    let peer = ExpectedPeer {
         subnet: "fd00:10:244:2::/64".into(),
         vtep_ip: "fd00:10:244:2::".into(),
         vtep_mac: "0e:00:00:00:00:02".into(),

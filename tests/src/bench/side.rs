@@ -10,7 +10,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use flannel_tests::{NetNs, Pod, SubnetEnv, TempDir, IPV6_NETWORK, IPV6_SUBNET};
+use flannel_tests::{NetNs, Pod, SubnetFile, TempDir, IPV6_NETWORK, IPV6_SUBNET};
 use serde_json::json;
 
 use crate::exec::{Plugin, PodRef};
@@ -38,11 +38,11 @@ impl Side {
         let dir = TempDir::new("d");
         let subnet_file = dir.join("subnet.env");
         let env = if dual_stack {
-            SubnetEnv::dual_stack()
+            SubnetFile::dual_stack()
         } else {
-            SubnetEnv::default()
+            SubnetFile::default()
         };
-        let env = SubnetEnv {
+        let env = SubnetFile {
             ipmasq: !ip_masq,
             ..env
         };

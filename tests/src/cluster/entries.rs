@@ -3,13 +3,13 @@
 //! waiting until the two agree.
 
 use super::family::IpFamily;
-use super::{Cluster, KernelState, PeerEntries};
+use super::{Cluster, ExpectedPeer, KernelState};
 use std::time::Duration;
 
 impl Cluster {
     /// What node `i`'s flannel.1 should hold: one entry set per unexpired
     /// vxlan lease of another node that has an IPv4 subnet.
-    pub fn expected_peers(&self, i: usize) -> Vec<PeerEntries> {
+    pub fn expected_peers(&self, i: usize) -> Vec<ExpectedPeer> {
         self.expected_peers_of(i, IpFamily::V4)
     }
 
@@ -19,16 +19,16 @@ impl Cluster {
     /// runs no `f` (the cluster's family leaves it out and its subnet.env
     /// names no subnet of it, e.g. a hand-written IPv4-only net-conf.json
     /// among dual-stack peers): the device must then hold no peer.
-    pub fn expected_peers_of(&self, i: usize, f: IpFamily) -> Vec<PeerEntries> {
+    pub fn expected_peers_of(&self, i: usize, f: IpFamily) -> Vec<ExpectedPeer> {
         if !self.runs(i, f) {
             return Vec::new();
         }
         let n = &self.nodes[i];
-        let mut v: Vec<PeerEntries> = self
+        let mut v: Vec<ExpectedPeer> = self
             .leases()
             .iter()
             .filter(|l| !l.is_of(n.ip, n.ip6) && !l.is_expired() && l.backend_type == "vxlan")
-            .filter_map(|l| PeerEntries::of_family(l, f))
+            .filter_map(|l| ExpectedPeer::of_family(l, f))
             .collect();
         v.sort_by(|a, b| a.subnet.cmp(&b.subnet));
         v
@@ -61,7 +61,7 @@ impl Cluster {
 
     /// `Ok` when node `i`'s routes, neighbours and FDB entries on flannel.1 are
     /// exactly those of `expected`.
-    pub fn check_entries(&self, i: usize, expected: &[PeerEntries]) -> Result<(), String> {
+    pub fn check_entries(&self, i: usize, expected: &[ExpectedPeer]) -> Result<(), String> {
         self.check_entries_of(i, IpFamily::V4, expected)
     }
 
@@ -71,7 +71,7 @@ impl Cluster {
         &self,
         i: usize,
         f: IpFamily,
-        expected: &[PeerEntries],
+        expected: &[ExpectedPeer],
     ) -> Result<(), String> {
         self.kernel_of(i, f)
             .check_exactly(expected)

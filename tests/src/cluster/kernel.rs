@@ -31,7 +31,7 @@ pub struct VxlanInfo {
 
 /// `ip -j -4 neigh show dev flannel.1`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct NeighEntry {
+pub struct ObservedNeigh {
     pub dst: String,
     pub lladdr: String,
     pub state: Vec<String>,
@@ -39,7 +39,7 @@ pub struct NeighEntry {
 
 /// `bridge -j fdb show dev flannel.1`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct FdbEntry {
+pub struct ObservedFdb {
     pub mac: String,
     pub dst: String,
     pub flags: Vec<String>,
@@ -48,7 +48,7 @@ pub struct FdbEntry {
 
 /// `ip -j -4 route show dev flannel.1` (main table).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct RouteEntry {
+pub struct ObservedRoute {
     pub dst: String,
     pub gateway: String,
     pub flags: Vec<String>,
@@ -60,14 +60,14 @@ pub struct KernelState {
     /// The device looked at (`flannel.1` or `flannel-v6.1`).
     pub dev: &'static str,
     pub link: Option<VxlanInfo>,
-    pub neighs: Vec<NeighEntry>,
-    pub fdb: Vec<FdbEntry>,
-    pub routes: Vec<RouteEntry>,
+    pub neighs: Vec<ObservedNeigh>,
+    pub fdb: Vec<ObservedFdb>,
+    pub routes: Vec<ObservedRoute>,
 }
 
 /// What one peer's lease calls for on the other nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerEntries {
+pub struct ExpectedPeer {
     /// "10.244.2.0/24"
     pub subnet: String,
     /// "10.244.2.0"
@@ -76,10 +76,10 @@ pub struct PeerEntries {
     pub public_ip: String,
 }
 
-impl PeerEntries {
+impl ExpectedPeer {
     /// Its IPv4 entries (on flannel.1).
-    pub fn from_lease(l: &LeaseFile) -> PeerEntries {
-        PeerEntries {
+    pub fn from_lease(l: &LeaseFile) -> ExpectedPeer {
+        ExpectedPeer {
             subnet: l.subnet.clone(),
             vtep_ip: l.vtep_ip().to_owned(),
             vtep_mac: l.vtep_mac.to_lowercase(),
@@ -89,15 +89,15 @@ impl PeerEntries {
 
     /// Its entries of single family `f` (IPv6: on flannel-v6.1, from the
     /// IPv6 subnet, `PublicIPv6` and `BackendV6Data`), if it has that family.
-    pub fn of_family(l: &LeaseFile, f: IpFamily) -> Option<PeerEntries> {
+    pub fn of_family(l: &LeaseFile, f: IpFamily) -> Option<ExpectedPeer> {
         match f {
-            IpFamily::V6 => Some(PeerEntries {
+            IpFamily::V6 => Some(ExpectedPeer {
                 subnet: l.subnet6.clone()?,
                 vtep_ip: l.vtep_ip6()?.to_owned(),
                 vtep_mac: l.vtep_mac6.clone()?,
                 public_ip: l.public_ipv6.clone()?,
             }),
-            _ => l.has(IpFamily::V4).then(|| PeerEntries::from_lease(l)),
+            _ => l.has(IpFamily::V4).then(|| ExpectedPeer::from_lease(l)),
         }
     }
 }
@@ -166,35 +166,37 @@ impl KernelState {
                 routes: vec![],
             };
         }
-        let mut neighs: Vec<NeighEntry> = json_lines(ns, "ip", &[fam, "neigh", "show", "dev", dev])
+        let mut neighs: Vec<ObservedNeigh> =
+            json_lines(ns, "ip", &[fam, "neigh", "show", "dev", dev])
+                .iter()
+                .filter(|n| !is_link_local(&s(&n["dst"])))
+                .map(|n| ObservedNeigh {
+                    dst: s(&n["dst"]),
+                    lladdr: s(&n["lladdr"]).to_lowercase(),
+                    state: strs(&n["state"]),
+                })
+                .collect();
+        let mut fdb: Vec<ObservedFdb> = json_lines(ns, "bridge", &["fdb", "show", "dev", dev])
             .iter()
-            .filter(|n| !is_link_local(&s(&n["dst"])))
-            .map(|n| NeighEntry {
-                dst: s(&n["dst"]),
-                lladdr: s(&n["lladdr"]).to_lowercase(),
-                state: strs(&n["state"]),
-            })
-            .collect();
-        let mut fdb: Vec<FdbEntry> = json_lines(ns, "bridge", &["fdb", "show", "dev", dev])
-            .iter()
-            .map(|f| FdbEntry {
+            .map(|f| ObservedFdb {
                 mac: s(&f["mac"]).to_lowercase(),
                 dst: s(&f["dst"]),
                 flags: strs(&f["flags"]),
                 state: s(&f["state"]),
             })
             .collect();
-        let mut routes: Vec<RouteEntry> = json_lines(ns, "ip", &[fam, "route", "show", "dev", dev])
-            .iter()
-            // IPv6: the kernel's own routes (link-local, the device's
-            // /128) are not flanneld's.
-            .filter(|r| f != IpFamily::V6 || s(&r["protocol"]) != "kernel")
-            .map(|r| RouteEntry {
-                dst: s(&r["dst"]),
-                gateway: s(&r["gateway"]),
-                flags: strs(&r["flags"]),
-            })
-            .collect();
+        let mut routes: Vec<ObservedRoute> =
+            json_lines(ns, "ip", &[fam, "route", "show", "dev", dev])
+                .iter()
+                // IPv6: the kernel's own routes (link-local, the device's
+                // /128) are not flanneld's.
+                .filter(|r| f != IpFamily::V6 || s(&r["protocol"]) != "kernel")
+                .map(|r| ObservedRoute {
+                    dst: s(&r["dst"]),
+                    gateway: s(&r["gateway"]),
+                    flags: strs(&r["flags"]),
+                })
+                .collect();
         neighs.sort();
         fdb.sort();
         routes.sort();
@@ -209,7 +211,7 @@ impl KernelState {
 
     /// `Ok` when the routes, neighbours and FDB entries on the device are
     /// exactly those `peers` call for (no missing, no extra, right flags).
-    pub fn check_exactly(&self, peers: &[PeerEntries]) -> Result<(), String> {
+    pub fn check_exactly(&self, peers: &[ExpectedPeer]) -> Result<(), String> {
         if self.link.is_none() {
             return if peers.is_empty() {
                 Ok(())

@@ -48,7 +48,7 @@ pub use builder::ClusterBuilder;
 pub use checks::{SECOND_BRIDGE, SECOND_GATEWAY};
 pub use family::{network_of6, network_of_any, node_ip6, IpFamily, UNDERLAY_GATEWAY6, VXLAN_DEV6};
 pub use kernel::{
-    vxlan_dev, FdbEntry, KernelState, NeighEntry, PeerEntries, RouteEntry, VxlanInfo,
+    vxlan_dev, ExpectedPeer, KernelState, ObservedFdb, ObservedNeigh, ObservedRoute, VxlanInfo,
 };
 pub use lease::LeaseFile;
 pub use node::{env_is_ready, network_of, DaemonRun, Node};
