@@ -150,14 +150,12 @@ impl<F: LeaseFamily> FamilyPath<F> {
         spec: DeviceSpec<F>,
         direct_routing: bool,
     ) -> Result<Self, String> {
-        let vx = Vxlan::<F>::new(handle);
         // Which peers share our L2 segment (DirectRouting), and which
         // routes on the external interface are ours to keep true.
-        let routing = vx
-            .routing(net.network, net.subnet_len, spec.ext_index, direct_routing)
+        let vx = Vxlan::<F>::new(handle)
+            .with_routing(net.network, net.subnet_len, spec.ext_index, direct_routing)
             .await
             .map_err(|e| e.to_string())?;
-        let vx = vx.with_routing(routing);
         let dev = vx.ensure_device(&spec).await.map_err(|e| e.to_string())?;
         tracing::info!(
             device = %dev.name, mac = %mac::format(&dev.mac), local = %spec.local, mtu = spec.mtu,

@@ -126,8 +126,8 @@ impl Repairs {
 /// Where the backend may route beyond `flannel.<VNI>`, and whether it
 /// routes peers on our L2 network directly (Backend.DirectRouting).
 ///
-/// Build it with [`Vxlan::routing`] (which reads the external interface's
-/// name and IPv4 subnets) and give it to [`Vxlan::with_routing`].
+/// [`Vxlan::with_routing`] reads it from the external interface (its name
+/// and subnets of the family); [`Vxlan::routing`] shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routing<F: VxlanFamily = Ipv4Network> {
     /// The flannel Network and SubnetLen: a route on the external
@@ -163,13 +163,46 @@ impl<F: VxlanFamily> Vxlan<F> {
         }
     }
 
-    /// Enables direct routing per `routing.direct_routing`, and lets
-    /// reconcile remove direct routes (on the external interface, to a
-    /// SubnetLen-sized subnet of Network) that no peer explains, e.g. left
-    /// over from running with DirectRouting before.
-    pub fn with_routing(mut self, routing: Routing<F>) -> Self {
-        self.routing = Some(routing);
-        self
+    /// Enables direct routing per `direct_routing`, and lets reconcile
+    /// remove direct routes (on the external interface `ext_index`, to a
+    /// `subnet_len`-sized subnet of `network`) that no peer explains, e.g.
+    /// left over from running with DirectRouting before. Reads the external
+    /// interface's name and subnets of this family.
+    pub async fn with_routing(
+        mut self,
+        network: F,
+        subnet_len: u8,
+        ext_index: u32,
+        direct_routing: bool,
+    ) -> Result<Self, VxlanError> {
+        let links = self.links();
+        let ext = links
+            .by_index(ext_index)
+            .await?
+            .ok_or_else(|| VxlanError::Unexpected {
+                op: format!("look up external interface #{ext_index}"),
+                reason: "no such interface".to_string(),
+            })?;
+        let ext_subnets = links
+            .addresses::<F>(ext_index, &ext.name)
+            .await?
+            .into_iter()
+            .filter_map(|(net, _)| F::new(net.base(), net.prefix()))
+            .collect();
+        self.routing = Some(Routing {
+            network,
+            subnet_len,
+            ext_index,
+            ext_name: ext.name,
+            direct_routing,
+            ext_subnets,
+        });
+        Ok(self)
+    }
+
+    /// What [`Vxlan::with_routing`] read, if it was called.
+    pub fn routing(&self) -> Option<&Routing<F>> {
+        self.routing.as_ref()
     }
 
     /// `flannel.<VNI>` / `flannel-v6.<VNI>`.
@@ -186,39 +219,6 @@ impl<F: VxlanFamily> Vxlan<F> {
                 && r.ext_subnets
                     .iter()
                     .any(|s| s.contains_addr(peer.public_ip))
-        })
-    }
-
-    /// Builds the [`Routing`] for the external interface `ext_index`: reads
-    /// its name and subnets of this family.
-    pub async fn routing(
-        &self,
-        network: F,
-        subnet_len: u8,
-        ext_index: u32,
-        direct_routing: bool,
-    ) -> Result<Routing<F>, VxlanError> {
-        let links = self.links();
-        let ext = links
-            .by_index(ext_index)
-            .await?
-            .ok_or_else(|| VxlanError::Unexpected {
-                op: format!("look up external interface #{ext_index}"),
-                reason: "no such interface".to_string(),
-            })?;
-        let ext_subnets = links
-            .addresses::<F>(ext_index, &ext.name)
-            .await?
-            .into_iter()
-            .filter_map(|(net, _)| F::new(net.base(), net.prefix()))
-            .collect();
-        Ok(Routing {
-            network,
-            subnet_len,
-            ext_index,
-            ext_name: ext.name,
-            direct_routing,
-            ext_subnets,
         })
     }
 

@@ -14,12 +14,12 @@ where
 {
     let spec = ns.spec();
     ns.run(|vx| async move {
-        let routing = vx
-            .routing(net("10.244.0.0/16"), 24, spec.ext_index, true)
+        let vx = vx
+            .with_routing(net("10.244.0.0/16"), 24, spec.ext_index, true)
             .await?;
+        let routing = vx.routing().expect("routing was read");
         assert_eq!(routing.ext_name, "eth0");
         assert_eq!(routing.ext_subnets, vec![net("192.168.64.0/24")]);
-        let vx = vx.with_routing(routing);
         let dev = vx.ensure_device(&spec).await?;
         f(vx, dev).await
     })
