@@ -429,7 +429,7 @@ impl LeaseStore for KubeStore {
                 None => format!("no one; node {} has no podCIDR now", self.node),
             };
             return Err(LeaseError::Lost {
-                subnet: lease.subnet,
+                subnet: lease.key(),
                 holder,
             });
         }

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::files::{lock_exclusive, write_atomic, WriteOpts};
-use ipnetwork::{Ipv4Network, Ipv6Network};
 use nix::fcntl::Flock;
 use serde::{Deserialize, Serialize};
 
@@ -50,7 +49,7 @@ pub(crate) use crate::lease::parse_subnet_key as parse_name;
 
 /// A lease file's name: its IPv4 subnet, and the IPv6 one of a dual-stack
 /// lease (`10.244.1.0-24&fd00::-64`, etcd's key suffix).
-pub(crate) type Name = (Ipv4Network, Option<Ipv6Network>);
+pub(crate) type Name = crate::lease::LeaseKey;
 
 pub(crate) fn file_name((subnet, ipv6): Name) -> String {
     crate::lease::subnet_key(subnet, ipv6)
