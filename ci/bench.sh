@@ -2,7 +2,9 @@
 # Benchmarks, one suite per run: `ci/bench.sh cni [cni-bench options]` or
 # `ci/bench.sh kube [--nodes 5000] [--events 100]`.
 #   cni   flannel-rs's CNI plugin vs the reference bridge + host-local pair:
-#         ADD/DEL latency (median, p99) and 64-pod bursts, 16 at a time.
+#         ADD/DEL latency (median, p99) and 64-pod bursts, 16 at a time;
+#         `--ip-masq`: both sides masquerade every pod, plus what masquerade
+#         adds to our ADD with 10 and 250 pods on the node.
 #   kube  the Kubernetes store at scale: one flanneld against the API
 #         stand-in holding N realistic Node objects (cold start, RSS, event
 #         latency, the cost of a relist after a 410).
@@ -15,7 +17,7 @@ suite="${1:-}"
 case "$suite" in
   cni | kube) shift ;;
   *)
-    echo "usage: ci/bench.sh cni [--pods N] [--bursts K] [--warmup W]" >&2
+    echo "usage: ci/bench.sh cni [--dual-stack] [--ip-masq] [--pods N] [--bursts K] [--warmup W]" >&2
     echo "       ci/bench.sh kube [--nodes N] [--events K]" >&2
     exit 2
     ;;

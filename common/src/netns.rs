@@ -63,6 +63,39 @@ pub fn open(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// An open network namespace and the path it was opened from, which
+/// names it in messages ("interface eth0 already exists in
+/// /var/run/netns/pod1").
+#[derive(Debug)]
+pub struct Netns {
+    file: File,
+    path: std::path::PathBuf,
+}
+
+impl Netns {
+    /// [`open`]s `path`, keeping the path for messages.
+    pub fn open(path: &Path) -> io::Result<Netns> {
+        Ok(Netns {
+            file: open(path)?,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl std::fmt::Display for Netns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.path.display())
+    }
+}
+
 fn file_kind(kind: &std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     if kind.is_fifo() {

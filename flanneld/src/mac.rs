@@ -34,27 +34,8 @@ fn derive(domain: &[u8], ip: &[u8], vni: u32) -> [u8; 6] {
     mac
 }
 
-pub fn format(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-/// `c6:d2:32:6f:8f:44` (either case). Each octet is exactly two hex
-/// digits: `u8::from_str_radix` alone would also take `+6` and `6`.
-pub fn parse(text: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = text.split(':');
-    for byte in &mut out {
-        let part = parts.next()?;
-        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        *byte = u8::from_str_radix(part, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
-}
+/// MAC text is `common`'s, shared with the CNI plugin.
+pub use common::mac::{format, parse};
 
 #[cfg(test)]
 mod fuzz;

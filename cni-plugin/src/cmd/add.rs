@@ -1,8 +1,8 @@
 //! ADD: bridge, veth, address, routes, masquerade; undo on any failure.
 
-use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use common::netns::Netns;
 use ipnetwork::IpNetwork;
 use serde_json::Value;
 
@@ -25,10 +25,9 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<Value> {
         .as_deref()
         .ok_or_else(|| cni_err!(InvalidEnv, "CNI_NETNS is not set"))?;
     let ns = open_netns(netns_path)?;
-    let place = netns_path.display().to_string();
     let host = Netlink::open()?;
     // An existing CNI_IFNAME shows up as EEXIST when the veth is created.
-    let pod = Netlink::open_in(&ns, &place)?;
+    let pod = Netlink::open_in(&ns)?;
 
     let d = &conf.delegate;
     let mtu = d.mtu.unwrap_or(senv.mtu);
@@ -73,18 +72,17 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<Value> {
             undo(&taken);
             cni_err!(InvalidConfig, "address {ip}/{prefix}: {e}")
         })?;
-        fams.push(FamilyPlan {
+        fams.push(FamilyAddr {
             address,
             gateway: f.gateway(),
             network: f.network,
         });
     }
     let masq = ip_masq(conf, Some(&senv)).unwrap_or(false);
-    let plan = Plan {
+    let net = PodNet {
         env,
         conf,
         ns: &ns,
-        place: &place,
         mtu,
         fams,
         masq,
@@ -93,7 +91,7 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<Value> {
     // then the pod; a failure of either undoes both.
     let delegate = scratch::delegate_config(conf, &senv, mtu, masq);
     match scratch::save(conf, &env.container_id, &delegate)
-        .and_then(|()| attach(&plan, &host, &pod, &bridge))
+        .and_then(|()| attach(&net, &host, &pod, &bridge))
     {
         Ok(result) => Ok(result.to_json(conf.version)),
         Err(e) => {
@@ -104,26 +102,28 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<Value> {
     }
 }
 
-struct Plan<'a> {
+/// What ADD gives the pod, decided before the kernel is touched: its
+/// namespace, MTU, one address per family (already allocated), and
+/// whether it masquerades; plus the request it answers.
+struct PodNet<'a> {
     env: &'a CniEnv,
     conf: &'a NetConf,
-    ns: &'a File,
-    place: &'a str,
+    ns: &'a Netns,
     mtu: u32,
     /// One per address family of subnet.env, IPv4 first.
-    fams: Vec<FamilyPlan>,
+    fams: Vec<FamilyAddr>,
     masq: bool,
 }
 
 /// The pod's address in one family, with that family's gateway and
 /// cluster network.
-struct FamilyPlan {
+struct FamilyAddr {
     address: IpNetwork,
     gateway: IpAddr,
     network: IpNetwork,
 }
 
-impl FamilyPlan {
+impl FamilyAddr {
     /// The cluster network, and the default route when asked, via the gateway.
     fn routes(&self, default: bool) -> Vec<RouteConfig> {
         let any = match self.network {
@@ -144,20 +144,27 @@ impl FamilyPlan {
 }
 
 /// Creates the veth and configures both ends; on failure removes the veth.
-fn attach(plan: &Plan<'_>, host: &Netlink, pod: &Netlink, bridge: &Link) -> Result<AddResult> {
-    let ifname = &plan.env.ifname;
+fn attach(net: &PodNet<'_>, host: &Netlink, pod: &Netlink, bridge: &Link) -> Result<AddResult> {
+    let ifname = &net.env.ifname;
     let mut attempt = 0;
     let peer_mac = random::mac();
     let (host_name, echoed) = loop {
         let name = random::name("veth");
-        match host.create_veth(&name, ifname, peer_mac, plan.ns, plan.mtu, bridge.index) {
+        match host.create_veth(
+            &name,
+            ifname,
+            peer_mac,
+            net.ns.file(),
+            net.mtu,
+            bridge.index,
+        ) {
             Ok(echoed) => break (name, echoed),
             Err(e) if e.is(libc::EEXIST) => {
                 if pod.link_by_name(ifname)?.is_some() {
                     return Err(cni_err!(
                         InterfaceExists,
                         "interface {ifname} already exists in {}",
-                        plan.place
+                        net.ns
                     ));
                 }
                 attempt += 1;
@@ -175,7 +182,7 @@ fn attach(plan: &Plan<'_>, host: &Netlink, pod: &Netlink, bridge: &Link) -> Resu
             index: peer_index,
             name: ifname.clone(),
             mac: common::mac::format(&peer_mac),
-            mtu: plan.mtu,
+            mtu: net.mtu,
             kind: None,
             controller: None,
             up: false,
@@ -184,7 +191,7 @@ fn attach(plan: &Plan<'_>, host: &Netlink, pod: &Netlink, bridge: &Link) -> Resu
         };
         (host_link, pod_link)
     });
-    match configure(plan, host, pod, bridge, &host_name, known) {
+    match configure(net, host, pod, bridge, &host_name, known) {
         Ok(result) => Ok(result),
         Err(e) => {
             // Deleting one end of a veth deletes both.
@@ -201,7 +208,7 @@ fn attach(plan: &Plan<'_>, host: &Netlink, pod: &Netlink, bridge: &Link) -> Resu
 /// The node's end: look it up (index, MAC) unless known, and send the
 /// hairpin setting (its answer is read by the caller).
 fn host_end(
-    plan: &Plan<'_>,
+    net: &PodNet<'_>,
     host: &Netlink,
     host_name: &str,
     known: Option<Link>,
@@ -214,7 +221,7 @@ fn host_end(
     };
     // Sent now, its answer read after the pod's end is configured: the
     // two ends are independent, one socket each.
-    let hairpin = if plan.conf.delegate.hairpin_mode {
+    let hairpin = if net.conf.delegate.hairpin_mode {
         Some(host.start(Netlink::hairpin_request(link.index, true))?)
     } else {
         None
@@ -225,23 +232,19 @@ fn host_end(
 /// The pod's end: arp_notify, addresses, up, routes. Returns the link and
 /// the routes.
 fn pod_end(
-    plan: &Plan<'_>,
+    net: &PodNet<'_>,
     pod: &Netlink,
     known: Option<Link>,
 ) -> Result<(Link, Vec<RouteConfig>)> {
-    let ifname = &plan.env.ifname;
+    let ifname = &net.env.ifname;
     let link = match known {
         Some(link) => link,
-        None => pod.link_by_name(ifname)?.ok_or_else(|| {
-            cni_err!(
-                Kernel,
-                "veth peer {ifname} did not appear in {}",
-                plan.place
-            )
-        })?,
+        None => pod
+            .link_by_name(ifname)?
+            .ok_or_else(|| cni_err!(Kernel, "veth peer {ifname} did not appear in {}", net.ns))?,
     };
-    let default = plan.conf.delegate.is_default_gateway;
-    let routes: Vec<RouteConfig> = plan.fams.iter().flat_map(|f| f.routes(default)).collect();
+    let default = net.conf.delegate.is_default_gateway;
+    let routes: Vec<RouteConfig> = net.fams.iter().flat_map(|f| f.routes(default)).collect();
     // arp_notify (before up, which announces the address), addresses
     // (IPv6 ones without DAD), up, then the routes through the gateways
     // that the addresses make reachable: sent on one socket in that
@@ -250,7 +253,7 @@ fn pod_end(
     let index = link.index;
     let mut requests = vec![Netlink::arp_notify_request(index, ifname)];
     requests.extend(
-        plan.fams
+        net.fams
             .iter()
             .map(|f| Netlink::address_request(index, f.address, ifname)),
     );
@@ -265,38 +268,33 @@ fn pod_end(
 }
 
 fn configure(
-    plan: &Plan<'_>,
+    net: &PodNet<'_>,
     host: &Netlink,
     pod: &Netlink,
     bridge: &Link,
     host_name: &str,
     known: Option<(Link, Link)>,
 ) -> Result<AddResult> {
-    let ifname = &plan.env.ifname;
-    let d = &plan.conf.delegate;
+    let ifname = &net.env.ifname;
+    let d = &net.conf.delegate;
     let (host_known, pod_known) = match known {
         Some((h, p)) => (Some(h), Some(p)),
         None => (None, None),
     };
-    let (host_link, hairpin) = host_end(plan, host, host_name, host_known)?;
-    let pod_end = pod_end(plan, pod, pod_known);
+    let (host_link, hairpin) = host_end(net, host, host_name, host_known)?;
+    let pod_end = pod_end(net, pod, pod_known);
     if let Some(pending) = hairpin {
         host.finish(pending)?;
     }
     let (pod_link, routes) = pod_end?;
-    if plan.masq {
-        // IPv4 only: the masquerade table is `ip` (see masq.rs).
-        for f in &plan.fams {
-            if let (IpNetwork::V4(network), IpNetwork::V4(address)) = (f.network, f.address) {
-                masq::add(
-                    &plan.conf.name,
-                    network,
-                    address.ip(),
-                    &plan.env.container_id,
-                    ifname,
-                )?;
-            }
-        }
+    if net.masq {
+        // Both families: `ip` and `ip6` tables (see masq/mod.rs).
+        let pods: Vec<_> = net
+            .fams
+            .iter()
+            .map(|f| (f.network, f.address.ip()))
+            .collect();
+        masq::add(&net.conf.name, &pods, &net.env.container_id, ifname)?;
     }
     Ok(AddResult {
         bridge: Interface {
@@ -314,10 +312,10 @@ fn configure(
         container: Interface {
             name: ifname.clone(),
             mac: pod_link.mac,
-            mtu: Some(plan.mtu),
-            sandbox: Some(plan.place.to_string()),
+            mtu: Some(net.mtu),
+            sandbox: Some(net.ns.to_string()),
         },
-        ips: plan
+        ips: net
             .fams
             .iter()
             .map(|f| IpConfig {

@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use common::netns::Netns;
 use ipnetwork::IpNetwork;
 use serde::Deserialize;
 
@@ -120,11 +121,10 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
         .netns
         .as_deref()
         .ok_or_else(|| cni_err!(InvalidEnv, "CNI_NETNS is not set"))?;
-    let place = path.display().to_string();
     let ns = open_netns(path)?;
     let pod = Pod {
-        nl: Netlink::open_in(&ns, &place)?,
-        place,
+        nl: Netlink::open_in(&ns)?,
+        ns: &ns,
         ifname: &env.ifname,
     };
     let container = prev.container(pod.ifname);
@@ -154,11 +154,10 @@ fn prev_result(conf: &NetConf) -> Result<Prev> {
     Prev::parse(value)
 }
 
-/// The pod's side: its namespace (named `place` in messages) and the
-/// container interface `ifname` in it.
+/// The pod's side: its namespace and the container interface `ifname` in it.
 struct Pod<'a> {
     nl: Netlink,
-    place: String,
+    ns: &'a Netns,
     ifname: &'a str,
 }
 
@@ -166,13 +165,13 @@ impl Pod<'_> {
     /// The container interface: present, up, with the MTU ADD gave it and
     /// the MAC `prevResult` reported (when it reported one).
     fn interface(&self, mtu: u32, mac: Option<&str>) -> Result<Link> {
-        let (ifname, place) = (self.ifname, &self.place);
+        let (ifname, ns) = (self.ifname, self.ns);
         let link = self
             .nl
             .link_by_name(ifname)?
-            .ok_or_else(|| mismatch(format!("interface {ifname} not found in {place}")))?;
+            .ok_or_else(|| mismatch(format!("interface {ifname} not found in {ns}")))?;
         if !link.up {
-            return Err(mismatch(format!("interface {ifname} in {place} is down")));
+            return Err(mismatch(format!("interface {ifname} in {ns} is down")));
         }
         if link.mtu != mtu {
             return Err(mismatch(format!(
@@ -192,12 +191,12 @@ impl Pod<'_> {
     /// Every address `prevResult` gave the interface is on it, and the
     /// IPAM store (`held`) still records it as the container's.
     fn addresses(&self, link: &Link, want: &[IpNetwork], held: &[IpAddr], cid: &str) -> Result<()> {
-        let (ifname, place) = (self.ifname, &self.place);
+        let (ifname, ns) = (self.ifname, self.ns);
         let have = self.nl.addresses(link.index)?;
         for want in want {
             if !have.contains(want) {
                 return Err(mismatch(format!(
-                    "address {want} is missing from {ifname} in {place}"
+                    "address {want} is missing from {ifname} in {ns}"
                 )));
             }
             if !held.contains(&want.ip()) {
@@ -222,7 +221,7 @@ impl Pod<'_> {
                 return Err(mismatch(format!(
                     "route {dst}{} is missing in {}",
                     gw.map(|g| format!(" via {g}")).unwrap_or_default(),
-                    self.place
+                    self.ns
                 )));
             }
         }

@@ -8,12 +8,13 @@
 //! child, holding the namespace open, deletes the tombstone (see
 //! `reap.rs`). If the child cannot be forked, DEL deletes the link itself.
 
-use std::fs::File;
 use std::net::IpAddr;
 
+use common::netns::Netns;
 use common::SubnetEnv;
 
 use super::{ip_masq, ipam_error, open_netns, open_store, reap};
+
 use crate::env::CniEnv;
 use crate::error::{Code, Result};
 use crate::netlink::{is_veth, Link, Netlink};
@@ -25,15 +26,21 @@ const TOMBSTONE: &str = "cnidel";
 
 pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
     let (cid, ifname) = (&env.container_id, &env.ifname);
+    let senv = SubnetEnv::read(&conf.subnet_file).ok();
+    // Unknown (no subnet.env, no delegate.ipMasq): clean up anyway.
+    let masq_on = ip_masq(conf, senv.as_ref()) != Some(false);
+    // Opened before the link deleter is forked, which then holds it (see
+    // masq::Early).
+    let early = match (masq_on, &env.netns) {
+        (true, Some(_)) => masq::Early::open(),
+        _ => None,
+    };
     // Detaching reads the interface's addresses, so the IPAM files can be
     // checked by name instead of scanning the whole store.
     let mut on_iface = Vec::new();
     if let Some(path) = env.netns.as_deref() {
         match open_netns(path) {
-            Ok(ns) => {
-                let place = path.display().to_string();
-                on_iface = detach(&ns, &place, ifname, &conf.delegate.bridge)?;
-            }
+            Ok(ns) => on_iface = detach(&ns, ifname, &conf.delegate.bridge)?,
             Err(e) if e.code == Code::UnknownContainer => {}
             Err(e) => return Err(e),
         }
@@ -45,7 +52,6 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
             ips.push(ip);
         }
     }
-    let senv = SubnetEnv::read(&conf.subnet_file).ok();
     // One address per family of subnet.env: fewer on the interface (one
     // removed by hand, or subnet.env unknown) and the store is scanned.
     let families = senv.as_ref().map(|s| s.families().len());
@@ -54,16 +60,8 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
         // The namespace or the interface is gone: look the pod up.
         ips = store.find(cid, ifname).map_err(ipam_error)?;
     }
-    // Unknown (no subnet.env, no delegate.ipMasq): clean up anyway.
-    if !ips.is_empty() && ip_masq(conf, senv.as_ref()) != Some(false) {
-        let v4: Vec<_> = ips
-            .iter()
-            .filter_map(|ip| match ip {
-                IpAddr::V4(a) => Some(*a),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
-        masq::remove(&conf.name, &v4)?;
+    if !ips.is_empty() && masq_on {
+        masq::remove_with(&conf.name, &ips, early, reap::forked_a_deleter())?;
     }
     if scan {
         store.release(cid, ifname).map_err(ipam_error)?;
@@ -80,16 +78,16 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<()> {
 /// the addresses it had (both families). A missing interface is fine, and so is one
 /// that ADD did not make (the pod's `lo`, a device of its own): that is
 /// left as it is.
-fn detach(ns: &File, place: &str, ifname: &str, bridge: &str) -> Result<Vec<IpAddr>> {
-    let pod = Netlink::open_in(ns, place)?;
+fn detach(ns: &Netns, ifname: &str, bridge: &str) -> Result<Vec<IpAddr>> {
+    let pod = Netlink::open_in(ns)?;
     let link = pod.link_by_name(ifname)?;
     let Some(link) = link else {
         // Maybe an earlier DEL was killed after renaming it: finish that.
-        remove_tombstones(ns, &pod, place, bridge)?;
+        remove_tombstones(ns, &pod, bridge)?;
         return Ok(Vec::new());
     };
     if !made_by_add(&link, bridge)? {
-        tracing::info!("DEL leaves {ifname} in {place} alone: not a veth of ours on {bridge}");
+        tracing::info!("DEL leaves {ifname} in {ns} alone: not a veth of ours on {bridge}");
         return Ok(Vec::new());
     }
     let addresses = pod.addresses(link.index)?;
@@ -106,8 +104,8 @@ fn detach(ns: &File, place: &str, ifname: &str, bridge: &str) -> Result<Vec<IpAd
 
 /// Deletes a detached link off the critical path (see `reap.rs`), or
 /// inline when no child can be forked.
-fn delete_soon(ns: &File, pod: &Netlink, index: u32, name: &str) -> Result<()> {
-    if let Err(e) = reap::fork_deleter(ns, index) {
+fn delete_soon(ns: &Netns, pod: &Netlink, index: u32, name: &str) -> Result<()> {
+    if let Err(e) = reap::fork_deleter(ns.file(), index) {
         tracing::debug!("cannot fork the link deleter ({e}); deleting {name} inline");
         pod.delete_link(index, name)?;
     }
@@ -116,13 +114,10 @@ fn delete_soon(ns: &File, pod: &Netlink, index: u32, name: &str) -> Result<()> {
 
 /// Deletes the tombstones a DEL killed between its rename and its delete
 /// left in the pod: links named `cnidel…` that are veths of ours.
-fn remove_tombstones(ns: &File, pod: &Netlink, place: &str, bridge: &str) -> Result<()> {
+fn remove_tombstones(ns: &Netns, pod: &Netlink, bridge: &str) -> Result<()> {
     for link in pod.links()? {
         if link.name.starts_with(TOMBSTONE) && made_by_add(&link, bridge)? {
-            tracing::info!(
-                "removing {} in {place}, left by an interrupted DEL",
-                link.name
-            );
+            tracing::info!("removing {} in {ns}, left by an interrupted DEL", link.name);
             delete_soon(ns, pod, link.index, &link.name)?;
         }
     }

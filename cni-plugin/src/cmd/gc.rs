@@ -3,7 +3,6 @@
 //! Keeps going after individual failures.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
 
 use super::{ipam_error, open_store};
 use crate::cni_err;
@@ -46,7 +45,7 @@ pub fn run(conf: &NetConf) -> Result<()> {
         .collect();
     let stale: Vec<_> = members
         .into_iter()
-        .filter(|ip| !allocated.contains(&IpAddr::V4(*ip)))
+        .filter(|ip| !allocated.contains(ip))
         .collect();
     masq::remove(&conf.name, &stale)
 }

@@ -7,9 +7,9 @@ pub mod gc;
 mod reap;
 pub mod status;
 
-use std::fs::File;
 use std::path::Path;
 
+use common::netns::Netns;
 use common::{SubnetEnv, SubnetEnvError};
 
 use crate::cni_err;
@@ -18,8 +18,8 @@ use crate::ipam::{IpamError, Store};
 use crate::spec::NetConf;
 
 /// Opens the pod's namespace; a missing path means the container is gone.
-pub fn open_netns(path: &Path) -> Result<File> {
-    common::netns::open(path).map_err(|e| match e.kind() {
+pub fn open_netns(path: &Path) -> Result<Netns> {
+    Netns::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => cni_err!(
             UnknownContainer,
             "network namespace {} does not exist",

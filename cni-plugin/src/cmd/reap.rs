@@ -12,9 +12,19 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use nix::unistd::{fork, ForkResult};
 
 use crate::netlink::Netlink;
+
+/// Whether this process forked a deleter (which holds every descriptor
+/// open at the time until it is done).
+static FORKED: AtomicBool = AtomicBool::new(false);
+
+pub fn forked_a_deleter() -> bool {
+    FORKED.load(Ordering::Relaxed)
+}
 
 /// Forks a child that deletes link `index` inside `ns`; returns at once.
 pub fn fork_deleter(ns: &File, index: u32) -> io::Result<()> {
@@ -27,7 +37,10 @@ pub fn fork_deleter(ns: &File, index: u32) -> io::Result<()> {
     // runs `delete_in_child` and ends with `_exit`, without unwinding or
     // running the parent's destructors.
     match unsafe { fork() }.map_err(io::Error::from)? {
-        ForkResult::Parent { .. } => Ok(()),
+        ForkResult::Parent { .. } => {
+            FORKED.store(true, Ordering::Relaxed);
+            Ok(())
+        }
         ForkResult::Child => {
             let code = match delete_in_child(ns, index) {
                 Ok(()) => 0,

@@ -9,6 +9,7 @@ use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd};
 
+use common::netns::Netns;
 use ipnetwork::IpNetwork;
 use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
 use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
@@ -100,11 +101,11 @@ impl Netlink {
 
     /// A socket inside the namespace `ns`: created with the thread inside
     /// `ns`, then the thread returns.
-    pub fn open_in(ns: &File, place: &str) -> NlResult<Self> {
-        let _guard = common::netns::NetnsGuard::enter(ns.as_fd())
-            .map_err(|e| NlError::io(format!("enter network namespace {place}"), e))?;
+    pub fn open_in(ns: &Netns) -> NlResult<Self> {
+        let _guard = common::netns::NetnsGuard::enter(ns.file().as_fd())
+            .map_err(|e| NlError::io(format!("enter network namespace {ns}"), e))?;
         Ok(Self {
-            conn: Conn::open(place.to_string())?,
+            conn: Conn::open(ns.to_string())?,
         })
     }
 

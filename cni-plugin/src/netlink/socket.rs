@@ -101,14 +101,15 @@ pub struct Conn {
     /// The receive buffer, allocated once: a fresh 64 KiB per read costs
     /// an mmap and munmap each time with some allocators.
     rx: RefCell<Vec<u8>>,
-    /// Where this socket lives, for error messages.
-    pub place: String,
+    /// The namespace this socket lives in ("host", or the path it was
+    /// opened from), for error messages.
+    pub netns: String,
 }
 
 impl Conn {
     /// A socket in the calling thread's current namespace.
-    pub fn open(place: String) -> NlResult<Self> {
-        let op = || format!("open netlink socket in {place}");
+    pub fn open(netns: String) -> NlResult<Self> {
+        let op = || format!("open netlink socket in {netns}");
         let mut socket = Socket::new(NETLINK_ROUTE).map_err(|e| NlError::io(op(), e))?;
         socket.bind_auto().map_err(|e| NlError::io(op(), e))?;
         socket
@@ -119,7 +120,7 @@ impl Conn {
             seq: Cell::new(0),
             early: RefCell::new(Vec::new()),
             rx: RefCell::new(Vec::with_capacity(RX_BUFFER)),
-            place,
+            netns,
         })
     }
 
@@ -135,14 +136,14 @@ impl Conn {
         msg.serialize(&mut buf);
         self.socket
             .send(&buf, 0)
-            .map_err(|e| NlError::io(format!("{} in {}", req.op, self.place), e))?;
+            .map_err(|e| NlError::io(format!("{} in {}", req.op, self.netns), e))?;
         Ok(Pending { seq, req })
     }
 
     /// Reads `pending`'s replies: the objects a dump or an echo returned.
     pub fn finish(&self, pending: Pending) -> NlResult<Vec<RouteNetlinkMessage>> {
         let Pending { seq, req } = pending;
-        let op = || format!("{} in {}", req.op, self.place);
+        let op = || format!("{} in {}", req.op, self.netns);
         let dump = req.flags & NLM_F_DUMP == NLM_F_DUMP;
         let mut out = Vec::new();
         loop {

@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use super::link::{LinkState, VxlanParams};
-use super::mac::format_mac;
 use super::{Device, DeviceSpec, Vxlan, VxlanError, VxlanFamily};
 
 impl<F: VxlanFamily> Vxlan<F> {
@@ -34,7 +33,7 @@ impl<F: VxlanFamily> Vxlan<F> {
         }
         links.create_vxlan(&name, spec).await?;
         let link = self.read_back(&name).await?;
-        tracing::info!(device = %name, index = link.index, mac = %format_mac(&spec.mac), "created device");
+        tracing::info!(device = %name, index = link.index, mac = %common::mac::format(&spec.mac), "created device");
         self.adopt(link, spec).await
     }
 
@@ -94,7 +93,7 @@ impl<F: VxlanFamily> Vxlan<F> {
         // its own MAC when the link appears or comes up: check afterwards.
         let link = self.read_back(&name).await?;
         if link.mac != spec.mac {
-            tracing::warn!(device = %name, found = %format_mac(&link.mac), "MAC changed behind our back; setting it again");
+            tracing::warn!(device = %name, found = %common::mac::format(&link.mac), "MAC changed behind our back; setting it again");
             links.set_mac(link.index, &name, spec.mac).await?;
             return self.read_back(&name).await.map(device_of);
         }

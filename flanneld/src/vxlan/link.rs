@@ -10,7 +10,6 @@ use rtnetlink::packet_route::link::{
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan};
 
 use super::error::{ok_if_exists, ok_if_missing, VxlanError};
-use super::mac::format_mac;
 use super::{DeviceSpec, VxlanFamily};
 
 /// The kernel's default VXLAN destination port when none is given.
@@ -198,7 +197,7 @@ impl Links<'_> {
                     spec.local,
                     spec.ext_index,
                     spec.port,
-                    format_mac(&spec.mac)
+                    common::mac::format(&spec.mac)
                 ),
                 e,
             )
@@ -234,7 +233,10 @@ impl Links<'_> {
             .address(mac.to_vec())
             .build();
         self.handle.link().set(msg).execute().await.map_err(|e| {
-            VxlanError::netlink(format!("set address {} on {name}", format_mac(&mac)), e)
+            VxlanError::netlink(
+                format!("set address {} on {name}", common::mac::format(&mac)),
+                e,
+            )
         })
     }
 

@@ -22,7 +22,6 @@ mod device;
 mod error;
 mod family;
 mod link;
-mod mac;
 mod neigh;
 mod peer;
 mod reconcile;

@@ -11,7 +11,6 @@ use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::Handle;
 
 use super::error::{ok_if_missing, VxlanError};
-use super::mac::format_mac;
 use super::VxlanFamily;
 
 const NUD_PERMANENT: u16 = 0x80;
@@ -61,7 +60,7 @@ impl<F: VxlanFamily> Neighbours<'_, F> {
                 VxlanError::netlink(
                     format!(
                         "replace neighbour {ip} lladdr {} on {}",
-                        format_mac(&mac),
+                        common::mac::format(&mac),
                         self.name
                     ),
                     e,
@@ -157,7 +156,7 @@ impl<F: VxlanFamily> Neighbours<'_, F> {
             VxlanError::netlink(
                 format!(
                     "replace fdb entry {} dst {dst} on {}",
-                    format_mac(&mac),
+                    common::mac::format(&mac),
                     self.name
                 ),
                 e,
@@ -180,8 +179,8 @@ impl<F: VxlanFamily> Neighbours<'_, F> {
                 .push(NeighbourAttribute::Destination(F::neigh_address(dst)));
         }
         let what = match dst {
-            Some(dst) => format!("{} dst {dst}", format_mac(mac)),
-            None => format_mac(mac),
+            Some(dst) => format!("{} dst {dst}", common::mac::format(mac)),
+            None => common::mac::format(mac),
         };
         self.del(msg, format!("fdb entry {what}")).await
     }

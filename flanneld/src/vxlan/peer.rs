@@ -2,7 +2,6 @@
 
 use std::fmt::Display;
 
-use super::mac::format_mac;
 use super::route::RouteSpec;
 use super::{Device, Peer, Vxlan, VxlanError, VxlanFamily};
 
@@ -32,7 +31,10 @@ impl<F: VxlanFamily> PeerEntries<F> {
 /// "neighbour 10.244.2.0 lladdr 0e:..:44 on flannel.1"
 pub(crate) fn describe_neigh(ip: impl Display, mac: Option<&[u8]>, dev: &str) -> String {
     match mac {
-        Some(mac) => format!("neighbour {ip} lladdr {} on {dev}", format_mac(mac)),
+        Some(mac) => format!(
+            "neighbour {ip} lladdr {} on {dev}",
+            common::mac::format(mac)
+        ),
         None => format!("neighbour {ip} on {dev}"),
     }
 }
@@ -40,8 +42,8 @@ pub(crate) fn describe_neigh(ip: impl Display, mac: Option<&[u8]>, dev: &str) ->
 /// "fdb 0e:..:44 dst 192.168.64.3 on flannel.1"
 pub(crate) fn describe_fdb<A: Display>(mac: &[u8], dst: Option<A>, dev: &str) -> String {
     match dst {
-        Some(dst) => format!("fdb {} dst {dst} on {dev}", format_mac(mac)),
-        None => format!("fdb {} on {dev}", format_mac(mac)),
+        Some(dst) => format!("fdb {} dst {dst} on {dev}", common::mac::format(mac)),
+        None => format!("fdb {} on {dev}", common::mac::format(mac)),
     }
 }
 

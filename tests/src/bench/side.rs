@@ -30,9 +30,10 @@ pub struct Side {
 
 impl Side {
     /// flannel-rs: kube-flannel.yml's config, a subnet.env in which
-    /// FLANNEL_IPMASQ=true (so the plugin does not masquerade itself),
-    /// with the IPv6 keys too when `dual_stack`.
-    pub fn flannel(bin: &Path, cni_path: &str, dual_stack: bool) -> Side {
+    /// FLANNEL_IPMASQ=true (so the plugin does not masquerade itself), or
+    /// false with `ip_masq` (flanneld's default: the plugin masquerades
+    /// each pod), with the IPv6 keys too when `dual_stack`.
+    pub fn flannel(bin: &Path, cni_path: &str, dual_stack: bool, ip_masq: bool) -> Side {
         let node = NetNs::new("n");
         let dir = TempDir::new("d");
         let subnet_file = dir.join("subnet.env");
@@ -40,6 +41,10 @@ impl Side {
             SubnetEnv::dual_stack()
         } else {
             SubnetEnv::default()
+        };
+        let env = SubnetEnv {
+            ipmasq: !ip_masq,
+            ..env
         };
         std::fs::write(&subnet_file, env.render()).expect("write subnet.env");
         let conf = json!({
@@ -56,8 +61,9 @@ impl Side {
     /// The reference pair with the config flannel's Go plugin would hand to
     /// `bridge` for the same subnet.env: with `dual_stack`, host-local's
     /// ranges `[[v4], [v6]]` and a route to each family's network, as
-    /// upstream's `getDelegateIPAM` builds them.
-    pub fn reference(cni_path: &str, dual_stack: bool) -> Side {
+    /// upstream's `getDelegateIPAM` builds them; `ip_masq` is bridge's
+    /// `ipMasq` (what upstream's flannel plugin passes when it masquerades).
+    pub fn reference(cni_path: &str, dual_stack: bool, ip_masq: bool) -> Side {
         let node = NetNs::new("n");
         let dir = TempDir::new("d");
         let (ranges, routes) = if dual_stack {
@@ -80,7 +86,7 @@ impl Side {
             "isGateway": true,
             "isDefaultGateway": true,
             "hairpinMode": true,
-            "ipMasq": false,
+            "ipMasq": ip_masq,
             "mtu": 1450,
             "ipam": {
                 "type": "host-local",

@@ -16,11 +16,18 @@
 //! helper, and that work must not land on the other side's clock. The time
 //! until then is reported too.
 //!
+//! With `--ip-masq`, both sides masquerade every pod (ours: subnet.env's
+//! FLANNEL_IPMASQ=false, flanneld's default; the reference: bridge's
+//! `ipMasq: true`), and a last phase measures what masquerade adds to our
+//! ADD and DEL with 10 and 250 pods on the node (`masq_cost.rs`).
+//!
 //! A ratio that misses its target is reported, never an error; any failed
 //! invocation is (with the plugin's stdout and stderr).
 
 #[path = "../bench/exec.rs"]
 mod exec;
+#[path = "../bench/masq_cost.rs"]
+mod masq_cost;
 #[path = "../bench/report.rs"]
 mod report;
 #[path = "../bench/side.rs"]
@@ -34,10 +41,13 @@ use report::{median, percentile, Row};
 use side::{burst, pod_ref, wait_links, wait_quiet, NsThread, Side, QUIET_TIMEOUT};
 
 const USAGE: &str =
-    "usage: cni-bench [--dual-stack] [--pods N] [--bursts K] [--warmup W] [--flannel PATH] [--cni-path DIR]
+    "usage: cni-bench [--dual-stack] [--ip-masq] [--pods N] [--bursts K] [--warmup W] [--flannel PATH] [--cni-path DIR]
   --dual-stack   both sides dual-stack: subnet.env with FLANNEL_IPV6_NETWORK/FLANNEL_IPV6_SUBNET
                  for ours, host-local with ranges [[10.244.1.0/24], [fd00:10:244:1::/64]] for the
                  reference; every pod gets an address of each family
+  --ip-masq      both sides masquerade each pod: FLANNEL_IPMASQ=false for ours (the plugin
+                 adds the pod to its nftables set), bridge's ipMasq:true for the reference;
+                 then what masquerade adds to our ADD/DEL with 10 and 250 pods on the node
   --pods N       sequential pods per side for ADD/DEL latency (default 100, at most 240)
   --bursts K     64-pod bursts (16 at a time) per side; the median is reported (default 3)
   --warmup W     ADD+DEL warm-up calls per side before measuring (default 5)
@@ -50,6 +60,7 @@ const BURST_WIDTH: usize = 16;
 
 struct Opts {
     dual_stack: bool,
+    ip_masq: bool,
     pods: usize,
     bursts: usize,
     warmup: usize,
@@ -64,6 +75,7 @@ fn parse_opts() -> Result<Opts, String> {
         .unwrap_or_default();
     let mut o = Opts {
         dual_stack: false,
+        ip_masq: false,
         pods: 100,
         bursts: 3,
         warmup: 5,
@@ -77,6 +89,10 @@ fn parse_opts() -> Result<Opts, String> {
         }
         if a == "--dual-stack" {
             o.dual_stack = true;
+            continue;
+        }
+        if a == "--ip-masq" {
+            o.ip_masq = true;
             continue;
         }
         let val = args.next().ok_or_else(|| format!("{a} needs a value"))?;
@@ -138,11 +154,13 @@ fn main() {
 struct World {
     sides: [Side; 2],
     pods: [Vec<Pod>; 2],
+    /// `--ip-masq`'s resident pods and probe (our side only).
+    masq_pods: Vec<Pod>,
 }
 
 impl Drop for World {
     fn drop(&mut self) {
-        for pods in &self.pods {
+        for pods in self.pods.iter().chain([&self.masq_pods]) {
             for p in pods {
                 let keep = ["lo", p.ifname.as_str()];
                 if let Err(e) = wait_links(&p.ns.path_str(), &keep, QUIET_TIMEOUT) {
@@ -225,6 +243,9 @@ fn run(o: &Opts) -> Result<(), String> {
             ""
         }
     );
+    if o.ip_masq {
+        println!("  ipMasq: both sides masquerade every pod (ours: nftables set element; reference: iptables)");
+    }
     println!(
         "  {} CPUs, kernel {}; {} sequential pods, {} x {}-pod bursts {} at a time, {} warm-up calls per side",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -241,12 +262,19 @@ fn run(o: &Opts) -> Result<(), String> {
         2 * per_side
     );
     let sides = [
-        Side::flannel(&o.flannel, &o.cni_path, o.dual_stack),
-        Side::reference(&o.cni_path, o.dual_stack),
+        Side::flannel(&o.flannel, &o.cni_path, o.dual_stack, o.ip_masq),
+        Side::reference(&o.cni_path, o.dual_stack, o.ip_masq),
     ];
+    let levels = [10, 250];
     let world = World {
         sides,
         pods: [make_pods(per_side), make_pods(per_side)],
+        // The highest level's residents and one probe.
+        masq_pods: if o.ip_masq {
+            make_pods(levels[1] + 1)
+        } else {
+            Vec::new()
+        },
     };
     let threads = [
         NsThread::new(&world.sides[0].node),
@@ -318,6 +346,17 @@ fn run(o: &Opts) -> Result<(), String> {
             }
         }
     }
+    let costs = if o.ip_masq {
+        println!(
+            "  masquerade cost: {} probe ADD+DEL per config at {:?} pods on the node (ours only)...",
+            2 * masq_cost::PROBES,
+            levels
+        );
+        let (probe, residents) = world.masq_pods.split_first().ok_or("no masq pods")?;
+        masq_cost::measure(&threads[0], &world.sides[0], residents, probe, &levels)?
+    } else {
+        Vec::new()
+    };
     drop(threads);
 
     let k = o.bursts;
@@ -380,6 +419,10 @@ fn run(o: &Opts) -> Result<(), String> {
         fmt_all(&burst_del[0]),
         fmt_all(&burst_del[1])
     );
+    if !costs.is_empty() {
+        println!();
+        print!("{}", masq_cost::table(&costs));
+    }
     println!("load average after: {}", loadavg());
     let targets: Vec<&Row> = rows.iter().filter(|r| r.target.is_some()).collect();
     let met = targets.iter().filter(|r| r.met() == Some(true)).count();

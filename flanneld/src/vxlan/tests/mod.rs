@@ -344,7 +344,7 @@ pub(super) fn expected_on<A: VxlanFamily>(
     peers: &[&Peer<A>],
     dev: &str,
 ) -> (Vec<String>, Vec<String>, Vec<String>) {
-    let mac = |p: &Peer<A>| super::mac::format_mac(&p.vtep_mac);
+    let mac = |p: &Peer<A>| crate::mac::format(&p.vtep_mac);
     let neigh = sorted(
         peers
             .iter()
