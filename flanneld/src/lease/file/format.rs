@@ -27,7 +27,12 @@ struct LeaseFile {
     public_ipv6: Option<Ipv6Addr>,
     #[serde(rename = "BackendType")]
     backend_type: String,
-    #[serde(rename = "BackendData", default)]
+    /// Omitted when null (an IPv6-only lease), as in the etcd value.
+    #[serde(
+        rename = "BackendData",
+        default,
+        skip_serializing_if = "serde_json::Value::is_null"
+    )]
     backend_data: serde_json::Value,
     #[serde(
         rename = "BackendV6Data",
