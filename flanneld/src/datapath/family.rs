@@ -227,7 +227,11 @@ impl<F: LeaseFamily> FamilyPath<F> {
         let mut changed = false;
         if let Some(old) = before.filter(|s| peer.as_ref().map(|p| p.subnet) != Some(*s)) {
             self.by_lease.remove(&id);
-            changed |= self.remove(old).await;
+            // Another lease may hold this subnet now (the same node under a
+            // new key: its other family's subnet changed).
+            if !self.by_lease.values().any(|s| *s == old) {
+                changed |= self.remove(old).await;
+            }
         }
         if let Some(p) = peer {
             self.by_lease.insert(id, p.subnet);

@@ -181,9 +181,7 @@ pub fn parse_subnet_key(name: &str) -> Option<(Ipv4Network, Option<Ipv6Network>)
             Some(Ipv6Network::new(ip, len.parse().ok()?).ok()?)
         }
     };
-    // `0.0.0.0-0` alone names nothing.
-    let valid = net != NO_IPV4 || net6.is_some();
-    (valid && subnet_key(net, net6) == name).then_some((net, net6))
+    (subnet_key(net, net6) == name).then_some((net, net6))
 }
 
 /// A subnet held by one node until `expiration`.
