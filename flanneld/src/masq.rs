@@ -23,7 +23,6 @@
 //! P is this node's subnet, N the cluster network.
 
 use std::fmt::Display;
-use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -207,19 +206,11 @@ const NFT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs `nft` without blocking the daemon's thread, always reaping it.
 async fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
-    let what = format!("nft {}", args.join(" "));
-    let mut child = Command::new("nft")
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let what = common::nft::describe(args);
+    let mut child = Command::from(common::nft::command(args, stdin.is_some()))
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("run nft (install the nftables package): {e}"))?;
+        .map_err(|e| common::nft::spawn_error(e).to_string())?;
     let run = async {
         if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
             // A write error shows up as nft's own failure below.
@@ -232,15 +223,7 @@ async fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
         Ok(Err(e)) => return Err(format!("{what}: wait: {e}")),
         Err(_) => return Err(format!("{what}: no answer within {NFT_TIMEOUT:?}")),
     };
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        let err = String::from_utf8_lossy(&out.stderr);
-        Err(format!(
-            "{what}: {}",
-            err.lines().next().unwrap_or("failed").trim()
-        ))
-    }
+    common::nft::outcome(&what, out).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

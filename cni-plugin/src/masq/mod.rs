@@ -18,9 +18,7 @@
 mod nfnl;
 mod park;
 
-use std::io::Write;
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
 
 use ipnetwork::IpNetwork;
 
@@ -275,37 +273,9 @@ pub fn members(net: &str) -> Result<Vec<IpAddr>, CniError> {
 /// Runs an nftables script as one transaction; the error carries nft's
 /// own message. Only the one-time setup comes here.
 fn nft(script: &str) -> Result<(), String> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                "nft not found (install the nftables package)".to_string()
-            }
-            _ => format!("run nft: {e}"),
-        })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| format!("write nft script: {e}"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("wait for nft: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        Err(stderr
-            .lines()
-            .next()
-            .unwrap_or("nft failed")
-            .trim()
-            .to_string())
-    }
+    common::nft::run(&["-f", "-"], Some(script))
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -12,6 +12,10 @@
 //! outage is not reported again. Events are diffed too: a put that only
 //! moves a lease to a new etcd lease (a renewal) sends nothing.
 //!
+//! No request is made per key: a lease's `expiration` is derived from the
+//! listing (see `EtcdStore::expiry_of`), since expiry itself is etcd
+//! deleting the key, which the watch reports as `Removed`.
+//!
 //! The event channel stays open across outages; the task ends only when
 //! the receiver is dropped.
 
@@ -63,19 +67,14 @@ pub(super) async fn start(store: EtcdStore) -> Result<LeaseWatch, LeaseError> {
         }
     };
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-    let wanted = valid(entries);
-    let ids: Vec<i64> = wanted.values().map(|(_, id)| *id).collect();
-    let expiries = futures::future::join_all(ids.iter().map(|id| store.expiry_of(*id))).await;
-    let leases =
-        wanted
-            .into_iter()
-            .zip(expiries)
-            .map(|(((subnet, ipv6_subnet), (attrs, _)), expiration)| Lease {
-                subnet,
-                ipv6_subnet,
-                attrs,
-                expiration,
-            });
+    let leases = valid(entries)
+        .into_iter()
+        .map(|((subnet, ipv6_subnet), (attrs, lease_id))| Lease {
+            subnet,
+            ipv6_subnet,
+            attrs,
+            expiration: store.expiry_of(lease_id),
+        });
     let (mirror, snapshot) = Mirror::new(leases);
     let watcher = Watcher {
         store,
@@ -256,7 +255,7 @@ impl Watcher {
         let mut fresh = Vec::new();
         for ((subnet, ipv6_subnet), (attrs, lease_id)) in valid(entries) {
             match self.mirror.get(&(subnet, ipv6_subnet)) {
-                // Unchanged: no expiry lookup for what reports nothing.
+                // Unchanged: kept as reported.
                 Some(old) if old.attrs == attrs => {
                     fresh.push(old.clone())
                 }
@@ -264,7 +263,7 @@ impl Watcher {
                     subnet,
                     ipv6_subnet,
                     attrs,
-                    expiration: self.store.expiry_of(lease_id).await,
+                    expiration: self.store.expiry_of(lease_id),
                 }),
             }
         }
@@ -297,7 +296,7 @@ impl Watcher {
                 subnet,
                 ipv6_subnet,
                 attrs,
-                expiration: self.store.expiry_of(lease_id).await,
+                expiration: self.store.expiry_of(lease_id),
             }),
             None => None,
         };
