@@ -159,7 +159,12 @@ pub async fn run(
     let mut lease = acquired.map_err(|e| format!("acquire a subnet lease: {e}"))?;
     tracing::info!(subnet = ?lease.ipv4(), ipv6_subnet = ?lease.ipv6_subnet, "lease acquired");
     let store_kind = settings.store_kind;
-    metrics.set_lease(lease.main_subnet(), lease.attrs.node_ip(), store_kind, lease.expiration);
+    metrics.set_lease(
+        lease.main_subnet(),
+        lease.attrs.node_ip(),
+        store_kind,
+        lease.expiration,
+    );
     metrics.store_reachable.set(1);
 
     dp.adopt(&lease).await?;

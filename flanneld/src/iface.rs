@@ -266,14 +266,11 @@ async fn default_route_oif(handle: &Handle, ipv6: bool) -> Result<Option<u32>, S
         if route.header.destination_prefix_length != 0 || route.header.table != 254 {
             continue;
         }
-        let is_default = !route
-            .attributes
-            .iter()
-            .any(|a| match a {
-                RouteAttribute::Destination(RouteAddress::Inet(d)) => !d.is_unspecified(),
-                RouteAttribute::Destination(RouteAddress::Inet6(d)) => !d.is_unspecified(),
-                _ => false,
-            });
+        let is_default = !route.attributes.iter().any(|a| match a {
+            RouteAttribute::Destination(RouteAddress::Inet(d)) => !d.is_unspecified(),
+            RouteAttribute::Destination(RouteAddress::Inet6(d)) => !d.is_unspecified(),
+            _ => false,
+        });
         if !is_default {
             continue;
         }

@@ -88,8 +88,7 @@ async fn run(cli: Cli) -> Result<daemon::Exit, String> {
     // IPv6-only: the interface is chosen by its global IPv6 address, and
     // the lease's `PublicIP` is 0.0.0.0 (flannel's empty IPv4).
     let ipv6_only = config.ipv4.is_none();
-    let ext =
-        flanneld::iface::select(&handle, &cli.iface, &cli.iface_regex, ipv6_only).await?;
+    let ext = flanneld::iface::select(&handle, &cli.iface, &cli.iface_regex, ipv6_only).await?;
     let public_ip = match (ext.addr, ipv6_only) {
         (_, true) => Ipv4Addr::UNSPECIFIED,
         (IpAddr::V4(a), false) => cli.public_ip.unwrap_or(a),

@@ -357,7 +357,8 @@ mod tests {
         // Same chains, in the same order, as IPv4's.
         let shape = |b: &str| b.replace("ip6 ", "ip ").replace(n, "N").replace(p, "P");
         let v4 = r
-            .body().expect("IPv4 body")
+            .body()
+            .expect("IPv4 body")
             .replace("10.244.0.0/16", "N")
             .replace("10.244.3.0/24", "P");
         assert_eq!(

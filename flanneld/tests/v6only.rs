@@ -98,7 +98,8 @@ fn raw_leases(c: &Cluster, store: StoreKind) -> BTreeMap<String, serde_json::Val
         .into_iter()
         .filter(|(n, _)| n.contains('-'))
         .map(|(n, text)| {
-            let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("lease {n}: {e}: {text}"));
+            let v =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("lease {n}: {e}: {text}"));
             (n, v)
         })
         .collect()
@@ -126,9 +127,16 @@ fn ipv6_only_nodes_peer_over_ipv6(store: StoreKind) {
         );
         assert!(!env.contains_key("FLANNEL_NETWORK"), "{env:?}");
         assert!(!env.contains_key("FLANNEL_SUBNET"), "{env:?}");
-        assert_eq!(env.get("FLANNEL_MTU").map(String::as_str), Some("1430"), "{env:?}");
+        assert_eq!(
+            env.get("FLANNEL_MTU").map(String::as_str),
+            Some("1430"),
+            "{env:?}"
+        );
     }
-    let (n0, n1) = (v6_net(&e0["FLANNEL_IPV6_SUBNET"]), v6_net(&e1["FLANNEL_IPV6_SUBNET"]));
+    let (n0, n1) = (
+        v6_net(&e0["FLANNEL_IPV6_SUBNET"]),
+        v6_net(&e1["FLANNEL_IPV6_SUBNET"]),
+    );
     assert_ne!(n0, n1);
     let gw1 = n1.split('/').next().expect("addr").to_string();
 
@@ -158,7 +166,10 @@ fn ipv6_only_nodes_peer_over_ipv6(store: StoreKind) {
     );
     assert!(link.stdout.contains("mtu 1430"), "{link}");
     let v4dev = c.node(0).ns.exec("ip", &["link", "show", "flannel.1"]);
-    assert!(!v4dev.success(), "flannel.1 exists on an IPv6-only node: {v4dev}");
+    assert!(
+        !v4dev.success(),
+        "flannel.1 exists on an IPv6-only node: {v4dev}"
+    );
 
     // Node 1 as node 0's IPv6 peer, then real traffic through the tunnel.
     flannel_tests::eventually(Duration::from_secs(10), "IPv6 peer programmed", || {

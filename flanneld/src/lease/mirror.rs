@@ -24,8 +24,7 @@ impl Mirror {
     /// A mirror of `leases` (the snapshot the consumer starts from), and
     /// that snapshot in subnet order.
     pub fn new(leases: impl IntoIterator<Item = Lease>) -> (Self, Vec<Lease>) {
-        let current: HashMap<LeaseKey, Lease> =
-            leases.into_iter().map(|l| (l.id(), l)).collect();
+        let current: HashMap<LeaseKey, Lease> = leases.into_iter().map(|l| (l.id(), l)).collect();
         let mut snapshot: Vec<Lease> = current.values().cloned().collect();
         snapshot.sort_by_key(Lease::id);
         (Self { current }, snapshot)
@@ -70,8 +69,7 @@ impl Mirror {
     /// A fresh, complete listing; the events that turn the last reported
     /// state into it, removals first, each group in subnet order.
     pub fn replace_all(&mut self, fresh: impl IntoIterator<Item = Lease>) -> Vec<LeaseEvent> {
-        let mut fresh: HashMap<LeaseKey, Lease> =
-            fresh.into_iter().map(|l| (l.id(), l)).collect();
+        let mut fresh: HashMap<LeaseKey, Lease> = fresh.into_iter().map(|l| (l.id(), l)).collect();
         let mut gone: Vec<LeaseKey> = self
             .current
             .keys()

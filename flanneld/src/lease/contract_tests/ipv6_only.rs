@@ -58,13 +58,14 @@ pub async fn ipv6_only_leases_are_named_by_their_ipv6_subnet<B: Backing>() {
         .iter()
         .map(|l| (l.key(), l.attrs.clone()))
         .collect();
-    let mut want: Vec<(String, LeaseAttrs)> = leases
-        .iter()
-        .map(|l| (l.key(), l.attrs.clone()))
-        .collect();
+    let mut want: Vec<(String, LeaseAttrs)> =
+        leases.iter().map(|l| (l.key(), l.attrs.clone())).collect();
     got.sort_by(|a, b| a.0.cmp(&b.0));
     want.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(got, want, "every IPv6-only lease in the snapshot, none merged");
+    assert_eq!(
+        got, want,
+        "every IPv6-only lease in the snapshot, none merged"
+    );
     // The same node (by its public IPv6) gets its lease back.
     let again = acquire6(b.node().await.as_ref(), 2, Previous::default()).await;
     assert_eq!(again.key(), leases[1].key());

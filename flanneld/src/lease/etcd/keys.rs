@@ -167,7 +167,8 @@ mod tests {
             k.subnet_of(key.as_bytes()),
             Some((crate::lease::NO_IPV4, Some(v6)))
         );
-        let a = LeaseAttrs::vxlan_v6_only("2001:db8::3".parse().expect("ip6"), 1, "c6:d2:32:6f:8f:45");
+        let a =
+            LeaseAttrs::vxlan_v6_only("2001:db8::3".parse().expect("ip6"), 1, "c6:d2:32:6f:8f:45");
         let v = encode(&a).expect("encode");
         assert_eq!(
             String::from_utf8(v.clone()).expect("utf8"),
@@ -175,7 +176,10 @@ mod tests {
         );
         let d = decode(&v).expect("decode");
         assert_eq!(d, a);
-        assert_eq!(d.node_ip(), "2001:db8::3".parse::<std::net::IpAddr>().expect("ip"));
+        assert_eq!(
+            d.node_ip(),
+            "2001:db8::3".parse::<std::net::IpAddr>().expect("ip")
+        );
         assert_eq!(d.vxlan_data(), None);
     }
 }

@@ -256,9 +256,7 @@ impl Watcher {
         for ((subnet, ipv6_subnet), (attrs, lease_id)) in valid(entries) {
             match self.mirror.get(&(subnet, ipv6_subnet)) {
                 // Unchanged: kept as reported.
-                Some(old) if old.attrs == attrs => {
-                    fresh.push(old.clone())
-                }
+                Some(old) if old.attrs == attrs => fresh.push(old.clone()),
                 _ => fresh.push(Lease {
                     subnet,
                     ipv6_subnet,

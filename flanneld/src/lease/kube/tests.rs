@@ -563,7 +563,10 @@ async fn an_ipv6_only_node_waits_for_its_ipv6_pod_cidr_and_gets_flannels_v6_anno
     let (s, c, a2) = (Arc::clone(&store), cfg.clone(), a.clone());
     let task = tokio::spawn(async move { s.acquire(&c, &a2, None).await });
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(!task.is_finished(), "acquire must wait for the IPv6 podCIDR");
+    assert!(
+        !task.is_finished(),
+        "acquire must wait for the IPv6 podCIDR"
+    );
     b.api
         .patch_node(
             &name,
@@ -577,12 +580,18 @@ async fn an_ipv6_only_node_waits_for_its_ipv6_pod_cidr_and_gets_flannels_v6_anno
         .expect("acquire");
     assert_eq!(lease.key(), "0.0.0.0-0&fd00:10:244:5::-64");
     assert_eq!(lease.attrs, a);
-    assert_eq!(b.annotation(&name, "public-ipv6").as_deref(), Some("2001:db8::1"));
+    assert_eq!(
+        b.annotation(&name, "public-ipv6").as_deref(),
+        Some("2001:db8::1")
+    );
     assert_eq!(
         b.annotation(&name, "backend-v6-data").as_deref(),
         Some(r#"{"VNI":1,"VtepMAC":"0a:58:0a:00:00:61"}"#)
     );
-    assert_eq!(b.annotation(&name, "kube-subnet-manager").as_deref(), Some("true"));
+    assert_eq!(
+        b.annotation(&name, "kube-subnet-manager").as_deref(),
+        Some("true")
+    );
     // As flannel: no IPv4 half on an IPv6-only node.
     assert_eq!(b.annotation(&name, "public-ip"), None);
     assert_eq!(b.annotation(&name, "backend-data"), None);

@@ -132,9 +132,12 @@ fn an_ipv6_only_node_is_a_peer_by_its_ipv6_podcidr() {
     assert!(l.attrs.backend_data.is_null());
     assert!(l.attrs.vxlan_v6_data().is_some());
     // podCIDR as a single entry, or dual-stack podCIDRs: the IPv6 one.
-    let dual = view(annotations.clone(), json!(["10.244.1.0/24", "fd00:10:244:1::/64"]))
-        .lease(nets)
-        .expect("IPv6 half of a dual-stack node");
+    let dual = view(
+        annotations.clone(),
+        json!(["10.244.1.0/24", "fd00:10:244:1::/64"]),
+    )
+    .lease(nets)
+    .expect("IPv6 half of a dual-stack node");
     assert_eq!(dual.id(), l.id());
     for (cidrs, needle) in [
         (json!(["10.244.1.0/24"]), "no IPv6 podCIDR"),
@@ -152,5 +155,8 @@ fn an_ipv6_only_node_is_a_peer_by_its_ipv6_podcidr() {
         }),
         json!(["fd00:10:244:1::/64"]),
     );
-    assert!(no_ip.lease(nets).expect_err("no ip").contains("public-ipv6"));
+    assert!(no_ip
+        .lease(nets)
+        .expect_err("no ip")
+        .contains("public-ipv6"));
 }
