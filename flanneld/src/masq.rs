@@ -261,6 +261,33 @@ mod tests {
         assert!(!plain.script().contains("table ip6 flannel-rs {"));
     }
 
+    #[test]
+    fn ipv6_only_has_only_the_ip6_table() {
+        let r = MasqRules {
+            ipv4: None,
+            ipv6: Some((
+                "fd00:10:244::/56".parse().expect("cidr"),
+                "fd00:10:244:3::/64".parse().expect("cidr"),
+            )),
+            masquerade: true,
+            forward: true,
+            fully_random: false,
+        };
+        assert!(r.body().is_none());
+        let script = r.script();
+        assert!(!script.contains("table ip flannel-rs {"), "{script}");
+        assert!(script.contains("table ip6 flannel-rs {"), "{script}");
+        assert!(
+            script.contains("ip6 saddr fd00:10:244:3::/64 ip6 daddr fd00:10:244::/56 return"),
+            "{script}"
+        );
+        let keeper = MasqKeeper {
+            rules: r,
+            applied: None,
+        };
+        assert_eq!(keeper.tables(), "ip6 flannel-rs");
+    }
+
     /// Dual-stack rules applied in a namespace and read back from the
     /// kernel; a deleted IPv6 table is noticed and both rewritten; IPv6
     /// switched off removes the ip6 table.
