@@ -95,7 +95,7 @@ fn ip_masq_rewrites_traffic_leaving_the_network_and_only_that() {
         "masqueraded to the node"
     );
 
-    let inside = SocketAddr::new(peer.ip.into(), 18082);
+    let inside = SocketAddr::new(peer.ip, 18082);
     let _svc = TcpServer::start(peer.ns(), inside, "{peer}");
     let seen = flannel_tests::eventually(Duration::from_secs(5), "pod reachable", || {
         tcp_fetch(pod.ns(), inside, Duration::from_secs(2))

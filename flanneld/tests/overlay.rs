@@ -107,9 +107,9 @@ fn assert_every_node_has_exactly_its_peers(c: &Cluster) {
     }
 }
 
-fn in_subnet(ip: Ipv4Addr, subnet24: &str) -> bool {
+fn in_subnet(ip: std::net::IpAddr, subnet24: &str) -> bool {
     let net: Ipv4Addr = subnet24.split('/').next().unwrap().parse().unwrap();
-    ip.octets()[..3] == net.octets()[..3]
+    matches!(ip, std::net::IpAddr::V4(v4) if v4.octets()[..3] == net.octets()[..3])
 }
 
 #[test]

@@ -34,7 +34,7 @@ use flannel_tests::cni::REFERENCE_CNI_PATH;
 use flannel_tests::containerd::{mounts_under, Containerd, RunSpec};
 use flannel_tests::deploy::Manifest;
 use flannel_tests::http_status;
-use flannel_tests::{eventually, require_root, result_ip, Cluster, ClusterPod, CniCall, Pod};
+use flannel_tests::{eventually, require_root, Cluster, ClusterPod, CniCall, Pod};
 use serde_json::Value;
 
 /// The reference `ci/image.sh` gives the image (and the manifest runs).
@@ -311,17 +311,8 @@ fn flanneld_and_the_plugin_from_the_image_join_a_native_cluster() {
         .run();
     assert_eq!(out.code(), Some(0), "ADD by the installed plugin: {out}");
     let result: Value = serde_json::from_str(out.stdout()).expect("ADD result JSON");
-    let ip = result_ip(&result).parse().expect("ADD result's IP");
-    let pods: Vec<ClusterPod> = vec![
-        c.add_pod(0),
-        c.add_pod(1),
-        ClusterPod {
-            node: 2,
-            ip,
-            result,
-            pod,
-        },
-    ];
+    let installed = ClusterPod::from_result(2, pod, result).expect("ADD result's IP");
+    let pods: Vec<ClusterPod> = vec![c.add_pod(0), c.add_pod(1), installed];
     c.wait_all_converged(CONVERGE);
     for a in &pods {
         for b in &pods {

@@ -29,10 +29,10 @@ fn a_fourth_node_is_reachable_from_every_node_within_a_second_of_its_flanneld_st
         .attach_pod(new, pod)
         .unwrap_or_else(|out| panic!("CNI ADD on the new node: {out}"));
     let ready = spawned.elapsed();
-    let server = TcpServer::start(p.ns(), SocketAddr::new(p.ip.into(), 0), "from {peer}");
+    let server = TcpServer::start(p.ns(), SocketAddr::new(p.ip, 0), "from {peer}");
     let backs: Vec<TcpServer> = pods
         .iter()
-        .map(|q| TcpServer::start(q.ns(), SocketAddr::new(q.ip.into(), 0), "from {peer}"))
+        .map(|q| TcpServer::start(q.ns(), SocketAddr::new(q.ip, 0), "from {peer}"))
         .collect();
     let took: Vec<Duration> = std::thread::scope(|s| {
         let hs: Vec<_> = pods

@@ -247,3 +247,46 @@ fn kube_store_cluster_up_status_matrix_down() {
     assert!(t.ok(&["matrix"]).contains("2/2 pairs reachable by ping"));
     t.down_and_check_gone(Some(&st));
 }
+
+/// With `--ip-family dual`: the underlay and the overlay run both
+/// families; the table shows each node's public IPv6, IPv6 subnet and
+/// flannel-v6.1 VtepMAC, and each pod's two addresses; `matrix` pings and
+/// connects over each family; the state records the family.
+#[test]
+fn dual_stack_cluster_up_status_matrix_down() {
+    let t = Tool::new("d");
+    let up = t.ok(&[
+        "up",
+        "--ip-family",
+        "dual",
+        "--nodes",
+        "2",
+        "--pods-per-node",
+        "1",
+    ]);
+    assert!(up.contains("file store, dual"), "{up}");
+    assert!(
+        up.contains("PUBLIC IPV6") && up.contains("IPV6 SUBNET"),
+        "{up}"
+    );
+    let st = t.state();
+    assert_eq!(st.family.as_deref(), Some("dual"));
+    for n in &st.nodes {
+        let ip6 = n.ip6.expect("an underlay IPv6 address");
+        assert!(up.contains(&ip6.to_string()), "{ip6} not in\n{up}");
+    }
+    for p in &st.pods {
+        assert_eq!(p.ips.len(), 2, "{p:?}");
+        assert!(p.ips[0].is_ipv4() && p.ips[1].is_ipv6(), "{p:?}");
+        let row = format!("{} {} {}", p.name, p.ips[0], p.ips[1]);
+        assert!(up.contains(&row), "{row} not in\n{up}");
+    }
+    let status = t.ok(&["status"]);
+    assert_eq!(status.matches("ok (1 peers)").count(), 2, "{status}");
+    assert!(status.contains("match the leases"), "{status}");
+    let m = t.ok(&["matrix", "--tcp"]);
+    for how in ["ping -4", "ping -6", "tcp4", "tcp6"] {
+        assert!(m.contains(&format!("2/2 pairs reachable by {how}")), "{m}");
+    }
+    t.down_and_check_gone(Some(&st));
+}

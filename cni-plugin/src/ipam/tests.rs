@@ -1,29 +1,12 @@
 //! Unit tests of the IPAM store.
 
 use super::*;
+use flannel_tests::tempdir::TempDir;
 use ipnetwork::Ipv4Network;
 use nix::fcntl::FlockArg;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::{atomic::AtomicUsize, atomic::Ordering, Arc, Barrier};
-
-/// A unique directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("flannel-ipam-test-{}-{n}", std::process::id());
-        TempDir(std::env::temp_dir().join(name))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use std::sync::{Arc, Barrier};
 
 fn net(s: &str) -> Ipv4Network {
     s.parse().unwrap()
@@ -38,8 +21,8 @@ fn ips(list: &[&str]) -> Vec<Ipv4Addr> {
 }
 
 fn setup() -> (TempDir, Store) {
-    let tmp = TempDir::new();
-    let store = Store::open(&tmp.0, "cbr0").unwrap();
+    let tmp = TempDir::new("-ipam");
+    let store = Store::open(tmp.path(), "cbr0").unwrap();
     (tmp, store)
 }
 
@@ -60,7 +43,7 @@ fn held(s: &Store) -> Vec<IpAddr> {
 #[test]
 fn first_allocation_is_dot2_in_host_local_format() {
     let (tmp, s) = setup();
-    assert_eq!(s.dir(), tmp.0.join("cbr0"));
+    assert_eq!(s.dir(), tmp.join("cbr0"));
     assert_eq!(take(&s, "cid1", "eth0"), ip("10.244.1.2"));
     let file = s.dir().join("10.244.1.2");
     assert_eq!(fs::read(&file).unwrap(), b"cid1\r\neth0");
@@ -70,7 +53,7 @@ fn first_allocation_is_dot2_in_host_local_format() {
     let last = fs::read_to_string(s.dir().join(LAST_RESERVED)).unwrap();
     assert_eq!(last, "10.244.1.2");
     assert!(s.dir().join(LOCK_FILE).is_file());
-    assert!(Store::open(&tmp.0, "cbr0").is_ok(), "reopen");
+    assert!(Store::open(tmp.path(), "cbr0").is_ok(), "reopen");
 }
 
 #[test]
@@ -103,7 +86,7 @@ fn wraps_around_and_exhausts_a_small_subnet() {
 
 #[test]
 fn tiny_subnets_and_odd_gateways() {
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("-ipam");
     // (subnet, gateway, last octets handed out before exhaustion)
     let cases: [(&str, &str, &[u8]); 6] = [
         ("10.0.0.0/30", "10.0.0.1", &[2]),
@@ -114,7 +97,7 @@ fn tiny_subnets_and_odd_gateways() {
         ("10.0.0.9/29", "10.0.0.9", &[10, 11, 12, 13, 14]),
     ];
     for (n, (subnet, gw, want)) in cases.into_iter().enumerate() {
-        let s = Store::open(&tmp.0, &format!("net{n}")).unwrap();
+        let s = Store::open(tmp.path(), &format!("net{n}")).unwrap();
         let (subnet, gw) = (net(subnet), ip(gw));
         assert_eq!(s.free_count(subnet, gw).unwrap(), want.len(), "{subnet}");
         for &octet in want {
@@ -264,11 +247,11 @@ fn free_count_counts_the_usable_range() {
 
 #[test]
 fn concurrent_allocations_are_distinct() {
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("-ipam");
     let barrier = Arc::new(Barrier::new(64));
     let threads: Vec<_> = (0..64)
         .map(|i| {
-            let (dir, barrier) = (tmp.0.clone(), Arc::clone(&barrier));
+            let (dir, barrier) = (tmp.path().to_path_buf(), Arc::clone(&barrier));
             std::thread::spawn(move || {
                 let store = Store::open(&dir, "cbr0").unwrap();
                 barrier.wait();
@@ -282,7 +265,7 @@ fn concurrent_allocations_are_distinct() {
         .map(|i| Ipv4Addr::new(10, 244, 1, i).into())
         .collect();
     assert_eq!(distinct, want);
-    let s = Store::open(&tmp.0, "cbr0").unwrap();
+    let s = Store::open(tmp.path(), "cbr0").unwrap();
     for (i, addr) in got {
         assert_eq!(s.find(&format!("cid{i}"), "eth0").unwrap(), vec![addr]);
     }
@@ -303,14 +286,15 @@ fn the_lock_is_an_flock_on_the_lock_file() {
 
 #[test]
 fn errors_name_the_operation_and_the_object() {
-    let tmp = TempDir::new();
-    fs::write(&tmp.0, "not a directory").unwrap();
-    let err = Store::open(&tmp.0, "cbr0").unwrap_err().to_string();
-    let want = format!("create directory {}/cbr0: Not a directory", tmp.0.display());
+    let tmp = TempDir::new("-ipam");
+    let file = tmp.join("file");
+    fs::write(&file, "not a directory").unwrap();
+    let err = Store::open(&file, "cbr0").unwrap_err().to_string();
+    let want = format!("create directory {}/cbr0: Not a directory", file.display());
     assert_eq!(err, want);
     for bad in ["", ".", "..", "a/b", "../x"] {
-        let err = Store::open(&tmp.0, bad).unwrap_err();
+        let err = Store::open(tmp.path(), bad).unwrap_err();
         assert!(matches!(err, IpamError::InvalidNetwork { .. }), "{bad:?}");
     }
-    fs::remove_file(&tmp.0).unwrap();
+    fs::remove_file(&file).unwrap();
 }

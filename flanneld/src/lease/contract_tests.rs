@@ -16,8 +16,6 @@
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -109,33 +107,7 @@ pub const SHORT: LeaseTiming = LeaseTiming {
 const EXPIRY_SLACK: Duration = Duration::from_secs(8);
 const EVENT_WAIT: Duration = Duration::from_secs(5);
 
-/// A directory unique to one test, removed (with its contents) on drop.
-pub struct TestDir(PathBuf);
-
-impl TestDir {
-    pub fn new(tag: &str) -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let path = std::env::temp_dir().join(format!(
-            "flannel-rs-{tag}-{}-{nanos}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-        Self(path)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use flannel_tests::tempdir::TempDir;
 
 pub fn config(json: &str) -> NetConfig {
     NetConfig::parse(json).unwrap_or_else(|e| panic!("test config {json}: {e}"))

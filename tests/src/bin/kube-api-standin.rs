@@ -50,12 +50,16 @@ struct Cli {
     /// Accept requests without a token
     #[arg(long)]
     no_auth: bool,
-    /// Run the node IPAM controller over this cluster CIDR (e.g. 10.244.0.0/16)
+    /// Run the node IPAM controller over this cluster CIDR (e.g. 10.244.0.0/16),
+    /// or one per family (10.244.0.0/16,fd00:10:244::/56: dual-stack podCIDRs)
     #[arg(long)]
     cluster_cidr: Option<String>,
-    /// Prefix length of each node's podCIDR
+    /// Prefix length of each node's IPv4 podCIDR
     #[arg(long, default_value_t = 24)]
     node_cidr_mask: u8,
+    /// Prefix length of each node's IPv6 podCIDR
+    #[arg(long, default_value_t = 64)]
+    node_cidr_mask_ipv6: u8,
     /// Milliseconds the IPAM controller waits before giving a new node its podCIDR
     #[arg(long, default_value_t = 0)]
     ipam_delay_ms: u64,
@@ -89,7 +93,7 @@ fn main() -> ExitCode {
         opts = opts.tls_in(dir);
     }
     if let Some(cidr) = &cli.cluster_cidr {
-        match NodeIpam::new(cidr, cli.node_cidr_mask) {
+        match NodeIpam::dual(cidr, cli.node_cidr_mask, cli.node_cidr_mask_ipv6) {
             Ok(ipam) => opts = opts.node_ipam(ipam.delay(Duration::from_millis(cli.ipam_delay_ms))),
             Err(e) => {
                 eprintln!("kube-api-standin: --cluster-cidr: {e}");

@@ -4,7 +4,7 @@
 //! real `flannel` CNI plugin. Needs root. See `netns-cluster --help`.
 
 use clap::{Parser, Subcommand};
-use flannel_tests::cluster::StoreKind;
+use flannel_tests::cluster::{IpFamily, StoreKind};
 use flannel_tests::netns_cluster as nc;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use std::time::Duration;
     about = "A flannel-rs cluster whose nodes and pods are network namespaces on this machine",
     after_help = "Examples:\n  netns-cluster up --nodes 3 --pods-per-node 2\n  \
                   netns-cluster up --store kube\n  \
+                  netns-cluster up --ip-family dual --store etcd\n  \
                   netns-cluster status\n  netns-cluster matrix\n  \
                   netns-cluster exec node0-pod0 -- ip addr\n  netns-cluster down"
 )]
@@ -39,6 +40,10 @@ enum Cmd {
         /// the Kubernetes API (a stand-in API server there, handing out podCIDRs)
         #[arg(long, default_value = "file", value_parser = ["file", "etcd", "kube"])]
         store: String,
+        /// The overlay's IP families: IPv4 only, dual-stack (both), or IPv6 only
+        /// (EnableIPv4 false); the underlay gets IPv6 (fd00:192:168:64::/64) with IPv6
+        #[arg(long, default_value = "ipv4", value_parser = ["ipv4", "dual", "ipv6"])]
+        ip_family: String,
         /// When `up` fails, keep what it made (to look at it) instead of removing it
         #[arg(long)]
         keep: bool,
@@ -79,6 +84,7 @@ fn main() -> ExitCode {
             nodes,
             pods_per_node,
             store,
+            ip_family,
             keep,
             lease_ttl,
         } => nc::up(&nc::UpOptions {
@@ -86,6 +92,7 @@ fn main() -> ExitCode {
             nodes,
             pods_per_node,
             store: StoreKind::parse(&store).unwrap_or_default(),
+            family: IpFamily::parse(&ip_family).unwrap_or_default(),
             keep,
             lease_ttl,
         })

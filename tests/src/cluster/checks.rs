@@ -1,6 +1,7 @@
 //! Building blocks the end-to-end suites share: pods on every node, "no
 //! trace of a lease" on a node, and a second underlay for multi-homed nodes.
 
+use super::family::IpFamily;
 use super::{Cluster, ClusterPod, LeaseFile, NODE_IP_BASE};
 use std::net::Ipv4Addr;
 
@@ -18,42 +19,75 @@ impl Cluster {
             .collect()
     }
 
-    /// `Ok` when nothing of `lease` is left on node `on`'s flannel.1: no
-    /// route to its subnet, no neighbour for its VTEP address or MAC, no
-    /// FDB entry for its MAC or public IP.
+    /// `Ok` when nothing of `lease` is left on node `on`'s flannel.1 nor
+    /// flannel-v6.1: no route to its subnets, no neighbour for its VTEP
+    /// addresses or MACs, no FDB entry for its MACs or public IPs.
     pub fn no_trace_of(&self, on: usize, lease: &LeaseFile) -> Result<(), String> {
-        let k = self.kernel(on);
-        let vtep = lease.vtep_ip();
-        let mac = &lease.vtep_mac;
-        let left: Vec<String> = k
-            .routes
-            .iter()
-            .filter(|r| r.dst == lease.subnet)
-            .map(|r| format!("{r:?}"))
-            .chain(
-                k.neighs
+        let mut left: Vec<String> = Vec::new();
+        for f in [IpFamily::V4, IpFamily::V6] {
+            let k = self.kernel_of(on, f);
+            let (subnet, vtep, mac, public) = match f {
+                IpFamily::V6 => (
+                    lease.subnet6.clone().unwrap_or_default(),
+                    lease.vtep_ip6().unwrap_or_default().to_owned(),
+                    lease.vtep_mac6.clone().unwrap_or_default(),
+                    lease.public_ipv6.clone().unwrap_or_default(),
+                ),
+                _ => (
+                    lease.subnet.clone(),
+                    lease.vtep_ip().to_owned(),
+                    lease.vtep_mac.clone(),
+                    lease.public_ip.clone(),
+                ),
+            };
+            let is = |a: &str, b: &str| !b.is_empty() && a == b;
+            left.extend(
+                k.routes
                     .iter()
-                    .filter(|n| n.dst == vtep || &n.lladdr == mac)
-                    .map(|n| format!("{n:?}")),
-            )
-            .chain(
-                k.fdb
-                    .iter()
-                    .filter(|f| &f.mac == mac || f.dst == lease.public_ip)
-                    .map(|f| format!("{f:?}")),
-            )
-            .collect();
+                    .filter(|r| is(&r.dst, &subnet))
+                    .map(|r| format!("{}: {r:?}", k.dev))
+                    .chain(
+                        k.neighs
+                            .iter()
+                            .filter(|n| is(&n.dst, &vtep) || is(&n.lladdr, &mac))
+                            .map(|n| format!("{}: {n:?}", k.dev)),
+                    )
+                    .chain(
+                        k.fdb
+                            .iter()
+                            .filter(|e| is(&e.mac, &mac) || is(&e.dst, &public))
+                            .map(|e| format!("{}: {e:?}", k.dev)),
+                    ),
+            );
+        }
         if left.is_empty() {
             Ok(())
         } else {
             Err(format!(
-                "{} still has entries of {} ({}): {}",
+                "{} still has entries of {} ({} {}): {}",
                 self.node(on).name,
-                lease.subnet,
+                lease.subnets(),
                 lease.public_ip,
+                lease.public_ipv6.as_deref().unwrap_or(""),
                 left.join(", ")
             ))
         }
+    }
+
+    /// Node `i`'s underlay IPv6 address becomes `new` (added, `nodad`,
+    /// before the old one goes, so the /64 and the default route stay):
+    /// a renumbering that changes only the IPv6 half of its lease once
+    /// its flanneld restarts. Returns the old address.
+    pub fn renumber_ip6(&mut self, i: usize, new: std::net::Ipv6Addr) -> std::net::Ipv6Addr {
+        let n = &mut self.nodes[i];
+        let old = n
+            .ip6
+            .unwrap_or_else(|| panic!("{} has no IPv6 address", n.name));
+        let (a_new, a_old) = (format!("{new}/64"), format!("{old}/64"));
+        n.ns.ip_ok(&["-6", "addr", "add", &a_new, "dev", "eth0", "nodad"]);
+        n.ns.ip_ok(&["-6", "addr", "del", &a_old, "dev", "eth0"]);
+        n.ip6 = Some(new);
+        old
     }
 
     /// A second underlay: a namespace with bridge `br1` 192.168.65.1/24;

@@ -1,15 +1,18 @@
 //! Recording every change netlink reports on one device of a namespace:
-//! IPv4 routes through it, its neighbour entries and its FDB entries,
+//! IPv4 and IPv6 routes through it, its neighbour entries and its FDB entries,
 //! added or deleted, each with the entry it is about. A test runs one
 //! across a disturbance (a relist, an outage) to tell which entries the
-//! daemon wrote, or that it wrote none. Subscribed before `start` returns;
-//! stops on drop.
+//! daemon wrote, or that it wrote none. IPv6 routes the kernel makes by
+//! itself for a device's own addresses (`proto kernel`: link-local and
+//! local-table routes, announced whenever duplicate address detection
+//! ends) are nobody's writes and are left out. Subscribed before `start`
+//! returns; stops on drop.
 
 use super::lease::LeaseFile;
 use super::monitor::{netlink_socket, u16_at};
 use crate::netns::NetNs;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,11 +21,13 @@ use std::time::Instant;
 
 const RTMGRP_NEIGH: u32 = 0x4;
 const RTMGRP_IPV4_ROUTE: u32 = 0x40;
+const RTMGRP_IPV6_ROUTE: u32 = 0x400;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_DELNEIGH: u16 = 29;
 const RTA_DST: u16 = 1;
+const RTPROT_KERNEL: u8 = 2;
 const RTA_OIF: u16 = 4;
 const RTA_TABLE: u16 = 15;
 const NDA_DST: u16 = 1;
@@ -37,12 +42,25 @@ pub enum Entry {
 }
 
 impl Entry {
-    /// Is it one of the entries `lease` calls for on a peer?
+    /// Is it one of the entries `lease` calls for on a peer (of either family)?
     pub fn concerns(&self, lease: &LeaseFile) -> bool {
+        let is = |a: &str, b: Option<&str>| b.is_some_and(|b| !b.is_empty() && a == b);
         match self {
-            Entry::Route { dst, .. } => *dst == lease.subnet,
-            Entry::Neigh { dst, lladdr } => dst == lease.vtep_ip() || *lladdr == lease.vtep_mac,
-            Entry::Fdb { mac, dst } => *mac == lease.vtep_mac || *dst == lease.public_ip,
+            Entry::Route { dst, .. } => {
+                is(dst, Some(&lease.subnet)) || is(dst, lease.subnet6.as_deref())
+            }
+            Entry::Neigh { dst, lladdr } => {
+                is(dst, Some(lease.vtep_ip()))
+                    || is(dst, lease.vtep_ip6())
+                    || is(lladdr, Some(&lease.vtep_mac))
+                    || is(lladdr, lease.vtep_mac6.as_deref())
+            }
+            Entry::Fdb { mac, dst } => {
+                is(mac, Some(&lease.vtep_mac))
+                    || is(mac, lease.vtep_mac6.as_deref())
+                    || is(dst, Some(&lease.public_ip))
+                    || is(dst, lease.public_ipv6.as_deref())
+            }
         }
     }
 }
@@ -86,7 +104,7 @@ impl EntryMonitor {
         let (tx, rx) = std::sync::mpsc::channel();
         let (ev, st) = (events.clone(), stop.clone());
         let thread = ns.spawn(move || {
-            let fd = match netlink_socket(RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE) {
+            let fd = match netlink_socket(RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE) {
                 Ok(fd) => fd,
                 Err(e) => {
                     let _ = tx.send(Err(e));
@@ -161,11 +179,15 @@ fn mac(b: &[u8]) -> String {
         .join(":")
 }
 
-fn ipv4(b: &[u8]) -> String {
-    match b {
-        [a, b, c, d] => Ipv4Addr::new(*a, *b, *c, *d).to_string(),
-        _ => String::new(),
+/// An IPv4 or IPv6 address attribute, by its length.
+fn ip(b: &[u8]) -> String {
+    if let Ok(a) = <[u8; 4]>::try_from(b) {
+        return Ipv4Addr::from(a).to_string();
     }
+    if let Ok(a) = <[u8; 16]>::try_from(b) {
+        return Ipv6Addr::from(a).to_string();
+    }
+    String::new()
 }
 
 /// The (type, payload) of each attribute in `a`.
@@ -198,18 +220,26 @@ fn parse(mut b: &[u8], ifindex: u32) -> Vec<(bool, Entry)> {
         let msg = &b[16..len];
         if msg.len() >= 12 {
             match ty {
-                RTM_NEWROUTE | RTM_DELROUTE if msg[0] == libc::AF_INET as u8 => {
-                    let (mut dst, mut oif) = (Ipv4Addr::UNSPECIFIED.to_string(), None);
+                RTM_NEWROUTE | RTM_DELROUTE
+                    if msg[0] == libc::AF_INET as u8 || msg[0] == libc::AF_INET6 as u8 =>
+                {
+                    let unspecified = if msg[0] == libc::AF_INET as u8 {
+                        Ipv4Addr::UNSPECIFIED.to_string()
+                    } else {
+                        Ipv6Addr::UNSPECIFIED.to_string()
+                    };
+                    let (mut dst, mut oif) = (unspecified, None);
                     let mut table = u32::from(msg[4]);
                     for (t, v) in attrs(&msg[12..]) {
                         match t {
-                            RTA_DST => dst = ipv4(v),
+                            RTA_DST => dst = ip(v),
                             RTA_OIF => oif = u32_of(v),
                             RTA_TABLE => table = u32_of(v).unwrap_or(table),
                             _ => {}
                         }
                     }
-                    if oif == Some(ifindex) {
+                    let kernels_own = msg[0] == libc::AF_INET6 as u8 && msg[5] == RTPROT_KERNEL;
+                    if oif == Some(ifindex) && !kernels_own {
                         let dst = format!("{dst}/{}", msg[1]);
                         out.push((ty == RTM_NEWROUTE, Entry::Route { dst, table }));
                     }
@@ -218,14 +248,16 @@ fn parse(mut b: &[u8], ifindex: u32) -> Vec<(bool, Entry)> {
                     let (mut dst, mut lladdr) = (String::new(), String::new());
                     for (t, v) in attrs(&msg[12..]) {
                         match t {
-                            NDA_DST => dst = ipv4(v),
+                            NDA_DST => dst = ip(v),
                             NDA_LLADDR => lladdr = mac(v),
                             _ => {}
                         }
                     }
                     let added = ty == RTM_NEWNEIGH;
                     match i32::from(msg[0]) {
-                        libc::AF_INET => out.push((added, Entry::Neigh { dst, lladdr })),
+                        libc::AF_INET | libc::AF_INET6 => {
+                            out.push((added, Entry::Neigh { dst, lladdr }))
+                        }
                         libc::AF_BRIDGE => out.push((added, Entry::Fdb { mac: lladdr, dst })),
                         _ => {}
                     }

@@ -1,6 +1,8 @@
-//! A node's kernel state on `flannel.1`, read back with iproute2, and the
-//! entries a set of peer leases calls for.
+//! A node's kernel state on `flannel.1` (IPv4) or `flannel-v6.1` (IPv6),
+//! read back with iproute2, and the entries a set of peer leases calls for
+//! on each.
 
+use super::family::{IpFamily, VXLAN_DEV6};
 use super::lease::LeaseFile;
 use super::VXLAN_DEV;
 use crate::netns::NetNs;
@@ -21,7 +23,8 @@ pub struct VxlanInfo {
     pub port: Option<u64>,
     pub learning: Option<bool>,
     pub flags: Vec<String>,
-    /// IPv4 addresses, "a.b.c.d/len".
+    /// The device's addresses of its family, "a.b.c.d/len" (IPv6: global
+    /// ones, "fd00:10:244:1::/128"; the kernel's link-local one left out).
     pub addrs: Vec<String>,
     pub raw: Value,
 }
@@ -51,9 +54,11 @@ pub struct RouteEntry {
     pub flags: Vec<String>,
 }
 
-/// Everything flanneld keeps on one node's flannel.1.
+/// Everything flanneld keeps on one node's flannel.1 (or flannel-v6.1).
 #[derive(Debug, Clone)]
 pub struct KernelState {
+    /// The device looked at (`flannel.1` or `flannel-v6.1`).
+    pub dev: &'static str,
     pub link: Option<VxlanInfo>,
     pub neighs: Vec<NeighEntry>,
     pub fdb: Vec<FdbEntry>,
@@ -72,6 +77,7 @@ pub struct PeerEntries {
 }
 
 impl PeerEntries {
+    /// Its IPv4 entries (on flannel.1).
     pub fn from_lease(l: &LeaseFile) -> PeerEntries {
         PeerEntries {
             subnet: l.subnet.clone(),
@@ -80,6 +86,34 @@ impl PeerEntries {
             public_ip: l.public_ip.clone(),
         }
     }
+
+    /// Its entries of single family `f` (IPv6: on flannel-v6.1, from the
+    /// IPv6 subnet, `PublicIPv6` and `BackendV6Data`), if it has that family.
+    pub fn of_family(l: &LeaseFile, f: IpFamily) -> Option<PeerEntries> {
+        match f {
+            IpFamily::V6 => Some(PeerEntries {
+                subnet: l.subnet6.clone()?,
+                vtep_ip: l.vtep_ip6()?.to_owned(),
+                vtep_mac: l.vtep_mac6.clone()?,
+                public_ip: l.public_ipv6.clone()?,
+            }),
+            _ => l.has(IpFamily::V4).then(|| PeerEntries::from_lease(l)),
+        }
+    }
+}
+
+/// The device flanneld keeps for single family `f`.
+pub fn vxlan_dev(f: IpFamily) -> &'static str {
+    match f {
+        IpFamily::V6 => VXLAN_DEV6,
+        _ => VXLAN_DEV,
+    }
+}
+
+/// An IPv6 link-local address or prefix (the kernel's own on every
+/// device; flanneld never writes one).
+fn is_link_local(s: &str) -> bool {
+    s.to_ascii_lowercase().starts_with("fe80:")
 }
 
 fn strs(v: &Value) -> Vec<String> {
@@ -112,26 +146,36 @@ fn json_lines(ns: &NetNs, prog: &str, args: &[&str]) -> Vec<Value> {
 }
 
 impl KernelState {
+    /// flannel.1 and its IPv4 entries.
     pub fn read(ns: &NetNs) -> KernelState {
-        let link = read_link(ns);
+        KernelState::read_family(ns, IpFamily::V4)
+    }
+
+    /// The device of single family `f` and its entries of that family;
+    /// IPv6: the kernel's routes and link-local neighbours left out.
+    pub fn read_family(ns: &NetNs, f: IpFamily) -> KernelState {
+        let dev = vxlan_dev(f);
+        let fam = if f == IpFamily::V6 { "-6" } else { "-4" };
+        let link = read_link(ns, dev, fam);
         if link.is_none() {
             return KernelState {
+                dev,
                 link,
                 neighs: vec![],
                 fdb: vec![],
                 routes: vec![],
             };
         }
-        let mut neighs: Vec<NeighEntry> =
-            json_lines(ns, "ip", &["-4", "neigh", "show", "dev", VXLAN_DEV])
-                .iter()
-                .map(|n| NeighEntry {
-                    dst: s(&n["dst"]),
-                    lladdr: s(&n["lladdr"]).to_lowercase(),
-                    state: strs(&n["state"]),
-                })
-                .collect();
-        let mut fdb: Vec<FdbEntry> = json_lines(ns, "bridge", &["fdb", "show", "dev", VXLAN_DEV])
+        let mut neighs: Vec<NeighEntry> = json_lines(ns, "ip", &[fam, "neigh", "show", "dev", dev])
+            .iter()
+            .filter(|n| !is_link_local(&s(&n["dst"])))
+            .map(|n| NeighEntry {
+                dst: s(&n["dst"]),
+                lladdr: s(&n["lladdr"]).to_lowercase(),
+                state: strs(&n["state"]),
+            })
+            .collect();
+        let mut fdb: Vec<FdbEntry> = json_lines(ns, "bridge", &["fdb", "show", "dev", dev])
             .iter()
             .map(|f| FdbEntry {
                 mac: s(&f["mac"]).to_lowercase(),
@@ -140,19 +184,22 @@ impl KernelState {
                 state: s(&f["state"]),
             })
             .collect();
-        let mut routes: Vec<RouteEntry> =
-            json_lines(ns, "ip", &["-4", "route", "show", "dev", VXLAN_DEV])
-                .iter()
-                .map(|r| RouteEntry {
-                    dst: s(&r["dst"]),
-                    gateway: s(&r["gateway"]),
-                    flags: strs(&r["flags"]),
-                })
-                .collect();
+        let mut routes: Vec<RouteEntry> = json_lines(ns, "ip", &[fam, "route", "show", "dev", dev])
+            .iter()
+            // IPv6: the kernel's own routes (link-local, the device's
+            // /128) are not flanneld's.
+            .filter(|r| f != IpFamily::V6 || s(&r["protocol"]) != "kernel")
+            .map(|r| RouteEntry {
+                dst: s(&r["dst"]),
+                gateway: s(&r["gateway"]),
+                flags: strs(&r["flags"]),
+            })
+            .collect();
         neighs.sort();
         fdb.sort();
         routes.sort();
         KernelState {
+            dev,
             link,
             neighs,
             fdb,
@@ -160,14 +207,14 @@ impl KernelState {
         }
     }
 
-    /// `Ok` when the routes, neighbours and FDB entries on flannel.1 are
+    /// `Ok` when the routes, neighbours and FDB entries on the device are
     /// exactly those `peers` call for (no missing, no extra, right flags).
     pub fn check_exactly(&self, peers: &[PeerEntries]) -> Result<(), String> {
         if self.link.is_none() {
             return if peers.is_empty() {
                 Ok(())
             } else {
-                Err(format!("no {VXLAN_DEV}"))
+                Err(format!("no {}", self.dev))
             };
         }
         let mut errs = Vec::new();
@@ -231,18 +278,19 @@ impl KernelState {
         if errs.is_empty() {
             Ok(())
         } else {
-            Err(errs.join("; "))
+            Err(format!("{}: {}", self.dev, errs.join("; ")))
         }
     }
 }
 
-fn read_link(ns: &NetNs) -> Option<VxlanInfo> {
-    let raw = ns.link(VXLAN_DEV)?;
+fn read_link(ns: &NetNs, dev: &str, fam: &str) -> Option<VxlanInfo> {
+    let raw = ns.link(dev)?;
     let li = &raw["linkinfo"];
     let d = &li["info_data"];
-    let addrs = json_lines(ns, "ip", &["-4", "addr", "show", "dev", VXLAN_DEV])
+    let addrs = json_lines(ns, "ip", &[fam, "addr", "show", "dev", dev])
         .iter()
         .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
+        .filter(|a| !is_link_local(a["local"].as_str().unwrap_or("")))
         .filter_map(|a| {
             Some(format!(
                 "{}/{}",
@@ -257,7 +305,10 @@ fn read_link(ns: &NetNs) -> Option<VxlanInfo> {
         mtu: raw["mtu"].as_u64().unwrap_or(0),
         kind: s(&li["info_kind"]),
         vni: d["id"].as_u64(),
-        local: d["local"].as_str().map(str::to_owned),
+        local: d["local"]
+            .as_str()
+            .or(d["local6"].as_str())
+            .map(str::to_owned),
         dev: d["link"].as_str().map(str::to_owned),
         port: d["port"].as_u64(),
         learning: d["learning"].as_bool(),

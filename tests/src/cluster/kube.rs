@@ -12,14 +12,15 @@
 //! so holds exactly what the nodes asked.
 
 use super::kube_client::{Answer, KubeClient};
+pub use super::kube_lease::{annotation, kubelet_node, lease_of_node};
+use super::kube_lease::{ipam_of_conf, network6_of_conf, network_of_conf, parse_cidr};
 use super::lease::LeaseFile;
-use super::node::network_of;
 use super::{workspace_binary, UNDERLAY_GATEWAY};
-use crate::kube_api::{DownMode, NodeFixture, RequestRecord};
+use crate::kube_api::{DownMode, RequestRecord};
 use crate::netns::NetNs;
 use crate::proc::{ChildGuard, RecordedProcess};
 use serde_json::Value;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -42,116 +43,6 @@ fn admin_url() -> String {
     format!("https://{UNDERLAY_GATEWAY}:{KUBE_ADMIN_PORT}")
 }
 
-/// The Node a kubelet registers for node `name` at `ip`: a realistic Node
-/// (about 10 KiB) with `InternalIP` `ip`, no podCIDR yet, and the
-/// condition `NetworkUnavailable=True` a cloud's route controller leaves on
-/// a new node until the network is up.
-pub fn kubelet_node(name: &str, ip: Ipv4Addr) -> Value {
-    let mut f = NodeFixture::new(name, 0);
-    f.internal_ip = ip;
-    let mut node = f.build();
-    let conds = node
-        .pointer_mut("/status/conditions")
-        .and_then(Value::as_array_mut);
-    for c in conds.into_iter().flatten() {
-        if c["type"] == "NetworkUnavailable" {
-            c["status"] = "True".into();
-            c["reason"] = "NoRouteCreated".into();
-            c["message"] = "Node created without a route".into();
-        }
-    }
-    node
-}
-
-/// `a.b.c.d/len` as (network address, prefix length).
-fn parse_cidr(s: &str) -> Option<(u32, u8)> {
-    let (ip, len) = s.split_once('/')?;
-    let ip: Ipv4Addr = ip.parse().ok()?;
-    let len: u8 = len.parse().ok().filter(|l| *l <= 32)?;
-    Some((u32::from(ip), len))
-}
-
-fn mask(len: u8) -> u32 {
-    if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(len))
-    }
-}
-
-/// The node's IPv4 podCIDR: the IPv4 entry of `spec.podCIDRs`, else
-/// `spec.podCIDR`, if it is a network address.
-fn pod_cidr_v4(node: &Value) -> Option<String> {
-    let list: Vec<&str> = match node.pointer("/spec/podCIDRs").and_then(Value::as_array) {
-        Some(a) if !a.is_empty() => a.iter().filter_map(Value::as_str).collect(),
-        _ => node
-            .pointer("/spec/podCIDR")
-            .and_then(Value::as_str)
-            .into_iter()
-            .collect(),
-    };
-    list.into_iter()
-        .find(|c| parse_cidr(c).is_some())
-        .filter(|c| network_of(c).as_deref() == Some(*c))
-        .map(str::to_owned)
-}
-
-/// The annotation `<prefix><short>` of `node`.
-pub fn annotation<'a>(node: &'a Value, short: &str) -> Option<&'a str> {
-    node.pointer("/metadata/annotations")?
-        .get(format!("{ANNOTATION_PREFIX}{short}"))?
-        .as_str()
-}
-
-/// The lease a Node stands for, as flanneld reads it: flannel manages it
-/// (`kube-subnet-manager: "true"`), it names an IPv4 public IP, and its
-/// podCIDR lies inside `network` (when known). `path` is the node's name.
-pub fn lease_of_node(node: &Value, network: Option<(u32, u8)>) -> Option<LeaseFile> {
-    if annotation(node, "kube-subnet-manager") != Some("true") {
-        return None;
-    }
-    let public_ip: Ipv4Addr = annotation(node, "public-ip")?.parse().ok()?;
-    let subnet = pod_cidr_v4(node)?;
-    if let Some((net, len)) = network {
-        let (ip, sub_len) = parse_cidr(&subnet)?;
-        if sub_len < len || ip & mask(len) != net & mask(len) {
-            return None;
-        }
-    }
-    let data: Value = annotation(node, "backend-data")
-        .and_then(|d| serde_json::from_str(d).ok())
-        .unwrap_or(Value::Null);
-    let name = node.pointer("/metadata/name").and_then(Value::as_str)?;
-    Some(LeaseFile {
-        path: PathBuf::from(name),
-        subnet,
-        public_ip: public_ip.to_string(),
-        backend_type: annotation(node, "backend-type").unwrap_or("").to_owned(),
-        vni: data["VNI"].as_u64(),
-        vtep_mac: data["VtepMAC"].as_str().unwrap_or("").to_lowercase(),
-        expires: None,
-        raw: node.clone(),
-    })
-}
-
-/// The `Network` and `SubnetLen` of a net-conf.json text (flannel's
-/// defaults: 10.244.0.0/16 if it names none, /24).
-fn network_of_conf(net_conf: Option<&str>) -> (String, u8) {
-    let v: Value = net_conf
-        .and_then(|t| serde_json::from_str(t).ok())
-        .unwrap_or(Value::Null);
-    let net = v["Network"]
-        .as_str()
-        .filter(|n| parse_cidr(n).is_some())
-        .unwrap_or("10.244.0.0/16")
-        .to_owned();
-    let len = v["SubnetLen"]
-        .as_u64()
-        .and_then(|l| u8::try_from(l).ok())
-        .unwrap_or(24);
-    (net, len)
-}
-
 /// A running stand-in: started by this process (stopped on drop) or
 /// recorded by another run of the tool (left alone on drop).
 pub struct KubeStandin {
@@ -163,6 +54,7 @@ pub struct KubeStandin {
     dir: PathBuf,
     kubeconfig: PathBuf,
     network: Option<(u32, u8)>,
+    network6: Option<(u128, u8)>,
 }
 
 impl KubeStandin {
@@ -186,7 +78,7 @@ impl KubeStandin {
             .unwrap_or_else(|e| panic!("open {}: {e}", log_path.display()));
         let err = log.try_clone().expect("dup the stand-in's log fd");
         let kubeconfig = cluster_dir.join("kubeconfig");
-        let (network, node_len) = network_of_conf(net_conf);
+        let (cidrs, node_len, node_len6) = ipam_of_conf(net_conf);
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -199,8 +91,9 @@ impl KubeStandin {
             .arg(format!("{UNDERLAY_GATEWAY}:{KUBE_ADMIN_PORT}"))
             .arg("--tls-dir")
             .arg(dir.join("tls"))
-            .args(["--cluster-cidr", &network])
+            .args(["--cluster-cidr", &cidrs.join(",")])
             .args(["--node-cidr-mask", &node_len.to_string()])
+            .args(["--node-cidr-mask-ipv6", &node_len6.to_string()])
             .arg("--kubeconfig")
             .arg(&kubeconfig)
             // Kept off the command line.
@@ -242,6 +135,7 @@ impl KubeStandin {
             dir: cluster_dir.join("kube"),
             kubeconfig,
             network: parse_cidr(&network_of_conf(net_conf).0),
+            network6: network6_of_conf(net_conf),
         }
     }
 
@@ -321,9 +215,10 @@ impl KubeStandin {
             .unwrap_or_else(|e| panic!("create node {}: {e}", node["metadata"]["name"]))
     }
 
-    /// Registers node `name` at `ip` as its kubelet would ([`kubelet_node`]).
-    pub fn register_node(&self, name: &str, ip: Ipv4Addr) -> Value {
-        self.create_node(&kubelet_node(name, ip))
+    /// Registers node `name` at `ip` (and `ip6`) as its kubelet would
+    /// ([`kubelet_node`]).
+    pub fn register_node(&self, name: &str, ip: Ipv4Addr, ip6: Option<Ipv6Addr>) -> Value {
+        self.create_node(&kubelet_node(name, ip, ip6))
     }
 
     /// Deletes Node `name`; false if there was none.
@@ -356,7 +251,7 @@ impl KubeStandin {
             .try_nodes()
             .unwrap_or_default()
             .iter()
-            .filter_map(|n| lease_of_node(n, self.network))
+            .filter_map(|n| lease_of_node(n, self.network, self.network6))
             .collect();
         v.sort_by(|a, b| a.subnet.cmp(&b.subnet));
         v
@@ -456,56 +351,5 @@ impl super::Cluster {
         self.kube()
             .node(name)
             .unwrap_or_else(|| panic!("no Node {name}"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn nodes_become_leases_as_flanneld_reads_them() {
-        let ip = Ipv4Addr::new(192, 168, 64, 10);
-        let mut n = kubelet_node("node0", ip);
-        let cond = n["status"]["conditions"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["type"] == "NetworkUnavailable"))
-            .cloned();
-        assert_eq!(cond.map(|c| c["status"].clone()), Some(json!("True")));
-        let net = parse_cidr("10.244.0.0/16");
-        assert!(lease_of_node(&n, net).is_none(), "no annotations yet");
-        n["spec"]["podCIDRs"] = json!(["10.244.3.0/24"]);
-        n["metadata"]["annotations"]
-            .as_object_mut()
-            .expect("annotations")
-            .extend(
-                crate::kube_api::FlannelAnnotations {
-                    public_ip: ip,
-                    vtep_mac: "C6:D2:32:6F:8F:44".into(),
-                    vni: 1,
-                }
-                .to_map(),
-            );
-        let l = lease_of_node(&n, net).expect("a lease");
-        assert_eq!(
-            (l.subnet.as_str(), l.public_ip.as_str(), l.vni),
-            ("10.244.3.0/24", "192.168.64.10", Some(1))
-        );
-        assert_eq!(l.vtep_mac, "c6:d2:32:6f:8f:44");
-        assert_eq!(l.path, PathBuf::from("node0"));
-        assert!(!l.is_expired());
-        n["spec"]["podCIDRs"] = json!(["10.99.3.0/24"]);
-        assert!(lease_of_node(&n, net).is_none(), "outside the Network");
-        n["spec"]["podCIDRs"] = json!(["fd00::/64", "10.244.4.0/24"]);
-        assert_eq!(
-            lease_of_node(&n, net).map(|l| l.subnet).as_deref(),
-            Some("10.244.4.0/24")
-        );
-        assert_eq!(
-            network_of_conf(Some(r#"{"Network":"10.1.0.0/16","SubnetLen":26}"#)),
-            ("10.1.0.0/16".to_owned(), 26)
-        );
-        assert_eq!(network_of_conf(None), ("10.244.0.0/16".to_owned(), 24));
     }
 }

@@ -1,8 +1,11 @@
 //! Leases as the stores hold them: the embedded store's files and etcd's
-//! keys, parsed into one shape.
+//! keys, parsed into one shape, with the IPv6 half of a dual-stack or
+//! IPv6-only lease (`10.244.1.0-24&fd00:10:244:1::-64`, `PublicIPv6`,
+//! `BackendV6Data`).
 
+use super::family::IpFamily;
 use serde_json::Value;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,9 +14,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Debug, Clone)]
 pub struct LeaseFile {
     pub path: PathBuf,
-    /// "10.244.1.0/24", from the file name.
+    /// "10.244.1.0/24", from the file name ("" when the lease has no
+    /// IPv4 subnet: IPv6 only).
     pub subnet: String,
+    /// "fd00:10:244:1::/64", the IPv6 subnet of a dual-stack or IPv6-only lease.
+    pub subnet6: Option<String>,
     pub public_ip: String,
+    /// `PublicIPv6`, when the lease has one.
+    pub public_ipv6: Option<String>,
+    /// `BackendV6Data.VtepMAC` (the peer's `flannel-v6.<VNI>`), lower case.
+    pub vtep_mac6: Option<String>,
     pub backend_type: String,
     pub vni: Option<u64>,
     pub vtep_mac: String,
@@ -31,9 +41,76 @@ impl LeaseFile {
     pub fn vtep_ip(&self) -> &str {
         self.subnet.split('/').next().unwrap_or("")
     }
+
+    /// The IPv6 subnet's network address: the peer's IPv6 VTEP address.
+    pub fn vtep_ip6(&self) -> Option<&str> {
+        self.subnet6.as_deref().map(super::family::network_addr)
+    }
+
+    /// Does it hold a subnet of the single family `f`?
+    pub fn has(&self, f: IpFamily) -> bool {
+        match f {
+            IpFamily::V4 => !self.subnet.is_empty(),
+            IpFamily::V6 => self.subnet6.is_some(),
+            IpFamily::Dual => !self.subnet.is_empty() && self.subnet6.is_some(),
+        }
+    }
+
+    /// Is it the lease of the node with these underlay addresses?
+    pub fn is_of(&self, ip: Ipv4Addr, ip6: Option<Ipv6Addr>) -> bool {
+        let v4 = !self.public_ip.is_empty() && self.public_ip == ip.to_string();
+        let v6 = match (&self.public_ipv6, ip6) {
+            (Some(p), Some(mine)) => p.parse::<Ipv6Addr>().ok() == Some(mine),
+            _ => false,
+        };
+        v4 || v6
+    }
+
+    /// The subnets it holds, "10.244.1.0/24 fd00:10:244:1::/64".
+    pub fn subnets(&self) -> String {
+        let mut v: Vec<&str> = Vec::new();
+        if !self.subnet.is_empty() {
+            v.push(&self.subnet);
+        }
+        v.extend(self.subnet6.as_deref());
+        v.join(" ")
+    }
 }
 
-/// Reads every `a.b.c.d-len` file of `dir` (other names, e.g. temp files and
+/// A lease's name: `10.244.1.0-24`, `10.244.1.0-24&fd00:10:244:1::-64`
+/// (flannel's `MakeSubnetKey`), or an IPv6-only one (`fd00:10:244:1::-64`,
+/// or with the IPv4 half `0.0.0.0-0`), as (IPv4 subnet or "", IPv6 subnet).
+pub fn parse_lease_name(name: &str) -> Option<(String, Option<String>)> {
+    let v4 = |s: &str| -> Option<String> {
+        let (ip, len) = s.split_once('-')?;
+        ip.parse::<Ipv4Addr>().ok()?;
+        let len: u8 = len.parse().ok().filter(|l| *l <= 32)?;
+        Some(format!("{ip}/{len}"))
+    };
+    let v6 = |s: &str| -> Option<String> {
+        let (ip, len) = s.rsplit_once('-')?;
+        ip.parse::<Ipv6Addr>().ok()?;
+        let len: u8 = len.parse().ok().filter(|l| *l <= 128)?;
+        Some(format!("{ip}/{len}"))
+    };
+    match name.split_once('&') {
+        Some((a, b)) => {
+            let four = v4(a)?;
+            let four = if four == "0.0.0.0/0" {
+                String::new()
+            } else {
+                four
+            };
+            Some((four, Some(v6(b)?)))
+        }
+        None => match v4(name) {
+            Some(four) => Some((four, None)),
+            None => Some((String::new(), Some(v6(name)?))),
+        },
+    }
+}
+
+/// Reads every lease-named file (see [`parse_lease_name`]) of `dir` (other names, e.g. temp files and
 /// locks, are skipped, as are files that do not parse).
 pub fn read_leases(dir: &Path) -> Vec<LeaseFile> {
     let mut v = Vec::new();
@@ -67,20 +144,23 @@ pub fn parse_etcdctl_leases(out: &str) -> Vec<LeaseFile> {
     v
 }
 
-/// One lease named `a.b.c.d-len` (a file name or the last part of an etcd
-/// key) holding flannel's lease value, if both parse.
+/// One lease named as [`parse_lease_name`] reads (a file name or the last
+/// part of an etcd key) holding flannel's lease value, if both parse.
 pub fn parse_lease(name: &str, text: &str, path: PathBuf) -> Option<LeaseFile> {
-    let (ip, len) = name.split_once('-')?;
-    if ip.parse::<Ipv4Addr>().is_err() || len.parse::<u8>().is_err() {
-        return None;
-    }
+    let (subnet, subnet6) = parse_lease_name(name)?;
     let raw = serde_json::from_str::<Value>(text).ok()?;
     let attrs = find_attrs(&raw)?;
     let bd = &attrs["BackendData"];
+    let public_ip = attrs["PublicIP"].as_str().unwrap_or("").to_owned();
     Some(LeaseFile {
         path,
-        subnet: format!("{ip}/{len}"),
-        public_ip: attrs["PublicIP"].as_str().unwrap_or("").to_owned(),
+        subnet,
+        subnet6,
+        public_ip,
+        public_ipv6: attrs["PublicIPv6"].as_str().map(str::to_owned),
+        vtep_mac6: attrs["BackendV6Data"]["VtepMAC"]
+            .as_str()
+            .map(str::to_lowercase),
         backend_type: attrs["BackendType"].as_str().unwrap_or("").to_owned(),
         vni: bd["VNI"].as_u64(),
         vtep_mac: bd["VtepMAC"].as_str().unwrap_or("").to_lowercase(),
@@ -89,14 +169,14 @@ pub fn parse_lease(name: &str, text: &str, path: PathBuf) -> Option<LeaseFile> {
     })
 }
 
-/// The object holding `PublicIP` (the file itself or one level down).
+/// The object holding `PublicIP` or `PublicIPv6` (the file itself or one
+/// level down).
 fn find_attrs(v: &Value) -> Option<&Value> {
-    if v.get("PublicIP").is_some() {
+    let is_attrs = |x: &Value| x.get("PublicIP").is_some() || x.get("PublicIPv6").is_some();
+    if is_attrs(v) {
         return Some(v);
     }
-    v.as_object()?
-        .values()
-        .find(|x| x.get("PublicIP").is_some())
+    v.as_object()?.values().find(|x| is_attrs(x))
 }
 
 /// An expiry field: unix seconds/milliseconds or an RFC 3339 time.
@@ -203,5 +283,28 @@ mod tests {
         assert_eq!(v[0].vtep_mac, "0e:00:00:00:00:01");
         assert_eq!(v[0].vni, Some(1));
         assert!(!v[0].is_expired());
+    }
+
+    #[test]
+    fn dual_stack_and_ipv6_only_leases_parse() {
+        let dual = "{\"PublicIP\":\"192.168.64.10\",\"PublicIPv6\":\"fd00:192:168:64::a\",\
+            \"BackendType\":\"vxlan\",\"BackendData\":{\"VNI\":1,\"VtepMAC\":\"0e:00:00:00:00:01\"},\
+            \"BackendV6Data\":{\"VNI\":1,\"VtepMAC\":\"0E:00:00:00:00:02\"}}";
+        let l = parse_lease("10.244.1.0-24&fd00:10:244:1::-64", dual, PathBuf::new()).unwrap();
+        assert_eq!(l.subnet, "10.244.1.0/24");
+        assert_eq!(l.subnet6.as_deref(), Some("fd00:10:244:1::/64"));
+        assert_eq!(l.vtep_ip6(), Some("fd00:10:244:1::"));
+        assert_eq!(l.vtep_mac6.as_deref(), Some("0e:00:00:00:00:02"));
+        assert!(l.has(IpFamily::Dual));
+        assert!(l.is_of(Ipv4Addr::new(9, 9, 9, 9), "fd00:192:168:64::a".parse().ok()));
+        for name in ["0.0.0.0-0&fd00:10:244:2::-64", "fd00:10:244:2::-64"] {
+            let (four, six) = parse_lease_name(name).unwrap();
+            assert_eq!(
+                (four.as_str(), six.as_deref()),
+                ("", Some("fd00:10:244:2::/64"))
+            );
+        }
+        assert_eq!(parse_lease_name("junk"), None);
+        assert_eq!(parse_lease_name("10.244.1.0-24&junk"), None);
     }
 }

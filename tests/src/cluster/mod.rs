@@ -7,8 +7,9 @@
 //! Layout of one cluster (every name carries this process's `ft<pid>-` prefix):
 //!
 //! ```text
-//!   underlay netns: br0 192.168.64.1/24
+//!   underlay netns: br0 192.168.64.1/24 (+ fd00:192:168:64::1/64 with IPv6)
 //!     ├─ veth ── node0 netns: eth0 192.168.64.10/24, default via 192.168.64.1
+//!     │                        (+ fd00:192:168:64::a/64, default via ...::1)
 //!     ├─ veth ── node1 netns: eth0 192.168.64.11/24 ...
 //!   <tmp>/leases/            shared lease directory (--lease-dir)
 //!   <tmp>/net-conf.json      --net-config-path
@@ -17,14 +18,22 @@
 //!   <tmp>/node<i>/flanneld.log  flanneld's stderr (printed when a test fails)
 //! ```
 //!
+//! The overlay runs IPv4, IPv6 or both ([`IpFamily`], `family.rs`): the
+//! underlay gets IPv6 too when the overlay does, and the checks look at
+//! `flannel-v6.1` next to `flannel.1`.
+//!
 //! Everything is removed on drop, also on panic: daemons stopped by PID,
 //! namespaces deleted, the temp dir removed.
 
+mod builder;
 mod checks;
+mod entries;
 pub mod entry_monitor;
+pub mod family;
 mod kernel;
 pub mod kube;
 pub mod kube_client;
+mod kube_lease;
 pub mod lease;
 pub mod monitor;
 pub mod netlink_writes;
@@ -35,10 +44,14 @@ pub mod store;
 pub mod traffic;
 pub mod upstream;
 
+pub use builder::ClusterBuilder;
 pub use checks::{SECOND_BRIDGE, SECOND_GATEWAY};
-pub use kernel::{FdbEntry, KernelState, NeighEntry, PeerEntries, RouteEntry, VxlanInfo};
+pub use family::{network_of6, network_of_any, node_ip6, IpFamily, UNDERLAY_GATEWAY6, VXLAN_DEV6};
+pub use kernel::{
+    vxlan_dev, FdbEntry, KernelState, NeighEntry, PeerEntries, RouteEntry, VxlanInfo,
+};
 pub use lease::LeaseFile;
-pub use node::{network_of, DaemonRun, Node};
+pub use node::{env_is_ready, network_of, DaemonRun, Node};
 pub use persist::{ClusterState, NodeState, PodState};
 pub use pod::ClusterPod;
 pub use store::{Store, StoreKind};
@@ -93,191 +106,6 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     )
 }
 
-/// How to build a [`Cluster`].
-#[derive(Clone, Debug)]
-pub struct ClusterBuilder {
-    nodes: usize,
-    net_conf: Option<String>,
-    lease_ttl: u64,
-    resync_interval: u64,
-    extra_args: Vec<String>,
-    start: bool,
-    mtu: Option<u32>,
-    prefix: Option<String>,
-    dir: Option<PathBuf>,
-    detached: bool,
-    store: StoreKind,
-}
-
-impl Default for ClusterBuilder {
-    fn default() -> Self {
-        ClusterBuilder {
-            nodes: 2,
-            net_conf: Some(default_net_conf().to_string()),
-            lease_ttl: 86_400,
-            resync_interval: 1,
-            extra_args: Vec::new(),
-            start: true,
-            mtu: None,
-            prefix: None,
-            dir: None,
-            detached: false,
-            store: StoreKind::File,
-        }
-    }
-}
-
-impl ClusterBuilder {
-    pub fn nodes(mut self, n: usize) -> Self {
-        assert!(n <= 200, "at most 200 nodes fit the underlay /24");
-        self.nodes = n;
-        self
-    }
-
-    /// The `net-conf.json` to write (a JSON value).
-    pub fn net_conf(self, conf: Value) -> Self {
-        self.net_conf_raw(&conf.to_string())
-    }
-
-    /// The `net-conf.json` text, verbatim (for malformed files).
-    pub fn net_conf_raw(mut self, text: &str) -> Self {
-        self.net_conf = Some(text.to_owned());
-        self
-    }
-
-    /// Write no `net-conf.json` at all.
-    pub fn no_net_conf(mut self) -> Self {
-        self.net_conf = None;
-        self
-    }
-
-    /// `--lease-ttl` (seconds) for every node.
-    pub fn lease_ttl(mut self, secs: u64) -> Self {
-        self.lease_ttl = secs;
-        self
-    }
-
-    /// `--resync-interval` (seconds) for every node; 1 by default.
-    pub fn resync_interval(mut self, secs: u64) -> Self {
-        self.resync_interval = secs;
-        self
-    }
-
-    /// Extra flanneld arguments for every node.
-    pub fn flanneld_args(mut self, args: &[&str]) -> Self {
-        self.extra_args.extend(args.iter().map(|s| s.to_string()));
-        self
-    }
-
-    /// Start every node's flanneld and wait for its subnet.env (default), or not.
-    pub fn start(mut self, start: bool) -> Self {
-        self.start = start;
-        self
-    }
-
-    /// The MTU of the underlay (node `eth0`s and the bridge); 1500 by default.
-    pub fn underlay_mtu(mut self, mtu: u32) -> Self {
-        self.mtu = Some(mtu);
-        self
-    }
-
-    /// Names every namespace (and pod container ID) `<prefix><what>`
-    /// exactly — `underlay`, `node0`, `node0-pod1` — instead of this
-    /// process's unique `ft<pid>-<n>` names. For clusters that outlive the
-    /// process (the `netns-cluster` tool); the caller makes the prefix unique.
-    pub fn name_prefix(mut self, prefix: &str) -> Self {
-        self.prefix = Some(prefix.to_owned());
-        self
-    }
-
-    /// The cluster's directory (created; must not exist), instead of a
-    /// fresh temp dir.
-    pub fn dir(mut self, dir: &Path) -> Self {
-        self.dir = Some(dir.to_owned());
-        self
-    }
-
-    /// Start daemons (flanneld, etcd) in sessions of their own, so that
-    /// [`Cluster::persist`] can leave them running after this process exits.
-    pub fn detached(mut self, detached: bool) -> Self {
-        self.detached = detached;
-        self
-    }
-
-    /// The lease store (the embedded file store by default).
-    pub fn store(mut self, store: StoreKind) -> Self {
-        self.store = store;
-        self
-    }
-
-    /// A namespace named after `short` (this process's unique names) or
-    /// `<prefix><long>` (with a name prefix).
-    fn make_ns(&self, short: &str, long: &str) -> NetNs {
-        match &self.prefix {
-            None => NetNs::new(short),
-            Some(p) => NetNs::with_name(&format!("{p}{long}")).unwrap_or_else(|e| panic!("{e}")),
-        }
-    }
-
-    pub fn build(self) -> Cluster {
-        crate::netns::require_root();
-        let dir = match &self.dir {
-            None => TempDir::new("c"),
-            Some(d) => TempDir::create_at(d).unwrap_or_else(|e| panic!("{e}")),
-        };
-        let underlay = self.make_ns("u", "underlay");
-        underlay.add_bridge(UNDERLAY_BRIDGE);
-        underlay.add_addr(UNDERLAY_BRIDGE, &format!("{UNDERLAY_GATEWAY}/24"));
-        if let Some(mtu) = self.mtu {
-            underlay.ip_ok(&["link", "set", UNDERLAY_BRIDGE, "mtu", &mtu.to_string()]);
-        }
-        std::fs::create_dir(dir.join("leases")).expect("create lease dir");
-        if let Some(text) = &self.net_conf {
-            std::fs::write(dir.join("net-conf.json"), text).expect("write net-conf.json");
-        }
-        let store = match self.store {
-            StoreKind::File => Store::File(dir.join("leases")),
-            StoreKind::Etcd => {
-                let conf = self.net_conf.clone().unwrap_or_else(|| "{}".into());
-                Store::Etcd(store::EtcdServer::start(
-                    &underlay,
-                    dir.path(),
-                    &conf,
-                    self.detached,
-                ))
-            }
-            StoreKind::Kube => Store::Kube(store::KubeStandin::start(
-                &underlay,
-                dir.path(),
-                self.net_conf.as_deref(),
-                self.detached,
-            )),
-        };
-        let mut c = Cluster {
-            nodes: Vec::new(),
-            extra: Vec::new(),
-            store,
-            underlay,
-            flanneld: workspace_binary("flanneld"),
-            flannel: crate::cni::plugin_override().unwrap_or_else(|| workspace_binary("flannel")),
-            opts: self.clone(),
-            dir,
-        };
-        for _ in 0..self.nodes {
-            c.add_node();
-        }
-        if self.start {
-            for i in 0..c.nodes.len() {
-                c.start(i);
-            }
-            for i in 0..c.nodes.len() {
-                c.wait_ready(i);
-            }
-        }
-        c
-    }
-}
-
 /// A running netns cluster. Field order is drop order: daemons and node
 /// namespaces first, then the underlay, then the temp dir.
 pub struct Cluster {
@@ -326,6 +154,11 @@ impl Cluster {
         &self.flannel
     }
 
+    /// The overlay's families.
+    pub fn family(&self) -> IpFamily {
+        self.opts.family
+    }
+
     pub fn resync_interval(&self) -> Duration {
         Duration::from_secs(self.opts.resync_interval)
     }
@@ -362,12 +195,21 @@ impl Cluster {
             self.underlay
                 .ip_ok(&["link", "set", &peer, "mtu", &mtu.to_string()]);
         }
-        ns.add_addr("eth0", &format!("{ip}/24"));
-        ns.ip_ok(&["route", "add", "default", "via", UNDERLAY_GATEWAY]);
+        if self.opts.underlay_ipv4 {
+            ns.add_addr("eth0", &format!("{ip}/24"));
+            ns.ip_ok(&["route", "add", "default", "via", UNDERLAY_GATEWAY]);
+        }
+        let ip6 = self.opts.family.has_v6().then(|| node_ip6(i));
+        if let Some(ip6) = ip6 {
+            let a = format!("{ip6}/64");
+            ns.ip_ok(&["-6", "addr", "add", &a, "dev", "eth0", "nodad"]);
+            ns.ip_ok(&["-6", "route", "add", "default", "via", UNDERLAY_GATEWAY6]);
+        }
         let dir = self.dir.join(&name);
         std::fs::create_dir_all(dir.join("ipam")).expect("create node dir");
-        self.store.register_node(&name, ip);
+        self.store.register_node(&name, ip, ip6);
         let mut node = Node::new(name, ns, ip, dir);
+        node.ip6 = ip6;
         node.detached = self.opts.detached;
         self.nodes.push(node);
         i
@@ -502,12 +344,12 @@ impl Cluster {
         self.opts.make_ns(short, long)
     }
 
-    /// The unexpired lease whose PublicIP is node `i`'s.
+    /// The unexpired lease whose PublicIP (or PublicIPv6) is node `i`'s.
     pub fn lease_of(&self, i: usize) -> Option<LeaseFile> {
-        let ip = self.nodes[i].ip.to_string();
+        let n = &self.nodes[i];
         self.leases()
             .into_iter()
-            .find(|l| l.public_ip == ip && !l.is_expired())
+            .find(|l| l.is_of(n.ip, n.ip6) && !l.is_expired())
     }
 
     #[track_caller]
@@ -526,52 +368,6 @@ impl Cluster {
     pub fn remove_lease(&self, i: usize) {
         let l = self.lease_of_ok(i);
         self.store.remove(&self.underlay, &l);
-    }
-
-    /// What node `i`'s flannel.1 should hold: one entry set per unexpired
-    /// vxlan lease of another public IP.
-    pub fn expected_peers(&self, i: usize) -> Vec<PeerEntries> {
-        let me = self.nodes[i].ip.to_string();
-        let mut v: Vec<PeerEntries> = self
-            .leases()
-            .iter()
-            .filter(|l| l.public_ip != me && !l.is_expired() && l.backend_type == "vxlan")
-            .map(PeerEntries::from_lease)
-            .collect();
-        v.sort_by(|a, b| a.subnet.cmp(&b.subnet));
-        v
-    }
-
-    /// Node `i`'s kernel state on flannel.1.
-    pub fn kernel(&self, i: usize) -> KernelState {
-        KernelState::read(&self.nodes[i].ns)
-    }
-
-    /// `Ok` when node `i`'s routes, neighbours and FDB entries on flannel.1 are
-    /// exactly those of `expected`.
-    pub fn check_entries(&self, i: usize, expected: &[PeerEntries]) -> Result<(), String> {
-        self.kernel(i)
-            .check_exactly(expected)
-            .map_err(|e| format!("{}: {e}", self.nodes[i].name))
-    }
-
-    /// Waits until every node in `which` has exactly the entries its current
-    /// peers' leases call for.
-    pub fn wait_converged(&self, which: &[usize], timeout: Duration) {
-        crate::wait::eventually(timeout, "peer entries to match the leases", || {
-            for &i in which {
-                self.check_entries(i, &self.expected_peers(i))?;
-            }
-            Ok(())
-        });
-    }
-
-    /// Waits until every running node has exactly its peers' entries.
-    pub fn wait_all_converged(&self, timeout: Duration) {
-        let running: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].is_running())
-            .collect();
-        self.wait_converged(&running, timeout);
     }
 
     /// The CNI config a runtime would pass to the flannel plugin on node `i`.

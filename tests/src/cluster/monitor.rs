@@ -1,11 +1,11 @@
-//! Timestamping asynchronous events for measurements: IPv4 route changes in
+//! Timestamping asynchronous events for measurements: IPv4 and IPv6 route changes in
 //! a namespace (an rtnetlink multicast socket opened inside it) and file
 //! events in a directory (inotify). Both record `Instant`s as the events are
 //! read, on their own threads; both stop on drop.
 
 use crate::netns::NetNs;
 use std::ffi::CStr;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-/// One route event: `(when, added?, "a.b.c.d/len")`.
+/// One route event: `(when, added?, "a.b.c.d/len")` (or an IPv6 prefix).
 pub type RouteEvent = (Instant, bool, String);
 
-/// Records every IPv4 route added or deleted in a namespace.
+/// Records every IPv4 and IPv6 route added or deleted in a namespace.
 pub struct RouteMonitor {
     events: Arc<Mutex<Vec<RouteEvent>>>,
     stop: Arc<AtomicBool>,
@@ -24,6 +24,7 @@ pub struct RouteMonitor {
 }
 
 const RTMGRP_IPV4_ROUTE: u32 = 0x40;
+const RTMGRP_IPV6_ROUTE: u32 = 0x400;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
 const RTA_DST: u16 = 1;
@@ -88,7 +89,7 @@ impl RouteMonitor {
         let (tx, rx) = std::sync::mpsc::channel();
         let (ev, st) = (events.clone(), stop.clone());
         let thread = ns.spawn(move || {
-            let fd = match netlink_socket(RTMGRP_IPV4_ROUTE) {
+            let fd = match netlink_socket(RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE) {
                 Ok(fd) => fd,
                 Err(e) => {
                     let _ = tx.send(Err(e));
@@ -156,7 +157,8 @@ pub(super) fn u16_at(b: &[u8], i: usize) -> u16 {
     u16::from_ne_bytes([b[i], b[i + 1]])
 }
 
-/// (added?, "dst/len") for each RTM_NEWROUTE/RTM_DELROUTE of family AF_INET.
+/// (added?, "dst/len") for each RTM_NEWROUTE/RTM_DELROUTE of family
+/// AF_INET or AF_INET6.
 fn parse_route_msgs(mut b: &[u8]) -> Vec<(bool, String)> {
     let mut out = Vec::new();
     while b.len() >= 16 {
@@ -168,18 +170,26 @@ fn parse_route_msgs(mut b: &[u8]) -> Vec<(bool, String)> {
         let msg = &b[16..len];
         if (ty == RTM_NEWROUTE || ty == RTM_DELROUTE)
             && msg.len() >= 12
-            && msg[0] == libc::AF_INET as u8
+            && (msg[0] == libc::AF_INET as u8 || msg[0] == libc::AF_INET6 as u8)
         {
             let dst_len = msg[1];
-            let mut dst = Ipv4Addr::UNSPECIFIED;
+            let mut dst = if msg[0] == libc::AF_INET as u8 {
+                Ipv4Addr::UNSPECIFIED.to_string()
+            } else {
+                Ipv6Addr::UNSPECIFIED.to_string()
+            };
             let mut a = &msg[12..];
             while a.len() >= 4 {
                 let alen = u16_at(a, 0) as usize;
                 if alen < 4 || alen > a.len() {
                     break;
                 }
-                if u16_at(a, 2) == RTA_DST && alen >= 8 {
-                    dst = Ipv4Addr::new(a[4], a[5], a[6], a[7]);
+                if u16_at(a, 2) == RTA_DST {
+                    if let Ok(b) = <[u8; 16]>::try_from(&a[4..alen]) {
+                        dst = Ipv6Addr::from(b).to_string();
+                    } else if let Ok(b) = <[u8; 4]>::try_from(&a[4..alen]) {
+                        dst = Ipv4Addr::from(b).to_string();
+                    }
                 }
                 let step = (alen + 3) & !3;
                 a = &a[step.min(a.len())..];

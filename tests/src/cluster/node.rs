@@ -5,7 +5,7 @@ use crate::netns::NetNs;
 use crate::proc::{ChildGuard, RecordedProcess};
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -16,7 +16,11 @@ const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 pub struct Node {
     /// "node0", "node1", ... (also its directory's name under the cluster's dir).
     pub name: String,
+    /// Its underlay IPv4 address (configured nowhere on an underlay
+    /// without IPv4: see `ClusterBuilder::underlay_ipv4`).
     pub ip: Ipv4Addr,
+    /// Its underlay IPv6 address, when the cluster runs IPv6.
+    pub ip6: Option<Ipv6Addr>,
     pub dir: PathBuf,
     daemon: Option<ChildGuard>,
     /// A flanneld another process started (a cluster attached from its
@@ -68,6 +72,7 @@ impl Node {
         Node {
             name,
             ip,
+            ip6: None,
             dir,
             daemon: None,
             recorded: None,
@@ -178,6 +183,20 @@ impl Node {
         network_of(s).unwrap_or_else(|| panic!("{}: bad FLANNEL_SUBNET {s}", self.name))
     }
 
+    /// The leased IPv6 subnet from subnet.env (`FLANNEL_IPV6_SUBNET`), e.g.
+    /// "fd00:10:244:3::/64", if it names one.
+    pub fn subnet6(&self) -> Option<String> {
+        let env = self.subnet_env()?;
+        super::family::network_of6(env.get("FLANNEL_IPV6_SUBNET")?)
+    }
+
+    /// The leased subnets of both families from subnet.env (IPv4 first).
+    pub fn subnets(&self) -> Vec<String> {
+        let env = self.subnet_env().unwrap_or_default();
+        let v4 = env.get("FLANNEL_SUBNET").and_then(|s| network_of(s));
+        v4.into_iter().chain(self.subnet6()).collect()
+    }
+
     pub(super) fn command(&self, bin: &Path, args: &[String]) -> Command {
         let mut c = self.ns.command(bin);
         c.args(args)
@@ -232,12 +251,7 @@ impl Node {
         let deadline = Instant::now() + timeout;
         loop {
             let fresh = self.env_before.is_none() || self.env_identity() != self.env_before;
-            if fresh
-                && self.subnet_env().is_some_and(|e| {
-                    e.get("FLANNEL_SUBNET")
-                        .is_some_and(|s| network_of(s).is_some())
-                })
-            {
+            if fresh && self.subnet_env().is_some_and(|e| env_is_ready(&e)) {
                 return;
             }
             if !self.is_running() {
@@ -329,6 +343,16 @@ impl Node {
             stderr: et.join().unwrap_or_default(),
         }
     }
+}
+
+/// Does subnet.env (as key → value) name a leased subnet, IPv4
+/// (`FLANNEL_SUBNET`) or IPv6 (`FLANNEL_IPV6_SUBNET`, IPv6 only)?
+pub fn env_is_ready(env: &BTreeMap<String, String>) -> bool {
+    env.get("FLANNEL_SUBNET")
+        .is_some_and(|s| network_of(s).is_some())
+        || env
+            .get("FLANNEL_IPV6_SUBNET")
+            .is_some_and(|s| super::family::network_of6(s).is_some())
 }
 
 /// "10.244.3.1/24" → "10.244.3.0/24".

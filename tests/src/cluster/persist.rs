@@ -4,6 +4,7 @@
 //! again in another process (one that looks, never destroys), and
 //! [`ClusterState::destroy`] removes exactly what the state records.
 
+use super::family::IpFamily;
 use super::store::{EtcdServer, KubeStandin, Store, StoreKind};
 use super::{Cluster, ClusterBuilder, ClusterPod, Node};
 use crate::cni::Pod;
@@ -12,7 +13,7 @@ use crate::proc::RecordedProcess;
 use crate::tempdir::TempDir;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -25,6 +26,9 @@ pub struct ClusterState {
     /// Holds this state, the leases, net-conf.json and per-node files.
     pub dir: PathBuf,
     pub store: String,
+    /// The overlay's families (`ipv4`, `ipv6`, `dual`).
+    #[serde(default)]
+    pub family: Option<String>,
     pub etcd: Option<RecordedProcess>,
     /// The Kubernetes API stand-in (`--store kube`).
     #[serde(default)]
@@ -44,6 +48,8 @@ pub struct NodeState {
     pub name: String,
     pub netns: String,
     pub ip: Ipv4Addr,
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
     pub dir: PathBuf,
     pub flanneld: Option<RecordedProcess>,
 }
@@ -56,7 +62,10 @@ pub struct PodState {
     pub netns: String,
     pub container_id: String,
     pub ifname: String,
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
+    /// Every address (both families on a dual-stack pod).
+    #[serde(default)]
+    pub ips: Vec<IpAddr>,
     /// The CNI ADD result.
     pub result: Value,
 }
@@ -78,6 +87,13 @@ impl ClusterState {
 
     pub fn store_kind(&self) -> StoreKind {
         StoreKind::parse(&self.store).unwrap_or_default()
+    }
+
+    pub fn ip_family(&self) -> IpFamily {
+        self.family
+            .as_deref()
+            .and_then(IpFamily::parse)
+            .unwrap_or_default()
     }
 
     /// Stops the recorded daemons (by PID, after checking each one's command
@@ -141,6 +157,7 @@ impl Cluster {
                     name: n.name.clone(),
                     netns: n.ns.name().to_owned(),
                     ip: n.ip,
+                    ip6: n.ip6,
                     dir: n.dir.clone(),
                     flanneld,
                 }
@@ -158,6 +175,7 @@ impl Cluster {
                     container_id: p.pod.cid.clone(),
                     ifname: p.pod.ifname.clone(),
                     ip: p.ip,
+                    ips: p.ips.clone(),
                     result: p.result.clone(),
                 }
             })
@@ -177,6 +195,7 @@ impl Cluster {
             prefix,
             dir: self.dir.path().to_owned(),
             store: self.store.kind().as_str().into(),
+            family: Some(self.opts.family.as_str().into()),
             etcd,
             kube,
             underlay: self.underlay.name().to_owned(),
@@ -198,6 +217,7 @@ impl Cluster {
             .dir(&st.dir)
             .detached(true)
             .store(st.store_kind())
+            .ip_family(st.ip_family())
             .lease_ttl(st.lease_ttl)
             .resync_interval(st.resync_interval);
         opts.nodes = st.nodes.len();
@@ -213,6 +233,7 @@ impl Cluster {
                     n.dir.clone(),
                 );
                 node.detached = true;
+                node.ip6 = n.ip6;
                 node.set_recorded(n.flanneld.clone());
                 node.set_pods_made(st.pods.iter().filter(|p| p.node == i).count() as u32);
                 node
@@ -242,6 +263,11 @@ impl Cluster {
             .map(|p| ClusterPod {
                 node: p.node,
                 ip: p.ip,
+                ips: if p.ips.is_empty() {
+                    vec![p.ip]
+                } else {
+                    p.ips.clone()
+                },
                 result: p.result.clone(),
                 pod: Pod {
                     ns: NetNs::existing(&p.netns),

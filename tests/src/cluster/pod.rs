@@ -1,28 +1,75 @@
 //! Pods on cluster nodes, attached by the real `flannel` CNI binary, and
 //! traffic between them.
 
+use super::family::IpFamily;
 use super::Cluster;
-use crate::cni::{result_ip, CniCall, CniOutput, Pod, REFERENCE_CNI_PATH};
+use crate::cni::{CniCall, CniOutput, Pod, REFERENCE_CNI_PATH};
 use crate::tcp::{tcp_fetch, TcpServer};
 use serde_json::Value;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// A pod namespace attached to a node: its namespace, container ID, interface
-/// and the address the plugin gave it. The namespace is deleted on drop.
+/// and the addresses the plugin gave it. The namespace is deleted on drop.
 #[derive(Debug)]
 pub struct ClusterPod {
     pub node: usize,
-    pub ip: Ipv4Addr,
+    /// Its first address (the IPv4 one on a dual-stack pod).
+    pub ip: IpAddr,
+    /// Every address of the result (`ips[].address`), in its order.
+    pub ips: Vec<IpAddr>,
     /// The CNI ADD result.
     pub result: Value,
     pub pod: Pod,
 }
 
 impl ClusterPod {
+    /// Pod `pod` on node `node` with the addresses of its ADD `result`
+    /// (`None` when it names none).
+    pub fn from_result(node: usize, pod: Pod, result: Value) -> Option<ClusterPod> {
+        let ips = result_ips(&result);
+        Some(ClusterPod {
+            node,
+            ip: *ips.first()?,
+            ips,
+            result,
+            pod,
+        })
+    }
+
     pub fn ns(&self) -> &crate::netns::NetNs {
         &self.pod.ns
     }
+
+    /// Its address of single family `f`, if it has one.
+    pub fn ip_of(&self, f: IpFamily) -> Option<IpAddr> {
+        self.ips.iter().copied().find(|ip| f.matches(ip))
+    }
+
+    /// Its address of single family `f`; panics when it has none.
+    #[track_caller]
+    pub fn ip_of_ok(&self, f: IpFamily) -> IpAddr {
+        self.ip_of(f).unwrap_or_else(|| {
+            panic!(
+                "pod {} has no {} address: {:?}",
+                self.ns().name(),
+                f.as_str(),
+                self.ips
+            )
+        })
+    }
+}
+
+/// Every address of a CNI result (`ips[].address` without the length).
+pub fn result_ips(result: &Value) -> Vec<IpAddr> {
+    result["ips"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["address"].as_str()?.split('/').next()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Cluster {
@@ -66,13 +113,7 @@ impl Cluster {
             return Err(out);
         }
         let result: Value = serde_json::from_str(out.stdout()).map_err(|_| out.clone())?;
-        let ip = result_ip(&result).parse().map_err(|_| out.clone())?;
-        Ok(ClusterPod {
-            node: i,
-            ip,
-            result,
-            pod,
-        })
+        ClusterPod::from_result(i, pod, result).ok_or(out)
     }
 
     /// CNI ADD of a new pod on node `i`; panics with the plugin's output on failure.
@@ -90,11 +131,13 @@ impl Cluster {
         out.success_empty();
     }
 
-    /// One ping from `from` to `to` (1 s timeout).
-    pub fn ping_once(&self, from: &ClusterPod, to: Ipv4Addr) -> Result<(), String> {
+    /// One ping from `from` to `to` (1 s timeout; `ping -6` to an IPv6 address).
+    pub fn ping_once(&self, from: &ClusterPod, to: impl Into<IpAddr>) -> Result<(), String> {
+        let to: IpAddr = to.into();
+        let fam = if to.is_ipv6() { "-6" } else { "-4" };
         let out = from
             .ns()
-            .exec("ping", &["-c", "1", "-W", "1", "-n", &to.to_string()]);
+            .exec("ping", &[fam, "-c", "1", "-W", "1", "-n", &to.to_string()]);
         if out.success() {
             Ok(())
         } else {
@@ -108,7 +151,8 @@ impl Cluster {
 
     /// Pings until one answer comes back, up to `timeout`.
     #[track_caller]
-    pub fn wait_ping(&self, from: &ClusterPod, to: Ipv4Addr, timeout: Duration) {
+    pub fn wait_ping(&self, from: &ClusterPod, to: impl Into<IpAddr>, timeout: Duration) {
+        let to: IpAddr = to.into();
         crate::wait::eventually(timeout, &format!("ping {} → {to}", from.ip), || {
             self.ping_once(from, to)
         });
@@ -119,7 +163,7 @@ impl Cluster {
     #[track_caller]
     pub fn wait_tcp(&self, from: &ClusterPod, to: &ClusterPod, timeout: Duration) -> String {
         let banner = format!("hello from {}", to.ip);
-        let server = TcpServer::start(to.ns(), SocketAddr::new(to.ip.into(), 0), &banner);
+        let server = TcpServer::start(to.ns(), SocketAddr::new(to.ip, 0), &banner);
         let addr = server.addr();
         let got = crate::wait::eventually(timeout, &format!("tcp {} → {addr}", from.ip), || {
             tcp_fetch(from.ns(), addr, Duration::from_secs(1))

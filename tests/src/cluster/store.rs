@@ -260,9 +260,14 @@ impl Store {
 
     /// What a node's kubelet does before flanneld starts (kube: registers
     /// its Node object); nothing for the other stores.
-    pub fn register_node(&self, name: &str, ip: std::net::Ipv4Addr) {
+    pub fn register_node(
+        &self,
+        name: &str,
+        ip: std::net::Ipv4Addr,
+        ip6: Option<std::net::Ipv6Addr>,
+    ) {
         if let Store::Kube(k) = self {
-            k.register_node(name, ip);
+            k.register_node(name, ip, ip6);
         }
     }
 

@@ -1,11 +1,13 @@
 //! Real traffic between pods: the full reachability matrix by ping or by a
-//! TCP echo (every pod to every other, in parallel), and a continuous ping
-//! that measures how much traffic a disruption cost.
+//! TCP echo (every pod to every other, in parallel), over one IP family or
+//! each the cluster runs, and a continuous ping that measures how much
+//! traffic a disruption cost.
 
+use super::family::IpFamily;
 use super::{Cluster, ClusterPod};
 use crate::proc::ChildGuard;
 use crate::tcp::{tcp_fetch, TcpServer};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -30,7 +32,7 @@ pub struct PairResult {
 pub struct Matrix {
     pub how: &'static str,
     pub labels: Vec<String>,
-    pub ips: Vec<Ipv4Addr>,
+    pub ips: Vec<IpAddr>,
     pub results: Vec<PairResult>,
 }
 
@@ -152,6 +154,7 @@ fn run_matrix(
     c: &Cluster,
     how: &'static str,
     pods: &[&ClusterPod],
+    ips: Vec<IpAddr>,
     pairs: &[(usize, usize)],
     timeout: Duration,
     probe: &(dyn Fn(usize, usize) -> Result<(), String> + Sync),
@@ -198,22 +201,61 @@ fn run_matrix(
     Matrix {
         how,
         labels,
-        ips: pods.iter().map(|p| p.ip).collect(),
+        ips,
         results,
     }
 }
 
+/// Each pod's address of single family `f` (panics when one has none).
+#[track_caller]
+fn ips_of(pods: &[&ClusterPod], f: IpFamily) -> Vec<IpAddr> {
+    pods.iter().map(|p| p.ip_of_ok(f)).collect()
+}
+
 impl Cluster {
-    /// Pings every pod from every other (one echo each, retried until
-    /// `timeout`).
+    /// Pings every pod from every other at its first address (one echo
+    /// each, retried until `timeout`).
     pub fn ping_matrix(&self, pods: &[&ClusterPod], timeout: Duration) -> Matrix {
+        let ips = pods.iter().map(|p| p.ip).collect();
+        self.ping_matrix_ips(pods, ips, "ping", timeout)
+    }
+
+    /// [`ping_matrix`](Self::ping_matrix) over single family `f` (`ping -6`
+    /// to the IPv6 addresses).
+    #[track_caller]
+    pub fn ping_matrix_of(&self, pods: &[&ClusterPod], f: IpFamily, timeout: Duration) -> Matrix {
+        let how = if f == IpFamily::V6 {
+            "ping -6"
+        } else {
+            "ping -4"
+        };
+        self.ping_matrix_ips(pods, ips_of(pods, f), how, timeout)
+    }
+
+    /// One ping matrix per family the cluster runs (IPv4 first).
+    pub fn ping_matrices(&self, pods: &[&ClusterPod], timeout: Duration) -> Vec<Matrix> {
+        let fams = self.family().singles();
+        fams.into_iter()
+            .map(|f| self.ping_matrix_of(pods, f, timeout))
+            .collect()
+    }
+
+    fn ping_matrix_ips(
+        &self,
+        pods: &[&ClusterPod],
+        ips: Vec<IpAddr>,
+        how: &'static str,
+        timeout: Duration,
+    ) -> Matrix {
+        let to = ips.clone();
         run_matrix(
             self,
-            "ping",
+            how,
             pods,
+            ips,
             &all_pairs(pods.len()),
             timeout,
-            &|a, b| self.ping_once(pods[a], pods[b].ip),
+            &|a, b| self.ping_once(pods[a], to[b]),
         )
     }
 
@@ -222,29 +264,61 @@ impl Cluster {
     pub fn ping_from(&self, from: &ClusterPod, to: &[&ClusterPod], timeout: Duration) -> Matrix {
         let mut pods = vec![from];
         pods.extend_from_slice(to);
+        let ips: Vec<IpAddr> = pods.iter().map(|p| p.ip).collect();
         let pairs: Vec<(usize, usize)> = (1..pods.len()).map(|b| (0, b)).collect();
-        run_matrix(self, "ping", &pods, &pairs, timeout, &|a, b| {
-            self.ping_once(pods[a], pods[b].ip)
+        let dst = ips.clone();
+        run_matrix(self, "ping", &pods, ips, &pairs, timeout, &|a, b| {
+            self.ping_once(pods[a], dst[b])
         })
     }
 
-    /// A TCP connection from every pod to a server in every other; the
-    /// server answers with the client address it saw, which must be the
-    /// client pod's own (no NAT inside the cluster network).
+    /// A TCP connection from every pod to a server in every other, at
+    /// their first addresses; the server answers with the client address
+    /// it saw, which must be the client pod's own (no NAT inside the
+    /// cluster network).
     pub fn tcp_matrix(&self, pods: &[&ClusterPod], timeout: Duration) -> Matrix {
+        let ips = pods.iter().map(|p| p.ip).collect();
+        self.tcp_matrix_ips(pods, ips, "tcp", timeout)
+    }
+
+    /// [`tcp_matrix`](Self::tcp_matrix) over single family `f`.
+    #[track_caller]
+    pub fn tcp_matrix_of(&self, pods: &[&ClusterPod], f: IpFamily, timeout: Duration) -> Matrix {
+        let how = if f == IpFamily::V6 { "tcp6" } else { "tcp4" };
+        self.tcp_matrix_ips(pods, ips_of(pods, f), how, timeout)
+    }
+
+    /// One TCP matrix per family the cluster runs (IPv4 first).
+    pub fn tcp_matrices(&self, pods: &[&ClusterPod], timeout: Duration) -> Vec<Matrix> {
+        let fams = self.family().singles();
+        fams.into_iter()
+            .map(|f| self.tcp_matrix_of(pods, f, timeout))
+            .collect()
+    }
+
+    fn tcp_matrix_ips(
+        &self,
+        pods: &[&ClusterPod],
+        ips: Vec<IpAddr>,
+        how: &'static str,
+        timeout: Duration,
+    ) -> Matrix {
         let servers: Vec<TcpServer> = pods
             .iter()
-            .map(|p| TcpServer::start(p.ns(), SocketAddr::new(p.ip.into(), 0), "from {peer}"))
+            .zip(&ips)
+            .map(|(p, ip)| TcpServer::start(p.ns(), SocketAddr::new(*ip, 0), "from {peer}"))
             .collect();
+        let from = ips.clone();
         run_matrix(
             self,
-            "tcp",
+            how,
             pods,
+            ips,
             &all_pairs(pods.len()),
             timeout,
             &|a, b| {
                 let got = tcp_fetch(pods[a].ns(), servers[b].addr(), Duration::from_secs(1))?;
-                let want = format!("from {}", pods[a].ip);
+                let want = format!("from {}", from[a]);
                 if got == want {
                     Ok(())
                 } else {
@@ -315,9 +389,11 @@ impl PingStats {
 }
 
 impl Pinger {
-    pub fn start(from: &ClusterPod, to: Ipv4Addr, interval: Duration) -> Pinger {
+    pub fn start(from: &ClusterPod, to: impl Into<IpAddr>, interval: Duration) -> Pinger {
+        let to: IpAddr = to.into();
+        let fam = if to.is_ipv6() { "-6" } else { "-4" };
         let mut cmd = from.ns().command("ping");
-        cmd.args(["-n", "-W", "1", "-i"])
+        cmd.args([fam, "-n", "-W", "1", "-i"])
             .arg(format!("{:.3}", interval.as_secs_f64()))
             .arg(to.to_string())
             .stdin(std::process::Stdio::null())

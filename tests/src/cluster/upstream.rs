@@ -9,7 +9,7 @@
 
 use super::kube::ANNOTATION_PREFIX;
 use super::{Cluster, ClusterPod, VXLAN_DEV};
-use crate::cni::{result_ip, CniCall, REFERENCE_CNI_PATH};
+use crate::cni::{CniCall, REFERENCE_CNI_PATH};
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -239,13 +239,7 @@ impl Cluster {
         let conf = self.upstream_delegate_config(i);
         std::fs::write(dir.join(&pod.cid), conf.to_string()).expect("save the delegate config");
         let result = self.reference_call(i, "ADD").pod(&pod).run().success_json();
-        let ip = result_ip(&result).parse().expect("an IPv4 address");
-        ClusterPod {
-            node: i,
-            ip,
-            result,
-            pod,
-        }
+        ClusterPod::from_result(i, pod, result).expect("an address in the ADD result")
     }
 
     /// CNI DEL of `p` as upstream's flannel plugin makes it: the delegate

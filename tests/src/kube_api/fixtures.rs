@@ -4,7 +4,7 @@
 //! thousand (the shared parts are built once and cloned), and a Pod.
 
 use serde_json::{json, Map, Value};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 
 /// The annotations flannel's kube subnet manager puts on its Node.
@@ -45,6 +45,8 @@ impl FlannelAnnotations {
 pub struct NodeFixture {
     pub name: String,
     pub internal_ip: Ipv4Addr,
+    /// A second `InternalIP`, IPv6 (a dual-stack kubelet's `--node-ip`).
+    pub internal_ip6: Option<Ipv6Addr>,
     pub pod_cidr: Option<String>,
     pub flannel: Option<FlannelAnnotations>,
     /// Extra labels on top of the kubelet's usual ones.
@@ -59,6 +61,7 @@ impl NodeFixture {
         NodeFixture {
             name: name.to_owned(),
             internal_ip: ip,
+            internal_ip6: None,
             pod_cidr: None,
             flannel: None,
             labels: Vec::new(),
@@ -118,10 +121,13 @@ impl NodeFixture {
             spec["podCIDRs"] = json!([c]);
         }
         let mut status = shared_status().clone();
-        status["addresses"] = json!([
-            {"type": "InternalIP", "address": self.internal_ip.to_string()},
-            {"type": "Hostname", "address": self.name},
-        ]);
+        let mut addresses =
+            vec![json!({"type": "InternalIP", "address": self.internal_ip.to_string()})];
+        if let Some(ip6) = self.internal_ip6 {
+            addresses.push(json!({"type": "InternalIP", "address": ip6.to_string()}));
+        }
+        addresses.push(json!({"type": "Hostname", "address": self.name}));
+        status["addresses"] = Value::Array(addresses);
         json!({
             "apiVersion": "v1",
             "kind": "Node",

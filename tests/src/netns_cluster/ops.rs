@@ -11,11 +11,12 @@ pub fn status(name: &str) -> Result<(String, bool), String> {
     catching(|| {
         let (table, ok) = super::render_table(&c, &pods, true);
         let head = format!(
-            "cluster {:?}: {} nodes, {} pods, {} store{} ({})\n",
+            "cluster {:?}: {} nodes, {} pods, {} store, {}{} ({})\n",
             st.name,
             st.nodes.len(),
             st.pods.len(),
             st.store,
+            st.ip_family().as_str(),
             [("etcd", &st.etcd), ("kube-api-standin", &st.kube)]
                 .iter()
                 .filter_map(|(what, p)| p.as_ref().map(|p| (what, p)))
@@ -26,10 +27,15 @@ pub fn status(name: &str) -> Result<(String, bool), String> {
                 .collect::<String>(),
             st.dir.display()
         );
+        let devices = match st.ip_family() {
+            crate::cluster::IpFamily::V4 => "flannel.1",
+            crate::cluster::IpFamily::V6 => "flannel-v6.1",
+            crate::cluster::IpFamily::Dual => "flannel.1 and flannel-v6.1",
+        };
         let verdict = if ok {
-            "every node's flannel.1 entries match the leases\n"
+            format!("every node's {devices} entries match the leases\n")
         } else {
-            "NOT healthy: see above\n"
+            "NOT healthy: see above\n".to_owned()
         };
         let figures = super::render_figures(&c);
         Ok((format!("{head}{table}{verdict}\n{figures}"), ok))
@@ -48,20 +54,22 @@ pub fn matrix(name: &str, tcp: bool, timeout: Duration) -> Result<(String, bool)
     }
     catching(|| {
         let refs: Vec<_> = pods.iter().collect();
-        let m = c.ping_matrix(&refs, timeout);
-        let mut text = m.render();
-        let mut ok = m.all_ok();
-        for f in m.failures() {
-            text.push_str(&format!("  unreachable: {f}\n"));
-        }
+        // One matrix per family the cluster runs (ping -4, ping -6, ...).
+        let mut ms = c.ping_matrices(&refs, timeout);
         if tcp {
-            let t = c.tcp_matrix(&refs, timeout);
-            text.push('\n');
-            text.push_str(&t.render());
-            for f in t.failures() {
+            ms.extend(c.tcp_matrices(&refs, timeout));
+        }
+        let mut text = String::new();
+        let mut ok = true;
+        for m in &ms {
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(&m.render());
+            for f in m.failures() {
                 text.push_str(&format!("  unreachable: {f}\n"));
             }
-            ok &= t.all_ok();
+            ok &= m.all_ok();
         }
         Ok((text, ok))
     })

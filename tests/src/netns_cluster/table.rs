@@ -1,7 +1,8 @@
-//! The table `up` and `status` print: node, public IP, leased subnet,
-//! VtepMAC, flanneld, (status: whether the kernel matches the leases), pods.
+//! The table `up` and `status` print: node, public IP(s), leased subnet(s),
+//! VtepMAC(s), flanneld, (status: whether the kernel matches the leases),
+//! pods with their addresses. IPv6 columns appear when the cluster runs IPv6.
 
-use crate::cluster::{Cluster, ClusterPod};
+use crate::cluster::{Cluster, ClusterPod, IpFamily};
 
 /// One node's row (plus one line per further pod).
 struct Row {
@@ -16,7 +17,12 @@ pub fn render_table(c: &Cluster, pods: &[ClusterPod], check: bool) -> (String, b
     let leases = c.leases();
     let mut all_ok = true;
     let mut notes = Vec::new();
-    let mut head = vec!["NODE", "PUBLIC IP", "SUBNET", "VTEP MAC", "FLANNELD"];
+    let v6 = c.family().has_v6();
+    let mut head = vec!["NODE", "PUBLIC IP", "SUBNET", "VTEP MAC"];
+    if v6 {
+        head.extend(["PUBLIC IPV6", "IPV6 SUBNET", "V6 VTEP MAC"]);
+    }
+    head.push("FLANNELD");
     if check {
         head.push("ENTRIES");
     }
@@ -32,10 +38,19 @@ pub fn render_table(c: &Cluster, pods: &[ClusterPod], check: bool) -> (String, b
                 .and_then(|e| e.get("FLANNEL_SUBNET").cloned())
                 .and_then(|s| crate::cluster::network_of(&s))
                 .unwrap_or_else(|| "-".into());
-            let lease = leases.iter().find(|l| l.public_ip == ip && !l.is_expired());
+            let lease = leases
+                .iter()
+                .find(|l| l.is_of(n.ip, n.ip6) && !l.is_expired());
             let mac = lease
                 .map(|l| l.vtep_mac.clone())
+                .filter(|m| !m.is_empty())
                 .unwrap_or_else(|| "-".into());
+            let dash = |o: Option<String>| o.unwrap_or_else(|| "-".into());
+            let v6_cells = [
+                dash(n.ip6.map(|a| a.to_string())),
+                dash(n.subnet6()),
+                dash(lease.and_then(|l| l.vtep_mac6.clone())),
+            ];
             let daemon = match (n.pid(), n.is_running()) {
                 (Some(pid), true) => format!("pid {pid}"),
                 (Some(pid), false) => {
@@ -44,11 +59,18 @@ pub fn render_table(c: &Cluster, pods: &[ClusterPod], check: bool) -> (String, b
                 }
                 (None, _) => "-".into(),
             };
-            let mut cells = vec![n.name.clone(), ip, subnet, mac, daemon];
+            let mut cells = vec![n.name.clone(), ip, subnet, mac];
+            if v6 {
+                cells.extend(v6_cells);
+            }
+            cells.push(daemon);
             if check {
-                let peers = c.expected_peers(i);
-                match c.check_entries(i, &peers) {
-                    Ok(()) => cells.push(format!("ok ({} peers)", peers.len())),
+                let peers = c
+                    .expected_peers_of(i, IpFamily::V4)
+                    .len()
+                    .max(c.expected_peers_of(i, IpFamily::V6).len());
+                match c.check_all_entries(i) {
+                    Ok(()) => cells.push(format!("ok ({peers} peers)")),
                     Err(e) => {
                         all_ok = false;
                         notes.push(e);
@@ -59,7 +81,10 @@ pub fn render_table(c: &Cluster, pods: &[ClusterPod], check: bool) -> (String, b
             let pods = pods
                 .iter()
                 .filter(|p| p.node == i)
-                .map(|p| format!("{} {}", pod_name(c, p), p.ip))
+                .map(|p| {
+                    let ips: Vec<String> = p.ips.iter().map(|a| a.to_string()).collect();
+                    format!("{} {}", pod_name(c, p), ips.join(" "))
+                })
                 .collect();
             Row { cells, pods }
         })

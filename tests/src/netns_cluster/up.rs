@@ -2,7 +2,7 @@
 //! kernel matches the leases, prints the table and leaves it all running.
 
 use super::{catching, check_name, cluster_dir, prefix, state_path};
-use crate::cluster::{Cluster, StoreKind};
+use crate::cluster::{Cluster, IpFamily, StoreKind};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -11,6 +11,8 @@ pub struct UpOptions {
     pub nodes: usize,
     pub pods_per_node: usize,
     pub store: StoreKind,
+    /// The overlay's families (`--ip-family`).
+    pub family: IpFamily,
     /// Keep what was made even when `up` fails (to look at it); `down` removes it.
     pub keep: bool,
     /// flanneld's `--lease-ttl`.
@@ -32,10 +34,9 @@ fn start_nodes(c: &mut Cluster) -> Result<(), String> {
         let n = c.node(i);
         let deadline = Instant::now() + READY;
         loop {
-            let ready = n.subnet_env().is_some_and(|e| {
-                e.get("FLANNEL_SUBNET")
-                    .is_some_and(|s| crate::cluster::network_of(s).is_some())
-            });
+            let ready = n
+                .subnet_env()
+                .is_some_and(|e| crate::cluster::env_is_ready(&e));
             if ready {
                 break;
             }
@@ -104,6 +105,7 @@ pub fn up(o: &UpOptions) -> Result<String, String> {
             .dir(&dir)
             .detached(true)
             .store(o.store)
+            .ip_family(o.family)
             .lease_ttl(o.lease_ttl)
             .start(false);
         let c = built.insert(b.build());
@@ -128,12 +130,13 @@ pub fn up(o: &UpOptions) -> Result<String, String> {
             let st = c.persist(&o.name, pods);
             st.save(&state_path(&dir))?;
             Ok(format!(
-                "cluster {:?} up in {:.1} s: {} nodes, {} pods, {} store ({})\n{table}",
+                "cluster {:?} up in {:.1} s: {} nodes, {} pods, {} store, {} ({})\n{table}",
                 o.name,
                 started.elapsed().as_secs_f64(),
                 o.nodes,
                 o.nodes * o.pods_per_node,
                 o.store.as_str(),
+                o.family.as_str(),
                 dir.display()
             ))
         }

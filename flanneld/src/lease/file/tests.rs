@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use super::format::{decode, encode, parse_name};
 use super::FileStore;
-use crate::lease::contract_tests::{attrs, config, net, Backing, TestDir, LONG};
+use crate::lease::contract_tests::{attrs, config, net, Backing, TempDir, LONG};
 use crate::lease::{LeaseError, LeaseEvent, LeaseStore, LeaseTiming};
 use crate::netconf::NetConfig;
 
 /// A temp directory holding `leases/` and (maybe) `net-conf.json`.
 struct FileBacking {
-    dir: TestDir,
+    dir: TempDir,
     timing: LeaseTiming,
 }
 
@@ -34,7 +34,7 @@ impl FileBacking {
 impl Backing for FileBacking {
     async fn new(timing: LeaseTiming) -> Self {
         Self {
-            dir: TestDir::new("leases"),
+            dir: TempDir::new("leases"),
             timing,
         }
     }
@@ -313,7 +313,7 @@ async fn one_lease_per_public_ip() {
 
 #[tokio::test]
 async fn directory_is_created_on_first_use_and_its_removal_ends_the_watch() {
-    let t = TestDir::new("leases-nested");
+    let t = TempDir::new("leases-nested");
     let dir = t.path().join("a/b/leases");
     let s = FileStore::new(dir.clone(), t.path().join("none.json"), LONG);
     let mut w = s.watch().await.unwrap_or_else(|e| panic!("watch: {e}"));
@@ -332,7 +332,7 @@ async fn directory_is_created_on_first_use_and_its_removal_ends_the_watch() {
 
 #[tokio::test]
 async fn errors_name_the_operation_and_the_path() {
-    let t = TestDir::new("leases-file");
+    let t = TempDir::new("leases-file");
     let blocker = t.path().join("file");
     write(&blocker, "");
     let s = FileStore::new(blocker.join("leases"), t.path().join("n.json"), LONG);

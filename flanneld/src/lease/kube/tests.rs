@@ -16,7 +16,7 @@ use tokio::time::timeout;
 
 use super::{KubeConfig, KubeStore};
 use crate::lease::contract_tests::{
-    attrs, config, expect_quiet, net, next_event, Backing, TestDir,
+    attrs, config, expect_quiet, net, next_event, Backing, TempDir,
 };
 use crate::lease::{Lease, LeaseEvent, LeaseStore, LeaseTiming};
 
@@ -27,7 +27,7 @@ const NET_CONF: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}
 /// directory with its kubeconfig and net-conf.json.
 struct KubeBacking {
     api: KubeApiServer,
-    dir: TestDir,
+    dir: TempDir,
     next: AtomicU32,
     /// Which node each store instance is (by the Arc's address).
     names: Mutex<HashMap<usize, String>>,
@@ -45,7 +45,7 @@ impl KubeBacking {
             opts = opts.node_ipam(ipam);
         }
         let api = KubeApiServer::start_with(opts).expect("start the stand-in");
-        let dir = TestDir::new("kube");
+        let dir = TempDir::new("kube");
         api.write_kubeconfig(&dir.path().join("kubeconfig"))
             .expect("write kubeconfig");
         std::fs::write(dir.path().join("net-conf.json"), NET_CONF).expect("write net-conf");

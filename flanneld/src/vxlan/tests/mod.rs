@@ -1,6 +1,6 @@
 //! Tests of the VXLAN backend. `plan.rs` is pure; the others run as root,
-//! each in network namespaces it creates (`fvx<pid>-<n>`, deleted on drop,
-//! also on panic): the backend runs on a thread that enters the namespace
+//! each in network namespaces it creates (the harness's `NetNs`, named
+//! `ft<pid>-<n>-vx`, deleted on drop, also on panic): the backend runs on a thread that enters the namespace
 //! and opens its netlink socket there; iproute2 reads back what it did.
 
 mod device;
@@ -14,14 +14,12 @@ use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
+use flannel_tests::netns::NetNs;
 use ipnetwork::{Ipv4Network, Ipv6Network};
 use serde_json::Value;
 
 use super::{DeviceSpec, Peer, Vxlan, VxlanFamily};
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Our address on the namespace's `eth0`.
 pub(super) const LOCAL: Ipv4Addr = Ipv4Addr::new(192, 168, 64, 2);
@@ -30,26 +28,18 @@ pub(super) const MAC: [u8; 6] = [0x0e, 0x00, 0x00, 0x00, 0x00, 0x11];
 pub(super) const LOCAL6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x64, 0, 0, 0, 0, 0, 2);
 
 /// A network namespace with `eth0` (a veth whose peer `eth0p` stays in the
-/// same namespace) at 192.168.64.2/24 and fd00:64::2/64, up. Deleted on
-/// drop.
+/// same namespace) at 192.168.64.2/24 and fd00:64::2/64, up. The
+/// harness's [`NetNs`] owns it (deleted on drop, also on panic).
 pub(crate) struct TestNs {
+    ns: NetNs,
     name: String,
 }
 
 impl TestNs {
     pub fn new() -> TestNs {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
-        assert!(
-            euid == 0,
-            "the vxlan tests build network namespaces and must run as root"
-        );
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("fvx{}-{n}", std::process::id());
-        run("ip", &["netns", "add", &name]);
-        // From here on, Drop removes the namespace even if setup fails.
-        let ns = TestNs { name };
-        ns.ip(&["link", "set", "lo", "up"]);
+        let ns = NetNs::new("-vx");
+        let name = ns.name().to_string();
+        let ns = TestNs { ns, name };
         ns.ip(&[
             "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
         ]);
@@ -62,16 +52,12 @@ impl TestNs {
 
     /// `ip -n NS ARGS`, panicking on failure; returns stdout.
     pub fn ip(&self, args: &[&str]) -> String {
-        let mut full = vec!["-n", &self.name];
-        full.extend_from_slice(args);
-        run("ip", &full)
+        self.ns.ip_ok(args)
     }
 
     /// `ip -j -n NS ARGS` as JSON (empty output is `[]`).
     pub fn ip_json(&self, args: &[&str]) -> Value {
-        let mut full = vec!["-j", "-n", &self.name];
-        full.extend_from_slice(args);
-        json(&run("ip", &full))
+        self.ns.ip_json(args)
     }
 
     /// `bridge -j -n NS ARGS` as JSON.
@@ -146,7 +132,7 @@ impl TestNs {
         Fut: Future<Output = T>,
         T: Send + 'a,
     {
-        let path = format!("/run/netns/{}", self.name);
+        let path = self.ns.path().to_path_buf();
         std::thread::scope(|s| {
             let worker = s.spawn(move || {
                 let file = std::fs::File::open(&path).expect("open the namespace file");
@@ -260,17 +246,6 @@ impl TestNs {
                     )
                 }),
         )
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        let out = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-        if !matches!(&out, Ok(o) if o.status.success()) {
-            eprintln!("warning: ip netns del {}: {out:?}", self.name);
-        }
     }
 }
 
