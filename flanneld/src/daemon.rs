@@ -52,26 +52,12 @@ pub enum Exit {
     Stopped,
 }
 
-/// What this build's datapath can serve: IPv4 (`flannel.<VNI>`) and
-/// dual-stack (with `flannel-v6.<VNI>`). An IPv6-only configuration is
-/// refused before anything is configured, rather than half-working: a
-/// lease is still identified by its IPv4 subnet.
-pub fn check_supported(config: &NetConfig) -> Result<(), String> {
-    if config.ipv4.is_none() {
-        return Err(IPV6_ONLY_UNSUPPORTED.to_string());
-    }
-    Ok(())
-}
-
-pub const IPV6_ONLY_UNSUPPORTED: &str = "IPv6-only (EnableIPv4 false) is not supported by this build yet: leases are still identified by their IPv4 subnet; run dual-stack, see issue 12";
-
 pub async fn run(
     store: Box<dyn LeaseStore>,
     config: NetConfig,
     settings: Settings,
     handle: Handle,
 ) -> Result<Exit, String> {
-    check_supported(&config)?;
     let store: Arc<dyn LeaseStore> = Arc::from(store);
     let ready = Readiness::default();
     let metrics = Arc::clone(&settings.metrics);
@@ -98,15 +84,18 @@ pub async fn run(
     let vtep_mac = hints
         .vtep_mac
         .unwrap_or_else(|| mac::vtep_mac(public_ip, vni));
-    let spec = DeviceSpec {
-        vni,
-        port: config.backend.port,
-        local: public_ip,
-        ext_index: settings.ext.index,
-        mtu: vxlan_mtu::<ipnetwork::Ipv4Network>(&config, &settings)?,
-        mac: vtep_mac,
-        gbp: config.backend.gbp,
-        learning: config.backend.learning,
+    let spec = match &config.ipv4 {
+        None => None,
+        Some(_) => Some(DeviceSpec {
+            vni,
+            port: config.backend.port,
+            local: public_ip,
+            ext_index: settings.ext.index,
+            mtu: vxlan_mtu::<ipnetwork::Ipv4Network>(&config, &settings)?,
+            mac: vtep_mac,
+            gbp: config.backend.gbp,
+            learning: config.backend.learning,
+        }),
     };
     let spec6 = match (&config.ipv6, settings.public_ipv6) {
         (None, _) => None,
@@ -129,14 +118,26 @@ pub async fn run(
             learning: config.backend.learning,
         }),
     };
-    // Pods get an MTU that fits every family's device.
-    let mtu = spec6.as_ref().map_or(spec.mtu, |s6| spec.mtu.min(s6.mtu));
-    let mut attrs = LeaseAttrs::vxlan(public_ip, vni, &mac::format(&vtep_mac));
-    if let Some(s6) = &spec6 {
-        attrs = attrs.with_ipv6(s6.local, vni, &mac::format(&s6.mac));
-    }
+    // Pods get an MTU that fits every family's device; the lease carries
+    // each family's half (IPv6-only: `PublicIP` 0.0.0.0, as flannel).
+    let (attrs, mtu) = match (&spec, &spec6) {
+        (Some(s), None) => (LeaseAttrs::vxlan(s.local, vni, &mac::format(&s.mac)), s.mtu),
+        (Some(s), Some(s6)) => (
+            LeaseAttrs::vxlan(s.local, vni, &mac::format(&s.mac)).with_ipv6(
+                s6.local,
+                vni,
+                &mac::format(&s6.mac),
+            ),
+            s.mtu.min(s6.mtu),
+        ),
+        (None, Some(s6)) => (
+            LeaseAttrs::vxlan_v6_only(s6.local, vni, &mac::format(&s6.mac)),
+            s6.mtu,
+        ),
+        (None, None) => return Err("no address family is enabled".into()),
+    };
     let specs = Specs {
-        v4: Some(spec),
+        v4: spec,
         v6: spec6,
     };
     let mut dp = Datapath::create(
@@ -156,10 +157,14 @@ pub async fn run(
     let acquired = store.acquire_with(&config, &attrs, previous).await;
     metrics.store_request("acquire", &acquired);
     let mut lease = acquired.map_err(|e| format!("acquire a subnet lease: {e}"))?;
-    let own = lease.subnet;
-    tracing::info!(subnet = %own, ipv6_subnet = ?lease.ipv6_subnet, "lease acquired");
+    tracing::info!(subnet = ?lease.ipv4(), ipv6_subnet = ?lease.ipv6_subnet, "lease acquired");
     let store_kind = settings.store_kind;
-    metrics.set_lease(own, lease.attrs.public_ip, store_kind, lease.expiration);
+    metrics.set_lease(
+        lease.main_subnet(),
+        lease.attrs.node_ip(),
+        store_kind,
+        lease.expiration,
+    );
     metrics.store_reachable.set(1);
 
     dp.adopt(&lease).await?;
@@ -253,7 +258,7 @@ pub async fn run(
                 match &result {
                     Ok(l) => {
                         metrics.lease_renewals.inc();
-                        metrics.set_lease(l.subnet, l.attrs.public_ip, store_kind, l.expiration);
+                        metrics.set_lease(l.main_subnet(), l.attrs.node_ip(), store_kind, l.expiration);
                     }
                     Err(_) => {
                         metrics.lease_renewal_failures.inc();
@@ -297,9 +302,13 @@ async fn start_rules(
         (Some(_), None) => return Err(format!("our lease {} has no IPv6 subnet", lease.key())),
         (None, _) => None,
     };
+    let ipv4 = match (&config.ipv4, lease.ipv4()) {
+        (Some(net), Some(own)) => Some((net.network, own)),
+        (Some(_), None) => return Err(format!("our lease {} has no IPv4 subnet", lease.key())),
+        (None, _) => None,
+    };
     let rules = MasqRules {
-        network: config.v4()?.network,
-        subnet: lease.subnet,
+        ipv4,
         ipv6,
         masquerade: settings.ip_masq,
         forward: settings.forward_rules,
@@ -341,9 +350,9 @@ impl Renewal {
         match result {
             Ok(renewed) => {
                 if self.failing {
-                    tracing::info!(subnet = %renewed.subnet, "lease renewed again");
+                    tracing::info!(lease = %renewed.key(), "lease renewed again");
                 } else {
-                    tracing::debug!(subnet = %renewed.subnet, "lease renewed");
+                    tracing::debug!(lease = %renewed.key(), "lease renewed");
                 }
                 *self = Self::default();
                 *lease = renewed;
@@ -361,7 +370,7 @@ impl Renewal {
                 if !self.failing {
                     tracing::warn!(
                         "renew lease for {}: {e}; retrying with back-off, the datapath stays as it is",
-                        lease.subnet
+                        lease.key()
                     );
                 }
                 self.failing = true;
@@ -402,7 +411,15 @@ pub fn subnet_env(
     ipmasq: bool,
 ) -> Result<SubnetEnv, String> {
     let (network, subnet) = match &config.ipv4 {
-        Some(v4) => (Some(v4.network), Some(gateway(lease.subnet)?)),
+        Some(v4) => {
+            let own = lease.ipv4().ok_or_else(|| {
+                format!(
+                    "write subnet.env: IPv4 is enabled but the lease {} has no IPv4 subnet",
+                    lease.key()
+                )
+            })?;
+            (Some(v4.network), Some(gateway(own)?))
+        }
         None => (None, None),
     };
     let (ipv6_network, ipv6_subnet) = match (&config.ipv6, lease.ipv6_subnet) {
@@ -410,7 +427,7 @@ pub fn subnet_env(
         (Some(_), None) => {
             return Err(format!(
                 "write subnet.env: IPv6 is enabled but the lease for {} has no IPv6 subnet",
-                lease.subnet
+                lease.key()
             ))
         }
         (None, _) => (None, None),

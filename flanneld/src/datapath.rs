@@ -14,7 +14,7 @@ mod family;
 mod ns_tests;
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -53,7 +53,7 @@ pub struct Datapath {
     /// (kube): which peer subnets are trusted.
     store_chooses: bool,
     /// Our lease and public IP, once acquired.
-    own: Option<(LeaseId, Ipv4Addr)>,
+    own: Option<(LeaseId, IpAddr)>,
     metrics: Arc<Metrics>,
 }
 
@@ -130,7 +130,7 @@ impl Datapath {
 
     /// Takes our lease: its addresses go on the devices.
     pub async fn adopt(&mut self, lease: &Lease) -> Result<(), String> {
-        self.own = Some((lease_id(lease), lease.attrs.public_ip));
+        self.own = Some((lease_id(lease), lease.attrs.node_ip()));
         if let Some(v4) = self.v4.as_mut() {
             v4.adopt(lease).await?;
         }
@@ -167,10 +167,11 @@ impl Datapath {
             LeaseEvent::Removed(l) => (lease_id(l), None),
         };
         if id == own {
+            let own = crate::lease::subnet_key(own.0, own.1);
             return match lease {
-                Some(l) if l.attrs.public_ip != own_ip => Err(format!(
+                Some(l) if l.attrs.node_ip() != own_ip => Err(format!(
                     "lease for {own} was taken over by {}: exiting so this node stops serving a subnet it no longer owns",
-                    l.attrs.public_ip
+                    l.attrs.node_ip()
                 )),
                 Some(_) => Ok(Follow::Nothing),
                 None => {

@@ -1,10 +1,12 @@
 //! Choosing the external interface: `--iface` (names or addresses, first
 //! match wins), else `--iface-regex`, else the default route's interface.
+//! An interface counts when it has an address of the family the overlay
+//! runs on: IPv4, or a global IPv6 when IPv6-only (as flannel).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
-use ipnetwork::Ipv4Network;
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use regex::Regex;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::LinkAttribute;
@@ -16,8 +18,9 @@ use rtnetlink::{Handle, RouteMessageBuilder};
 pub struct ExtIface {
     pub index: u32,
     pub name: String,
-    /// The address peers reach us at (unless --public-ip says otherwise).
-    pub addr: Ipv4Addr,
+    /// The address peers reach us at (unless --public-ip or --public-ipv6
+    /// says otherwise): IPv4, or IPv6 when the overlay is IPv6-only.
+    pub addr: IpAddr,
     pub mtu: u32,
 }
 
@@ -27,17 +30,24 @@ struct LinkRow {
     mtu: u32,
 }
 
-/// Picks the external interface as flannel does; the error says what was
-/// looked for.
+/// Picks the external interface as flannel does, by an address of IPv4
+/// (`ipv6_only` false) or a global IPv6; the error says what was looked
+/// for.
 pub async fn select(
     handle: &Handle,
     ifaces: &[String],
     regexes: &[String],
+    ipv6_only: bool,
 ) -> Result<ExtIface, String> {
     let links = links(handle).await?;
-    let addrs = addresses(handle).await?;
-    let build = |link: &LinkRow, want: Option<Ipv4Addr>| -> Option<ExtIface> {
-        let networks: Vec<Ipv4Network> = addrs
+    let addrs = addresses(handle, ipv6_only).await?;
+    let (kind, no_kind) = if ipv6_only {
+        ("a global IPv6 address", "global IPv6 address")
+    } else {
+        ("an IPv4 address", "IPv4 address")
+    };
+    let build = |link: &LinkRow, want: Option<IpAddr>| -> Option<ExtIface> {
+        let networks: Vec<IpNetwork> = addrs
             .iter()
             .filter(|(i, _)| *i == link.index)
             .map(|(_, n)| *n)
@@ -56,7 +66,7 @@ pub async fn select(
 
     if !ifaces.is_empty() {
         for spec in ifaces {
-            let found = match spec.parse::<Ipv4Addr>() {
+            let found = match spec.parse::<IpAddr>() {
                 Ok(ip) => addrs
                     .iter()
                     .find(|(_, n)| n.ip() == ip)
@@ -72,7 +82,7 @@ pub async fn select(
             }
         }
         return Err(format!(
-            "none of --iface {} exists with an IPv4 address",
+            "none of --iface {} exists with {kind}",
             ifaces.join(", ")
         ));
     }
@@ -105,21 +115,23 @@ pub async fn select(
             }
         }
         return Err(format!(
-            "no interface with an IPv4 address matches --iface-regex {}",
+            "no interface with {kind} matches --iface-regex {}",
             regexes.join(", ")
         ));
     }
-    let index = default_route_oif(handle).await?.ok_or_else(|| {
-        "no default route: pass --iface or --iface-regex to choose the external interface"
-            .to_string()
-    })?;
+    let index = default_route_oif(handle, ipv6_only)
+        .await?
+        .ok_or_else(|| {
+            let family = if ipv6_only { "IPv6 " } else { "" };
+            format!("no {family}default route: pass --iface or --iface-regex to choose the external interface")
+        })?;
     let link = links
         .iter()
         .find(|l| l.index == index)
         .ok_or_else(|| format!("the default route's interface #{index} vanished"))?;
     build(link, None).ok_or_else(|| {
         format!(
-            "the default route's interface {} has no IPv4 address",
+            "the default route's interface {} has no {no_kind}",
             link.name
         )
     })
@@ -201,7 +213,9 @@ async fn links(handle: &Handle) -> Result<Vec<LinkRow>, String> {
     Ok(out)
 }
 
-async fn addresses(handle: &Handle) -> Result<Vec<(u32, Ipv4Network)>, String> {
+/// Every usable address of one family: IPv4 but loopback and link-local,
+/// or global unicast IPv6.
+async fn addresses(handle: &Handle, ipv6: bool) -> Result<Vec<(u32, IpNetwork)>, String> {
     let mut stream = handle.address().get().execute();
     let mut out = Vec::new();
     while let Some(msg) = stream
@@ -215,25 +229,34 @@ async fn addresses(handle: &Handle) -> Result<Vec<(u32, Ipv4Network)>, String> {
         let mut address = None;
         for attr in &msg.attributes {
             match attr {
-                AddressAttribute::Local(IpAddr::V4(a)) => local = Some(*a),
-                AddressAttribute::Address(IpAddr::V4(a)) => address = Some(*a),
+                AddressAttribute::Local(a) if a.is_ipv6() == ipv6 => local = Some(*a),
+                AddressAttribute::Address(a) if a.is_ipv6() == ipv6 => address = Some(*a),
                 _ => {}
             }
         }
-        if let Some(ip) = local.or(address) {
-            if ip.is_loopback() || ip.is_link_local() {
-                continue;
+        let prefix = msg.header.prefix_len;
+        let net = match local.or(address) {
+            Some(IpAddr::V4(ip)) if !(ip.is_loopback() || ip.is_link_local()) => {
+                Ipv4Network::new(ip, prefix).ok().map(IpNetwork::V4)
             }
-            if let Ok(net) = Ipv4Network::new(ip, msg.header.prefix_len) {
-                out.push((msg.header.index, net));
+            Some(IpAddr::V6(ip)) if crate::lease::v6::is_global_unicast(ip) => {
+                Ipv6Network::new(ip, prefix).ok().map(IpNetwork::V6)
             }
+            _ => None,
+        };
+        if let Some(net) = net {
+            out.push((msg.header.index, net));
         }
     }
     Ok(out)
 }
 
-async fn default_route_oif(handle: &Handle) -> Result<Option<u32>, String> {
-    let msg = RouteMessageBuilder::<Ipv4Addr>::new().build();
+async fn default_route_oif(handle: &Handle, ipv6: bool) -> Result<Option<u32>, String> {
+    let msg = if ipv6 {
+        RouteMessageBuilder::<Ipv6Addr>::new().build()
+    } else {
+        RouteMessageBuilder::<Ipv4Addr>::new().build()
+    };
     let mut stream = handle.route().get(msg).execute();
     while let Some(route) = stream
         .try_next()
@@ -243,10 +266,11 @@ async fn default_route_oif(handle: &Handle) -> Result<Option<u32>, String> {
         if route.header.destination_prefix_length != 0 || route.header.table != 254 {
             continue;
         }
-        let is_default = !route
-            .attributes
-            .iter()
-            .any(|a| matches!(a, RouteAttribute::Destination(RouteAddress::Inet(d)) if !d.is_unspecified()));
+        let is_default = !route.attributes.iter().any(|a| match a {
+            RouteAttribute::Destination(RouteAddress::Inet(d)) => !d.is_unspecified(),
+            RouteAttribute::Destination(RouteAddress::Inet6(d)) => !d.is_unspecified(),
+            _ => false,
+        });
         if !is_default {
             continue;
         }

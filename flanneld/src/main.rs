@@ -1,7 +1,7 @@
 //! flanneld: CLI → daemon. Errors end as one log line and a non-zero exit.
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,17 +81,27 @@ async fn run(cli: Cli) -> Result<daemon::Exit, String> {
         .network_config()
         .await
         .map_err(|e| format!("read the network configuration: {e}"))?;
-    daemon::check_supported(&config)?;
 
     let (conn, handle, _) =
         rtnetlink::new_connection().map_err(|e| format!("open netlink socket: {e}"))?;
     tokio::spawn(conn);
-    let ext = flanneld::iface::select(&handle, &cli.iface, &cli.iface_regex).await?;
-    let public_ip = cli.public_ip.unwrap_or(ext.addr);
+    // IPv6-only: the interface is chosen by its global IPv6 address, and
+    // the lease's `PublicIP` is 0.0.0.0 (flannel's empty IPv4).
+    let ipv6_only = config.ipv4.is_none();
+    let ext = flanneld::iface::select(&handle, &cli.iface, &cli.iface_regex, ipv6_only).await?;
+    let public_ip = match (ext.addr, ipv6_only) {
+        (_, true) => Ipv4Addr::UNSPECIFIED,
+        (IpAddr::V4(a), false) => cli.public_ip.unwrap_or(a),
+        (IpAddr::V6(a), false) => cli
+            .public_ip
+            .ok_or_else(|| format!("interface {} has no IPv4 address ({a})", ext.name))?,
+    };
     tracing::info!(iface = %ext.name, addr = %ext.addr, %public_ip, mtu = ext.mtu, "external interface");
-    let public_ipv6 = match config.ipv6 {
-        Some(_) => Some(flanneld::iface::public_ipv6(&handle, &ext, cli.public_ipv6).await?),
-        None => None,
+    let public_ipv6 = match (config.ipv6, ext.addr) {
+        // The address the interface was chosen by, as flannel takes it.
+        (Some(_), IpAddr::V6(a)) if cli.public_ipv6.is_none() => Some(a),
+        (Some(_), _) => Some(flanneld::iface::public_ipv6(&handle, &ext, cli.public_ipv6).await?),
+        (None, _) => None,
     };
     let settings = Settings {
         ext,

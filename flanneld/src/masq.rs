@@ -34,8 +34,8 @@ pub const TABLE: &str = "flannel-rs";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MasqRules {
-    pub network: Ipv4Network,
-    pub subnet: Ipv4Network,
+    /// The IPv4 network and this node's IPv4 subnet (none when IPv6-only).
+    pub ipv4: Option<(Ipv4Network, Ipv4Network)>,
     /// Dual-stack: the IPv6 network and this node's IPv6 subnet.
     pub ipv6: Option<(Ipv6Network, Ipv6Network)>,
     pub masquerade: bool,
@@ -52,9 +52,10 @@ impl MasqRules {
         self.masquerade || self.forward
     }
 
-    /// The IPv4 table's body, one rule a line.
-    fn body(&self) -> String {
-        self.family_body("ip", self.network, self.subnet, "224.0.0.0/4")
+    /// The IPv4 table's body, one rule a line, unless IPv6-only.
+    fn body(&self) -> Option<String> {
+        let (n, p) = self.ipv4?;
+        Some(self.family_body("ip", n, p, "224.0.0.0/4"))
     }
 
     /// The IPv6 table's body, when dual-stack.
@@ -99,7 +100,9 @@ impl MasqRules {
     /// IPv6 is off).
     fn script(&self) -> String {
         let mut script = remove_script();
-        script.push_str(&format!("table ip {TABLE} {{\n{}}}\n", self.body()));
+        if let Some(body) = self.body() {
+            script.push_str(&format!("table ip {TABLE} {{\n{body}}}\n"));
+        }
         if let Some(body6) = self.body6() {
             script.push_str(&format!("table ip6 {TABLE} {{\n{body6}}}\n"));
         }
@@ -141,9 +144,10 @@ pub struct MasqKeeper {
 impl MasqKeeper {
     /// The tables kept, for messages: "ip flannel-rs" (and "ip6 flannel-rs").
     pub fn tables(&self) -> String {
-        match self.rules.ipv6 {
-            Some(_) => format!("ip {TABLE} and ip6 {TABLE}"),
-            None => format!("ip {TABLE}"),
+        match (self.rules.ipv4, self.rules.ipv6) {
+            (Some(_), Some(_)) => format!("ip {TABLE} and ip6 {TABLE}"),
+            (None, Some(_)) => format!("ip6 {TABLE}"),
+            _ => format!("ip {TABLE}"),
         }
     }
 
@@ -229,14 +233,16 @@ mod tests {
     #[test]
     fn rules_follow_flannel() {
         let r = MasqRules {
-            network: "10.244.0.0/16".parse().expect("cidr"),
-            subnet: "10.244.3.0/24".parse().expect("cidr"),
+            ipv4: Some((
+                "10.244.0.0/16".parse().expect("cidr"),
+                "10.244.3.0/24".parse().expect("cidr"),
+            )),
             ipv6: None,
             masquerade: true,
             forward: true,
             fully_random: true,
         };
-        let body = r.body();
+        let body = r.body().expect("IPv4 body");
         assert!(body.contains("ip saddr 10.244.3.0/24 ip daddr 10.244.0.0/16 return"));
         assert!(
             body.contains("ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random")
@@ -249,10 +255,37 @@ mod tests {
             forward: false,
             ..r
         };
-        assert!(!plain.body().contains("fully-random"));
-        assert!(!plain.body().contains("chain forward"));
+        assert!(!plain.body().expect("IPv4 body").contains("fully-random"));
+        assert!(!plain.body().expect("IPv4 body").contains("chain forward"));
         assert!(plain.body6().is_none());
         assert!(!plain.script().contains("table ip6 flannel-rs {"));
+    }
+
+    #[test]
+    fn ipv6_only_has_only_the_ip6_table() {
+        let r = MasqRules {
+            ipv4: None,
+            ipv6: Some((
+                "fd00:10:244::/56".parse().expect("cidr"),
+                "fd00:10:244:3::/64".parse().expect("cidr"),
+            )),
+            masquerade: true,
+            forward: true,
+            fully_random: false,
+        };
+        assert!(r.body().is_none());
+        let script = r.script();
+        assert!(!script.contains("table ip flannel-rs {"), "{script}");
+        assert!(script.contains("table ip6 flannel-rs {"), "{script}");
+        assert!(
+            script.contains("ip6 saddr fd00:10:244:3::/64 ip6 daddr fd00:10:244::/56 return"),
+            "{script}"
+        );
+        let keeper = MasqKeeper {
+            rules: r,
+            applied: None,
+        };
+        assert_eq!(keeper.tables(), "ip6 flannel-rs");
     }
 
     /// Dual-stack rules applied in a namespace and read back from the
@@ -262,8 +295,10 @@ mod tests {
     fn dual_stack_tables_are_applied_checked_and_removed() {
         let ns = crate::vxlan::tests::TestNs::new();
         let dual = MasqRules {
-            network: "10.244.0.0/16".parse().expect("cidr"),
-            subnet: "10.244.3.0/24".parse().expect("cidr"),
+            ipv4: Some((
+                "10.244.0.0/16".parse().expect("cidr"),
+                "10.244.3.0/24".parse().expect("cidr"),
+            )),
             ipv6: Some((
                 "fd00:10:244::/56".parse().expect("cidr"),
                 "fd00:10:244:3::/64".parse().expect("cidr"),
@@ -320,8 +355,10 @@ mod tests {
     #[test]
     fn ipv6_rules_are_the_same_in_ip6() {
         let r = MasqRules {
-            network: "10.244.0.0/16".parse().expect("cidr"),
-            subnet: "10.244.3.0/24".parse().expect("cidr"),
+            ipv4: Some((
+                "10.244.0.0/16".parse().expect("cidr"),
+                "10.244.3.0/24".parse().expect("cidr"),
+            )),
             ipv6: Some((
                 "fd00:10:244::/56".parse().expect("cidr"),
                 "fd00:10:244:3::/64".parse().expect("cidr"),
@@ -348,6 +385,7 @@ mod tests {
         let shape = |b: &str| b.replace("ip6 ", "ip ").replace(n, "N").replace(p, "P");
         let v4 = r
             .body()
+            .expect("IPv4 body")
             .replace("10.244.0.0/16", "N")
             .replace("10.244.3.0/24", "P");
         assert_eq!(

@@ -4,10 +4,8 @@
 //! Names: prefix `flanneld_`, base units (seconds, bytes), `_total` on
 //! counters (the crate appends it).
 
-use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ipnetwork::Ipv4Network;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -218,8 +216,8 @@ impl Metrics {
     /// This node's lease, as acquired or renewed.
     pub fn set_lease(
         &self,
-        subnet: Ipv4Network,
-        public_ip: Ipv4Addr,
+        subnet: impl std::fmt::Display,
+        public_ip: impl std::fmt::Display,
         store: &str,
         expiry: SystemTime,
     ) {
@@ -381,8 +379,8 @@ mod tests {
     fn a_scrape_names_every_family() {
         let m = Metrics::new();
         m.set_lease(
-            "10.244.1.0/24".parse().expect("net"),
-            "192.168.64.2".parse().expect("ip"),
+            "10.244.1.0/24",
+            "192.168.64.2",
             "file",
             UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         );

@@ -145,10 +145,11 @@ fn bad_net_conf_files_exit_non_zero_naming_the_field() {
             r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}"#,
             "has no global IPv6 address: give it one, or pass --public-ipv6",
         ),
-        // Valid, but IPv6-only is not served yet (issue 12).
+        // Valid IPv6-only, but this node has no IPv6 default route (nor
+        // --iface) to choose the external interface by.
         (
             r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}"#,
-            "see issue 12",
+            "no IPv6 default route",
         ),
     ];
     for (text, field) in cases {

@@ -17,13 +17,15 @@ use crate::mac;
 use crate::netconf::{FamilyConfig, NetConfig};
 use crate::vxlan::{Device, DeviceSpec, Peer, Repairs, Vxlan, VxlanFamily};
 
-/// What identifies a lease across its events, whatever its families: a
-/// lease's peers of both families are replaced together when it changes.
-pub type LeaseId = Ipv4Network;
+/// What identifies a lease across its events, whatever its families (its
+/// store key: the IPv4 subnet, [`crate::lease::NO_IPV4`] when IPv6-only,
+/// and the IPv6 subnet): a lease's peers of both families are replaced
+/// together when it changes.
+pub type LeaseId = crate::lease::LeaseKey;
 
 /// The lease's identity.
 pub fn lease_id(l: &Lease) -> LeaseId {
-    l.subnet
+    l.id()
 }
 
 /// Where a family lives in a lease and in the configuration.
@@ -65,6 +67,10 @@ impl LeaseFamily for Ipv4Network {
         store_chooses: bool,
         own_ip: Ipv4Addr,
     ) -> Result<Option<Peer<Self>>, String> {
+        // An IPv6-only lease has no IPv4 part.
+        if l.ipv4().is_none() && l.ipv6_subnet.is_some() {
+            return Ok(None);
+        }
         let trusted = if store_chooses {
             net.is_leasable(l.subnet)
         } else {
@@ -219,7 +225,11 @@ impl<F: LeaseFamily> FamilyPath<F> {
         let mut changed = false;
         if let Some(old) = before.filter(|s| peer.as_ref().map(|p| p.subnet) != Some(*s)) {
             self.by_lease.remove(&id);
-            changed |= self.remove(old).await;
+            // Another lease may hold this subnet now (the same node under a
+            // new key: its other family's subnet changed).
+            if !self.by_lease.values().any(|s| *s == old) {
+                changed |= self.remove(old).await;
+            }
         }
         if let Some(p) = peer {
             self.by_lease.insert(id, p.subnet);

@@ -125,9 +125,12 @@ fn dual_stack_events_change_one_family_remove_both_and_repair_v6() {
             .unwrap_or_else(|e| panic!("adopt: {e}"));
         dp.program(&[own.clone(), lease(3, 3)]).await;
 
-        // Node 3's IPv6 subnet changes (its IPv4 half does not): the old
-        // IPv6 entries go, the new come, IPv4 is left alone.
+        // Node 3's IPv6 subnet changes (its IPv4 half does not): a new
+        // store key, whose lease may be reported before the old key's
+        // removal; the old IPv6 entries go, the new come, IPv4 stays.
         let f = dp.on_lease_event(LeaseEvent::Added(lease(3, 9))).await;
+        assert_eq!(f, Ok(Follow::Nothing));
+        let f = dp.on_lease_event(LeaseEvent::Removed(lease(3, 3))).await;
         assert_eq!(f, Ok(Follow::Nothing));
         assert_eq!(
             routes(ns_ref),
@@ -138,17 +141,24 @@ fn dual_stack_events_change_one_family_remove_both_and_repair_v6() {
             ["fd00:10:244:9:: 0e:00:00:00:06:03 PERMANENT"]
         );
 
-        // A lease that loses its IPv6 half keeps only its IPv4 peer.
+        // A lease that loses its IPv6 half (a new key, the old removed)
+        // keeps only its IPv4 peer.
         let mut v4_only = lease(3, 9);
         v4_only.ipv6_subnet = None;
-        dp.on_lease_event(LeaseEvent::Added(v4_only.clone()))
-            .await
-            .expect("event");
+        for ev in [
+            LeaseEvent::Added(v4_only.clone()),
+            LeaseEvent::Removed(lease(3, 9)),
+        ] {
+            dp.on_lease_event(ev).await.expect("event");
+        }
         assert_eq!(routes(ns_ref), (vec![v4_route2.clone()], vec![]));
         assert!(ns_ref.fdb("flannel-v6.1").is_empty());
-        dp.on_lease_event(LeaseEvent::Added(lease(3, 9)))
-            .await
-            .expect("event");
+        for ev in [
+            LeaseEvent::Added(lease(3, 9)),
+            LeaseEvent::Removed(v4_only.clone()),
+        ] {
+            dp.on_lease_event(ev).await.expect("event");
+        }
 
         // The IPv6 device deleted: recreated, replayed; IPv4 untouched.
         ns_ref.ip(&["link", "del", "flannel-v6.1"]);

@@ -9,15 +9,17 @@
 //! ones (an IPv6 range may hold 2^62 subnets: it is never listed whole).
 //! Leases of this public IP whose IPv6 part no longer fits (IPv6 switched
 //! on or off) are stale: flannel deletes them, and so does the store,
-//! before taking their subnets again.
+//! before taking their subnets again. An IPv6-only configuration takes
+//! only an IPv6 subnet (the IPv4 part is [`NO_IPV4`]), and a node is known
+//! by its public IPv6 ([`super::LeaseAttrs::node_ip`]).
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use rand::seq::IteratorRandom;
 
-use super::{LeaseError, Previous};
+use super::{LeaseError, Previous, NO_IPV4};
 use crate::netconf::{Family, FamilyConfig, NetConfig};
 
 /// How many IPv6 subnets past the taken ones are looked at for a free one.
@@ -28,8 +30,9 @@ pub struct Held<'a, T> {
     pub item: &'a T,
     pub subnet: Ipv4Network,
     pub ipv6: Option<Ipv6Network>,
-    /// Its public IP, when its value could be read.
-    pub public_ip: Option<Ipv4Addr>,
+    /// Its node's IP ([`super::LeaseAttrs::node_ip`]), when its value
+    /// could be read.
+    pub node_ip: Option<IpAddr>,
     /// Later wins among leases of the same IP (an expiry, a revision).
     pub recency: u128,
 }
@@ -46,18 +49,26 @@ pub enum Choice<'a, T> {
     },
 }
 
-/// Applies the rule. `taken` says whether an IPv4 subnet is held by a live
-/// lease; the IPv6 subnets taken are those of `held`.
+/// Applies the rule for the node `node_ip` (its public IP; its public
+/// IPv6 when IPv6-only). `taken` says whether an IPv4 subnet is held by a
+/// live lease; the IPv6 subnets taken are those of `held`.
 pub fn choose<'a, T>(
     config: &NetConfig,
-    public_ip: Ipv4Addr,
+    node_ip: IpAddr,
     previous: Previous,
     held: Vec<Held<'a, T>>,
     taken: impl Fn(Ipv4Network) -> bool,
 ) -> Result<Choice<'a, T>, LeaseError> {
-    let v4 = config.v4().map_err(LeaseError::Store)?;
+    let v4 = config.ipv4.as_ref();
+    // The family that decides whether a lease is this configuration's at
+    // all: IPv4's range, or IPv6's when IPv6-only.
+    let in_range = |h: &Held<'a, T>| match (v4, &config.ipv6) {
+        (Some(v4), _) => v4.is_leasable(h.subnet),
+        (None, Some(c)) => h.subnet == NO_IPV4 && h.ipv6.is_some_and(|s| c.is_leasable(s)),
+        (None, None) => false,
+    };
     let fits = |h: &Held<'a, T>| {
-        v4.is_leasable(h.subnet)
+        in_range(h)
             && match (&config.ipv6, h.ipv6) {
                 (None, None) => true,
                 (Some(c), Some(s)) => c.is_leasable(s),
@@ -71,16 +82,20 @@ pub fn choose<'a, T>(
     let previous = previous
         .ipv4
         .and_then(|p| Ipv4Network::new(p.network(), p.prefix()).ok())
-        .filter(|p| v4.is_leasable(*p));
+        .filter(|p| v4.is_some_and(|v4| v4.is_leasable(*p)));
     let taken6: HashSet<Ipv6Network> = held.iter().filter_map(|h| h.ipv6).collect();
     // Ours and leasable in IPv4, but not fitting IPv6 (IPv6 switched on or
     // off, its range changed): stale. Ours outside the IPv4 range stay
     // (another configuration's; they expire by themselves).
     let (mut mine, stale): (Vec<Held<'a, T>>, Vec<Held<'a, T>>) = held
         .into_iter()
-        .filter(|h| h.public_ip == Some(public_ip) && v4.is_leasable(h.subnet))
+        .filter(|h| h.node_ip == Some(node_ip) && in_range(h))
         .partition(|h| fits(h));
-    mine.sort_by_key(|h| (Some(h.subnet) == previous, h.recency));
+    let is_previous = |h: &Held<'a, T>| match v4 {
+        Some(_) => Some(h.subnet) == previous,
+        None => h.ipv6.is_some() && h.ipv6 == previous6,
+    };
+    mine.sort_by_key(|h| (is_previous(h), h.recency));
     if let Some(keep) = mine.pop() {
         return Ok(Choice::Keep {
             keep: keep.item,
@@ -91,9 +106,10 @@ pub fn choose<'a, T>(
     let ours: HashSet<Ipv4Network> = stale.iter().map(|h| h.subnet).collect();
     let ours6: HashSet<Ipv6Network> = stale.iter().filter_map(|h| h.ipv6).collect();
     let free = |s: Ipv4Network| ours.contains(&s) || !taken(s);
-    let subnet = match previous.filter(|p| free(*p)) {
-        Some(p) => p,
-        None => v4
+    let subnet = match (v4, previous.filter(|p| free(*p))) {
+        (None, _) => NO_IPV4,
+        (Some(_), Some(p)) => p,
+        (Some(v4), None) => v4
             .subnets()
             .filter(|s| free(*s))
             .choose(&mut rand::rng())

@@ -80,10 +80,15 @@ macro_rules! choosing_store_contract {
 pub(crate) use choosing_store_contract;
 
 pub mod dual_stack;
+pub mod ipv6_only;
 pub(crate) use dual_stack::{
     dual_stack_contract, dual_stack_leases_carry_both_families,
     dual_stack_v6_only_change_is_an_update, enabling_ipv6_replaces_the_ipv4_only_lease,
-    ipv6_only_is_refused_clearly, previous_subnets_of_both_families_are_honoured,
+    previous_subnets_of_both_families_are_honoured,
+};
+pub(crate) use ipv6_only::{
+    ipv6_only_leases_are_named_by_their_ipv6_subnet,
+    ipv6_only_previous_is_honoured_and_release_removes,
 };
 
 // ---- helpers -------------------------------------------------------------
@@ -435,7 +440,7 @@ pub async fn stolen_lease_is_lost<B: Backing>() {
     assert_eq!(stolen.subnet, old.subnet);
     match a.renew(&old).await {
         Err(LeaseError::Lost { subnet, holder }) => {
-            assert_eq!(subnet, old.subnet);
+            assert_eq!(subnet, old.key());
             assert!(holder.contains("192.168.64.2"), "holder {holder}");
         }
         other => panic!("expected Lost, got {other:?}"),

@@ -340,18 +340,18 @@ impl EtcdStore {
                     item: e,
                     subnet: e.subnet,
                     ipv6: e.ipv6,
-                    public_ip: e.attrs.as_ref().ok().map(|a| a.public_ip),
+                    node_ip: e.attrs.as_ref().ok().map(|a| a.node_ip()),
                     recency: u128::try_from(e.mod_revision).unwrap_or(0),
                 })
                 .collect();
-            let choice = choose(config, attrs.public_ip, previous, held, |s| {
+            let choice = choose(config, attrs.node_ip(), previous, held, |s| {
                 taken.contains(&s)
             })
             .map_err(AcquireError::Lease)?;
             let (subnet, ipv6, cond, old_lease) = match choice {
                 Choice::Keep { keep, extras } => {
                     for extra in extras {
-                        tracing::warn!(key = %self.keys().lease(extra.subnet, extra.ipv6), kept = %self.keys().lease(keep.subnet, keep.ipv6), public_ip = %attrs.public_ip,
+                        tracing::warn!(key = %self.keys().lease(extra.subnet, extra.ipv6), kept = %self.keys().lease(keep.subnet, keep.ipv6), node_ip = %attrs.node_ip(),
                             "removing another lease held by the same public IP");
                         self.remove_entry(extra).await?;
                     }
@@ -368,7 +368,7 @@ impl EtcdStore {
                     stale,
                 } => {
                     for old in stale {
-                        tracing::info!(key = %self.keys().lease(old.subnet, old.ipv6), public_ip = %attrs.public_ip,
+                        tracing::info!(key = %self.keys().lease(old.subnet, old.ipv6), node_ip = %attrs.node_ip(),
                             "removing this public IP's lease that no longer fits the network configuration");
                         self.remove_entry(old).await?;
                     }
@@ -477,7 +477,7 @@ impl LeaseStore for EtcdStore {
     async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         let key = self.keys().lease(lease.subnet, lease.ipv6_subnet);
         let value = encode(&lease.attrs).map_err(LeaseError::Store)?;
-        let ours = lease.attrs.public_ip;
+        let ours = lease.attrs.node_ip();
         let mut grant: Option<(i64, SystemTime)> = None;
         let result = async {
             for _ in 0..MAX_CONFLICTS {
@@ -487,11 +487,11 @@ impl LeaseStore for EtcdStore {
                         (Cond::Absent, 0)
                     }
                     Some(e) => match &e.attrs {
-                        Ok(a) if a.public_ip == ours => (Cond::Unchanged(e.mod_revision), e.lease_id),
+                        Ok(a) if a.node_ip() == ours => (Cond::Unchanged(e.mod_revision), e.lease_id),
                         Ok(a) => {
                             return Err(LeaseError::Lost {
-                                subnet: lease.subnet,
-                                holder: a.public_ip.to_string(),
+                                subnet: lease.key(),
+                                holder: a.node_ip().to_string(),
                             })
                         }
                         Err(reason) => {
@@ -542,7 +542,7 @@ impl LeaseStore for EtcdStore {
                 return Ok(());
             };
             match &e.attrs {
-                Ok(a) if a.public_ip == lease.attrs.public_ip => {
+                Ok(a) if a.node_ip() == lease.attrs.node_ip() => {
                     if self
                         .write(&key, Cond::Unchanged(e.mod_revision), None)
                         .await?
@@ -552,7 +552,7 @@ impl LeaseStore for EtcdStore {
                     }
                 }
                 Ok(a) => {
-                    tracing::info!(%key, holder = %a.public_ip, "not releasing a lease another node holds now");
+                    tracing::info!(%key, holder = %a.node_ip(), "not releasing a lease another node holds now");
                     return Ok(());
                 }
                 Err(_) => {

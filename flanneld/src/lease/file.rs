@@ -185,17 +185,17 @@ impl Inner {
                 item: l,
                 subnet: l.subnet,
                 ipv6: l.ipv6_subnet,
-                public_ip: Some(l.attrs.public_ip),
+                node_ip: Some(l.attrs.node_ip()),
                 recency: l
                     .expiration
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos()),
             })
             .collect();
-        let (subnet, ipv6_subnet) = match choose(config, attrs.public_ip, previous, held, taken)? {
+        let (subnet, ipv6_subnet) = match choose(config, attrs.node_ip(), previous, held, taken)? {
             Choice::Keep { keep, extras } => {
                 for extra in extras {
-                    tracing::warn!(lease = %extra.key(), kept = %keep.key(), public_ip = %attrs.public_ip,
+                    tracing::warn!(lease = %extra.key(), kept = %keep.key(), node_ip = %attrs.node_ip(),
                         "removing another lease held by the same public IP");
                     remove_lease(&self.dir, (extra.subnet, extra.ipv6_subnet))?;
                 }
@@ -207,7 +207,7 @@ impl Inner {
                 stale,
             } => {
                 for old in stale {
-                    tracing::info!(lease = %old.key(), public_ip = %attrs.public_ip,
+                    tracing::info!(lease = %old.key(), node_ip = %attrs.node_ip(),
                         "removing this public IP's lease that no longer fits the network configuration");
                     remove_lease(&self.dir, (old.subnet, old.ipv6_subnet))?;
                 }
@@ -226,18 +226,18 @@ impl Inner {
 
     fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         let _lock = lock_dir(&self.dir)?;
-        let ours = lease.attrs.public_ip;
-        match read_lease(&self.dir, (lease.subnet, lease.ipv6_subnet))? {
-            Some(cur) if cur.attrs.public_ip == ours => {}
+        let ours = lease.attrs.node_ip();
+        match read_lease(&self.dir, lease.id())? {
+            Some(cur) if cur.attrs.node_ip() == ours => {}
             Some(cur) if !cur.is_expired(SystemTime::now()) => {
                 return Err(LeaseError::Lost {
-                    subnet: lease.subnet,
-                    holder: cur.attrs.public_ip.to_string(),
+                    subnet: lease.key(),
+                    holder: cur.attrs.node_ip().to_string(),
                 });
             }
-            Some(cur) => tracing::warn!(subnet = %lease.subnet, holder = %cur.attrs.public_ip,
+            Some(cur) => tracing::warn!(lease = %lease.key(), holder = %cur.attrs.node_ip(),
                 "our lease was taken by another node whose lease has expired since; taking it back"),
-            None => tracing::warn!(subnet = %lease.subnet, dir = %self.dir.display(),
+            None => tracing::warn!(lease = %lease.key(), dir = %self.dir.display(),
                 "our lease file vanished; the subnet is free, recreating it"),
         }
         let renewed = Lease {
@@ -253,11 +253,11 @@ impl Inner {
     fn release(&self, lease: &Lease) -> Result<(), LeaseError> {
         let _lock = lock_dir(&self.dir)?;
         match read_lease(&self.dir, (lease.subnet, lease.ipv6_subnet))? {
-            Some(cur) if cur.attrs.public_ip == lease.attrs.public_ip => {
-                remove_lease(&self.dir, (lease.subnet, lease.ipv6_subnet))
+            Some(cur) if cur.attrs.node_ip() == lease.attrs.node_ip() => {
+                remove_lease(&self.dir, lease.id())
             }
             Some(cur) => {
-                tracing::info!(subnet = %lease.subnet, holder = %cur.attrs.public_ip,
+                tracing::info!(lease = %lease.key(), holder = %cur.attrs.node_ip(),
                     "not releasing a lease another node holds now");
                 Ok(())
             }

@@ -39,7 +39,7 @@ use serde_json::json;
 use self::names::Names;
 use self::node::{inside, never, Networks, NodeView, SlimNode};
 use super::backoff::Backoff;
-use super::{Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseWatch, NodeHints};
+use super::{Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseWatch, NodeHints, NO_IPV4};
 use crate::mac;
 use crate::netconf::NetConfig;
 
@@ -165,17 +165,22 @@ impl KubeStore {
         view: &NodeView,
         attrs: &LeaseAttrs,
     ) -> Result<(), LeaseError> {
-        let data = attrs
-            .vxlan_data()
-            .ok_or_else(|| store_err("only the vxlan backend is supported"))?;
-        let data = serde_json::to_string(&data)
-            .map_err(|e| store_err(format!("encode backend-data: {e}")))?;
         let mut wanted = vec![
-            ("backend-data", data),
             ("backend-type", attrs.backend_type.clone()),
             ("kube-subnet-manager", "true".to_owned()),
-            ("public-ip", attrs.public_ip.to_string()),
         ];
+        // The IPv4 half, unless IPv6-only (flannel then writes neither
+        // backend-data nor public-ip).
+        let v6_only = attrs.backend_data.is_null() && attrs.vxlan_v6_data().is_some();
+        if !v6_only {
+            let data = attrs
+                .vxlan_data()
+                .ok_or_else(|| store_err("only the vxlan backend is supported"))?;
+            let data = serde_json::to_string(&data)
+                .map_err(|e| store_err(format!("encode backend-data: {e}")))?;
+            wanted.push(("backend-data", data));
+            wanted.push(("public-ip", attrs.public_ip.to_string()));
+        }
         // The IPv6 half, when this node has one (as flannel: both or none).
         if let (Some(ip), Some(data)) = (attrs.public_ipv6, attrs.vxlan_v6_data()) {
             let data = serde_json::to_string(&data)
@@ -332,8 +337,10 @@ impl LeaseStore for KubeStore {
         let view = loop {
             let view = self.own_node().await?;
             match &view.pod_cidr {
-                Ok(Some(_)) => break view,
-                Ok(None) => {}
+                // IPv6-only: the IPv6 podCIDR is the one awaited.
+                _ if config.ipv4.is_none() && view.pod_cidr_v6.is_some() => break view,
+                Ok(Some(_)) if config.ipv4.is_some() => break view,
+                Ok(_) => {}
                 Err(reason) => tracing::warn!("node {}: {reason}", self.node),
             }
             if said.is_none_or(|at| at.elapsed() >= WAITING_LOG_EVERY) {
@@ -346,8 +353,11 @@ impl LeaseStore for KubeStore {
             tokio::time::sleep(WAITING_POLL).await;
         };
         let networks = Networks::of(config).map_err(store_err)?;
-        let subnet = inside(view.pod_cidr.clone().ok().flatten(), networks.v4)
-            .map_err(|e| store_err(format!("node {}: {e} (net-conf.json)", self.node)))?;
+        let subnet = match networks.v4 {
+            Some(v4) => inside(view.pod_cidr.clone().ok().flatten(), v4)
+                .map_err(|e| store_err(format!("node {}: {e} (net-conf.json)", self.node)))?,
+            None => NO_IPV4,
+        };
         let ipv6_subnet = match networks.v6 {
             None => None,
             Some(net) => match view.pod_cidr_v6 {
@@ -370,7 +380,7 @@ impl LeaseStore for KubeStore {
         let mut attrs = attrs.clone();
         if let Some(ip) = view
             .annotation("public-ip-overwrite")
-            .filter(|s| !s.is_empty())
+            .filter(|s| !s.is_empty() && networks.v4.is_some())
         {
             match ip.parse() {
                 Ok(ip) => {
@@ -419,8 +429,13 @@ impl LeaseStore for KubeStore {
         let view = self.own_node().await?;
         let now = view.pod_cidr.clone().ok().flatten();
         let moved6 = lease.ipv6_subnet.is_some() && view.pod_cidr_v6 != lease.ipv6_subnet;
-        if now != Some(lease.subnet) || moved6 {
+        let moved4 = lease.ipv4().is_some() && now != Some(lease.subnet);
+        if moved4 || moved6 {
             let holder = match now {
+                _ if lease.ipv4().is_none() => match view.pod_cidr_v6 {
+                    Some(v6) => format!("no one; node {} now has IPv6 podCIDR {v6}", self.node),
+                    None => format!("no one; node {} has no IPv6 podCIDR now", self.node),
+                },
                 Some(cidr) if moved6 => match view.pod_cidr_v6 {
                     Some(v6) => format!("no one; node {} now has podCIDRs {cidr}, {v6}", self.node),
                     None => format!("no one; node {} has no IPv6 podCIDR now", self.node),
@@ -429,7 +444,7 @@ impl LeaseStore for KubeStore {
                 None => format!("no one; node {} has no podCIDR now", self.node),
             };
             return Err(LeaseError::Lost {
-                subnet: lease.subnet,
+                subnet: lease.key(),
                 holder,
             });
         }

@@ -13,23 +13,20 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use ipnetwork::{Ipv4Network, Ipv6Network};
-
-use super::{Lease, LeaseAttrs, LeaseEvent};
+use super::{Lease, LeaseAttrs, LeaseEvent, LeaseKey};
 
 #[derive(Debug, Default)]
 pub struct Mirror {
-    current: HashMap<Ipv4Network, Lease>,
+    current: HashMap<LeaseKey, Lease>,
 }
 
 impl Mirror {
     /// A mirror of `leases` (the snapshot the consumer starts from), and
     /// that snapshot in subnet order.
     pub fn new(leases: impl IntoIterator<Item = Lease>) -> (Self, Vec<Lease>) {
-        let current: HashMap<Ipv4Network, Lease> =
-            leases.into_iter().map(|l| (l.subnet, l)).collect();
+        let current: HashMap<LeaseKey, Lease> = leases.into_iter().map(|l| (l.id(), l)).collect();
         let mut snapshot: Vec<Lease> = current.values().cloned().collect();
-        snapshot.sort_by_key(|l| l.subnet);
+        snapshot.sort_by_key(Lease::id);
         (Self { current }, snapshot)
     }
 
@@ -41,49 +38,39 @@ impl Mirror {
         self.current.is_empty()
     }
 
-    /// The lease last reported for `subnet`.
-    pub fn get(&self, subnet: &Ipv4Network) -> Option<&Lease> {
-        self.current.get(subnet)
+    /// The lease last reported under `key`.
+    pub fn get(&self, key: &LeaseKey) -> Option<&Lease> {
+        self.current.get(key)
     }
 
-    /// Whether `subnet` is reported with exactly `ipv6` and `attrs`: a
-    /// store may then skip work (etcd's expiry lookup) for what would
-    /// report nothing.
-    pub fn unchanged(
-        &self,
-        subnet: &Ipv4Network,
-        ipv6: Option<Ipv6Network>,
-        attrs: &LeaseAttrs,
-    ) -> bool {
-        self.current
-            .get(subnet)
-            .is_some_and(|l| &l.attrs == attrs && l.ipv6_subnet == ipv6)
+    /// Whether `key` is reported with exactly `attrs`: a store may then
+    /// skip work (etcd's expiry lookup) for what would report nothing.
+    pub fn unchanged(&self, key: &LeaseKey, attrs: &LeaseAttrs) -> bool {
+        self.current.get(key).is_some_and(|l| &l.attrs == attrs)
     }
 
-    /// One subnet's new state (`None`: gone); the event to report, if any.
-    pub fn update(&mut self, subnet: Ipv4Network, new: Option<Lease>) -> Option<LeaseEvent> {
+    /// One lease's new state (`None`: gone); the event to report, if any.
+    pub fn update(&mut self, key: LeaseKey, new: Option<Lease>) -> Option<LeaseEvent> {
         match new {
-            Some(lease) => match self.current.get_mut(&subnet) {
-                // Either family's part changing is a change.
-                Some(old) if old.attrs == lease.attrs && old.ipv6_subnet == lease.ipv6_subnet => {
+            Some(lease) => match self.current.get_mut(&key) {
+                Some(old) if old.attrs == lease.attrs => {
                     old.expiration = lease.expiration;
                     None
                 }
                 _ => {
-                    self.current.insert(subnet, lease.clone());
+                    self.current.insert(key, lease.clone());
                     Some(LeaseEvent::Added(lease))
                 }
             },
-            None => self.current.remove(&subnet).map(LeaseEvent::Removed),
+            None => self.current.remove(&key).map(LeaseEvent::Removed),
         }
     }
 
     /// A fresh, complete listing; the events that turn the last reported
     /// state into it, removals first, each group in subnet order.
     pub fn replace_all(&mut self, fresh: impl IntoIterator<Item = Lease>) -> Vec<LeaseEvent> {
-        let mut fresh: HashMap<Ipv4Network, Lease> =
-            fresh.into_iter().map(|l| (l.subnet, l)).collect();
-        let mut gone: Vec<Ipv4Network> = self
+        let mut fresh: HashMap<LeaseKey, Lease> = fresh.into_iter().map(|l| (l.id(), l)).collect();
+        let mut gone: Vec<LeaseKey> = self
             .current
             .keys()
             .filter(|s| !fresh.contains_key(s))
@@ -94,7 +81,7 @@ impl Mirror {
             .into_iter()
             .filter_map(|s| self.update(s, None))
             .collect();
-        let mut subnets: Vec<Ipv4Network> = fresh.keys().copied().collect();
+        let mut subnets: Vec<LeaseKey> = fresh.keys().copied().collect();
         subnets.sort();
         for subnet in subnets {
             let lease = fresh.remove(&subnet);
@@ -106,11 +93,11 @@ impl Mirror {
     /// Removes every lease whose time is up at `now`; their `Removed`
     /// events, in subnet order.
     pub fn expire(&mut self, now: SystemTime) -> Vec<LeaseEvent> {
-        let mut gone: Vec<Ipv4Network> = self
+        let mut gone: Vec<LeaseKey> = self
             .current
             .values()
             .filter(|l| l.is_expired(now))
-            .map(|l| l.subnet)
+            .map(Lease::id)
             .collect();
         gone.sort();
         gone.into_iter()
@@ -127,6 +114,7 @@ impl Mirror {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipnetwork::{Ipv4Network, Ipv6Network};
     use std::net::Ipv4Addr;
     use std::time::Duration;
 
@@ -145,17 +133,17 @@ mod tests {
         let (mut m, snap) = Mirror::new([lease(1, 1, 100)]);
         assert_eq!(snap, vec![lease(1, 1, 100)]);
         assert_eq!(
-            m.update(lease(1, 1, 200).subnet, Some(lease(1, 1, 200))),
+            m.update(lease(1, 1, 200).id(), Some(lease(1, 1, 200))),
             None
         );
         assert_eq!(m.next_expiry(), Some(lease(1, 1, 200).expiration));
         let changed = lease(1, 2, 200);
         assert_eq!(
-            m.update(changed.subnet, Some(changed.clone())),
+            m.update(changed.id(), Some(changed.clone())),
             Some(LeaseEvent::Added(changed.clone()))
         );
         assert_eq!(
-            m.update(changed.subnet, None),
+            m.update(changed.id(), None),
             Some(LeaseEvent::Removed(changed))
         );
         assert!(m.is_empty());
@@ -180,7 +168,7 @@ mod tests {
     }
 
     #[test]
-    fn a_change_to_either_family_alone_is_a_change() {
+    fn the_ipv6_subnet_is_part_of_the_identity() {
         let (mut m, _) = Mirror::new([lease(1, 1, 100)]);
         let mut v6 = lease(1, 1, 100);
         v6.attrs = v6
@@ -188,25 +176,50 @@ mod tests {
             .with_ipv6("2001:db8::1".parse().expect("ip6"), 1, "0e:00:00:00:00:02");
         v6.ipv6_subnet = Some("fd00:0:0:1::/64".parse().expect("net"));
         assert_eq!(
-            m.update(v6.subnet, Some(v6.clone())),
+            m.update(v6.id(), Some(v6.clone())),
             Some(LeaseEvent::Added(v6.clone()))
         );
         // Only BackendV6Data changes: still an update.
         let mut mac = v6.clone();
         mac.attrs.backend_v6_data =
             Some(serde_json::json!({"VNI": 1, "VtepMAC": "0e:00:00:00:00:03"}));
-        assert!(!m.unchanged(&mac.subnet, mac.ipv6_subnet, &mac.attrs));
+        assert!(!m.unchanged(&mac.id(), &mac.attrs));
         assert_eq!(
-            m.update(mac.subnet, Some(mac.clone())),
+            m.update(mac.id(), Some(mac.clone())),
             Some(LeaseEvent::Added(mac.clone()))
         );
-        // Only the IPv6 subnet changes: an update too.
+        // Only the IPv6 subnet changes: another lease (another key in the
+        // stores, whose old key is deleted).
         let mut moved = mac.clone();
         moved.ipv6_subnet = Some("fd00:0:0:2::/64".parse().expect("net"));
         assert_eq!(
-            m.update(moved.subnet, Some(moved.clone())),
+            m.update(moved.id(), Some(moved.clone())),
             Some(LeaseEvent::Added(moved))
         );
+        assert_eq!(m.len(), 3);
+        assert_eq!(
+            m.update(mac.id(), None),
+            Some(LeaseEvent::Removed(mac.clone()))
+        );
+    }
+
+    #[test]
+    fn ipv6_only_leases_are_told_apart_by_their_ipv6_subnet() {
+        let v6only = |n: u16, ip: &str| Lease {
+            subnet: crate::lease::NO_IPV4,
+            ipv6_subnet: Some(
+                Ipv6Network::new(std::net::Ipv6Addr::new(0xfd00, 0, 0, n, 0, 0, 0, 0), 64)
+                    .expect("net"),
+            ),
+            attrs: LeaseAttrs::vxlan_v6_only(ip.parse().expect("ip6"), 1, "0e:00:00:00:00:02"),
+            expiration: SystemTime::UNIX_EPOCH + Duration::from_secs(100),
+        };
+        let (a, b) = (v6only(1, "2001:db8::1"), v6only(2, "2001:db8::2"));
+        let (mut m, snapshot) = Mirror::new([b.clone(), a.clone()]);
+        assert_eq!(snapshot, vec![a.clone(), b.clone()]);
+        assert_eq!(m.update(b.id(), None), Some(LeaseEvent::Removed(b)));
+        assert_eq!(m.get(&a.id()), Some(&a));
+        assert_eq!(m.len(), 1);
     }
 
     #[test]

@@ -25,7 +25,7 @@ mod contract_tests;
 #[cfg(test)]
 mod fuzz;
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -48,7 +48,12 @@ pub struct LeaseAttrs {
     pub public_ipv6: Option<Ipv6Addr>,
     #[serde(rename = "BackendType")]
     pub backend_type: String,
-    #[serde(rename = "BackendData", default)]
+    /// `null` (and omitted, as flannel omits it) in an IPv6-only lease.
+    #[serde(
+        rename = "BackendData",
+        default,
+        skip_serializing_if = "serde_json::Value::is_null"
+    )]
     pub backend_data: serde_json::Value,
     #[serde(
         rename = "BackendV6Data",
@@ -78,6 +83,28 @@ impl LeaseAttrs {
         }
     }
 
+    /// An IPv6-only vxlan lease's attributes, as flannel writes them:
+    /// `PublicIP` `0.0.0.0`, no `BackendData`, the IPv6 half set.
+    pub fn vxlan_v6_only(public_ipv6: Ipv6Addr, vni: u32, vtep_mac: &str) -> Self {
+        Self {
+            public_ip: Ipv4Addr::UNSPECIFIED,
+            public_ipv6: None,
+            backend_type: "vxlan".to_string(),
+            backend_data: serde_json::Value::Null,
+            backend_v6_data: None,
+        }
+        .with_ipv6(public_ipv6, vni, vtep_mac)
+    }
+
+    /// The address that tells nodes apart (whose a lease is): `PublicIP`,
+    /// or `PublicIPv6` in an IPv6-only lease (`PublicIP` `0.0.0.0`).
+    pub fn node_ip(&self) -> IpAddr {
+        match self.public_ipv6 {
+            Some(v6) if self.public_ip.is_unspecified() => IpAddr::V6(v6),
+            _ => IpAddr::V4(self.public_ip),
+        }
+    }
+
     /// Adds the IPv6 half of a dual-stack vxlan lease: the IPv6 public IP
     /// and the `flannel-v6.<VNI>` device's VtepMAC.
     pub fn with_ipv6(mut self, public_ipv6: Ipv6Addr, vni: u32, vtep_mac: &str) -> Self {
@@ -104,10 +131,23 @@ impl LeaseAttrs {
     }
 }
 
-/// `10.244.1.0/24` → `10.244.1.0-24`, and a dual-stack lease
-/// `10.244.1.0-24&fd00:10:244:1::-64` (flannel's `MakeSubnetKey`): a
-/// lease's name in both stores (etcd's key suffix, the embedded store's
-/// file name).
+/// The IPv4 part of an IPv6-only lease: flannel's empty `IP4Net`,
+/// `0.0.0.0/0` (its `MakeSubnetKey` writes `0.0.0.0-0&fd00:10:244:1::-64`).
+/// No store hands it out as an IPv4 subnet: it is never leasable.
+pub const NO_IPV4: Ipv4Network = match Ipv4Network::new_checked(Ipv4Addr::UNSPECIFIED, 0) {
+    Some(n) => n,
+    None => panic!("0.0.0.0/0"),
+};
+
+/// What names a lease in the stores, the watch diff and the datapath: its
+/// IPv4 subnet ([`NO_IPV4`] when IPv6-only) and its IPv6 subnet, if any.
+pub type LeaseKey = (Ipv4Network, Option<Ipv6Network>);
+
+/// `10.244.1.0/24` → `10.244.1.0-24`, a dual-stack lease
+/// `10.244.1.0-24&fd00:10:244:1::-64` and an IPv6-only one
+/// `0.0.0.0-0&fd00:10:244:1::-64` (flannel's `MakeSubnetKey`, whose
+/// IPv4 part is then empty): a lease's name in both stores (etcd's key
+/// suffix, the embedded store's file name).
 pub fn subnet_key(subnet: Ipv4Network, ipv6: Option<Ipv6Network>) -> String {
     match ipv6 {
         None => format!("{}-{}", subnet.network(), subnet.prefix()),
@@ -147,6 +187,7 @@ pub fn parse_subnet_key(name: &str) -> Option<(Ipv4Network, Option<Ipv6Network>)
 /// A subnet held by one node until `expiration`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
+    /// [`NO_IPV4`] in an IPv6-only lease (see [`Lease::ipv4`]).
     pub subnet: Ipv4Network,
     /// The IPv6 subnet of a dual-stack lease.
     pub ipv6_subnet: Option<Ipv6Network>,
@@ -162,6 +203,25 @@ impl Lease {
     /// Its name in the stores ([`subnet_key`]).
     pub fn key(&self) -> String {
         subnet_key(self.subnet, self.ipv6_subnet)
+    }
+
+    /// Its identity in the watch diff and the datapath.
+    pub fn id(&self) -> LeaseKey {
+        (self.subnet, self.ipv6_subnet)
+    }
+
+    /// The subnet that names it to people: the IPv4 one, or the IPv6 one
+    /// when IPv6-only.
+    pub fn main_subnet(&self) -> IpNetwork {
+        match (self.ipv4(), self.ipv6_subnet) {
+            (None, Some(v6)) => v6.into(),
+            _ => self.subnet.into(),
+        }
+    }
+
+    /// Its IPv4 subnet; `None` when the lease is IPv6-only.
+    pub fn ipv4(&self) -> Option<Ipv4Network> {
+        (self.subnet != NO_IPV4).then_some(self.subnet)
     }
 }
 
@@ -190,7 +250,7 @@ pub enum LeaseError {
         source: std::io::Error,
     },
     #[error("lease for {subnet} is no longer ours (now held by {holder})")]
-    Lost { subnet: Ipv4Network, holder: String },
+    Lost { subnet: String, holder: String },
     #[error("lease store: {0}")]
     Store(String),
 }

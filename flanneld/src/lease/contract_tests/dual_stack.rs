@@ -3,8 +3,7 @@
 //! (`10.244.1.0-24&fd00:10:244:1::-64`), its value carries `PublicIPv6`
 //! and `BackendV6Data`, a change to only the IPv6 half is an update, and
 //! switching IPv6 on replaces a node's IPv4-only lease (same IPv4 subnet).
-//! An IPv6-only configuration is refused with one clear line: flannel's
-//! key names a lease by its IPv4 subnet.
+//! The IPv6-only cases live in [`super::ipv6_only`] and run with these.
 
 use std::collections::HashSet;
 
@@ -17,8 +16,10 @@ macro_rules! dual_stack_contract {
     ($backing:ty) => {
         $crate::lease::contract_tests::lease_store_contract!(@cases $backing;
             dual_stack_leases_carry_both_families, dual_stack_v6_only_change_is_an_update,
-            enabling_ipv6_replaces_the_ipv4_only_lease, ipv6_only_is_refused_clearly,
-            previous_subnets_of_both_families_are_honoured);
+            enabling_ipv6_replaces_the_ipv4_only_lease,
+            previous_subnets_of_both_families_are_honoured,
+            ipv6_only_leases_are_named_by_their_ipv6_subnet,
+            ipv6_only_previous_is_honoured_and_release_removes);
     };
 }
 pub(crate) use dual_stack_contract;
@@ -159,16 +160,4 @@ pub async fn previous_subnets_of_both_families_are_honoured<B: Backing>() {
         .unwrap_or_else(|e| panic!("acquire: {e}"));
     assert_ne!(other.subnet, l.subnet);
     assert_ne!(other.ipv6_subnet, l.ipv6_subnet);
-}
-
-pub async fn ipv6_only_is_refused_clearly<B: Backing>() {
-    let b = B::new(LONG).await;
-    let cfg = config(r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/48"}"#);
-    match b.node().await.acquire(&cfg, &dual_attrs(1, 0), None).await {
-        Err(e) => {
-            let e = e.to_string();
-            assert!(e.contains("EnableIPv4") && !e.contains('\n'), "{e}");
-        }
-        Ok(l) => panic!("an IPv6-only lease in a store keyed by IPv4 subnets: {l:?}"),
-    }
 }

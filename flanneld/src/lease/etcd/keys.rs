@@ -154,4 +154,32 @@ mod tests {
         assert_eq!(d.backend_v6_data, None);
         assert_eq!(d.vxlan_v6_data(), None);
     }
+
+    #[test]
+    fn ipv6_only_key_and_value_are_flannels() {
+        // flannel's MakeSubnetKey with an empty IP4Net, and its value with
+        // PublicIP 0.0.0.0 and no BackendData.
+        let k = Keys::new("/coreos.com/network/");
+        let v6: Ipv6Network = "fd00:10:244:1::/64".parse().expect("net");
+        let key = "/coreos.com/network/subnets/0.0.0.0-0&fd00:10:244:1::-64";
+        assert_eq!(k.lease(crate::lease::NO_IPV4, Some(v6)), key);
+        assert_eq!(
+            k.subnet_of(key.as_bytes()),
+            Some((crate::lease::NO_IPV4, Some(v6)))
+        );
+        let a =
+            LeaseAttrs::vxlan_v6_only("2001:db8::3".parse().expect("ip6"), 1, "c6:d2:32:6f:8f:45");
+        let v = encode(&a).expect("encode");
+        assert_eq!(
+            String::from_utf8(v.clone()).expect("utf8"),
+            r#"{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8::3","BackendType":"vxlan","BackendV6Data":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:45"}}"#
+        );
+        let d = decode(&v).expect("decode");
+        assert_eq!(d, a);
+        assert_eq!(
+            d.node_ip(),
+            "2001:db8::3".parse::<std::net::IpAddr>().expect("ip")
+        );
+        assert_eq!(d.vxlan_data(), None);
+    }
 }

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 
 use etcd_client::{EventType, WatchOptions};
-use ipnetwork::{Ipv4Network, Ipv6Network};
+use ipnetwork::Ipv6Network;
 use tokio::sync::mpsc;
 
 use super::conn::{classify, Failure, OP_TIMEOUT};
@@ -30,7 +30,7 @@ use super::keys::decode;
 use super::{Entry, EtcdStore};
 use crate::lease::backoff::Backoff;
 use crate::lease::mirror::Mirror;
-use crate::lease::{skip, Lease, LeaseAttrs, LeaseError, LeaseEvent, LeaseWatch};
+use crate::lease::{skip, Lease, LeaseAttrs, LeaseError, LeaseEvent, LeaseKey, LeaseWatch};
 
 /// Room for events not yet taken by the consumer; when full the task waits
 /// (etcd buffers the stream meanwhile).
@@ -69,7 +69,7 @@ pub(super) async fn start(store: EtcdStore) -> Result<LeaseWatch, LeaseError> {
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
     let leases = valid(entries)
         .into_iter()
-        .map(|(subnet, (ipv6_subnet, attrs, lease_id))| Lease {
+        .map(|((subnet, ipv6_subnet), (attrs, lease_id))| Lease {
             subnet,
             ipv6_subnet,
             attrs,
@@ -111,13 +111,13 @@ pub(super) fn start_from(
 }
 
 /// The well-formed leases of a listing, with their etcd lease IDs.
-/// The readable leases by IPv4 subnet: (IPv6 subnet, value, etcd lease).
-type Valid = HashMap<Ipv4Network, (Option<Ipv6Network>, LeaseAttrs, i64)>;
+/// The readable leases by key: (value, etcd lease).
+type Valid = HashMap<LeaseKey, (LeaseAttrs, i64)>;
 
 fn valid(entries: Vec<Entry>) -> Valid {
     entries
         .into_iter()
-        .filter_map(|e| Some((e.subnet, (e.ipv6, e.attrs.ok()?, e.lease_id))))
+        .filter_map(|e| Some(((e.subnet, e.ipv6), (e.attrs.ok()?, e.lease_id))))
         .collect()
 }
 
@@ -231,7 +231,7 @@ impl Watcher {
                     },
                     EventType::Delete => None,
                 };
-                if let Err(Closed) = self.update(subnet, new).await {
+                if let Err(Closed) = self.update((subnet, ipv6), new).await {
                     return Stop::Closed;
                 }
             }
@@ -253,12 +253,10 @@ impl Watcher {
             }
         };
         let mut fresh = Vec::new();
-        for (subnet, (ipv6_subnet, attrs, lease_id)) in valid(entries) {
-            match self.mirror.get(&subnet) {
+        for ((subnet, ipv6_subnet), (attrs, lease_id)) in valid(entries) {
+            match self.mirror.get(&(subnet, ipv6_subnet)) {
                 // Unchanged: kept as reported.
-                Some(old) if old.attrs == attrs && old.ipv6_subnet == ipv6_subnet => {
-                    fresh.push(old.clone())
-                }
+                Some(old) if old.attrs == attrs => fresh.push(old.clone()),
                 _ => fresh.push(Lease {
                     subnet,
                     ipv6_subnet,
@@ -282,15 +280,16 @@ impl Watcher {
         Ok(())
     }
 
-    /// Brings one subnet up to date, reporting a change.
+    /// Brings one lease up to date, reporting a change.
     async fn update(
         &mut self,
-        subnet: Ipv4Network,
+        key: LeaseKey,
         new: Option<(Option<Ipv6Network>, LeaseAttrs, i64)>,
     ) -> Result<(), Closed> {
+        let (subnet, _) = key;
         let lease = match new {
             // A renewal: only the etcd lease moved.
-            Some((ipv6, attrs, _)) if self.mirror.unchanged(&subnet, ipv6, &attrs) => return Ok(()),
+            Some((_, attrs, _)) if self.mirror.unchanged(&key, &attrs) => return Ok(()),
             Some((ipv6_subnet, attrs, lease_id)) => Some(Lease {
                 subnet,
                 ipv6_subnet,
@@ -299,7 +298,7 @@ impl Watcher {
             }),
             None => None,
         };
-        match self.mirror.update(subnet, lease) {
+        match self.mirror.update(key, lease) {
             Some(event) => self.send(event).await,
             None => Ok(()),
         }

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::files::{lock_exclusive, write_atomic, WriteOpts};
-use ipnetwork::{Ipv4Network, Ipv6Network};
 use nix::fcntl::Flock;
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +27,12 @@ struct LeaseFile {
     public_ipv6: Option<Ipv6Addr>,
     #[serde(rename = "BackendType")]
     backend_type: String,
-    #[serde(rename = "BackendData", default)]
+    /// Omitted when null (an IPv6-only lease), as in the etcd value.
+    #[serde(
+        rename = "BackendData",
+        default,
+        skip_serializing_if = "serde_json::Value::is_null"
+    )]
     backend_data: serde_json::Value,
     #[serde(
         rename = "BackendV6Data",
@@ -50,7 +54,7 @@ pub(crate) use crate::lease::parse_subnet_key as parse_name;
 
 /// A lease file's name: its IPv4 subnet, and the IPv6 one of a dual-stack
 /// lease (`10.244.1.0-24&fd00::-64`, etcd's key suffix).
-pub(crate) type Name = (Ipv4Network, Option<Ipv6Network>);
+pub(crate) type Name = crate::lease::LeaseKey;
 
 pub(crate) fn file_name((subnet, ipv6): Name) -> String {
     crate::lease::subnet_key(subnet, ipv6)

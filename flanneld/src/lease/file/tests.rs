@@ -101,6 +101,44 @@ async fn file_is_flannels_value_plus_expiration() {
     assert_eq!(encode(&l).ok().map(|b| b.ends_with(b"\n")), Some(true));
 }
 
+#[tokio::test]
+async fn ipv6_only_file_is_named_and_valued_as_flannels_key() {
+    let b = backing().await;
+    let cfg = NetConfig::parse(
+        r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}"#,
+    )
+    .expect("config");
+    let a = crate::lease::LeaseAttrs::vxlan_v6_only(
+        "2001:db8::3".parse().expect("ip6"),
+        1,
+        "0a:58:0a:00:00:03",
+    );
+    let previous = crate::lease::Previous {
+        ipv4: None,
+        ipv6: Some("fd00:10:244:7::1/64".parse().expect("net")),
+    };
+    let l = b
+        .store()
+        .acquire_with(&cfg, &a, previous)
+        .await
+        .unwrap_or_else(|e| panic!("acquire: {e}"));
+    assert_eq!(l.key(), "0.0.0.0-0&fd00:10:244:7::-64");
+    let path = b.leases().join("0.0.0.0-0&fd00:10:244:7::-64");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let prefix = r#"{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8::3","BackendType":"vxlan","BackendV6Data":{"VNI":1,"VtepMAC":"0a:58:0a:00:00:03"},"Expiration":""#;
+    assert!(text.starts_with(prefix), "{text}");
+    assert_eq!(
+        decode(l.id(), text.as_bytes()).ok(),
+        Some(l.clone()),
+        "read back exactly"
+    );
+    assert_eq!(
+        parse_name("0.0.0.0-0&fd00:10:244:7::-64"),
+        Some((crate::lease::NO_IPV4, l.ipv6_subnet))
+    );
+}
+
 #[test]
 fn names_are_etcd_keys() {
     assert_eq!(

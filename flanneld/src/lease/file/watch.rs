@@ -7,13 +7,12 @@ use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use inotify::{Event, EventMask, Inotify, WatchMask};
-use ipnetwork::Ipv4Network;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::format::{ensure_dir, io_err, parse_name, read_all, read_lease};
 use crate::lease::mirror::Mirror;
-use crate::lease::{Lease, LeaseError, LeaseEvent, LeaseWatch};
+use crate::lease::{Lease, LeaseError, LeaseEvent, LeaseKey, LeaseWatch};
 
 /// Room for events not yet taken by the consumer. When it is full the task
 /// waits; meanwhile the kernel queues inotify events, and should its queue
@@ -143,15 +142,15 @@ impl Watcher {
                 None
             }
         };
-        self.update(subnet, lease).await
+        self.update((subnet, ipv6), lease).await
     }
 
-    /// Brings one subnet up to date with what is on disk now.
-    async fn update(&mut self, subnet: Ipv4Network, lease: Option<Lease>) -> Result<(), Closed> {
+    /// Brings one lease up to date with what is on disk now.
+    async fn update(&mut self, key: LeaseKey, lease: Option<Lease>) -> Result<(), Closed> {
         let now = SystemTime::now();
         let event = self
             .mirror
-            .update(subnet, lease.filter(|l| !l.is_expired(now)));
+            .update(key, lease.filter(|l| !l.is_expired(now)));
         self.send_all(event).await
     }
 

@@ -22,21 +22,21 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Deserializer};
 
 use super::names::Names;
-use crate::lease::{skip, Lease, LeaseAttrs, VxlanData};
+use crate::lease::{skip, Lease, LeaseAttrs, VxlanData, NO_IPV4};
 use crate::netconf::NetConfig;
 
-/// The overlay networks a node's podCIDRs must lie in: IPv4's, and
-/// IPv6's when the configuration enables it.
+/// The overlay networks a node's podCIDRs must lie in: IPv4's unless
+/// IPv6-only, and IPv6's when the configuration enables it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Networks {
-    pub v4: Ipv4Network,
+    pub v4: Option<Ipv4Network>,
     pub v6: Option<Ipv6Network>,
 }
 
 impl Networks {
     pub fn of(config: &NetConfig) -> Result<Self, String> {
         Ok(Self {
-            v4: config.v4()?.network,
+            v4: config.ipv4.map(|c| c.network),
             v6: config.ipv6.map(|c| c.network),
         })
     }
@@ -148,7 +148,11 @@ impl NodeView {
         if self.annotation("kube-subnet-manager") != Some("true") {
             return Err("not managed by flannel (no kube-subnet-manager: \"true\")".into());
         }
-        let subnet = inside(self.pod_cidr.clone()?, networks.v4)?;
+        let Some(v4) = networks.v4 else {
+            let net6 = networks.v6.ok_or("no address family enabled")?;
+            return self.lease_v6_only(net6);
+        };
+        let subnet = inside(self.pod_cidr.clone()?, v4)?;
         let ip = self.annotation("public-ip").unwrap_or_default();
         let public_ip: Ipv4Addr = ip
             .parse()
@@ -186,6 +190,35 @@ impl NodeView {
                     .to_owned(),
                 backend_data,
                 backend_v6_data,
+            },
+            expiration: never(),
+        })
+    }
+
+    /// The node as a peer's lease when the overlay is IPv6-only: an IPv6
+    /// podCIDR inside `net6`, `public-ipv6` and `backend-v6-data` (flannel
+    /// writes no `public-ip` nor `backend-data` then); named by
+    /// [`NO_IPV4`] and its IPv6 subnet.
+    fn lease_v6_only(&self, net6: Ipv6Network) -> Result<Lease, String> {
+        let ipv6_subnet = match self.pod_cidr_v6 {
+            None => return Err("no IPv6 podCIDR".into()),
+            Some(c) if net6.contains(c.network()) && c.prefix() >= net6.prefix() => c,
+            Some(c) => return Err(format!("podCIDR {c} is outside IPv6Network {net6}")),
+        };
+        let public_ipv6 = self.public_ipv6()?.ok_or("no public-ipv6")?;
+        let backend_v6_data = self.backend_v6_data()?.ok_or("no backend-v6-data")?;
+        Ok(Lease {
+            subnet: NO_IPV4,
+            ipv6_subnet: Some(ipv6_subnet),
+            attrs: LeaseAttrs {
+                public_ip: Ipv4Addr::UNSPECIFIED,
+                public_ipv6: Some(public_ipv6),
+                backend_type: self
+                    .annotation("backend-type")
+                    .unwrap_or_default()
+                    .to_owned(),
+                backend_data: serde_json::Value::Null,
+                backend_v6_data: Some(backend_v6_data),
             },
             expiration: never(),
         })
@@ -304,7 +337,7 @@ mod tests {
 
     fn nets() -> Networks {
         Networks {
-            v4: "10.244.0.0/16".parse().expect("net"),
+            v4: Some("10.244.0.0/16".parse().expect("net")),
             v6: None,
         }
     }

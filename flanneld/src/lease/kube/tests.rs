@@ -542,9 +542,60 @@ async fn renew_restores_annotations_or_reports_the_subnet_lost() {
     b.register(NodeFixture::new("again", 1).pod_cidr("10.244.9.0/24"));
     match store.renew(&lease).await {
         Err(crate::lease::LeaseError::Lost { subnet, holder }) => {
-            assert_eq!(subnet, net("10.244.1.0/24"));
+            assert_eq!(subnet, "10.244.1.0-24");
             assert!(holder.contains("10.244.9.0/24"), "{holder}");
         }
         other => panic!("expected Lost, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn an_ipv6_only_node_waits_for_its_ipv6_pod_cidr_and_gets_flannels_v6_annotations() {
+    let b = KubeBacking::start(false);
+    let name = b.register(NodeFixture::new("six", 1));
+    let store = Arc::new(b.store(&name).await);
+    let cfg = config(r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}"#);
+    let a = crate::lease::LeaseAttrs::vxlan_v6_only(
+        "2001:db8::1".parse().expect("ip6"),
+        1,
+        "0a:58:0a:00:00:61",
+    );
+    let (s, c, a2) = (Arc::clone(&store), cfg.clone(), a.clone());
+    let task = tokio::spawn(async move { s.acquire(&c, &a2, None).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !task.is_finished(),
+        "acquire must wait for the IPv6 podCIDR"
+    );
+    b.api
+        .patch_node(
+            &name,
+            &json!({"spec": {"podCIDR": "fd00:10:244:5::/64", "podCIDRs": ["fd00:10:244:5::/64"]}}),
+        )
+        .expect("assign the podCIDR");
+    let lease = timeout(Duration::from_secs(10), task)
+        .await
+        .expect("acquire returns once the podCIDR is set")
+        .expect("task")
+        .expect("acquire");
+    assert_eq!(lease.key(), "0.0.0.0-0&fd00:10:244:5::-64");
+    assert_eq!(lease.attrs, a);
+    assert_eq!(
+        b.annotation(&name, "public-ipv6").as_deref(),
+        Some("2001:db8::1")
+    );
+    assert_eq!(
+        b.annotation(&name, "backend-v6-data").as_deref(),
+        Some(r#"{"VNI":1,"VtepMAC":"0a:58:0a:00:00:61"}"#)
+    );
+    assert_eq!(
+        b.annotation(&name, "kube-subnet-manager").as_deref(),
+        Some("true")
+    );
+    // As flannel: no IPv4 half on an IPv6-only node.
+    assert_eq!(b.annotation(&name, "public-ip"), None);
+    assert_eq!(b.annotation(&name, "backend-data"), None);
+    // Renewal reads the node again: same IPv6 podCIDR, still ours.
+    let renewed = store.renew(&lease).await.expect("renew");
+    assert_eq!(renewed.key(), lease.key());
 }

@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use ipnetwork::Ipv4Network;
 use kube::runtime::watcher::{self, Event};
 use kube::Api;
 use tokio::sync::mpsc;
@@ -29,7 +28,7 @@ use super::names::Names;
 use super::node::{Networks, NodeView, SlimNode};
 use crate::lease::backoff::Backoff;
 use crate::lease::mirror::Mirror;
-use crate::lease::{skip, Lease, LeaseError, LeaseEvent, LeaseWatch};
+use crate::lease::{skip, Lease, LeaseError, LeaseEvent, LeaseKey, LeaseWatch};
 
 /// Room for events not yet taken by the consumer.
 const CHANNEL_DEPTH: usize = 256;
@@ -90,7 +89,7 @@ struct Watcher {
     backoff: Backoff,
     mirror: Mirror,
     /// The subnet each node's lease is reported under.
-    subnet_of: HashMap<String, Ipv4Network>,
+    subnet_of: HashMap<String, LeaseKey>,
     /// A listing being collected (between `Init` and `InitDone`).
     listing: Option<Vec<NodeView>>,
 }
@@ -173,21 +172,21 @@ impl Watcher {
     fn adopt(&mut self, mut views: Vec<NodeView>) -> Vec<Lease> {
         views.sort_by(|a, b| a.name.cmp(&b.name));
         self.subnet_of.clear();
-        let mut owner: HashMap<Ipv4Network, String> = HashMap::new();
+        let mut owner: HashMap<LeaseKey, String> = HashMap::new();
         let mut leases = Vec::new();
         for view in views {
             let Some(lease) = self.lease_of(&view) else {
                 continue;
             };
-            if let Some(first) = owner.get(&lease.subnet) {
+            if let Some(first) = owner.get(&lease.id()) {
                 skip::skipped(
                     &format!("node {}", view.name),
                     &format!("podCIDR {} is node {first}'s too", lease.subnet),
                 );
                 continue;
             }
-            owner.insert(lease.subnet, view.name.clone());
-            self.subnet_of.insert(view.name, lease.subnet);
+            owner.insert(lease.id(), view.name.clone());
+            self.subnet_of.insert(view.name, lease.id());
             leases.push(lease);
         }
         leases
@@ -202,20 +201,20 @@ impl Watcher {
             let taken = self
                 .subnet_of
                 .iter()
-                .find(|(name, s)| **s == lease.subnet && **name != view.name);
+                .find(|(name, s)| **s == lease.id() && **name != view.name);
             if let Some((other, _)) = taken {
                 let reason = format!("podCIDR {} is node {other}'s too", lease.subnet);
                 skip::skipped(&format!("node {}", view.name), &reason);
                 return events;
             }
         }
-        if let Some(old) = old.filter(|o| Some(*o) != lease.as_ref().map(|l| l.subnet)) {
+        if let Some(old) = old.filter(|o| Some(*o) != lease.as_ref().map(Lease::id)) {
             self.subnet_of.remove(&view.name);
             events.extend(self.mirror.update(old, None));
         }
         if let Some(lease) = lease {
-            self.subnet_of.insert(view.name, lease.subnet);
-            events.extend(self.mirror.update(lease.subnet, Some(lease)));
+            self.subnet_of.insert(view.name, lease.id());
+            events.extend(self.mirror.update(lease.id(), Some(lease)));
         }
         events
     }

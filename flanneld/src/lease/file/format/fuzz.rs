@@ -10,6 +10,7 @@ use flannel_tests::fuzz_test;
 use proptest::prelude::*;
 
 use super::*;
+use ipnetwork::Ipv4Network;
 
 fn subnet() -> Ipv4Network {
     "10.244.1.0/24".parse().expect("cidr")

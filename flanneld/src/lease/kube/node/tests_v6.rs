@@ -86,7 +86,7 @@ fn a_bad_ipv6_half_leaves_an_ipv4_peer() {
         json!(["fd00:10:244:1::/64", "10.244.1.0/24"]),
     );
     let nets = Networks {
-        v4: "10.244.0.0/16".parse().expect("net"),
+        v4: Some("10.244.0.0/16".parse().expect("net")),
         v6: Some("fd00:10:244::/56".parse().expect("net")),
     };
     let l = v.lease(nets).expect("still a peer");
@@ -104,4 +104,59 @@ fn a_bad_ipv6_half_leaves_an_ipv4_peer() {
         .lease(Networks { v6: None, ..nets })
         .expect("an IPv4 peer");
     assert_eq!(l.ipv6_subnet, None);
+}
+
+#[test]
+fn an_ipv6_only_node_is_a_peer_by_its_ipv6_podcidr() {
+    // As flannel annotates an IPv6-only node: no public-ip, no backend-data.
+    let annotations = json!({
+        format!("{P}kube-subnet-manager"): "true",
+        format!("{P}backend-type"): "vxlan",
+        format!("{P}public-ipv6"): "2001:db8::1",
+        format!("{P}backend-v6-data"): r#"{"VNI":1,"VtepMAC":"0e:00:00:00:00:11"}"#,
+    });
+    let nets = Networks {
+        v4: None,
+        v6: Some("fd00:10:244::/56".parse().expect("net")),
+    };
+    let l = view(annotations.clone(), json!(["fd00:10:244:1::/64"]))
+        .lease(nets)
+        .expect("an IPv6-only peer");
+    assert_eq!(l.subnet, crate::lease::NO_IPV4);
+    assert_eq!(l.key(), "0.0.0.0-0&fd00:10:244:1::-64");
+    assert_eq!(l.attrs.public_ip, Ipv4Addr::UNSPECIFIED);
+    assert_eq!(
+        l.attrs.node_ip(),
+        "2001:db8::1".parse::<std::net::IpAddr>().expect("ip")
+    );
+    assert!(l.attrs.backend_data.is_null());
+    assert!(l.attrs.vxlan_v6_data().is_some());
+    // podCIDR as a single entry, or dual-stack podCIDRs: the IPv6 one.
+    let dual = view(
+        annotations.clone(),
+        json!(["10.244.1.0/24", "fd00:10:244:1::/64"]),
+    )
+    .lease(nets)
+    .expect("IPv6 half of a dual-stack node");
+    assert_eq!(dual.id(), l.id());
+    for (cidrs, needle) in [
+        (json!(["10.244.1.0/24"]), "no IPv6 podCIDR"),
+        (json!(["fd00:99::/64"]), "outside IPv6Network"),
+    ] {
+        let e = view(annotations.clone(), cidrs)
+            .lease(nets)
+            .expect_err(needle);
+        assert!(e.contains(needle), "{e}");
+    }
+    let no_ip = view(
+        json!({
+            format!("{P}kube-subnet-manager"): "true",
+            format!("{P}backend-v6-data"): r#"{"VNI":1,"VtepMAC":"0e:00:00:00:00:11"}"#,
+        }),
+        json!(["fd00:10:244:1::/64"]),
+    );
+    assert!(no_ip
+        .lease(nets)
+        .expect_err("no ip")
+        .contains("public-ipv6"));
 }
