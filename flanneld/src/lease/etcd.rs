@@ -310,6 +310,44 @@ impl EtcdStore {
         Ok(r.succeeded())
     }
 
+    /// Puts `value` at `key` if `cond` holds, on an etcd lease of our own:
+    /// `grant` (granted here on first use) is kept across attempts that
+    /// lose to another writer, and cleared once the key is on it or when
+    /// the write's outcome is unknown. Once written, the key's previous etcd
+    /// lease `old_lease` is revoked. `Ok(None)`: someone else wrote first.
+    async fn put_on_lease(
+        &self,
+        key: &str,
+        cond: Cond,
+        value: &[u8],
+        old_lease: i64,
+        grant: &mut Option<(i64, SystemTime)>,
+    ) -> Result<Option<SystemTime>, Failure> {
+        let (lease_id, expiration) = match *grant {
+            Some(g) => g,
+            None => *grant.insert(self.grant(key).await?),
+        };
+        match self.write(key, cond, Some((value, lease_id))).await {
+            Ok(true) => {
+                *grant = None;
+                if old_lease != lease_id {
+                    self.revoke(old_lease).await;
+                }
+                Ok(Some(expiration))
+            }
+            Ok(false) => Ok(None),
+            Err(e) => {
+                // The write may have committed before the error (a
+                // timeout), so the key may be on this lease: never revoke
+                // it. Forget it; if unused it expires by itself, and the
+                // next attempt grants a fresh one (so a grant that expired
+                // during an outage is not reused forever).
+                *grant = None;
+                Err(e)
+            }
+        }
+    }
+
     /// Deletes `e`'s key if unchanged since it was read, and revokes its
     /// etcd lease.
     async fn remove_entry(&self, e: &Entry) -> Result<(), Failure> {
@@ -376,27 +414,10 @@ impl EtcdStore {
                 }
             };
             let key = self.keys().lease(subnet, ipv6);
-            let (lease_id, expiration) = match *grant {
-                Some(g) => g,
-                None => *grant.insert(self.grant(&key).await?),
-            };
-            let written = match self.write(&key, cond, Some((&value, lease_id))).await {
-                Ok(written) => written,
-                Err(e) => {
-                    // The write may have committed before the error (a
-                    // timeout), so the key may be on this lease: never
-                    // revoke it. Forget it; if unused it expires by itself,
-                    // and the next attempt grants a fresh one (so a grant
-                    // that expired during an outage is not reused forever).
-                    *grant = None;
-                    return Err(e.into());
-                }
-            };
-            if written {
-                *grant = None;
-                if old_lease != lease_id {
-                    self.revoke(old_lease).await;
-                }
+            if let Some(expiration) = self
+                .put_on_lease(&key, cond, &value, old_lease, grant)
+                .await?
+            {
                 return Ok(Lease {
                     subnet,
                     ipv6_subnet: ipv6,
@@ -500,22 +521,10 @@ impl LeaseStore for EtcdStore {
                         }
                     },
                 };
-                let (lease_id, expiration) = match grant {
-                    Some(g) => g,
-                    None => *grant.insert(self.grant(&key).await?),
-                };
-                let written = match self.write(&key, cond, Some((&value, lease_id))).await {
-                    Ok(written) => written,
-                    Err(e) => {
-                        // Possibly committed (a timeout): the key may be on
-                        // the new lease, so it must not be revoked below.
-                        grant = None;
-                        return Err(e.into());
-                    }
-                };
-                if written {
-                    grant = None;
-                    self.revoke(old_lease).await;
+                if let Some(expiration) = self
+                    .put_on_lease(&key, cond, &value, old_lease, &mut grant)
+                    .await?
+                {
                     return Ok(Lease {
                         subnet: lease.subnet,
                         ipv6_subnet: lease.ipv6_subnet,
