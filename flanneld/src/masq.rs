@@ -230,17 +230,29 @@ async fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn rules_follow_flannel() {
-        let r = MasqRules {
+    /// Dual-stack rules on 10.244.0.0/16 and fd00:10:244::/56, this node
+    /// holding their subnet 3; masquerade and forward on, fully random.
+    fn dual() -> MasqRules {
+        MasqRules {
             ipv4: Some((
                 "10.244.0.0/16".parse().expect("cidr"),
                 "10.244.3.0/24".parse().expect("cidr"),
             )),
-            ipv6: None,
+            ipv6: Some((
+                "fd00:10:244::/56".parse().expect("cidr"),
+                "fd00:10:244:3::/64".parse().expect("cidr"),
+            )),
             masquerade: true,
             forward: true,
             fully_random: true,
+        }
+    }
+
+    #[test]
+    fn rules_follow_flannel() {
+        let r = MasqRules {
+            ipv6: None,
+            ..dual()
         };
         let body = r.body().expect("IPv4 body");
         assert!(body.contains("ip saddr 10.244.3.0/24 ip daddr 10.244.0.0/16 return"));
@@ -265,13 +277,8 @@ mod tests {
     fn ipv6_only_has_only_the_ip6_table() {
         let r = MasqRules {
             ipv4: None,
-            ipv6: Some((
-                "fd00:10:244::/56".parse().expect("cidr"),
-                "fd00:10:244:3::/64".parse().expect("cidr"),
-            )),
-            masquerade: true,
-            forward: true,
             fully_random: false,
+            ..dual()
         };
         assert!(r.body().is_none());
         let script = r.script();
@@ -294,19 +301,7 @@ mod tests {
     #[test]
     fn dual_stack_tables_are_applied_checked_and_removed() {
         let ns = crate::vxlan::tests::TestNs::new();
-        let dual = MasqRules {
-            ipv4: Some((
-                "10.244.0.0/16".parse().expect("cidr"),
-                "10.244.3.0/24".parse().expect("cidr"),
-            )),
-            ipv6: Some((
-                "fd00:10:244::/56".parse().expect("cidr"),
-                "fd00:10:244:3::/64".parse().expect("cidr"),
-            )),
-            masquerade: true,
-            forward: true,
-            fully_random: true,
-        };
+        let dual = dual();
         let v4_only = MasqRules {
             ipv6: None,
             ..dual.clone()
@@ -354,19 +349,7 @@ mod tests {
 
     #[test]
     fn ipv6_rules_are_the_same_in_ip6() {
-        let r = MasqRules {
-            ipv4: Some((
-                "10.244.0.0/16".parse().expect("cidr"),
-                "10.244.3.0/24".parse().expect("cidr"),
-            )),
-            ipv6: Some((
-                "fd00:10:244::/56".parse().expect("cidr"),
-                "fd00:10:244:3::/64".parse().expect("cidr"),
-            )),
-            masquerade: true,
-            forward: true,
-            fully_random: true,
-        };
+        let r = dual();
         let body = r.body6().expect("dual-stack");
         let (n, p) = ("fd00:10:244::/56", "fd00:10:244:3::/64");
         for rule in [
