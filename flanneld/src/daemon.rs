@@ -298,7 +298,7 @@ async fn start_rules(
         (None, _) => None,
     };
     let rules = MasqRules {
-        network: config.v4()?.network,
+        network: config.v4().map_err(|e| e.to_string())?.network,
         subnet: lease.subnet,
         ipv6,
         masquerade: settings.ip_masq,

@@ -55,7 +55,7 @@ pub fn choose<'a, T>(
     held: Vec<Held<'a, T>>,
     taken: impl Fn(Ipv4Network) -> bool,
 ) -> Result<Choice<'a, T>, LeaseError> {
-    let v4 = config.v4().map_err(LeaseError::Store)?;
+    let v4 = config.v4().map_err(|e| LeaseError::Store(e.to_string()))?;
     let fits = |h: &Held<'a, T>| {
         v4.is_leasable(h.subnet)
             && match (&config.ipv6, h.ipv6) {

@@ -36,7 +36,7 @@ pub struct Networks {
 impl Networks {
     pub fn of(config: &NetConfig) -> Result<Self, String> {
         Ok(Self {
-            v4: config.v4()?.network,
+            v4: config.v4().map_err(|e| e.to_string())?.network,
             v6: config.ipv6.map(|c| c.network),
         })
     }
