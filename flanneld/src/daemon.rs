@@ -13,6 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::Instant;
 
 use crate::datapath::{Datapath, Follow, Specs};
+use crate::error::chain;
 use crate::http::Readiness;
 use crate::iface::ExtIface;
 use crate::lease::{Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming, Previous};
@@ -231,7 +232,7 @@ pub async fn run(
                             tracing::warn!("masquerade/forward rules were changed; rewrote table {}", keeper.tables())
                         }
                         Ok(false) => {}
-                        Err(e) => tracing::warn!("check masquerade/forward rules: {e}"),
+                        Err(e) => tracing::warn!("check masquerade/forward rules: {}", chain(&e)),
                     }
                 }
             }
@@ -307,9 +308,12 @@ async fn start_rules(
     };
     match MasqKeeper::start(rules).await {
         Ok(keeper) => Ok(Some(keeper)),
-        Err(e) if settings.ip_masq => Err(format!("install masquerade rules: {e}")),
+        Err(e) if settings.ip_masq => Err(format!("install masquerade rules: {}", chain(&e))),
         Err(e) => {
-            tracing::warn!("install forward rules: {e}; continuing without them");
+            tracing::warn!(
+                "install forward rules: {}; continuing without them",
+                chain(&e)
+            );
             Ok(None)
         }
     }

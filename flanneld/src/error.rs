@@ -4,13 +4,19 @@
 
 use std::error::Error;
 
-/// `e` and every `source()` below it, joined by ": " (one line).
+/// `e` and every `source()` below it, joined by ": " (one line). A
+/// source whose text the line already ends with is not repeated: some
+/// errors (`common::nft::NftError`'s, `LeaseError::Io`) print their
+/// source themselves.
 pub fn chain(e: &dyn Error) -> String {
     let mut text = e.to_string();
     let mut next = e.source();
     while let Some(s) = next {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        let part = s.to_string();
+        if !text.ends_with(&format!(": {part}")) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
         next = s.source();
     }
     text
@@ -35,5 +41,11 @@ mod tests {
             source: std::io::Error::other("inner"),
         };
         assert_eq!(chain(&e), "outer x: inner");
+    }
+
+    #[test]
+    fn chain_skips_a_source_already_printed() {
+        let e = common::nft::NftError::Spawn(std::io::Error::other("denied"));
+        assert_eq!(chain(&e), "run nft: denied");
     }
 }
