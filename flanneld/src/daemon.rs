@@ -13,9 +13,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::Instant;
 
 use crate::datapath::{Datapath, Follow, Specs};
-use crate::error::chain;
+use crate::error::{chain, DaemonError};
 use crate::http::Readiness;
-use crate::iface::ExtIface;
+use crate::iface::{ExtIface, IfaceError};
 use crate::lease::{Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming, Previous};
 use crate::masq::{MasqKeeper, MasqRules};
 use crate::metrics::Metrics;
@@ -71,26 +71,32 @@ pub async fn run(
     config: NetConfig,
     settings: Settings,
     handle: Handle,
-) -> Result<Exit, String> {
-    check_supported(&config)?;
+) -> Result<Exit, DaemonError> {
+    check_supported(&config).map_err(DaemonError::Unsupported)?;
     let store: Arc<dyn LeaseStore> = Arc::from(store);
     let ready = Readiness::default();
     let metrics = Arc::clone(&settings.metrics);
     crate::lease::observe::set_observer(Arc::clone(&metrics) as _);
     metrics.for_store(settings.store_kind);
     if let Some(addr) = settings.healthz {
-        crate::http::serve(addr, ready.clone(), Arc::clone(&metrics)).await?;
+        crate::http::serve(addr, ready.clone(), Arc::clone(&metrics))
+            .await
+            .map_err(DaemonError::Http)?;
     }
-    let mut sigterm =
-        signal(SignalKind::terminate()).map_err(|e| format!("install SIGTERM handler: {e}"))?;
-    let mut sigint =
-        signal(SignalKind::interrupt()).map_err(|e| format!("install SIGINT handler: {e}"))?;
+    let handler = |kind: SignalKind, name: &'static str| {
+        signal(kind).map_err(|source| DaemonError::Signal {
+            signal: name,
+            source,
+        })
+    };
+    let mut sigterm = handler(SignalKind::terminate(), "SIGTERM")?;
+    let mut sigint = handler(SignalKind::interrupt(), "SIGINT")?;
 
     // What the store already records for this node (kube: node-public-ip,
     // the VtepMAC peers know us by) comes before the device is made.
     let hints = store.node_hints().await;
     metrics.store_request("node_hints", &hints);
-    let hints = hints.map_err(|e| format!("read this node's record in the lease store: {e}"))?;
+    let hints = hints.map_err(DaemonError::NodeHints)?;
     let public_ip = hints.public_ip.unwrap_or(settings.public_ip);
     if public_ip != settings.public_ip {
         tracing::info!(%public_ip, "public IP from the lease store");
@@ -112,10 +118,10 @@ pub async fn run(
     let spec6 = match (&config.ipv6, settings.public_ipv6) {
         (None, _) => None,
         (Some(_), None) => {
-            return Err(format!(
-                "IPv6 is enabled (EnableIPv6) but interface {} has no global IPv6 address: give it one, or pass --public-ipv6",
-                settings.ext.name
-            ))
+            return Err(IfaceError::NoGlobalIpv6 {
+                iface: settings.ext.name.clone(),
+            }
+            .into())
         }
         (Some(_), Some(local)) => Some(DeviceSpec {
             vni,
@@ -147,7 +153,8 @@ pub async fn run(
         store.chooses_subnets(),
         Arc::clone(&metrics),
     )
-    .await?;
+    .await
+    .map_err(DaemonError::Datapath)?;
 
     let old_env = SubnetEnv::read(&settings.subnet_file).ok();
     let previous = Previous {
@@ -156,28 +163,27 @@ pub async fn run(
     };
     let acquired = store.acquire_with(&config, &attrs, previous).await;
     metrics.store_request("acquire", &acquired);
-    let mut lease = acquired.map_err(|e| format!("acquire a subnet lease: {e}"))?;
+    let mut lease = acquired.map_err(DaemonError::Acquire)?;
     let own = lease.subnet;
     tracing::info!(subnet = %own, ipv6_subnet = ?lease.ipv6_subnet, "lease acquired");
     let store_kind = settings.store_kind;
     metrics.set_lease(own, lease.attrs.public_ip, store_kind, lease.expiration);
     metrics.store_reachable.set(1);
 
-    dp.adopt(&lease).await?;
+    dp.adopt(&lease).await.map_err(DaemonError::Datapath)?;
     let mut rules = start_rules(&settings, &config, &lease).await?;
     write_subnet_env(&settings, &config, &lease, mtu)?;
     let reported = store.datapath_ready(&lease).await;
     metrics.store_request("datapath_ready", &reported);
-    reported.map_err(|e| format!("report the network ready: {e}"))?;
+    reported.map_err(DaemonError::Ready)?;
     ready.set(true);
 
     let watch = store.watch().await;
     metrics.store_request("watch", &watch);
-    let mut watch = watch.map_err(|e| format!("watch leases: {e}"))?;
+    let mut watch = watch.map_err(DaemonError::Watch)?;
     dp.program(&watch.snapshot).await;
 
-    let mut kernel_events =
-        watch_kernel::subscribe().map_err(|e| format!("subscribe to kernel events: {e}"))?;
+    let mut kernel_events = watch_kernel::subscribe().map_err(DaemonError::KernelEvents)?;
     let mut next_resync = Instant::now() + settings.resync_interval;
     let mut renew_at = deadline(settings.timing.renew_at(&lease));
     let mut renewal = Renewal::default();
@@ -194,7 +200,8 @@ pub async fn run(
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping, datapath left in place"); return Ok(Exit::Stopped) }
             ev = watch.events.recv() => match ev {
                 Some(Ok(ev)) => {
-                    if dp.on_lease_event(ev).await? == Follow::RenewNow {
+                    let follow = dp.on_lease_event(ev).await.map_err(DaemonError::Datapath)?;
+                    if follow == Follow::RenewNow {
                         renew_at = Instant::now();
                     }
                 }
@@ -202,7 +209,7 @@ pub async fn run(
                     metrics.store_outcome("watch_event", Some(&e));
                     tracing::warn!("lease watch: {e}")
                 }
-                None => return Err("the lease watch ended".into()),
+                None => return Err(DaemonError::WatchEnded),
             },
             _ = kernel_events.changed(&indexes) => {
                 // Something on our device changed: check at once rather
@@ -249,7 +256,7 @@ pub async fn run(
                 }
             } => {
                 renewing = None;
-                let result = result.map_err(|e| format!("lease renewal task: {e}"))?;
+                let result = result.map_err(DaemonError::RenewTask)?;
                 metrics.store_request("renew", &result);
                 match &result {
                     Ok(l) => {
@@ -271,18 +278,16 @@ pub async fn run(
 /// A device's MTU: the external interface's (or `Backend.MTU`) less the
 /// family's encapsulation: 50 bytes of VXLAN over IPv4, 70 over IPv6.
 /// IPv6 needs 1280 inside.
-fn vxlan_mtu<F: VxlanFamily>(config: &NetConfig, settings: &Settings) -> Result<u32, String> {
+fn vxlan_mtu<F: VxlanFamily>(config: &NetConfig, settings: &Settings) -> Result<u32, DaemonError> {
     let base = config.backend.mtu.unwrap_or(settings.ext.mtu);
     let least = if F::BITS == 128 { 1280 } else { 576 };
     base.checked_sub(F::OVERHEAD)
         .filter(|m| *m >= least)
-        .ok_or_else(|| {
-            format!(
-                "MTU {base} of {} leaves no room for VXLAN over {} (needs at least {})",
-                settings.ext.name,
-                F::NAME,
-                least + F::OVERHEAD
-            )
+        .ok_or_else(|| DaemonError::Mtu {
+            mtu: base,
+            iface: settings.ext.name.clone(),
+            family: F::NAME,
+            needed: least + F::OVERHEAD,
         })
 }
 
@@ -292,14 +297,14 @@ async fn start_rules(
     settings: &Settings,
     config: &NetConfig,
     lease: &Lease,
-) -> Result<Option<MasqKeeper>, String> {
+) -> Result<Option<MasqKeeper>, DaemonError> {
     let ipv6 = match (&config.ipv6, lease.ipv6_subnet) {
         (Some(net), Some(own6)) => Some((net.network, own6)),
-        (Some(_), None) => return Err(format!("our lease {} has no IPv6 subnet", lease.key())),
+        (Some(_), None) => return Err(DaemonError::LeaseWithoutIpv6 { lease: lease.key() }),
         (None, _) => None,
     };
     let rules = MasqRules {
-        network: config.v4().map_err(|e| e.to_string())?.network,
+        network: config.v4()?.network,
         subnet: lease.subnet,
         ipv6,
         masquerade: settings.ip_masq,
@@ -308,7 +313,7 @@ async fn start_rules(
     };
     match MasqKeeper::start(rules).await {
         Ok(keeper) => Ok(Some(keeper)),
-        Err(e) if settings.ip_masq => Err(format!("install masquerade rules: {}", chain(&e))),
+        Err(e) if settings.ip_masq => Err(DaemonError::Masquerade(e)),
         Err(e) => {
             tracing::warn!(
                 "install forward rules: {}; continuing without them",
@@ -341,7 +346,7 @@ impl Renewal {
         result: Result<Lease, LeaseError>,
         lease: &mut Lease,
         timing: &LeaseTiming,
-    ) -> Result<Instant, String> {
+    ) -> Result<Instant, DaemonError> {
         match result {
             Ok(renewed) => {
                 if self.failing {
@@ -353,9 +358,7 @@ impl Renewal {
                 *lease = renewed;
                 Ok(deadline(timing.renew_at(lease)))
             }
-            Err(e @ LeaseError::Lost { .. }) => Err(format!(
-                "{e}: exiting so this node stops serving a subnet it no longer owns"
-            )),
+            Err(e @ LeaseError::Lost { .. }) => Err(DaemonError::LeaseLost(e)),
             Err(e) => {
                 self.backoff = if self.failing {
                     (self.backoff * 2).min(Self::MAX_RETRY)
@@ -387,10 +390,9 @@ fn write_subnet_env(
     config: &NetConfig,
     lease: &Lease,
     mtu: u32,
-) -> Result<(), String> {
-    let env = subnet_env(config, lease, mtu, settings.ip_masq)?;
-    env.write_atomic(&settings.subnet_file)
-        .map_err(|e| e.to_string())?;
+) -> Result<(), DaemonError> {
+    let env = subnet_env(config, lease, mtu, settings.ip_masq).map_err(DaemonError::SubnetEnv)?;
+    env.write_atomic(&settings.subnet_file)?;
     tracing::info!(path = %settings.subnet_file.display(), "subnet file written");
     Ok(())
 }

@@ -3,6 +3,86 @@
 //! sources on one line ("a: b: c") as `main` does.
 
 use std::error::Error;
+use std::io;
+
+use crate::iface::IfaceError;
+use crate::lease::LeaseError;
+use crate::masq::MasqError;
+use crate::netconf::NetConfError;
+
+/// Why flanneld stopped (or never started); `main` prints it with
+/// [`chain`] as one line and exits 1. Each variant names the step; its
+/// source says what went wrong there. The `String` variants carry the
+/// messages of modules not yet given an error type of their own.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("start runtime")]
+    Runtime(#[source] io::Error),
+    /// A flag's value (`cli`).
+    #[error("{0}")]
+    Flags(String),
+    #[error("open the lease store")]
+    OpenStore(#[source] LeaseError),
+    #[error("read the network configuration")]
+    ReadConfig(#[source] LeaseError),
+    #[error(transparent)]
+    NetConf(#[from] NetConfError),
+    /// A configuration this build cannot serve (`daemon::check_supported`).
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("open netlink socket")]
+    Netlink(#[source] io::Error),
+    #[error(transparent)]
+    Iface(#[from] IfaceError),
+    /// The health and metrics endpoint (`http::serve`).
+    #[error("{0}")]
+    Http(String),
+    #[error("install {signal} handler")]
+    Signal {
+        signal: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("read this node's record in the lease store")]
+    NodeHints(#[source] LeaseError),
+    #[error(
+        "MTU {mtu} of {iface} leaves no room for VXLAN over {family} (needs at least {needed})"
+    )]
+    Mtu {
+        mtu: u32,
+        iface: String,
+        family: &'static str,
+        needed: u32,
+    },
+    /// Creating or programming the VXLAN devices (`datapath`).
+    #[error("{0}")]
+    Datapath(String),
+    #[error("acquire a subnet lease")]
+    Acquire(#[source] LeaseError),
+    #[error("our lease {lease} has no IPv6 subnet")]
+    LeaseWithoutIpv6 { lease: String },
+    #[error("install masquerade rules")]
+    Masquerade(#[source] MasqError),
+    /// Building `subnet.env` from the lease.
+    #[error("{0}")]
+    SubnetEnv(String),
+    #[error(transparent)]
+    WriteSubnetEnv(#[from] common::SubnetEnvError),
+    #[error("report the network ready")]
+    Ready(#[source] LeaseError),
+    #[error("watch leases")]
+    Watch(#[source] LeaseError),
+    #[error("subscribe to kernel events")]
+    KernelEvents(#[source] io::Error),
+    #[error("the lease watch ended")]
+    WatchEnded,
+    #[error("lease renewal task")]
+    RenewTask(#[source] tokio::task::JoinError),
+    /// Another node holds our subnet now (the lease error comes first in
+    /// the message, so it is part of it rather than a source).
+    #[error("{0}: exiting so this node stops serving a subnet it no longer owns")]
+    LeaseLost(LeaseError),
+}
 
 /// `e` and every `source()` below it, joined by ": " (one line). A
 /// source whose text the line already ends with is not repeated: some
