@@ -79,9 +79,7 @@ pub async fn run(
     crate::lease::observe::set_observer(Arc::clone(&metrics) as _);
     metrics.for_store(settings.store_kind);
     if let Some(addr) = settings.healthz {
-        crate::http::serve(addr, ready.clone(), Arc::clone(&metrics))
-            .await
-            .map_err(DaemonError::Http)?;
+        crate::http::serve(addr, ready.clone(), Arc::clone(&metrics)).await?;
     }
     let handler = |kind: SignalKind, name: &'static str| {
         signal(kind).map_err(|source| DaemonError::Signal {

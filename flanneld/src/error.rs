@@ -5,6 +5,8 @@
 use std::error::Error;
 use std::io;
 
+use crate::cli::CliError;
+use crate::http::ListenError;
 use crate::iface::IfaceError;
 use crate::lease::LeaseError;
 use crate::masq::MasqError;
@@ -18,9 +20,8 @@ use crate::netconf::NetConfError;
 pub enum DaemonError {
     #[error("start runtime")]
     Runtime(#[source] io::Error),
-    /// A flag's value (`cli`).
-    #[error("{0}")]
-    Flags(String),
+    #[error(transparent)]
+    Flags(#[from] CliError),
     #[error("open the lease store")]
     OpenStore(#[source] LeaseError),
     #[error("read the network configuration")]
@@ -34,9 +35,8 @@ pub enum DaemonError {
     Netlink(#[source] io::Error),
     #[error(transparent)]
     Iface(#[from] IfaceError),
-    /// The health and metrics endpoint (`http::serve`).
-    #[error("{0}")]
-    Http(String),
+    #[error(transparent)]
+    Http(#[from] ListenError),
     #[error("install {signal} handler")]
     Signal {
         signal: &'static str,

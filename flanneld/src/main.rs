@@ -75,8 +75,8 @@ async fn run(cli: Cli) -> Result<daemon::Exit, DaemonError> {
         ttl: Duration::from_secs(cli.lease_ttl),
         renew_margin: Duration::from_secs(cli.subnet_lease_renew_margin * 60),
     };
-    let store_kind = cli.store_kind().map_err(DaemonError::Flags)?.name();
-    let store_config = cli.store_config().map_err(DaemonError::Flags)?;
+    let store_kind = cli.store_kind()?.name();
+    let store_config = cli.store_config()?;
     let store = lease::open(store_config, timing)
         .await
         .map_err(DaemonError::OpenStore)?;
