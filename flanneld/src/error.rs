@@ -6,6 +6,7 @@ use std::error::Error;
 use std::io;
 
 use crate::cli::CliError;
+use crate::datapath::DatapathError;
 use crate::http::ListenError;
 use crate::iface::IfaceError;
 use crate::lease::LeaseError;
@@ -54,9 +55,8 @@ pub enum DaemonError {
         family: &'static str,
         needed: u32,
     },
-    /// Creating or programming the VXLAN devices (`datapath`).
-    #[error("{0}")]
-    Datapath(String),
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
     #[error("acquire a subnet lease")]
     Acquire(#[source] LeaseError),
     #[error("our lease {lease} has no IPv6 subnet")]
