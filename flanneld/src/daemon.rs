@@ -389,7 +389,7 @@ fn write_subnet_env(
     lease: &Lease,
     mtu: u32,
 ) -> Result<(), DaemonError> {
-    let env = subnet_env(config, lease, mtu, settings.ip_masq).map_err(DaemonError::SubnetEnv)?;
+    let env = subnet_env(config, lease, mtu, settings.ip_masq)?;
     env.write_atomic(&settings.subnet_file)?;
     tracing::info!(path = %settings.subnet_file.display(), "subnet file written");
     Ok(())
@@ -404,7 +404,7 @@ pub fn subnet_env(
     lease: &Lease,
     mtu: u32,
     ipmasq: bool,
-) -> Result<SubnetEnv, String> {
+) -> Result<SubnetEnv, SubnetEnvBuildError> {
     let (network, subnet) = match &config.ipv4 {
         Some(v4) => (Some(v4.network), Some(gateway(lease.subnet)?)),
         None => (None, None),
@@ -412,10 +412,9 @@ pub fn subnet_env(
     let (ipv6_network, ipv6_subnet) = match (&config.ipv6, lease.ipv6_subnet) {
         (Some(v6), Some(own)) => (Some(v6.network), Some(gateway(own)?)),
         (Some(_), None) => {
-            return Err(format!(
-                "write subnet.env: IPv6 is enabled but the lease for {} has no IPv6 subnet",
-                lease.subnet
-            ))
+            return Err(SubnetEnvBuildError::NoIpv6Subnet {
+                lease: lease.subnet,
+            })
         }
         (None, _) => (None, None),
     };
@@ -429,10 +428,22 @@ pub fn subnet_env(
     })
 }
 
+/// Why `subnet.env` could not be built from the lease.
+#[derive(Debug, thiserror::Error)]
+pub enum SubnetEnvBuildError {
+    #[error("write subnet.env: IPv6 is enabled but the lease for {lease} has no IPv6 subnet")]
+    NoIpv6Subnet { lease: ipnetwork::Ipv4Network },
+    /// The subnet has no first address with its prefix.
+    #[error("gateway of {subnet}")]
+    Gateway { subnet: String },
+}
+
 /// `subnet`'s first address with its prefix (the bridge gateway).
-fn gateway<N: Family>(subnet: N) -> Result<N, String> {
+fn gateway<N: Family>(subnet: N) -> Result<N, SubnetEnvBuildError> {
     let first = N::from_bits(N::to_bits(subnet.base()) + 1);
-    N::new(first, subnet.prefix()).ok_or_else(|| format!("gateway of {subnet}"))
+    N::new(first, subnet.prefix()).ok_or_else(|| SubnetEnvBuildError::Gateway {
+        subnet: subnet.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::error::Error;
 use std::io;
 
 use crate::cli::CliError;
+use crate::daemon::SubnetEnvBuildError;
 use crate::datapath::DatapathError;
 use crate::http::ListenError;
 use crate::iface::IfaceError;
@@ -63,9 +64,8 @@ pub enum DaemonError {
     LeaseWithoutIpv6 { lease: String },
     #[error("install masquerade rules")]
     Masquerade(#[source] MasqError),
-    /// Building `subnet.env` from the lease.
-    #[error("{0}")]
-    SubnetEnv(String),
+    #[error(transparent)]
+    SubnetEnv(#[from] SubnetEnvBuildError),
     #[error(transparent)]
     WriteSubnetEnv(#[from] common::SubnetEnvError),
     #[error("report the network ready")]
