@@ -173,12 +173,19 @@ impl StoreKind {
     }
 }
 
+/// Flags that parse one by one but not together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CliError {
+    #[error("--kube-subnet-mgr and --etcd-endpoints are exclusive: pick one lease store")]
+    ExclusiveStores,
+}
+
 impl Cli {
     /// The lease store these flags name, with its settings. The kube
     /// store's node identity comes from the environment kube-flannel.yml
     /// sets through the downward API: `NODE_NAME`, else `POD_NAME` and
     /// `POD_NAMESPACE`.
-    pub fn store_config(&self) -> Result<StoreConfig, String> {
+    pub fn store_config(&self) -> Result<StoreConfig, CliError> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         Ok(match self.store_kind()? {
             StoreKind::File => StoreConfig::File {
@@ -209,11 +216,9 @@ impl Cli {
         })
     }
 
-    pub fn store_kind(&self) -> Result<StoreKind, String> {
+    pub fn store_kind(&self) -> Result<StoreKind, CliError> {
         match (self.kube_subnet_mgr, self.etcd_endpoints.is_some()) {
-            (true, true) => Err(
-                "--kube-subnet-mgr and --etcd-endpoints are exclusive: pick one lease store".into(),
-            ),
+            (true, true) => Err(CliError::ExclusiveStores),
             (true, false) => Ok(StoreKind::Kube),
             (false, true) => Ok(StoreKind::Etcd),
             (false, false) => Ok(StoreKind::File),

@@ -13,8 +13,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::Instant;
 
 use crate::datapath::{Datapath, Follow, Specs};
+use crate::error::{chain, DaemonError};
 use crate::http::Readiness;
-use crate::iface::ExtIface;
+use crate::iface::{ExtIface, IfaceError};
 use crate::lease::{Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming, Previous};
 use crate::masq::{MasqKeeper, MasqRules};
 use crate::metrics::Metrics;
@@ -57,7 +58,7 @@ pub async fn run(
     config: NetConfig,
     settings: Settings,
     handle: Handle,
-) -> Result<Exit, String> {
+) -> Result<Exit, DaemonError> {
     let store: Arc<dyn LeaseStore> = Arc::from(store);
     let ready = Readiness::default();
     let metrics = Arc::clone(&settings.metrics);
@@ -66,16 +67,20 @@ pub async fn run(
     if let Some(addr) = settings.healthz {
         crate::http::serve(addr, ready.clone(), Arc::clone(&metrics)).await?;
     }
-    let mut sigterm =
-        signal(SignalKind::terminate()).map_err(|e| format!("install SIGTERM handler: {e}"))?;
-    let mut sigint =
-        signal(SignalKind::interrupt()).map_err(|e| format!("install SIGINT handler: {e}"))?;
+    let handler = |kind: SignalKind, name: &'static str| {
+        signal(kind).map_err(|source| DaemonError::Signal {
+            signal: name,
+            source,
+        })
+    };
+    let mut sigterm = handler(SignalKind::terminate(), "SIGTERM")?;
+    let mut sigint = handler(SignalKind::interrupt(), "SIGINT")?;
 
     // What the store already records for this node (kube: node-public-ip,
     // the VtepMAC peers know us by) comes before the device is made.
     let hints = store.node_hints().await;
     metrics.store_request("node_hints", &hints);
-    let hints = hints.map_err(|e| format!("read this node's record in the lease store: {e}"))?;
+    let hints = hints.map_err(DaemonError::NodeHints)?;
     let public_ip = hints.public_ip.unwrap_or(settings.public_ip);
     if public_ip != settings.public_ip {
         tracing::info!(%public_ip, "public IP from the lease store");
@@ -100,10 +105,10 @@ pub async fn run(
     let spec6 = match (&config.ipv6, settings.public_ipv6) {
         (None, _) => None,
         (Some(_), None) => {
-            return Err(format!(
-                "IPv6 is enabled (EnableIPv6) but interface {} has no global IPv6 address: give it one, or pass --public-ipv6",
-                settings.ext.name
-            ))
+            return Err(IfaceError::NoGlobalIpv6 {
+                iface: settings.ext.name.clone(),
+            }
+            .into())
         }
         (Some(_), Some(local)) => Some(DeviceSpec {
             vni,
@@ -134,7 +139,7 @@ pub async fn run(
             LeaseAttrs::vxlan_v6_only(s6.local, vni, &mac::format(&s6.mac)),
             s6.mtu,
         ),
-        (None, None) => return Err("no address family is enabled".into()),
+        (None, None) => return Err(DaemonError::NoFamily),
     };
     let specs = Specs {
         v4: spec,
@@ -147,7 +152,8 @@ pub async fn run(
         store.chooses_subnets(),
         Arc::clone(&metrics),
     )
-    .await?;
+    .await
+    .map_err(DaemonError::Datapath)?;
 
     let old_env = SubnetEnv::read(&settings.subnet_file).ok();
     let previous = Previous {
@@ -156,7 +162,7 @@ pub async fn run(
     };
     let acquired = store.acquire_with(&config, &attrs, previous).await;
     metrics.store_request("acquire", &acquired);
-    let mut lease = acquired.map_err(|e| format!("acquire a subnet lease: {e}"))?;
+    let mut lease = acquired.map_err(DaemonError::Acquire)?;
     tracing::info!(subnet = ?lease.ipv4(), ipv6_subnet = ?lease.ipv6_subnet, "lease acquired");
     let store_kind = settings.store_kind;
     metrics.set_lease(
@@ -167,21 +173,20 @@ pub async fn run(
     );
     metrics.store_reachable.set(1);
 
-    dp.adopt(&lease).await?;
+    dp.adopt(&lease).await.map_err(DaemonError::Datapath)?;
     let mut rules = start_rules(&settings, &config, &lease).await?;
     write_subnet_env(&settings, &config, &lease, mtu)?;
     let reported = store.datapath_ready(&lease).await;
     metrics.store_request("datapath_ready", &reported);
-    reported.map_err(|e| format!("report the network ready: {e}"))?;
+    reported.map_err(DaemonError::Ready)?;
     ready.set(true);
 
     let watch = store.watch().await;
     metrics.store_request("watch", &watch);
-    let mut watch = watch.map_err(|e| format!("watch leases: {e}"))?;
+    let mut watch = watch.map_err(DaemonError::Watch)?;
     dp.program(&watch.snapshot).await;
 
-    let mut kernel_events =
-        watch_kernel::subscribe().map_err(|e| format!("subscribe to kernel events: {e}"))?;
+    let mut kernel_events = watch_kernel::subscribe().map_err(DaemonError::KernelEvents)?;
     let mut next_resync = Instant::now() + settings.resync_interval;
     let mut renew_at = deadline(settings.timing.renew_at(&lease));
     let mut renewal = Renewal::default();
@@ -198,7 +203,8 @@ pub async fn run(
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping, datapath left in place"); return Ok(Exit::Stopped) }
             ev = watch.events.recv() => match ev {
                 Some(Ok(ev)) => {
-                    if dp.on_lease_event(ev).await? == Follow::RenewNow {
+                    let follow = dp.on_lease_event(ev).await.map_err(DaemonError::Datapath)?;
+                    if follow == Follow::RenewNow {
                         renew_at = Instant::now();
                     }
                 }
@@ -206,7 +212,7 @@ pub async fn run(
                     metrics.store_outcome("watch_event", Some(&e));
                     tracing::warn!("lease watch: {e}")
                 }
-                None => return Err("the lease watch ended".into()),
+                None => return Err(DaemonError::WatchEnded),
             },
             _ = kernel_events.changed(&indexes) => {
                 // Something on our device changed: check at once rather
@@ -236,7 +242,7 @@ pub async fn run(
                             tracing::warn!("masquerade/forward rules were changed; rewrote table {}", keeper.tables())
                         }
                         Ok(false) => {}
-                        Err(e) => tracing::warn!("check masquerade/forward rules: {e}"),
+                        Err(e) => tracing::warn!("check masquerade/forward rules: {}", chain(&e)),
                     }
                 }
             }
@@ -253,7 +259,7 @@ pub async fn run(
                 }
             } => {
                 renewing = None;
-                let result = result.map_err(|e| format!("lease renewal task: {e}"))?;
+                let result = result.map_err(DaemonError::RenewTask)?;
                 metrics.store_request("renew", &result);
                 match &result {
                     Ok(l) => {
@@ -275,18 +281,16 @@ pub async fn run(
 /// A device's MTU: the external interface's (or `Backend.MTU`) less the
 /// family's encapsulation: 50 bytes of VXLAN over IPv4, 70 over IPv6.
 /// IPv6 needs 1280 inside.
-fn vxlan_mtu<F: VxlanFamily>(config: &NetConfig, settings: &Settings) -> Result<u32, String> {
+fn vxlan_mtu<F: VxlanFamily>(config: &NetConfig, settings: &Settings) -> Result<u32, DaemonError> {
     let base = config.backend.mtu.unwrap_or(settings.ext.mtu);
     let least = if F::BITS == 128 { 1280 } else { 576 };
     base.checked_sub(F::OVERHEAD)
         .filter(|m| *m >= least)
-        .ok_or_else(|| {
-            format!(
-                "MTU {base} of {} leaves no room for VXLAN over {} (needs at least {})",
-                settings.ext.name,
-                F::NAME,
-                least + F::OVERHEAD
-            )
+        .ok_or_else(|| DaemonError::Mtu {
+            mtu: base,
+            iface: settings.ext.name.clone(),
+            family: F::NAME,
+            needed: least + F::OVERHEAD,
         })
 }
 
@@ -296,15 +300,15 @@ async fn start_rules(
     settings: &Settings,
     config: &NetConfig,
     lease: &Lease,
-) -> Result<Option<MasqKeeper>, String> {
+) -> Result<Option<MasqKeeper>, DaemonError> {
     let ipv6 = match (&config.ipv6, lease.ipv6_subnet) {
         (Some(net), Some(own6)) => Some((net.network, own6)),
-        (Some(_), None) => return Err(format!("our lease {} has no IPv6 subnet", lease.key())),
+        (Some(_), None) => return Err(DaemonError::LeaseWithoutIpv6 { lease: lease.key() }),
         (None, _) => None,
     };
     let ipv4 = match (&config.ipv4, lease.ipv4()) {
         (Some(net), Some(own)) => Some((net.network, own)),
-        (Some(_), None) => return Err(format!("our lease {} has no IPv4 subnet", lease.key())),
+        (Some(_), None) => return Err(DaemonError::LeaseWithoutIpv4 { lease: lease.key() }),
         (None, _) => None,
     };
     let rules = MasqRules {
@@ -316,9 +320,12 @@ async fn start_rules(
     };
     match MasqKeeper::start(rules).await {
         Ok(keeper) => Ok(Some(keeper)),
-        Err(e) if settings.ip_masq => Err(format!("install masquerade rules: {e}")),
+        Err(e) if settings.ip_masq => Err(DaemonError::Masquerade(e)),
         Err(e) => {
-            tracing::warn!("install forward rules: {e}; continuing without them");
+            tracing::warn!(
+                "install forward rules: {}; continuing without them",
+                chain(&e)
+            );
             Ok(None)
         }
     }
@@ -346,7 +353,7 @@ impl Renewal {
         result: Result<Lease, LeaseError>,
         lease: &mut Lease,
         timing: &LeaseTiming,
-    ) -> Result<Instant, String> {
+    ) -> Result<Instant, DaemonError> {
         match result {
             Ok(renewed) => {
                 if self.failing {
@@ -358,9 +365,7 @@ impl Renewal {
                 *lease = renewed;
                 Ok(deadline(timing.renew_at(lease)))
             }
-            Err(e @ LeaseError::Lost { .. }) => Err(format!(
-                "{e}: exiting so this node stops serving a subnet it no longer owns"
-            )),
+            Err(e @ LeaseError::Lost { .. }) => Err(DaemonError::LeaseLost(e)),
             Err(e) => {
                 self.backoff = if self.failing {
                     (self.backoff * 2).min(Self::MAX_RETRY)
@@ -392,10 +397,9 @@ fn write_subnet_env(
     config: &NetConfig,
     lease: &Lease,
     mtu: u32,
-) -> Result<(), String> {
+) -> Result<(), DaemonError> {
     let env = subnet_env(config, lease, mtu, settings.ip_masq)?;
-    env.write_atomic(&settings.subnet_file)
-        .map_err(|e| e.to_string())?;
+    env.write_atomic(&settings.subnet_file)?;
     tracing::info!(path = %settings.subnet_file.display(), "subnet file written");
     Ok(())
 }
@@ -409,27 +413,19 @@ pub fn subnet_env(
     lease: &Lease,
     mtu: u32,
     ipmasq: bool,
-) -> Result<SubnetEnv, String> {
+) -> Result<SubnetEnv, SubnetEnvBuildError> {
     let (network, subnet) = match &config.ipv4 {
         Some(v4) => {
-            let own = lease.ipv4().ok_or_else(|| {
-                format!(
-                    "write subnet.env: IPv4 is enabled but the lease {} has no IPv4 subnet",
-                    lease.key()
-                )
-            })?;
+            let own = lease
+                .ipv4()
+                .ok_or_else(|| SubnetEnvBuildError::NoIpv4Subnet { lease: lease.key() })?;
             (Some(v4.network), Some(gateway(own)?))
         }
         None => (None, None),
     };
     let (ipv6_network, ipv6_subnet) = match (&config.ipv6, lease.ipv6_subnet) {
         (Some(v6), Some(own)) => (Some(v6.network), Some(gateway(own)?)),
-        (Some(_), None) => {
-            return Err(format!(
-                "write subnet.env: IPv6 is enabled but the lease for {} has no IPv6 subnet",
-                lease.key()
-            ))
-        }
+        (Some(_), None) => return Err(SubnetEnvBuildError::NoIpv6Subnet { lease: lease.key() }),
         (None, _) => (None, None),
     };
     Ok(SubnetEnv {
@@ -442,10 +438,24 @@ pub fn subnet_env(
     })
 }
 
+/// Why `subnet.env` could not be built from the lease.
+#[derive(Debug, thiserror::Error)]
+pub enum SubnetEnvBuildError {
+    #[error("write subnet.env: IPv4 is enabled but the lease {lease} has no IPv4 subnet")]
+    NoIpv4Subnet { lease: String },
+    #[error("write subnet.env: IPv6 is enabled but the lease for {lease} has no IPv6 subnet")]
+    NoIpv6Subnet { lease: String },
+    /// The subnet has no first address with its prefix.
+    #[error("gateway of {subnet}")]
+    Gateway { subnet: String },
+}
+
 /// `subnet`'s first address with its prefix (the bridge gateway).
-fn gateway<N: Family>(subnet: N) -> Result<N, String> {
+fn gateway<N: Family>(subnet: N) -> Result<N, SubnetEnvBuildError> {
     let first = N::from_bits(N::to_bits(subnet.base()) + 1);
-    N::new(first, subnet.prefix()).ok_or_else(|| format!("gateway of {subnet}"))
+    N::new(first, subnet.prefix()).ok_or_else(|| SubnetEnvBuildError::Gateway {
+        subnet: subnet.to_string(),
+    })
 }
 
 #[cfg(test)]

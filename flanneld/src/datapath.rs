@@ -9,6 +9,7 @@
 //! `vxlan`. It does not talk to the lease store, nor decide when to act:
 //! that is the daemon's loop.
 
+mod error;
 mod family;
 #[cfg(test)]
 mod ns_tests;
@@ -25,6 +26,7 @@ use crate::lease::{Lease, LeaseEvent};
 use crate::metrics::Metrics;
 use crate::netconf::NetConfig;
 use crate::vxlan::{DeviceSpec, KernelCounts, Repairs};
+pub use error::DatapathError;
 use family::FamilyPath;
 pub use family::{lease_id, LeaseFamily, LeaseId};
 
@@ -100,23 +102,19 @@ impl Datapath {
         specs: Specs,
         store_chooses: bool,
         metrics: Arc<Metrics>,
-    ) -> Result<Datapath, String> {
+    ) -> Result<Datapath, DatapathError> {
         let direct = config.backend.direct_routing;
         let v4 = match (config.ipv4, specs.v4) {
             (Some(net), Some(spec)) => {
                 Some(FamilyPath::create(handle.clone(), net, spec, direct).await?)
             }
             (None, _) => None,
-            (Some(_), None) => {
-                return Err("IPv4 is enabled but no IPv4 device was asked for".into())
-            }
+            (Some(_), None) => return Err(DatapathError::NoDevice { family: "IPv4" }),
         };
         let v6 = match (config.ipv6, specs.v6) {
             (Some(net), Some(spec)) => Some(FamilyPath::create(handle, net, spec, direct).await?),
             (None, _) => None,
-            (Some(_), None) => {
-                return Err("IPv6 is enabled but no IPv6 device was asked for".into())
-            }
+            (Some(_), None) => return Err(DatapathError::NoDevice { family: "IPv6" }),
         };
         Ok(Datapath {
             v4,
@@ -129,7 +127,7 @@ impl Datapath {
     }
 
     /// Takes our lease: its addresses go on the devices.
-    pub async fn adopt(&mut self, lease: &Lease) -> Result<(), String> {
+    pub async fn adopt(&mut self, lease: &Lease) -> Result<(), DatapathError> {
         self.own = Some((lease_id(lease), lease.attrs.node_ip()));
         if let Some(v4) = self.v4.as_mut() {
             v4.adopt(lease).await?;
@@ -158,7 +156,7 @@ impl Datapath {
     }
 
     /// One change seen by the lease watch.
-    pub async fn on_lease_event(&mut self, ev: LeaseEvent) -> Result<Follow, String> {
+    pub async fn on_lease_event(&mut self, ev: LeaseEvent) -> Result<Follow, DatapathError> {
         let Some((own, own_ip)) = self.own else {
             return Ok(Follow::Nothing);
         };
@@ -169,10 +167,10 @@ impl Datapath {
         if id == own {
             let own = crate::lease::subnet_key(own.0, own.1);
             return match lease {
-                Some(l) if l.attrs.node_ip() != own_ip => Err(format!(
-                    "lease for {own} was taken over by {}: exiting so this node stops serving a subnet it no longer owns",
-                    l.attrs.node_ip()
-                )),
+                Some(l) if l.attrs.node_ip() != own_ip => Err(DatapathError::TakenOver {
+                    own,
+                    by: l.attrs.node_ip(),
+                }),
                 Some(_) => Ok(Follow::Nothing),
                 None => {
                     tracing::warn!("our lease for {own} disappeared; renewing it at once");
@@ -232,7 +230,7 @@ impl Datapath {
         for result in results {
             match result {
                 Ok(one) => merge(&mut r, one),
-                Err(e) => tracing::warn!("{why} {e}"),
+                Err(e) => tracing::warn!("{why} {}", crate::error::chain(&e)),
             }
         }
         self.count(&r, start_up);

@@ -110,15 +110,24 @@ fn lock(live: &Mutex<Live>) -> std::sync::MutexGuard<'_, Live> {
     live.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The health and metrics endpoint could not listen on `addr`.
+#[derive(Debug, thiserror::Error)]
+#[error("listen for health checks and metrics on {addr}")]
+pub struct ListenError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// Binds now (so a bad address fails at start-up) and serves in the background.
 pub async fn serve(
     addr: SocketAddr,
     ready: Readiness,
     metrics: Arc<Metrics>,
-) -> Result<(), String> {
+) -> Result<(), ListenError> {
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("listen for health checks and metrics on {addr}: {e}"))?;
+        .map_err(|source| ListenError { addr, source })?;
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let live = Arc::new(Mutex::new(Live::default()));
     tokio::spawn(async move {

@@ -24,10 +24,171 @@ pub struct ExtIface {
     pub mtu: u32,
 }
 
+/// Why no external interface (or no public IPv6) could be chosen.
+#[derive(Debug, thiserror::Error)]
+pub enum IfaceError {
+    /// Listing `what` ("links", "addresses", "routes") over netlink failed.
+    #[error("list {what}")]
+    List {
+        what: &'static str,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("list addresses of {iface}")]
+    ListAddressesOf {
+        iface: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    /// `kind`: "an IPv4 address" or "a global IPv6 address".
+    #[error("none of --iface {} exists with {kind}", specs.join(", "))]
+    NoIface {
+        specs: Vec<String>,
+        kind: &'static str,
+    },
+    /// `reason` is the last line of regex's (multi-line) message.
+    #[error("--iface-regex {pattern:?} is not a valid regex: {reason}")]
+    BadRegex { pattern: String, reason: String },
+    #[error("no interface with {kind} matches --iface-regex {}", patterns.join(", "))]
+    NoRegexMatch {
+        patterns: Vec<String>,
+        kind: &'static str,
+    },
+    /// `family`: "" or "IPv6 ".
+    #[error(
+        "no {family}default route: pass --iface or --iface-regex to choose the external interface"
+    )]
+    NoDefaultRoute { family: &'static str },
+    #[error("the default route's interface #{index} vanished")]
+    DefaultRouteGone { index: u32 },
+    /// `what`: "IPv4 address" or "global IPv6 address".
+    #[error("the default route's interface {iface} has no {what}")]
+    DefaultRouteNoAddr { iface: String, what: &'static str },
+    #[error("--public-ipv6 {ip} is not a global unicast IPv6 address")]
+    PublicIpv6NotGlobal { ip: Ipv6Addr },
+    #[error("IPv6 is enabled (EnableIPv6) but interface {iface} has no global IPv6 address: give it one, or pass --public-ipv6")]
+    NoGlobalIpv6 { iface: String },
+}
+
 struct LinkRow {
     index: u32,
     name: String,
     mtu: u32,
+}
+
+/// The host's links and their usable addresses of the overlay's family
+/// (IPv4, or global IPv6 when IPv6-only), as read once for a choice.
+struct Host {
+    links: Vec<LinkRow>,
+    addrs: Vec<(u32, IpNetwork)>,
+    /// For messages: "an IPv4 address" or "a global IPv6 address".
+    kind: &'static str,
+}
+
+impl Host {
+    /// `link` as the external interface, with address `want` (else its
+    /// first); None when it has no (such) address.
+    fn build(&self, link: &LinkRow, want: Option<IpAddr>) -> Option<ExtIface> {
+        let mut networks = self
+            .addrs
+            .iter()
+            .filter(|(i, _)| *i == link.index)
+            .map(|(_, n)| *n);
+        let addr = match want {
+            Some(a) => networks.find(|n| n.ip() == a)?.ip(),
+            None => networks.next()?.ip(),
+        };
+        Some(ExtIface {
+            index: link.index,
+            name: link.name.clone(),
+            addr,
+            mtu: link.mtu,
+        })
+    }
+
+    /// `--iface`: the first spec (a name or an address) that exists.
+    fn by_iface(&self, ifaces: &[String]) -> Result<ExtIface, IfaceError> {
+        ifaces
+            .iter()
+            .find_map(|spec| match spec.parse::<IpAddr>() {
+                Ok(ip) => self
+                    .addrs
+                    .iter()
+                    .find(|(_, n)| n.ip() == ip)
+                    .and_then(|(i, _)| self.links.iter().find(|l| l.index == *i))
+                    .and_then(|l| self.build(l, Some(ip))),
+                Err(_) => self
+                    .links
+                    .iter()
+                    .find(|l| l.name == *spec)
+                    .and_then(|l| self.build(l, None)),
+            })
+            .ok_or_else(|| IfaceError::NoIface {
+                specs: ifaces.to_vec(),
+                kind: self.kind,
+            })
+    }
+
+    /// `--iface-regex`: per pattern in order, the first link whose name or
+    /// one of whose addresses matches.
+    fn by_regex(&self, regexes: &[String]) -> Result<ExtIface, IfaceError> {
+        for pattern in regexes {
+            let re = compile(pattern)?;
+            if let Some(ext) = self.links.iter().find_map(|l| self.matching(&re, l)) {
+                return Ok(ext);
+            }
+        }
+        Err(IfaceError::NoRegexMatch {
+            patterns: regexes.to_vec(),
+            kind: self.kind,
+        })
+    }
+
+    /// `link` if its name matches `re` (with its first address), else with
+    /// its first address that matches.
+    fn matching(&self, re: &Regex, link: &LinkRow) -> Option<ExtIface> {
+        if re.is_match(&link.name) {
+            if let Some(ext) = self.build(link, None) {
+                return Some(ext);
+            }
+        }
+        self.addrs
+            .iter()
+            .filter(|(i, net)| *i == link.index && re.is_match(&net.ip().to_string()))
+            .find_map(|(_, net)| self.build(link, Some(net.ip())))
+    }
+
+    /// The default route's interface (`index`), with its first address.
+    fn by_default_route(&self, index: u32) -> Result<ExtIface, IfaceError> {
+        let link = self
+            .links
+            .iter()
+            .find(|l| l.index == index)
+            .ok_or(IfaceError::DefaultRouteGone { index })?;
+        self.build(link, None)
+            .ok_or_else(|| IfaceError::DefaultRouteNoAddr {
+                iface: link.name.clone(),
+                what: self.kind.trim_start_matches("an ").trim_start_matches("a "),
+            })
+    }
+}
+
+/// `pattern` compiled; regex's message spans several lines, the error
+/// keeps its last, the reason.
+fn compile(pattern: &str) -> Result<Regex, IfaceError> {
+    Regex::new(pattern).map_err(|e| {
+        let text = e.to_string();
+        let reason = text
+            .lines()
+            .last()
+            .unwrap_or("invalid")
+            .trim()
+            .trim_start_matches("error: ");
+        IfaceError::BadRegex {
+            pattern: pattern.to_string(),
+            reason: reason.to_string(),
+        }
+    })
 }
 
 /// Picks the external interface as flannel does, by an address of IPv4
@@ -38,109 +199,34 @@ pub async fn select(
     ifaces: &[String],
     regexes: &[String],
     ipv6_only: bool,
-) -> Result<ExtIface, String> {
-    let links = links(handle).await?;
-    let addrs = addresses(handle, ipv6_only).await?;
-    let (kind, no_kind) = if ipv6_only {
-        ("a global IPv6 address", "global IPv6 address")
-    } else {
-        ("an IPv4 address", "IPv4 address")
+) -> Result<ExtIface, IfaceError> {
+    let host = Host {
+        links: links(handle).await?,
+        addrs: addresses(handle, ipv6_only).await?,
+        kind: if ipv6_only {
+            "a global IPv6 address"
+        } else {
+            "an IPv4 address"
+        },
     };
-    let build = |link: &LinkRow, want: Option<IpAddr>| -> Option<ExtIface> {
-        let networks: Vec<IpNetwork> = addrs
-            .iter()
-            .filter(|(i, _)| *i == link.index)
-            .map(|(_, n)| *n)
-            .collect();
-        let addr = match want {
-            Some(a) => networks.iter().find(|n| n.ip() == a)?.ip(),
-            None => networks.first()?.ip(),
-        };
-        Some(ExtIface {
-            index: link.index,
-            name: link.name.clone(),
-            addr,
-            mtu: link.mtu,
-        })
-    };
-
     if !ifaces.is_empty() {
-        for spec in ifaces {
-            let found = match spec.parse::<IpAddr>() {
-                Ok(ip) => addrs
-                    .iter()
-                    .find(|(_, n)| n.ip() == ip)
-                    .and_then(|(i, _)| links.iter().find(|l| l.index == *i))
-                    .and_then(|l| build(l, Some(ip))),
-                Err(_) => links
-                    .iter()
-                    .find(|l| l.name == *spec)
-                    .and_then(|l| build(l, None)),
-            };
-            if let Some(ext) = found {
-                return Ok(ext);
-            }
-        }
-        return Err(format!(
-            "none of --iface {} exists with {kind}",
-            ifaces.join(", ")
-        ));
+        return host.by_iface(ifaces);
     }
     if !regexes.is_empty() {
-        for pattern in regexes {
-            let re = Regex::new(pattern).map_err(|e| {
-                // regex's message spans several lines; keep its last, the reason.
-                let text = e.to_string();
-                let reason = text
-                    .lines()
-                    .last()
-                    .unwrap_or("invalid")
-                    .trim()
-                    .trim_start_matches("error: ");
-                format!("--iface-regex {pattern:?} is not a valid regex: {reason}")
-            })?;
-            for link in &links {
-                if re.is_match(&link.name) {
-                    if let Some(ext) = build(link, None) {
-                        return Ok(ext);
-                    }
-                }
-                for (_, net) in addrs.iter().filter(|(i, _)| *i == link.index) {
-                    if re.is_match(&net.ip().to_string()) {
-                        if let Some(ext) = build(link, Some(net.ip())) {
-                            return Ok(ext);
-                        }
-                    }
-                }
-            }
-        }
-        return Err(format!(
-            "no interface with {kind} matches --iface-regex {}",
-            regexes.join(", ")
-        ));
+        return host.by_regex(regexes);
     }
     let index = default_route_oif(handle, ipv6_only)
         .await?
-        .ok_or_else(|| {
-            let family = if ipv6_only { "IPv6 " } else { "" };
-            format!("no {family}default route: pass --iface or --iface-regex to choose the external interface")
+        .ok_or(IfaceError::NoDefaultRoute {
+            family: if ipv6_only { "IPv6 " } else { "" },
         })?;
-    let link = links
-        .iter()
-        .find(|l| l.index == index)
-        .ok_or_else(|| format!("the default route's interface #{index} vanished"))?;
-    build(link, None).ok_or_else(|| {
-        format!(
-            "the default route's interface {} has no {no_kind}",
-            link.name
-        )
-    })
+    host.by_default_route(index)
 }
 
 /// The first global unicast IPv6 address on interface `ext` (what flannel
 /// takes as the public IPv6 unless `--public-ipv6` says otherwise); None
 /// when it has none.
-pub async fn global_ipv6(handle: &Handle, ext: &ExtIface) -> Result<Option<Ipv6Addr>, String> {
+pub async fn global_ipv6(handle: &Handle, ext: &ExtIface) -> Result<Option<Ipv6Addr>, IfaceError> {
     let mut stream = handle
         .address()
         .get()
@@ -149,7 +235,10 @@ pub async fn global_ipv6(handle: &Handle, ext: &ExtIface) -> Result<Option<Ipv6A
     while let Some(msg) = stream
         .try_next()
         .await
-        .map_err(|e| format!("list addresses of {}: {e}", ext.name))?
+        .map_err(|source| IfaceError::ListAddressesOf {
+            iface: ext.name.clone(),
+            source,
+        })?
     {
         if msg.header.index != ext.index {
             continue;
@@ -171,31 +260,27 @@ pub async fn public_ipv6(
     handle: &Handle,
     ext: &ExtIface,
     flag: Option<Ipv6Addr>,
-) -> Result<Ipv6Addr, String> {
+) -> Result<Ipv6Addr, IfaceError> {
     if let Some(ip) = flag {
         if !crate::lease::v6::is_global_unicast(ip) {
-            return Err(format!(
-                "--public-ipv6 {ip} is not a global unicast IPv6 address"
-            ));
+            return Err(IfaceError::PublicIpv6NotGlobal { ip });
         }
         return Ok(ip);
     }
-    global_ipv6(handle, ext).await?.ok_or_else(|| {
-        format!(
-            "IPv6 is enabled (EnableIPv6) but interface {} has no global IPv6 address: give it one, or pass --public-ipv6",
-            ext.name
-        )
-    })
+    global_ipv6(handle, ext)
+        .await?
+        .ok_or_else(|| IfaceError::NoGlobalIpv6 {
+            iface: ext.name.clone(),
+        })
 }
 
-async fn links(handle: &Handle) -> Result<Vec<LinkRow>, String> {
+async fn links(handle: &Handle) -> Result<Vec<LinkRow>, IfaceError> {
     let mut stream = handle.link().get().execute();
     let mut out = Vec::new();
-    while let Some(msg) = stream
-        .try_next()
-        .await
-        .map_err(|e| format!("list links: {e}"))?
-    {
+    while let Some(msg) = stream.try_next().await.map_err(|source| IfaceError::List {
+        what: "links",
+        source,
+    })? {
         let mut row = LinkRow {
             index: msg.header.index,
             name: String::new(),
@@ -215,14 +300,13 @@ async fn links(handle: &Handle) -> Result<Vec<LinkRow>, String> {
 
 /// Every usable address of one family: IPv4 but loopback and link-local,
 /// or global unicast IPv6.
-async fn addresses(handle: &Handle, ipv6: bool) -> Result<Vec<(u32, IpNetwork)>, String> {
+async fn addresses(handle: &Handle, ipv6: bool) -> Result<Vec<(u32, IpNetwork)>, IfaceError> {
     let mut stream = handle.address().get().execute();
     let mut out = Vec::new();
-    while let Some(msg) = stream
-        .try_next()
-        .await
-        .map_err(|e| format!("list addresses: {e}"))?
-    {
+    while let Some(msg) = stream.try_next().await.map_err(|source| IfaceError::List {
+        what: "addresses",
+        source,
+    })? {
         // IFA_LOCAL is the interface's own address (IFA_ADDRESS is the
         // peer's on point-to-point links).
         let mut local = None;
@@ -251,18 +335,17 @@ async fn addresses(handle: &Handle, ipv6: bool) -> Result<Vec<(u32, IpNetwork)>,
     Ok(out)
 }
 
-async fn default_route_oif(handle: &Handle, ipv6: bool) -> Result<Option<u32>, String> {
+async fn default_route_oif(handle: &Handle, ipv6: bool) -> Result<Option<u32>, IfaceError> {
     let msg = if ipv6 {
         RouteMessageBuilder::<Ipv6Addr>::new().build()
     } else {
         RouteMessageBuilder::<Ipv4Addr>::new().build()
     };
     let mut stream = handle.route().get(msg).execute();
-    while let Some(route) = stream
-        .try_next()
-        .await
-        .map_err(|e| format!("list routes: {e}"))?
-    {
+    while let Some(route) = stream.try_next().await.map_err(|source| IfaceError::List {
+        what: "routes",
+        source,
+    })? {
         if route.header.destination_prefix_length != 0 || route.header.table != 254 {
             continue;
         }

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod daemon;
 pub mod datapath;
+pub mod error;
 pub mod http;
 pub mod iface;
 pub mod lease;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use flanneld::cli::{Cli, LogFormat};
 use flanneld::daemon::{self, Settings};
+use flanneld::error::{chain, DaemonError};
 use flanneld::lease::{self, LeaseTiming};
 
 fn main() {
@@ -32,7 +33,7 @@ fn main() {
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => fail(format!("start runtime: {e}")),
+        Err(e) => fail(DaemonError::Runtime(e)),
     };
     match rt.block_on(run(cli)) {
         Ok(daemon::Exit::Stopped) => std::process::exit(0),
@@ -40,8 +41,9 @@ fn main() {
     }
 }
 
-fn fail(msg: String) -> ! {
-    tracing::error!("{msg}");
+/// The error and its sources as one line ("a: b: c"), then exit 1.
+fn fail(e: DaemonError) -> ! {
+    tracing::error!("{}", chain(&e));
     std::process::exit(1);
 }
 
@@ -68,22 +70,22 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn run(cli: Cli) -> Result<daemon::Exit, String> {
+async fn run(cli: Cli) -> Result<daemon::Exit, DaemonError> {
     let timing = LeaseTiming {
         ttl: Duration::from_secs(cli.lease_ttl),
         renew_margin: Duration::from_secs(cli.subnet_lease_renew_margin * 60),
     };
     let store_kind = cli.store_kind()?.name();
-    let store = lease::open(cli.store_config()?, timing)
+    let store_config = cli.store_config()?;
+    let store = lease::open(store_config, timing)
         .await
-        .map_err(|e| format!("open the lease store: {e}"))?;
+        .map_err(DaemonError::OpenStore)?;
     let config = store
         .network_config()
         .await
-        .map_err(|e| format!("read the network configuration: {e}"))?;
+        .map_err(DaemonError::ReadConfig)?;
 
-    let (conn, handle, _) =
-        rtnetlink::new_connection().map_err(|e| format!("open netlink socket: {e}"))?;
+    let (conn, handle, _) = rtnetlink::new_connection().map_err(DaemonError::Netlink)?;
     tokio::spawn(conn);
     // IPv6-only: the interface is chosen by its global IPv6 address, and
     // the lease's `PublicIP` is 0.0.0.0 (flannel's empty IPv4).
@@ -92,9 +94,10 @@ async fn run(cli: Cli) -> Result<daemon::Exit, String> {
     let public_ip = match (ext.addr, ipv6_only) {
         (_, true) => Ipv4Addr::UNSPECIFIED,
         (IpAddr::V4(a), false) => cli.public_ip.unwrap_or(a),
-        (IpAddr::V6(a), false) => cli
-            .public_ip
-            .ok_or_else(|| format!("interface {} has no IPv4 address ({a})", ext.name))?,
+        (IpAddr::V6(a), false) => cli.public_ip.ok_or_else(|| DaemonError::NoIpv4OnIface {
+            iface: ext.name.clone(),
+            addr: a,
+        })?,
     };
     tracing::info!(iface = %ext.name, addr = %ext.addr, %public_ip, mtu = ext.mtu, "external interface");
     let public_ipv6 = match (config.ipv6, ext.addr) {

@@ -25,12 +25,38 @@
 use std::fmt::Display;
 use std::time::Duration;
 
+use common::nft::NftError;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use ipnetwork::{Ipv4Network, Ipv6Network};
 
 pub const TABLE: &str = "flannel-rs";
+
+/// Running `nft` for the tables failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MasqError {
+    /// nft could not be started, or said no.
+    #[error(transparent)]
+    Nft(#[from] NftError),
+    /// Waiting for nft (`what` is its command line) failed.
+    #[error("{what}: wait")]
+    Wait {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}: no answer within {timeout:?}")]
+    Timeout { what: String, timeout: Duration },
+}
+
+impl MasqError {
+    /// nft said the table does not exist.
+    fn is_no_such_table(&self) -> bool {
+        matches!(self, Self::Nft(NftError::Failed { message, .. })
+            if message.contains("No such file or directory"))
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MasqRules {
@@ -110,23 +136,23 @@ impl MasqRules {
     }
 
     /// Replaces the tables in one transaction.
-    pub async fn apply(&self) -> Result<(), String> {
+    pub async fn apply(&self) -> Result<(), MasqError> {
         nft(&["-f", "-"], Some(&self.script())).await.map(|_| ())
     }
 
     /// Removes the tables (rules switched off).
-    pub async fn remove() -> Result<(), String> {
+    pub async fn remove() -> Result<(), MasqError> {
         nft(&["-f", "-"], Some(&remove_script())).await.map(|_| ())
     }
 
     /// The rules as the kernel has them, normalised, to compare runs: the
     /// tables that exist, in family order.
-    pub async fn current() -> Result<Option<String>, String> {
+    pub async fn current() -> Result<Option<String>, MasqError> {
         let mut found = Vec::new();
         for family in FAMILIES {
             match nft(&["list", "table", family, TABLE], None).await {
                 Ok(text) => found.push(normalise(&text)),
-                Err(e) if e.contains("No such file or directory") => {}
+                Err(e) if e.is_no_such_table() => {}
                 Err(e) => return Err(e),
             }
         }
@@ -151,7 +177,7 @@ impl MasqKeeper {
         }
     }
 
-    pub async fn start(rules: MasqRules) -> Result<Self, String> {
+    pub async fn start(rules: MasqRules) -> Result<Self, MasqError> {
         let mut keeper = Self {
             rules,
             applied: None,
@@ -160,7 +186,7 @@ impl MasqKeeper {
         Ok(keeper)
     }
 
-    async fn install(&mut self) -> Result<(), String> {
+    async fn install(&mut self) -> Result<(), MasqError> {
         if self.rules.wanted() {
             self.rules.apply().await?;
             self.applied = MasqRules::current().await?;
@@ -173,7 +199,7 @@ impl MasqKeeper {
 
     /// Rewrites the table if it differs from what we installed; returns
     /// whether it had to.
-    pub async fn check(&mut self) -> Result<bool, String> {
+    pub async fn check(&mut self) -> Result<bool, MasqError> {
         if !self.rules.wanted() {
             return Ok(false);
         }
@@ -205,12 +231,12 @@ fn normalise(text: &str) -> String {
 const NFT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs `nft` without blocking the daemon's thread, always reaping it.
-async fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+async fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, MasqError> {
     let what = common::nft::describe(args);
     let mut child = Command::from(common::nft::command(args, stdin.is_some()))
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| common::nft::spawn_error(e).to_string())?;
+        .map_err(common::nft::spawn_error)?;
     let run = async {
         if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
             // A write error shows up as nft's own failure below.
@@ -220,10 +246,15 @@ async fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
     };
     let out = match tokio::time::timeout(NFT_TIMEOUT, run).await {
         Ok(Ok(out)) => out,
-        Ok(Err(e)) => return Err(format!("{what}: wait: {e}")),
-        Err(_) => return Err(format!("{what}: no answer within {NFT_TIMEOUT:?}")),
+        Ok(Err(source)) => return Err(MasqError::Wait { what, source }),
+        Err(_) => {
+            return Err(MasqError::Timeout {
+                what,
+                timeout: NFT_TIMEOUT,
+            })
+        }
     };
-    common::nft::outcome(&what, out).map_err(|e| e.to_string())
+    Ok(common::nft::outcome(&what, out)?)
 }
 
 #[cfg(test)]
@@ -325,14 +356,14 @@ mod tests {
 
         // Untouched: nothing rewritten. IPv6 table deleted: rewritten.
         let (k, unchanged) = ns.within(|_| async move {
-            let r = keeper.check().await;
+            let r = keeper.check().await.map_err(|e| crate::error::chain(&e));
             (keeper, r)
         });
         keeper = k;
         assert_eq!(unchanged, Ok(false));
         ns.nft(&["delete", "table", "ip6", TABLE]);
         let (_, rewritten) = ns.within(|_| async move {
-            let r = keeper.check().await;
+            let r = keeper.check().await.map_err(|e| crate::error::chain(&e));
             (keeper, r)
         });
         assert_eq!(rewritten, Ok(true));

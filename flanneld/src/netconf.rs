@@ -3,8 +3,10 @@
 //! Each address family's part (`Network`…, `IPv6Network`…) is one
 //! [`FamilyConfig`], checked by the same code for both families.
 
+mod error;
 mod family;
 
+pub use error::NetConfError;
 pub use family::{Family, FamilyConfig};
 
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -50,28 +52,35 @@ impl NetConfig {
     /// Reads `net-conf.json` at `path` (`--net-config-path`); a missing file
     /// means the default configuration (Network 10.244.0.0/16), as flannel
     /// has it. The error names the file.
-    pub fn read_file(path: &std::path::Path) -> Result<Self, String> {
+    pub fn read_file(path: &std::path::Path) -> Result<Self, NetConfError> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::info!(path = %path.display(), "no network config file; using the default (Network {DEFAULT_NETWORK})");
                 return Ok(Self::default_config());
             }
-            Err(e) => return Err(format!("read network config {}: {e}", path.display())),
+            Err(source) => {
+                return Err(NetConfError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
         };
-        Self::parse(&text).map_err(|reason| format!("network config {}: {reason}", path.display()))
+        Self::parse(&text).map_err(|reason| NetConfError::Invalid {
+            path: path.to_path_buf(),
+            source: Box::new(reason),
+        })
     }
 
     /// Parses and validates; the error names the field and the rule.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-        let top = lower_keys(value.as_object().ok_or("must be a JSON object")?);
+    pub fn parse(text: &str) -> Result<Self, NetConfError> {
+        let value: Value = serde_json::from_str(text).map_err(NetConfError::Json)?;
+        let top = lower_keys(value.as_object().ok_or(NetConfError::NotObject)?);
 
         let enable_ipv4 = get_bool(&top, "enableipv4")?.unwrap_or(true);
         let enable_ipv6 = get_bool(&top, "enableipv6")?.unwrap_or(false);
         if !enable_ipv4 && !enable_ipv6 {
-            return Err("EnableIPv4 and EnableIPv6 are both false: no address family left".into());
+            return Err(NetConfError::NoFamily);
         }
         // Every key present is read (a wrong type is an error, as in
         // flannel's JSON decoding); a family's rules apply when it is on.
@@ -87,16 +96,12 @@ impl NetConfig {
             get_addr::<Ipv6Addr>(&top, "ipv6subnetmin")?,
             get_addr::<Ipv6Addr>(&top, "ipv6subnetmax")?,
         );
-        let ipv4 = checked_family(enable_ipv4, raw4, "Network is missing")?;
-        let ipv6 = checked_family(
-            enable_ipv6,
-            raw6,
-            "EnableIPv6 is true but IPv6Network is missing",
-        )?;
+        let ipv4 = checked_family(enable_ipv4, raw4, NetConfError::NetworkMissing)?;
+        let ipv6 = checked_family(enable_ipv6, raw6, NetConfError::Ipv6NetworkMissing)?;
         let backend = match top.get("backend") {
             None | Some(Value::Null) => parse_backend(&Map::new())?,
             Some(Value::Object(b)) => parse_backend(&lower_keys(b))?,
-            Some(other) => return Err(format!("Backend must be an object, got {other}")),
+            Some(other) => return Err(NetConfError::BackendNotObject { got: other.clone() }),
         };
         Ok(Self {
             ipv4,
@@ -107,37 +112,33 @@ impl NetConfig {
     }
 
     /// The IPv4 part; the error says IPv4 is disabled (`EnableIPv4=false`).
-    pub fn v4(&self) -> Result<&FamilyConfig<Ipv4Network>, String> {
-        self.ipv4.as_ref().ok_or_else(|| {
-            "EnableIPv4 is false (IPv6-only): this needs an IPv4 network".to_string()
-        })
+    pub fn v4(&self) -> Result<&FamilyConfig<Ipv4Network>, NetConfError> {
+        self.ipv4.as_ref().ok_or(NetConfError::Ipv4Disabled)
     }
 }
 
-fn parse_backend(b: &Map<String, Value>) -> Result<BackendConfig, String> {
+fn parse_backend(b: &Map<String, Value>) -> Result<BackendConfig, NetConfError> {
     let kind = match b.get("type") {
         None | Some(Value::Null) => "vxlan".to_string(),
         Some(Value::String(s)) => s.to_ascii_lowercase(),
-        Some(other) => return Err(format!("Backend.Type must be a string, got {other}")),
+        Some(other) => return Err(NetConfError::BackendTypeNotString { got: other.clone() }),
     };
     if kind != "vxlan" {
-        return Err(format!(
-            "Backend.Type {kind:?} is not supported (only \"vxlan\")"
-        ));
+        return Err(NetConfError::UnsupportedBackend { kind });
     }
     let vni = match get_u64(b, "vni")? {
         None => 1,
         Some(v) if v < (1 << 24) => v as u32,
-        Some(v) => return Err(format!("Backend.VNI {v} must be below 16777216")),
+        Some(vni) => return Err(NetConfError::Vni { vni }),
     };
     let port = match get_u64(b, "port")? {
         None | Some(0) => DEFAULT_VXLAN_PORT,
-        Some(p) => u16::try_from(p).map_err(|_| format!("Backend.Port {p} is not a UDP port"))?,
+        Some(port) => u16::try_from(port).map_err(|_| NetConfError::Port { port })?,
     };
     let mtu = match get_u64(b, "mtu")? {
         None | Some(0) => None,
         Some(m) if (1280..=65535).contains(&m) => Some(m as u32),
-        Some(m) => return Err(format!("Backend.MTU {m} must be in 1280..65535")),
+        Some(mtu) => return Err(NetConfError::Mtu { mtu }),
     };
     Ok(BackendConfig {
         kind,
@@ -180,47 +181,52 @@ fn display_name(key: &str) -> &str {
     }
 }
 
-fn get_bool(m: &Map<String, Value>, key: &str) -> Result<Option<bool>, String> {
-    match m.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(other) => Err(format!(
-            "{} must be true or false, got {other}",
-            display_name(key)
-        )),
+/// `key` held `got`, which is not `expected` ("a string", …).
+fn wrong_type(key: &str, expected: &'static str, got: &Value) -> NetConfError {
+    NetConfError::WrongType {
+        key: display_name(key).to_string(),
+        expected,
+        got: got.clone(),
     }
 }
 
-fn get_u64(m: &Map<String, Value>, key: &str) -> Result<Option<u64>, String> {
+fn get_bool(m: &Map<String, Value>, key: &str) -> Result<Option<bool>, NetConfError> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-            format!(
-                "{} must be a non-negative integer, got {v}",
-                display_name(key)
-            )
-        }),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(wrong_type(key, "true or false", other)),
+    }
+}
+
+fn get_u64(m: &Map<String, Value>, key: &str) -> Result<Option<u64>, NetConfError> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| wrong_type(key, "a non-negative integer", v)),
     }
 }
 
 fn get_net<N: Family + std::str::FromStr>(
     m: &Map<String, Value>,
     key: &str,
-) -> Result<Option<N>, String> {
+) -> Result<Option<N>, NetConfError> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| format!("{} {s:?} is not an {} CIDR", display_name(key), N::NAME)),
-        Some(other) => Err(format!(
-            "{} must be a string, got {other}",
-            display_name(key)
-        )),
+        Some(Value::String(s)) => s.parse().map(Some).map_err(|_| NetConfError::NotCidr {
+            key: display_name(key).to_string(),
+            text: s.clone(),
+            family: N::NAME,
+        }),
+        Some(other) => Err(wrong_type(key, "a string", other)),
     }
 }
 
-fn get_addr<A: std::str::FromStr>(m: &Map<String, Value>, key: &str) -> Result<Option<A>, String> {
+fn get_addr<A: std::str::FromStr>(
+    m: &Map<String, Value>,
+    key: &str,
+) -> Result<Option<A>, NetConfError> {
     let family = if key.starts_with("ipv6") {
         "IPv6"
     } else {
@@ -243,12 +249,13 @@ fn get_addr<A: std::str::FromStr>(m: &Map<String, Value>, key: &str) -> Result<O
                 .ok()
                 .filter(|_| len_ok)
                 .map(Some)
-                .ok_or_else(|| format!("{} {s:?} is not an {family} address", display_name(key)))
+                .ok_or_else(|| NetConfError::NotAddress {
+                    key: display_name(key).to_string(),
+                    text: s.clone(),
+                    family,
+                })
         }
-        Some(other) => Err(format!(
-            "{} must be a string, got {other}",
-            display_name(key)
-        )),
+        Some(other) => Err(wrong_type(key, "a string", other)),
     }
 }
 
@@ -265,8 +272,8 @@ type RawKeys<N> = (
 fn checked_family<N: Family>(
     on: bool,
     (network, subnet_len, subnet_min, subnet_max): RawKeys<N>,
-    missing: &str,
-) -> Result<Option<FamilyConfig<N>>, String> {
+    missing: NetConfError,
+) -> Result<Option<FamilyConfig<N>>, NetConfError> {
     if !on {
         return Ok(None);
     }
@@ -360,7 +367,7 @@ mod tests {
             (r#"{"Network""#, "JSON"),
         ];
         for (text, needle) in cases {
-            let e = NetConfig::parse(text).expect_err(text);
+            let e = NetConfig::parse(text).expect_err(text).to_string();
             assert!(e.contains(needle), "{text}: {e}");
         }
     }

@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ipnetwork::{Ipv4Network, Ipv6Network};
 use rtnetlink::Handle;
 
-use super::underlay_unicast;
+use super::{underlay_unicast, DatapathError};
 use crate::lease::{skip, Lease};
 use crate::mac;
 use crate::netconf::{FamilyConfig, NetConfig};
@@ -155,14 +155,13 @@ impl<F: LeaseFamily> FamilyPath<F> {
         net: FamilyConfig<F>,
         spec: DeviceSpec<F>,
         direct_routing: bool,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, DatapathError> {
         // Which peers share our L2 segment (DirectRouting), and which
         // routes on the external interface are ours to keep true.
         let vx = Vxlan::<F>::new(handle)
             .with_routing(net.network, net.subnet_len, spec.ext_index, direct_routing)
-            .await
-            .map_err(|e| e.to_string())?;
-        let dev = vx.ensure_device(&spec).await.map_err(|e| e.to_string())?;
+            .await?;
+        let dev = vx.ensure_device(&spec).await?;
         tracing::info!(
             device = %dev.name, mac = %mac::format(&dev.mac), local = %spec.local, mtu = spec.mtu,
             "VXLAN device ready"
@@ -179,19 +178,16 @@ impl<F: LeaseFamily> FamilyPath<F> {
     }
 
     /// Takes our lease: its address of this family goes on the device.
-    pub async fn adopt(&mut self, lease: &Lease) -> Result<(), String> {
-        let (subnet, ip) = F::own(lease).ok_or_else(|| {
-            format!(
-                "our lease {} has no {} subnet and public IP",
-                lease.key(),
-                F::NAME
-            )
+    pub async fn adopt(&mut self, lease: &Lease) -> Result<(), DatapathError> {
+        let (subnet, ip) = F::own(lease).ok_or_else(|| DatapathError::OwnLeaseIncomplete {
+            lease: lease.key(),
+            family: F::NAME,
         })?;
         self.own = Some((subnet, ip));
         self.vx
             .ensure_address(&self.dev, subnet.base(), self.net.network)
-            .await
-            .map_err(|e| e.to_string())
+            .await?;
+        Ok(())
     }
 
     /// `l` as a peer of this family (None: not one; a malformed part is
@@ -295,11 +291,14 @@ impl<F: LeaseFamily> FamilyPath<F> {
     }
 
     /// Diffs the kernel against the peers and fixes it.
-    pub async fn reconcile(&self) -> Result<Repairs, String> {
+    pub async fn reconcile(&self) -> Result<Repairs, DatapathError> {
         let wanted: Vec<Peer<F>> = self.peers.values().cloned().collect();
         self.vx
             .reconcile(&self.dev, &wanted)
             .await
-            .map_err(|e| format!("resync of {}: {e}", self.dev.name))
+            .map_err(|source| DatapathError::Resync {
+                device: self.dev.name.clone(),
+                source,
+            })
     }
 }

@@ -125,7 +125,7 @@ impl LeaseStore for FileStore {
     async fn network_config(&self) -> Result<NetConfig, LeaseError> {
         self.blocking("read network config", |inner| {
             NetConfig::read_file(&inner.net_config_path)
-                .map_err(|e| LeaseError::Store(e.to_string()))
+                .map_err(|e| LeaseError::Store(crate::error::chain(&e)))
         })
         .await
     }

@@ -286,7 +286,7 @@ async fn node_of_pod(
 #[async_trait::async_trait]
 impl LeaseStore for KubeStore {
     async fn network_config(&self) -> Result<NetConfig, LeaseError> {
-        NetConfig::read_file(&self.net_config_path).map_err(store_err)
+        NetConfig::read_file(&self.net_config_path).map_err(|e| store_err(crate::error::chain(&e)))
     }
 
     fn chooses_subnets(&self) -> bool {

@@ -8,6 +8,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::{Ipv4Network, Ipv6Network};
 
+use super::NetConfError;
+
 /// An address family, named by its network type.
 pub trait Family: Copy + Eq + Ord + Hash + Debug + Display + Send + Sync + 'static {
     type Addr: Copy + Eq + Ord + Hash + Debug + Display + Send + Sync + std::str::FromStr;
@@ -135,22 +137,25 @@ pub(super) struct RawFamily<N: Family> {
 impl<N: Family> FamilyConfig<N> {
     /// flannel's rules (`CheckNetworkConfig`), for either family; the
     /// error names the key.
-    pub(super) fn check(raw: RawFamily<N>) -> Result<Self, String> {
+    pub(super) fn check(raw: RawFamily<N>) -> Result<Self, NetConfError> {
         let [k_net, k_len, k_min, k_max] = N::KEYS;
         let network = raw.network;
         if !network.is_canonical() {
-            return Err(format!(
-                "{k_net} {network} has host bits set (did you mean {}/{}?)",
-                network.base(),
-                network.prefix()
-            ));
+            return Err(NetConfError::HostBits {
+                key: k_net,
+                network: network.to_string(),
+                base: network.base().to_string(),
+                prefix: network.prefix(),
+            });
         }
         let prefix = network.prefix();
         let smallest = N::MAX_SUBNET_LEN - 2;
         if prefix > smallest {
-            return Err(format!(
-                "{k_net} {network} is too small: the prefix must be /{smallest} or shorter"
-            ));
+            return Err(NetConfError::NetworkTooSmall {
+                key: k_net,
+                network: network.to_string(),
+                smallest,
+            });
         }
         let subnet_len = match raw.subnet_len {
             None if prefix + 2 <= N::DEFAULT_SUBNET_LEN => N::DEFAULT_SUBNET_LEN,
@@ -159,15 +164,21 @@ impl<N: Family> FamilyConfig<N> {
                 let n = u8::try_from(n)
                     .ok()
                     .filter(|n| *n <= N::BITS)
-                    .ok_or_else(|| format!("{k_len} {n} is not a prefix length"))?;
+                    .ok_or(NetConfError::NotPrefixLen { key: k_len, len: n })?;
                 if n > N::MAX_SUBNET_LEN {
-                    return Err(format!("{k_len} {n} must be {} or less", N::MAX_SUBNET_LEN));
+                    return Err(NetConfError::SubnetLenTooLong {
+                        key: k_len,
+                        len: n,
+                        max: N::MAX_SUBNET_LEN,
+                    });
                 }
                 if n < prefix + 2 {
-                    return Err(format!(
-                        "{k_len} {n} must be at least the {k_net} prefix + 2 ({})",
-                        prefix + 2
-                    ));
+                    return Err(NetConfError::SubnetLenTooShort {
+                        key: k_len,
+                        len: n,
+                        network_key: k_net,
+                        min: prefix + 2,
+                    });
                 }
                 n
             }
@@ -181,14 +192,21 @@ impl<N: Family> FamilyConfig<N> {
             (1u128 << (N::BITS - prefix)) - 1
         };
         let last = first + span - (size - 1);
-        let bound = |key: &str, a: N::Addr| -> Result<N::Addr, String> {
+        let bound = |key: &'static str, a: N::Addr| -> Result<N::Addr, NetConfError> {
             if !network.contains_addr(a) {
-                return Err(format!("{key} {a} is outside {k_net} {network}"));
+                return Err(NetConfError::BoundOutside {
+                    key,
+                    addr: a.to_string(),
+                    network_key: k_net,
+                    network: network.to_string(),
+                });
             }
             if N::to_bits(a) % size != 0 {
-                return Err(format!(
-                    "{key} {a} is not aligned to a /{subnet_len} subnet"
-                ));
+                return Err(NetConfError::BoundUnaligned {
+                    key,
+                    addr: a.to_string(),
+                    subnet_len,
+                });
             }
             Ok(a)
         };
@@ -201,9 +219,12 @@ impl<N: Family> FamilyConfig<N> {
             Some(a) => bound(k_max, a)?,
         };
         if subnet_min > subnet_max {
-            return Err(format!(
-                "{k_min} {subnet_min} is above {k_max} {subnet_max}"
-            ));
+            return Err(NetConfError::MinAboveMax {
+                min_key: k_min,
+                min: subnet_min.to_string(),
+                max_key: k_max,
+                max: subnet_max.to_string(),
+            });
         }
         Ok(Self {
             network,

@@ -38,7 +38,7 @@ fn ipv6_only_parses_without_network() {
     )
     .expect("valid");
     assert_eq!(c.ipv4, None);
-    assert!(c.v4().unwrap_err().contains("EnableIPv4"));
+    assert!(c.v4().unwrap_err().to_string().contains("EnableIPv4"));
     let f = c.ipv6.expect("ipv6");
     assert_eq!(f.subnet_len, 80);
     assert_eq!(f.subnet_min, v6("fd00::1:0:0:0"));
@@ -148,7 +148,7 @@ fn each_bad_combination_names_its_field() {
         ),
     ];
     for (text, needle) in cases {
-        let e = NetConfig::parse(text).expect_err(text);
+        let e = NetConfig::parse(text).expect_err(text).to_string();
         assert!(e.contains(needle), "{text}: {e}");
         assert!(!e.contains('\n'), "one line: {e}");
     }
@@ -161,6 +161,7 @@ fn ipv6_keys_are_read_but_unused_when_ipv6_is_off() {
         .expect("valid");
     assert_eq!(c.ipv6, None);
     let e = NetConfig::parse(r#"{"Network":"10.244.0.0/16","IPv6Network":"banana"}"#)
-        .expect_err("not a CIDR");
+        .expect_err("not a CIDR")
+        .to_string();
     assert!(e.contains("IPv6Network"), "{e}");
 }
