@@ -9,29 +9,16 @@
 //! returns; stops on drop.
 
 use super::lease::LeaseFile;
-use super::monitor::{netlink_socket, u16_at};
+use super::monitor::route_prefix;
+use super::nl_subscribe::Subscription;
 use crate::netns::NetNs;
+use rtnetlink::constants::{RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE, RTMGRP_NEIGH};
+use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage};
+use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage, RouteProtocol};
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Instant;
-
-const RTMGRP_NEIGH: u32 = 0x4;
-const RTMGRP_IPV4_ROUTE: u32 = 0x40;
-const RTMGRP_IPV6_ROUTE: u32 = 0x400;
-const RTM_NEWROUTE: u16 = 24;
-const RTM_DELROUTE: u16 = 25;
-const RTM_NEWNEIGH: u16 = 28;
-const RTM_DELNEIGH: u16 = 29;
-const RTA_DST: u16 = 1;
-const RTPROT_KERNEL: u8 = 2;
-const RTA_OIF: u16 = 4;
-const RTA_TABLE: u16 = 15;
-const NDA_DST: u16 = 1;
-const NDA_LLADDR: u16 = 2;
 
 /// What a change was about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,9 +73,7 @@ impl fmt::Display for EntryEvent {
 
 /// See the module doc.
 pub struct EntryMonitor {
-    events: Arc<Mutex<Vec<EntryEvent>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    sub: Subscription<EntryEvent>,
 }
 
 impl EntryMonitor {
@@ -99,60 +84,20 @@ impl EntryMonitor {
             .as_u64()
             .and_then(|i| u32::try_from(i).ok())
             .unwrap_or_else(|| panic!("no {dev} in {}: {link}", ns.name()));
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (ev, st) = (events.clone(), stop.clone());
-        let thread = ns.spawn(move || {
-            let fd = match netlink_socket(RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE) {
-                Ok(fd) => fd,
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-            };
-            let _ = tx.send(Ok(()));
-            let mut buf = vec![0u8; 1 << 16];
-            while !st.load(Ordering::Relaxed) {
-                // SAFETY: buf is valid for its length.
-                let n = unsafe {
-                    libc::recv(
-                        fd.as_raw_fd(),
-                        buf.as_mut_ptr() as *mut libc::c_void,
-                        buf.len(),
-                        0,
-                    )
-                };
-                let now = Instant::now();
-                if n <= 0 {
-                    continue;
-                }
-                let parsed = parse(&buf[..n as usize], ifindex);
-                ev.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend(parsed.into_iter().map(|(added, entry)| EntryEvent {
-                        at: now,
-                        added,
-                        entry,
-                    }));
-            }
-        });
-        rx.recv()
-            .expect("entry monitor thread died")
-            .unwrap_or_else(|e| panic!("entry monitor in {}: {e}", ns.name()));
-        EntryMonitor {
-            events,
-            stop,
-            thread: Some(thread),
-        }
+        let sub = Subscription::start(
+            ns,
+            RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE,
+            "entry monitor",
+            move |at, msg| {
+                entry_change(msg, ifindex).map(|(added, entry)| EntryEvent { at, added, entry })
+            },
+        );
+        EntryMonitor { sub }
     }
 
     /// Everything seen so far.
     pub fn events(&self) -> Vec<EntryEvent> {
-        self.events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.sub.events().clone()
     }
 
     /// The changes about none of `leases`' entries.
@@ -163,15 +108,6 @@ impl EntryMonitor {
     }
 }
 
-impl Drop for EntryMonitor {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 fn mac(b: &[u8]) -> String {
     b.iter()
         .map(|x| format!("{x:02x}"))
@@ -179,93 +115,70 @@ fn mac(b: &[u8]) -> String {
         .join(":")
 }
 
-/// An IPv4 or IPv6 address attribute, by its length.
-fn ip(b: &[u8]) -> String {
-    if let Ok(a) = <[u8; 4]>::try_from(b) {
-        return Ipv4Addr::from(a).to_string();
+/// (added?, entry) of a route, neighbour or FDB message about `ifindex`.
+fn entry_change(msg: &RouteNetlinkMessage, ifindex: u32) -> Option<(bool, Entry)> {
+    match msg {
+        RouteNetlinkMessage::NewRoute(r) => Some((true, route_entry(r, ifindex)?)),
+        RouteNetlinkMessage::DelRoute(r) => Some((false, route_entry(r, ifindex)?)),
+        RouteNetlinkMessage::NewNeighbour(n) => Some((true, neigh_entry(n, ifindex)?)),
+        RouteNetlinkMessage::DelNeighbour(n) => Some((false, neigh_entry(n, ifindex)?)),
+        _ => None,
     }
-    if let Ok(a) = <[u8; 16]>::try_from(b) {
-        return Ipv6Addr::from(a).to_string();
-    }
-    String::new()
 }
 
-/// The (type, payload) of each attribute in `a`.
-fn attrs(mut a: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    while a.len() >= 4 {
-        let len = u16_at(a, 0) as usize;
-        if len < 4 || len > a.len() {
-            break;
+/// An IPv4 or IPv6 route through `ifindex`, unless it is one the kernel
+/// made itself for an IPv6 address of the device (see the module doc).
+fn route_entry(route: &RouteMessage, ifindex: u32) -> Option<Entry> {
+    let dst = route_prefix(route)?;
+    let mut oif = None;
+    let mut table = u32::from(route.header.table);
+    for a in &route.attributes {
+        match a {
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Table(t) => table = *t,
+            _ => {}
         }
-        out.push((u16_at(a, 2) & 0x3fff, &a[4..len]));
-        a = &a[((len + 3) & !3).min(a.len())..];
     }
-    out
+    let kernels_own = route.header.address_family == AddressFamily::Inet6
+        && route.header.protocol == RouteProtocol::Kernel;
+    (oif == Some(ifindex) && !kernels_own).then_some(Entry::Route { dst, table })
 }
 
-fn u32_of(b: &[u8]) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(..4)?.try_into().ok()?))
-}
-
-/// (added?, entry) for each route, neighbour or FDB message about `ifindex`.
-fn parse(mut b: &[u8], ifindex: u32) -> Vec<(bool, Entry)> {
-    let mut out = Vec::new();
-    while b.len() >= 16 {
-        let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
-        if len < 16 || len > b.len() {
-            break;
+/// A neighbour (IPv4 or IPv6) or FDB (bridge family) entry on `ifindex`.
+fn neigh_entry(neigh: &NeighbourMessage, ifindex: u32) -> Option<Entry> {
+    if neigh.header.ifindex != ifindex {
+        return None;
+    }
+    let (mut dst, mut lladdr) = (String::new(), String::new());
+    for a in &neigh.attributes {
+        match a {
+            NeighbourAttribute::Destination(d) => dst = neigh_ip(d),
+            NeighbourAttribute::LinkLayerAddress(l) => lladdr = mac(l),
+            _ => {}
         }
-        let ty = u16_at(b, 4);
-        let msg = &b[16..len];
-        if msg.len() >= 12 {
-            match ty {
-                RTM_NEWROUTE | RTM_DELROUTE
-                    if msg[0] == libc::AF_INET as u8 || msg[0] == libc::AF_INET6 as u8 =>
-                {
-                    let unspecified = if msg[0] == libc::AF_INET as u8 {
-                        Ipv4Addr::UNSPECIFIED.to_string()
-                    } else {
-                        Ipv6Addr::UNSPECIFIED.to_string()
-                    };
-                    let (mut dst, mut oif) = (unspecified, None);
-                    let mut table = u32::from(msg[4]);
-                    for (t, v) in attrs(&msg[12..]) {
-                        match t {
-                            RTA_DST => dst = ip(v),
-                            RTA_OIF => oif = u32_of(v),
-                            RTA_TABLE => table = u32_of(v).unwrap_or(table),
-                            _ => {}
-                        }
-                    }
-                    let kernels_own = msg[0] == libc::AF_INET6 as u8 && msg[5] == RTPROT_KERNEL;
-                    if oif == Some(ifindex) && !kernels_own {
-                        let dst = format!("{dst}/{}", msg[1]);
-                        out.push((ty == RTM_NEWROUTE, Entry::Route { dst, table }));
-                    }
-                }
-                RTM_NEWNEIGH | RTM_DELNEIGH if u32_of(&msg[4..8]) == Some(ifindex) => {
-                    let (mut dst, mut lladdr) = (String::new(), String::new());
-                    for (t, v) in attrs(&msg[12..]) {
-                        match t {
-                            NDA_DST => dst = ip(v),
-                            NDA_LLADDR => lladdr = mac(v),
-                            _ => {}
-                        }
-                    }
-                    let added = ty == RTM_NEWNEIGH;
-                    match i32::from(msg[0]) {
-                        libc::AF_INET | libc::AF_INET6 => {
-                            out.push((added, Entry::Neigh { dst, lladdr }))
-                        }
-                        libc::AF_BRIDGE => out.push((added, Entry::Fdb { mac: lladdr, dst })),
-                        _ => {}
-                    }
-                }
-                _ => {}
+    }
+    match neigh.header.family {
+        AddressFamily::Inet | AddressFamily::Inet6 => Some(Entry::Neigh { dst, lladdr }),
+        AddressFamily::Bridge => Some(Entry::Fdb { mac: lladdr, dst }),
+        _ => None,
+    }
+}
+
+/// A neighbour's address as text; an FDB entry's (bridge family) comes
+/// undecoded and is read by its length; "" if it is neither IPv4 nor IPv6.
+fn neigh_ip(d: &NeighbourAddress) -> String {
+    match d {
+        NeighbourAddress::Inet(a) => a.to_string(),
+        NeighbourAddress::Inet6(a) => a.to_string(),
+        NeighbourAddress::Other(b) => {
+            if let Ok(a) = <[u8; 4]>::try_from(b.as_slice()) {
+                Ipv4Addr::from(a).to_string()
+            } else if let Ok(a) = <[u8; 16]>::try_from(b.as_slice()) {
+                Ipv6Addr::from(a).to_string()
+            } else {
+                String::new()
             }
         }
-        b = &b[((len + 3) & !3).min(b.len())..];
+        _ => String::new(),
     }
-    out
 }

@@ -37,6 +37,7 @@ mod kube_lease;
 pub mod lease;
 pub mod monitor;
 pub mod netlink_writes;
+mod nl_subscribe;
 mod node;
 pub mod persist;
 mod pod;
