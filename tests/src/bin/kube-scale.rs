@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use flannel_tests::cluster::monitor::RouteMonitor;
 use flannel_tests::cluster::Cluster;
-use flannel_tests::kube_api::{realistic_nodes, KubeApiOptions, KubeApiServer, NodeFixture};
+use flannel_tests::kube_api::{realistic_nodes, KubeApiServer, NodeFixture};
 use flannel_tests::proc::ChildGuard;
 use serde_json::json;
 
@@ -126,15 +126,7 @@ fn run(n: u32, events: u32) {
         .start(false)
         .net_conf(net_conf)
         .build();
-    let api = c
-        .underlay()
-        .run(|| {
-            let addr = "192.168.64.1:6443".parse().expect("address");
-            KubeApiServer::start_with(KubeApiOptions::new().listen(addr).tls())
-        })
-        .unwrap_or_else(|e| panic!("start the API stand-in: {e}"));
-    let kubeconfig = c.dir().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig).expect("write kubeconfig");
+    let (api, kubeconfig) = c.kube_api_in_process();
     let t = Instant::now();
     api.create_nodes(realistic_nodes("peer-", n))
         .expect("peers");

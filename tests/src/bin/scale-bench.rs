@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use flannel_tests::cluster::entry_monitor::EntryMonitor;
 use flannel_tests::cluster::{store::StoreKind, Cluster};
-use flannel_tests::kube_api::{KubeApiOptions, KubeApiServer, NodeFixture};
+use flannel_tests::kube_api::NodeFixture;
 use flannel_tests::proc::ChildGuard;
 use scale_kernel::{cpu, ip_batch, load_average, rss_mib, Entries, FakePeer};
 use scale_store::Feed;
@@ -167,15 +167,7 @@ fn run(store: StoreKind, n: u32, churn: u32) -> Figures {
             underlay: flannel_tests::NetNs::existing(c.underlay().name()),
         },
         StoreKind::Kube => {
-            let api = c
-                .underlay()
-                .run(|| {
-                    let addr = "192.168.64.1:6443".parse().expect("address");
-                    KubeApiServer::start_with(KubeApiOptions::new().listen(addr).tls())
-                })
-                .unwrap_or_else(|e| panic!("start the API stand-in: {e}"));
-            let kubeconfig = c.dir().join("kubeconfig");
-            api.write_kubeconfig(&kubeconfig).expect("write kubeconfig");
+            let (api, kubeconfig) = c.kube_api_in_process();
             let mine = NodeFixture::new(&me, 1 << 22)
                 .pod_cidr("10.255.0.0/24")
                 .build();

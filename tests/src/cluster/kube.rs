@@ -353,3 +353,25 @@ impl super::Cluster {
             .unwrap_or_else(|| panic!("no Node {name}"))
     }
 }
+
+impl super::Cluster {
+    /// An in-process Kubernetes API stand-in (TLS) listening in the
+    /// underlay at `UNDERLAY_GATEWAY:KUBE_API_PORT`, and the kubeconfig for
+    /// it, written into the cluster's directory. For the benchmarks, which
+    /// feed the API directly instead of through the stand-in process.
+    pub fn kube_api_in_process(&self) -> (crate::kube_api::KubeApiServer, PathBuf) {
+        use crate::kube_api::{KubeApiOptions, KubeApiServer};
+        let api = self
+            .underlay()
+            .run(|| {
+                let addr = format!("{UNDERLAY_GATEWAY}:{KUBE_API_PORT}");
+                let addr = addr.parse().expect("the underlay gateway is an address");
+                KubeApiServer::start_with(KubeApiOptions::new().listen(addr).tls())
+            })
+            .unwrap_or_else(|e| panic!("start the API stand-in: {e}"));
+        let kubeconfig = self.dir().join("kubeconfig");
+        api.write_kubeconfig(&kubeconfig)
+            .unwrap_or_else(|e| panic!("write {}: {e}", kubeconfig.display()));
+        (api, kubeconfig)
+    }
+}
