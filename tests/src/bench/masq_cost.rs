@@ -2,8 +2,12 @@
 //! already on the node (their addresses in the masquerade set, their veths
 //! on the bridge): a probe pod is added and deleted again and again, its
 //! config alternating between `delegate.ipMasq: true` and `false` (ABBA
-//! order), on our side only. The difference of the medians is the cost.
-//! Runs in `cni-bench --ip-masq` after the side-by-side phases.
+//! order), on our side only. The cost is the median of the paired
+//! differences (each "on" call against the "off" call next to it, so a
+//! drift in the machine's load cancels), with a 95% confidence interval of
+//! that median from order statistics. Runs in `cni-bench --ip-masq` after
+//! the side-by-side phases. Only measures: it configures nothing beyond the
+//! bench's own pods.
 
 use std::time::Duration;
 
@@ -14,13 +18,55 @@ use crate::report::median;
 use crate::side::{pod_ref, wait_quiet, NsThread, Side, QUIET_TIMEOUT};
 
 /// Probe ADD+DEL pairs per config and level.
-pub const PROBES: usize = 40;
+pub const PROBES: usize = 100;
 
-/// The medians at one level: (with masquerade, without) for ADD and DEL.
+/// One verb's figures at one level.
+pub struct VerbCost {
+    /// Medians with masquerade and without.
+    pub on: Duration,
+    pub off: Duration,
+    /// Median of the paired differences (on − off), and its 95% interval,
+    /// in ms.
+    pub diff: f64,
+    pub interval: (f64, f64),
+}
+
+/// The figures at one level.
 pub struct Cost {
     pub pods: usize,
-    pub add: (Duration, Duration),
-    pub del: (Duration, Duration),
+    pub add: VerbCost,
+    pub del: VerbCost,
+}
+
+impl VerbCost {
+    /// `on[i]` and `off[i]` were measured next to each other.
+    fn of(on: &[Duration], off: &[Duration]) -> VerbCost {
+        let ms = |d: &Duration| d.as_secs_f64() * 1e3;
+        let mut diffs: Vec<f64> = on.iter().zip(off).map(|(a, b)| ms(a) - ms(b)).collect();
+        diffs.sort_by(f64::total_cmp);
+        let n = diffs.len();
+        let at = |i: usize| {
+            diffs
+                .get(i.min(n.saturating_sub(1)))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let diff = match n {
+            0 => 0.0,
+            n if n % 2 == 1 => at(n / 2),
+            n => (at(n / 2 - 1) + at(n / 2)) / 2.0,
+        };
+        // Distribution-free interval of the median: ranks n/2 ± 1.96·√n/2.
+        let half = 1.96 * (n as f64).sqrt() / 2.0;
+        let lo = ((n as f64 / 2.0) - half).floor().max(0.0) as usize;
+        let hi = ((n as f64 / 2.0) + half).ceil() as usize;
+        VerbCost {
+            on: median(on),
+            off: median(off),
+            diff,
+            interval: (at(lo), at(hi)),
+        }
+    }
 }
 
 /// `side`'s plugin with `delegate.ipMasq` forced to `on`.
@@ -77,8 +123,8 @@ pub fn measure(
             }
             out.push(Cost {
                 pods: level,
-                add: (median(&add[0]), median(&add[1])),
-                del: (median(&del[0]), median(&del[1])),
+                add: VerbCost::of(&add[0], &add[1]),
+                del: VerbCost::of(&del[0], &del[1]),
             });
         }
         Ok(())
@@ -96,23 +142,28 @@ pub fn measure(
 /// The table of costs, one line per level.
 pub fn table(costs: &[Cost]) -> String {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let cell = |v: &VerbCost| {
+        format!(
+            "{:>6.2} | {:>6.2} | {:>+6.2} [{:+.2}, {:+.2}]",
+            ms(v.on),
+            ms(v.off),
+            v.diff,
+            v.interval.0,
+            v.interval.1
+        )
+    };
     let mut s = format!(
-        "masquerade cost (flannel-rs, probe pod, ipMasq on vs off, medians of {PROBES} each)\n\
-         pods on node | ADD on | ADD off | ADD +masq | DEL on | DEL off | DEL +masq | target +masq <= 1 ms\n",
+        "masquerade cost (flannel-rs, probe pod, ipMasq on vs off, {PROBES} ABBA pairs; \
+         +masq = median of paired differences [95% interval])\n\
+         pods on node | ADD on | ADD off | ADD +masq | DEL on | DEL off | DEL +masq | target ADD +masq <= 1 ms\n",
     );
     for c in costs {
-        let add = ms(c.add.0) - ms(c.add.1);
-        let del = ms(c.del.0) - ms(c.del.1);
         s += &format!(
-            "{:>12} | {:>6.2} | {:>7.2} | {:>+9.2} | {:>6.2} | {:>7.2} | {:>+9.2} | {}\n",
+            "{:>12} | {} | {} | {}\n",
             c.pods,
-            ms(c.add.0),
-            ms(c.add.1),
-            add,
-            ms(c.del.0),
-            ms(c.del.1),
-            del,
-            if add <= 1.0 { "met" } else { "MISSED" }
+            cell(&c.add),
+            cell(&c.del),
+            if c.add.diff <= 1.0 { "met" } else { "MISSED" }
         );
     }
     s
