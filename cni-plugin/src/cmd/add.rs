@@ -1,4 +1,11 @@
-//! ADD: bridge, veth, address, routes, masquerade; undo on any failure.
+//! ADD: bridge, addresses from the IPAM store, upstream's per-pod file
+//! (`scratch.rs`), veth, the pod's addresses and routes, masquerade. On any
+//! failure it undoes what it did: the veth is deleted, the addresses freed,
+//! the per-pod file removed.
+//!
+//! Owns the order of those steps and the result it reports; how each is done
+//! is the module it calls. Starts no process on the per-pod path (`nft` runs
+//! only for the node's first masquerading pod, in `masq`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

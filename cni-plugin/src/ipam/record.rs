@@ -1,5 +1,9 @@
 //! A record written once under no name and then linked under an
 //! address's name: an address file appears whole or not at all.
+//!
+//! Owns the unnamed file (`O_TMPFILE`, or a temporary name where the file
+//! system has none) until it is linked or dropped; which name, and the
+//! lock around it, are the store's (`ipam.rs`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind};
