@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-/// A file operation that failed: "<op> <path>: <cause>".
+/// A file operation that failed: `"<op> <path>: <cause>"`.
 #[derive(Debug, thiserror::Error)]
 #[error("{op} {}: {source}", path.display())]
 pub struct FileError {

@@ -1,5 +1,5 @@
-//! The daemon's life: acquire a lease, bring up flannel.<VNI> (and
-//! flannel-v6.<VNI>), install the masquerade rules, publish subnet.env, then
+//! The daemon's life: acquire a lease, bring up `flannel.<VNI>` (and
+//! `flannel-v6.<VNI>`), install the masquerade rules, publish subnet.env, then
 //! keep the kernel true to the leases until SIGTERM or SIGINT (which leave
 //! the datapath in place).
 //!

@@ -20,7 +20,8 @@ pub(super) fn writer() -> OpenOptions {
 }
 
 /// A written record that has no address's name yet (see
-/// [`Store::pending_record`]); dropping it removes what is left of it.
+/// [`Store::pending_record`](super::Store::pending_record)); dropping it
+/// removes what is left of it.
 pub(super) struct PendingRecord {
     pub(super) file: File,
     /// The temporary name, where O_TMPFILE was not available.
