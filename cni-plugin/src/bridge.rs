@@ -1,5 +1,9 @@
-//! The node side of a pod: the `cni0` bridge with its gateway address, and
-//! the host end of the pod's veth.
+//! The node side of a pod's network: the `cni0` bridge (created with a MAC
+//! of its own, up, with the gateway addresses) and the forwarding sysctls
+//! its families need (and `accept_ra` off on a bridge it creates).
+//!
+//! The veth and its host end are ADD's (`cmd/add.rs`); this module neither
+//! creates nor attaches ports, and never deletes the bridge.
 
 use ipnetwork::IpNetwork;
 

@@ -1,4 +1,10 @@
-//! The CNI environment variables, validated.
+//! The CNI environment variables (`CNI_COMMAND`, `CNI_CONTAINERID`,
+//! `CNI_NETNS`, `CNI_IFNAME`, `CNI_ARGS`), validated: which verb, and the
+//! container ID and interface name checked against the spec's rules before
+//! any of them names a file or a link.
+//!
+//! Owns the reading and the rules only; it opens no namespace and touches
+//! no file (the network configuration on stdin is `spec.rs`'s).
 
 use std::path::PathBuf;
 

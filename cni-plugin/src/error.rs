@@ -1,5 +1,9 @@
 //! The CNI error: a code from the spec (or ours, 100+) and a message that
-//! names the operation and the object.
+//! names the operation and the object, and its JSON shape for stdout.
+//!
+//! Owns the mapping of lower layers' errors to codes (`From<NlError>` lives
+//! here, above `netlink`, which knows nothing of the CNI). Prints nothing:
+//! `main.rs` writes the JSON.
 
 use serde::Serialize;
 

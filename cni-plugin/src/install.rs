@@ -9,12 +9,15 @@
 //! A runtime executes CNI plugins without arguments (the CNI spec passes
 //! everything in the environment and on stdin), so a first argument can
 //! only mean this mode. Both writes are atomic (temp file in DEST's
-//! directory, fsync, rename over DEST): a node's runtime never executes a
-//! half-written plugin or reads a half-written conflist, and replacing a
-//! plugin that is running does not fail with "Text file busy" as `cp -f`
-//! does. A conflist that would not work is refused and DEST is left as it
-//! was, so a malformed ConfigMap fails the init container instead of every
-//! pod on the node.
+//! directory, fsync, rename over DEST, through `common::files`): a node's
+//! runtime never executes a half-written plugin or reads a half-written
+//! conflist, and replacing a plugin that is running does not fail with
+//! "Text file busy" as `cp -f` does. A conflist that would not work is
+//! refused and DEST is left as it was, so a malformed ConfigMap fails the
+//! init container instead of every pod on the node.
+//!
+//! Owns DEST (creating its directory if needed); touches no kernel object
+//! and no IPAM store, and writes its messages to stderr.
 
 use std::ffi::OsString;
 use std::path::Path;

@@ -5,14 +5,19 @@
 //! * `<data_dir>/<network>/` (mode 0755): the store directory.
 //! * `lock`: `flock(LOCK_EX)` is held on it around every change to the store.
 //! * `<ip>` (e.g. `10.244.1.5`, `fd00:10:244:1::5`: the address's canonical text, as Go's
-//!   `net.IP.String()` writes it in host-local): one file per allocated address, created with
-//!   `O_EXCL`, mode 0600, content `<container_id>\r\n<ifname>` (files from old versions hold only
-//!   the container ID).
+//!   `net.IP.String()` writes it in host-local): one file per allocated address, mode 0600,
+//!   content `<container_id>\r\n<ifname>` (files from old versions hold only the container ID).
+//!   It appears whole or not at all: written unnamed and then linked under the address's name,
+//!   which fails, as `O_EXCL` would, when the address is taken (`record.rs`).
 //! * `last_reserved_ip.<n>`: per range set `n` (its index in host-local's `ranges`: 0 for the
 //!   first family, 1 for the second of a dual-stack node), the address handed out last; the next
 //!   allocation starts after it and wraps around, so a freed address is not reused at once.
+//!   Rewritten in place under the lock, as host-local does (a torn one only restarts the search).
 //!
 //! Addresses handed out: see `range.rs` (network+2 ..= last, minus the gateway wherever it lies).
+//!
+//! Owns the files in the store directory and nothing else: it never touches the kernel, and
+//! which subnet and gateway to use comes from the caller (`subnet.env`, read in `cmd`).
 
 mod range;
 mod record;

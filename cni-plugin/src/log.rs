@@ -2,6 +2,8 @@
 //! at WARN and above go to stderr as one line each, through a subscriber
 //! small enough to cost nothing at start-up. With `RUST_LOG` set, the full
 //! `tracing-subscriber` formatter and filter take over.
+//!
+//! Never writes to stdout: that is the CNI result's.
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};

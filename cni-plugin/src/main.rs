@@ -1,6 +1,11 @@
 //! `flannel`: the CNI plugin. Reads the CNI environment and the network
 //! configuration, runs one verb, prints the result (or the CNI error JSON)
-//! on stdout. Logs go to stderr only, at the level in `RUST_LOG`.
+//! on stdout. Logs go to stderr only (`log.rs`: warnings and errors, or the
+//! level in `RUST_LOG`).
+//!
+//! Owns stdout: this is the one place that writes to it, once, at the end.
+//! Every other module returns a value or a `CniError` and never prints.
+//! Which verb runs is decided here; what a verb does is `cmd/<verb>.rs`'s.
 //!
 //! With arguments (a runtime never passes any), the install mode the
 //! image's init containers use: see `install.rs`.

@@ -4,6 +4,8 @@
 //! here: the plugin needs a dozen random bytes per run, and seeding one
 //! (with its CPU feature detection) costs tens of microseconds of every
 //! call. Nothing here is a secret; it only has to differ between pods.
+//! Callers retry on a name clash; this module checks no name against the
+//! kernel.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

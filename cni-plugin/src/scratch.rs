@@ -11,6 +11,12 @@
 //! `/var/lib/cni/flannel` for the default `/var/lib/cni/networks`), and the
 //! saved IPAM section names `dataDir`, so the reference DEL finds the
 //! address in the store flannel-rs used.
+//!
+//! Owns the files in that directory. flannel-rs's DEL needs nothing from
+//! them (GC reads one only to see which network it belongs to), and this
+//! module touches neither the IPAM store nor the kernel. It writes through a temporary name of its own
+//! (`.<containerID>.tmp`, not `common::files`), so that DEL and GC can
+//! find and remove what a killed ADD left.
 
 use std::collections::HashSet;
 use std::io::Write;

@@ -1,5 +1,9 @@
-//! CNI versions, the network configuration, and the result in each
+//! CNI versions, the network configuration on stdin (`NetConf`, with its
+//! `delegate`, `prevResult` and GC attachments), and the result in each
 //! version's shape.
+//!
+//! Pure: parses and serialises values, touches no file and no kernel, and
+//! never writes to stdout itself (`main.rs` prints what it builds).
 
 use std::collections::HashSet;
 use std::net::IpAddr;

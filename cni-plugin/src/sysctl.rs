@@ -1,6 +1,10 @@
 //! /proc/sys writes. /proc/sys/net resolves against the network namespace
-//! of the thread that opens the file, so callers inside a pod's namespace
-//! (under a NetnsGuard) set that namespace's values.
+//! of the thread that opens the file: its one caller, `bridge.rs`, sets the
+//! node's values (forwarding, the bridge's `accept_ra`). Settings inside a
+//! pod's namespace go through netlink instead (`arp_notify` in
+//! `netlink/mod.rs`).
+//!
+//! Writes only when the value differs; which keys is the caller's.
 
 use std::path::Path;
 

@@ -4,8 +4,10 @@
 //!
 //! Owns nothing but the mechanics (temporary name, mode, fsync, rename;
 //! `flock` with its EINTR retry). What is written, and where, is the
-//! caller's: `subnet.env`, the lease files, the IPAM store, the plugin's
-//! scratch files and installed binaries.
+//! caller's: [`write_atomic`] writes `subnet.env`, the lease file and the
+//! plugin's installed binary and conflist; [`lock_exclusive`] guards the
+//! lease file and the IPAM store. It creates no directory and decides no
+//! path.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -16,7 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-/// A file operation that failed: "<op> <path>: <cause>".
+/// A file operation that failed: `"<op> <path>: <cause>"`.
 #[derive(Debug, thiserror::Error)]
 #[error("{op} {}: {source}", path.display())]
 pub struct FileError {

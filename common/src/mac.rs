@@ -1,5 +1,7 @@
 //! MAC addresses as text, the way flannel and iproute2 write them
-//! (`0e:00:00:ab:00:44`), and back. Deriving a VtepMAC is flanneld's.
+//! (`0e:00:00:ab:00:44`), and back. Pure functions: no kernel, no files.
+//! Deriving a VtepMAC is flanneld's (`flanneld/src/mac.rs`); random MACs
+//! are the plugin's (`cni-plugin/src/random.rs`).
 
 /// Lower-case, colon-separated two-digit octets.
 pub fn format(bytes: &[u8]) -> String {

@@ -2,7 +2,12 @@
 //!
 //! `setns(2)` switches only the calling thread, so the guard restores the
 //! thread's original namespace when dropped: an early return or a panic can
-//! never leave the thread behind in a pod's namespace.
+//! never leave the thread behind in a pod's namespace. If the way back
+//! fails, the process aborts rather than configure the wrong namespace.
+//!
+//! Owns the opening and checking of namespace files and the thread's
+//! namespace switch; it creates, mounts and deletes no namespace, and
+//! opens no socket (callers open theirs inside the guard).
 
 use std::fs::File;
 use std::io;

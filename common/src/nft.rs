@@ -3,7 +3,8 @@
 //! plugin's one-time masquerade setup); per-pod changes go through netlink.
 //!
 //! Owns the command line and the reading of the result; blocking or async
-//! waiting is the caller's (flanneld waits on tokio, with a timeout).
+//! waiting is the caller's (flanneld waits on tokio, with a timeout). It
+//! knows no table, chain or rule: the script is the caller's.
 
 use std::io::{self, Write};
 use std::process::{Command, Output, Stdio};

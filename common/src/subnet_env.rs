@@ -14,6 +14,10 @@
 //! only when IPv4 is enabled and the IPv6 pair only when IPv6 is, so an
 //! IPv6-only node has no `FLANNEL_NETWORK`/`FLANNEL_SUBNET`; at least one
 //! family must be there.
+//!
+//! Owns the file's format: parsing, rendering, and its one atomic write
+//! (through `files.rs`). Where the file lives and when it is written is the
+//! caller's (flanneld's daemon writes it, the plugin only reads it).
 
 use std::fmt::Write as _;
 use std::io;

@@ -1,5 +1,9 @@
 //! Command line: flannel's flag names and defaults, each also readable
 //! from `FLANNELD_<UPPER_SNAKE>`. flannel-rs additions are marked.
+//!
+//! Owns the flags and their turning into a `StoreConfig` (which store, and
+//! its settings); it reads no file and opens no connection: that is
+//! `lease::open`'s.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;

@@ -1,5 +1,12 @@
-//! The daemon's life: acquire a lease, bring up flannel.<VNI>, publish
-//! subnet.env, then keep the kernel true to the leases until told to stop.
+//! The daemon's life: acquire a lease, bring up `flannel.<VNI>` (and
+//! `flannel-v6.<VNI>`), install the masquerade rules, publish subnet.env, then
+//! keep the kernel true to the leases until SIGTERM or SIGINT (which leave
+//! the datapath in place).
+//!
+//! Owns the order of start-up and the loop: when to renew, resync, recheck
+//! the rules and the device, and what readiness says; it is the one writer
+//! of `subnet.env`. It writes no kernel object itself (that is `datapath`'s
+//! and `masq`'s) and knows no store's protocol (it calls `LeaseStore`).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;

@@ -1,13 +1,13 @@
 //! The node's datapath: per enabled address family, the `flannel.<VNI>`
 //! / `flannel-v6.<VNI>` device and, for every peer lease, its neighbour,
 //! FDB and route entries (`family.rs`: one family's half, written once for
-//! both). One method per event the
-//! daemon's loop receives: a lease event, a device check, a resync.
+//! both). One method per event the daemon's loop receives: our own lease
+//! (`adopt`), the watch's snapshot and events, a device check, a resync.
 //!
 //! Owns the device and the set of peers; decides which leases are peers
 //! (nothing from outside reaches the kernel unchecked) and writes through
 //! `vxlan`. It does not talk to the lease store, nor decide when to act:
-//! that is the daemon's loop.
+//! that is the daemon's loop. It does not touch nftables or `subnet.env`.
 
 mod error;
 mod family;

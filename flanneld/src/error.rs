@@ -1,6 +1,11 @@
 //! flanneld's top-level error ([`DaemonError`]), whose variants wrap each
 //! module's own error, and [`chain`], which prints an error and its
 //! sources on one line ("a: b: c") as `main` does.
+//!
+//! Sits above the other modules: only `daemon` (which returns it) and
+//! `main` use [`DaemonError`]. The lease stores call [`chain`] to fold a
+//! `NetConfError` into a `LeaseError`'s message (`lease/file.rs`,
+//! `lease/kube.rs`, `lease/etcd.rs`). Logs nothing itself: `main` does.
 
 use std::error::Error;
 use std::io;

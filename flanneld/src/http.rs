@@ -10,6 +10,9 @@
 //! in [`MAX_HEAD_BYTES`]; a connection lives at most [`CONNECTION_LIFETIME`]
 //! and serves one request; request bodies are never read (anything but a
 //! bodiless GET/HEAD is refused).
+//!
+//! Owns the listener and [`Readiness`]' flags, which the daemon sets; it
+//! only reports: nothing a request does changes the node.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;

@@ -1,6 +1,11 @@
 //! The VTEP MAC: derived from the node's public IP and the VNI, so it is
 //! the same after every restart and reboot without being stored anywhere —
 //! a changing VtepMAC leaves stale FDB and neighbour entries on every peer.
+//! (When the lease store already records this node's VtepMAC, as the kube
+//! store's node annotation does, the daemon uses that one instead.)
+//!
+//! Owns the derivation only: pure functions, no kernel, no store. MAC text
+//! is `common::mac`'s, re-exported here.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -1,4 +1,9 @@
-//! flanneld: CLI → daemon. Errors end as one log line and a non-zero exit.
+//! flanneld: flags → lease store → network config → external interface →
+//! `daemon::run`. Sets up logging (stderr only, text or JSON) and the tokio
+//! runtime; every error ends as one log line (`error::chain`) and exit 1
+//! (bad flags: one line and exit 2).
+//!
+//! Owns the wiring only: no kernel write, no lease logic of its own.
 
 use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

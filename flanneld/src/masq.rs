@@ -21,6 +21,11 @@
 //!   ip daddr N accept
 //! ```
 //! P is this node's subnet, N the cluster network.
+//!
+//! Owns the `flannel-rs` tables and nothing else in nftables: never the CNI
+//! plugin's `flannel-cni` tables, nor kube-proxy's or anyone's. Every run of
+//! `nft` is awaited on tokio with a timeout, so it never blocks the
+//! daemon's loop; when to check is the loop's (`MasqKeeper::check`).
 
 use std::fmt::Display;
 use std::time::Duration;

@@ -1,8 +1,13 @@
 //! flanneld's metrics: one registry and one struct of handles, shared as an
-//! `Arc<Metrics>` by the daemon's loop, the datapath and the HTTP server.
+//! `Arc<Metrics>` by the daemon's loop, the datapath and the HTTP server,
+//! and by the lease stores through `lease::observe` (watch restarts).
 //! Encoded in the Prometheus/OpenMetrics text format by `prometheus-client`.
 //! Names: prefix `flanneld_`, base units (seconds, bytes), `_total` on
 //! counters (the crate appends it).
+//!
+//! Owns the names, labels and values; it serves nothing (that is `http`'s)
+//! and decides nothing: the other modules record what they did. Process
+//! figures are read from `/proc/self` when scraped.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

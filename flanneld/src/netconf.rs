@@ -2,6 +2,10 @@
 //! defaults filled in, every rule checked with a message naming the field.
 //! Each address family's part (`Network`…, `IPv6Network`…) is one
 //! [`FamilyConfig`], checked by the same code for both families.
+//!
+//! Owns the parsing and the rules. Where the text comes from (the file at
+//! `--net-config-path`, etcd's `<prefix>/config`) is the lease store's;
+//! this module reads that one file when asked and writes nothing.
 
 mod error;
 mod family;

@@ -1,6 +1,9 @@
 //! Kernel change notifications (what `ip monitor` sees): when a link,
-//! route or neighbour entry of our device is deleted, the daemon checks
+//! route or neighbour/FDB entry of our device is deleted, the daemon checks
 //! the device at once instead of waiting for the next periodic resync.
+//!
+//! Only listens, on a multicast rtnetlink socket of its own: it changes
+//! nothing in the kernel and repairs nothing; what to do is the daemon's.
 
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::StreamExt;

@@ -1,4 +1,13 @@
-//! ADD: bridge, veth, address, routes, masquerade; undo on any failure.
+//! ADD: bridge, addresses from the IPAM store, upstream's per-pod file
+//! (`scratch.rs`), veth, the pod's addresses and routes, masquerade. On any
+//! failure it undoes what it did: the veth is deleted, the addresses freed,
+//! the per-pod file removed. (Not the masquerade element of a dual-stack
+//! pod's first family when the second family's fails: GC removes it, as
+//! its address is no longer allocated.)
+//!
+//! Owns the order of those steps and the result it reports; how each is done
+//! is the module it calls. Starts no process on the per-pod path (`nft` runs
+//! only for the node's first masquerading pod, in `masq`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -1,4 +1,10 @@
 //! CHECK: is the pod's network still what ADD reported in `prevResult`?
+//! The container interface (up, MTU, MAC), its addresses (on the interface
+//! and held in the IPAM store), its routes, and the host ends on the bridge.
+//!
+//! Only looks: it changes nothing in the kernel, nftables or the store's
+//! records (opening the store creates its directory if missing), and does
+//! not check the masquerade element.
 
 use std::net::IpAddr;
 

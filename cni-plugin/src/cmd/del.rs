@@ -1,5 +1,6 @@
 //! DEL: detach the pod's interface, free its address, drop its masquerade
-//! element. Idempotent: whatever is already gone is skipped.
+//! element, remove upstream's per-pod file. Idempotent: whatever is already
+//! gone is skipped.
 //!
 //! Unregistering a veth makes the kernel wait for an RCU grace period
 //! (~20 ms here), which would dominate DEL. So DEL renames the pod's
@@ -7,6 +8,9 @@
 //! `CNI_IFNAME` is free and the link carries no traffic — and a forked
 //! child, holding the namespace open, deletes the tombstone (see
 //! `reap.rs`). If the child cannot be forked, DEL deletes the link itself.
+//!
+//! Leaves alone any interface ADD did not make (the pod's `lo`, a device of
+//! its own): only a veth whose other end is a port of our bridge is taken.
 
 use std::net::IpAddr;
 

@@ -1,6 +1,11 @@
-//! GC: free every address (and masquerade element) whose attachment the
-//! runtime no longer lists, and its saved delegate config (`scratch.rs`).
-//! Keeps going after individual failures.
+//! GC: free every address whose attachment the runtime no longer lists (in
+//! `cni.dev/valid-attachments`), remove the saved delegate configs of
+//! containers it no longer lists (`scratch.rs`), then drop the masquerade
+//! elements whose address is no longer allocated. Freeing addresses and
+//! removing files keeps going after individual failures; refuses to run
+//! without the list, rather than free everything.
+//!
+//! Touches no link: a pod's interface goes with its namespace or its DEL.
 
 use std::collections::HashSet;
 

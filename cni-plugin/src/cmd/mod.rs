@@ -1,4 +1,13 @@
-//! One module per CNI verb.
+//! One module per CNI verb (`add`, `check`, `del`, `gc`, `status`; VERSION
+//! is answered in `main.rs`), plus `reap`, DEL's forked link deleter, and the
+//! few steps the verbs share: opening the pod's namespace, reading
+//! `subnet.env`, opening the IPAM store, and mapping their failures to CNI
+//! error codes.
+//!
+//! The verbs decide what to do and in what order, and undo on failure; the
+//! kernel, the IPAM files, nftables and the scratch files are written only
+//! through `netlink`, `bridge`, `ipam`, `masq` and `scratch`. No verb writes
+//! to stdout: its result goes back to `main.rs`.
 
 pub mod add;
 pub mod check;

@@ -7,6 +7,10 @@
 //! even if the runtime removes it right after DEL. The child opens its own
 //! netlink socket and ends with `_exit`: it never returns into the parent's
 //! state, and forking is safe because the plugin has one thread.
+//!
+//! Owns that child only: which link to delete is DEL's. The child drops the
+//! runtime's stdout and stderr (it points them at `/dev/null`), so it can
+//! neither hold up the runtime nor write into the CNI result.
 
 use std::fs::File;
 use std::io;

@@ -1,4 +1,8 @@
-//! STATUS: can this node take an ADD now?
+//! STATUS: can this node take an ADD now? `subnet.env` is readable and
+//! each of its families has a free address in the IPAM store.
+//!
+//! Only looks: it allocates nothing and touches no kernel object (opening
+//! the store creates its directory if missing).
 
 use common::SubnetEnvError;
 

@@ -4,6 +4,8 @@
 //! broadcast address minus one; IPv6 has no broadcast address), minus the
 //! gateway. flannel's gateway is always network+1, and this store never
 //! hands out network+1 whatever the gateway: network+2 ..= last.
+//!
+//! Pure arithmetic: no files, no lock.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

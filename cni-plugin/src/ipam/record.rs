@@ -1,5 +1,9 @@
 //! A record written once under no name and then linked under an
 //! address's name: an address file appears whole or not at all.
+//!
+//! Owns the unnamed file (`O_TMPFILE`, or a temporary name where the file
+//! system has none) until it is linked or dropped; which name, and the
+//! lock around it, are the store's (`ipam.rs`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind};
@@ -16,7 +20,8 @@ pub(super) fn writer() -> OpenOptions {
 }
 
 /// A written record that has no address's name yet (see
-/// [`Store::pending_record`]); dropping it removes what is left of it.
+/// [`Store::pending_record`](super::Store::pending_record)); dropping it
+/// removes what is left of it.
 pub(super) struct PendingRecord {
     pub(super) file: File,
     /// The temporary name, where O_TMPFILE was not available.

@@ -3,7 +3,7 @@
 //!
 //! Per family one table (`ip flannel-cni`, `ip6 flannel-cni`); in it, per
 //! network, a set `pods-<name>` of the pod addresses that masquerade (each
-//! element's comment is "<containerID> <ifname>"), and a base chain
+//! element's comment is `"<containerID> <ifname>"`), and a base chain
 //! `masq-<name>` holding the single rule `ip saddr @pods-<name> ip daddr !=
 //! <network> ip daddr != 224.0.0.0/4 masquerade` (IPv6: `ip6 … ff00::/8`).
 //!

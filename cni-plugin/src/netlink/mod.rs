@@ -1,7 +1,15 @@
 //! One typed method per kernel operation, over a blocking rtnetlink
-//! socket (see `socket.rs`). Messages are built with rtnetlink's builders
-//! and netlink-packet-route's types. Every error names the operation and
-//! the object ("create veth vethab12cd34 (peer eth0) in host: File exists").
+//! socket (see `socket.rs`), and request builders for the operations the
+//! verbs send several at a time. Messages are built with rtnetlink's
+//! builders and netlink-packet-route's types. Every error names the
+//! operation and the object ("create veth vethab12cd34 (peer eth0) in
+//! host: File exists").
+//!
+//! Owns the links, addresses and routes as messages, and entering a pod's
+//! namespace to open a socket there (`Netlink::open_in`). Decides nothing:
+//! names, what to create and when to undo are the verbs'. Knows nothing of
+//! the CNI: its error is `NlError`, and the CNI code for it is chosen in
+//! `error.rs`. Does not touch nftables or /proc/sys.
 
 mod socket;
 

@@ -6,6 +6,9 @@
 //! Several requests can be sent before their replies are read: the kernel
 //! handles them in order, so later ones may depend on earlier ones, and
 //! no time is spent waiting in between.
+//!
+//! Owns the socket, the sequence numbers and the matching of replies to
+//! requests; which messages to send is `mod.rs`'s.
 
 use std::cell::{Cell, RefCell};
 

@@ -1,5 +1,6 @@
 //! [`DatapathError`]: why the datapath could not be set up or must stop;
-//! each variant names the device or the lease.
+//! each variant names the device or the lease. Only the datapath's own
+//! failures: a bad peer lease is skipped and logged, never an error here.
 
 use std::net::IpAddr;
 

@@ -4,6 +4,11 @@
 //! (the lease keeps IPv4 and IPv6 in different fields); everything else,
 //! from programming a peer to recreating the device, is the same lines
 //! for `flannel.<VNI>` and `flannel-v6.<VNI>`.
+//!
+//! Owns one family's device handle and its peer table. A lease that fails
+//! the checks (subnet, underlay address, VtepMAC) is skipped and logged
+//! here (`lease::skip`), never fatal. Kernel writes go through `vxlan`;
+//! the other family's half is never touched.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr};

@@ -1,5 +1,6 @@
 //! [`NetConfError`]: why a `net-conf.json` was refused, one variant per
-//! rule, each naming the key (as the docs spell it) and the value.
+//! rule, each naming the key (as the docs spell it) and the value; and the
+//! file that could not be read.
 
 use std::path::PathBuf;
 

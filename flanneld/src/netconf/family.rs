@@ -1,6 +1,10 @@
 //! One address family's part of `net-conf.json` (`Network`, `SubnetLen`,
 //! `SubnetMin`, `SubnetMax`, or their `IPv6…` twins), written once for
 //! both families: the arithmetic runs on `u128`, which holds either.
+//!
+//! Owns the rules of a family's part and the questions asked of it (which
+//! subnets can be leased, which a network contains); choosing a subnet is
+//! `lease::choose`'s.
 
 use std::fmt::{Debug, Display};
 use std::hash::Hash;
