@@ -13,6 +13,9 @@
 //!
 //! Expiry cases use a TTL of 2 s (etcd's minimum) and allow a few seconds
 //! for the store to notice. Concurrent cases make several `node()`s race.
+//!
+//! Owns the shared cases and their helpers; touches no network namespace
+//! and no store of its own (each store's tests supply the backing).
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;

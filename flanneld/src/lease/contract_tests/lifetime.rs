@@ -2,6 +2,8 @@
 //! expired lease is ignored and can be taken, renewal extends a lease, a
 //! lease another node took is lost, release frees the subnet, and the
 //! watch reports an expiry when it happens (without any write).
+//!
+//! Owns these cases only; the backing and helpers are the parent's.
 
 use super::*;
 

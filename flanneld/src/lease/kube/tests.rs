@@ -3,6 +3,8 @@
 //! manager's node IPAM): the contract every store passes, then what is
 //! specific to Kubernetes — waiting for a podCIDR, flannel's annotations
 //! byte for byte, the VtepMAC kept, NetworkUnavailable, watch breaks.
+//!
+//! Talks only to its own API stand-in on loopback; touches no kernel state.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
