@@ -256,7 +256,8 @@ async fn addresses(handle: &Handle, ipv6: bool) -> Result<Vec<(u32, IpNetwork)>,
 
 fn usable(row: &AddrRow, ipv6: bool) -> Option<(u32, IpNetwork)> {
     let net = match row.ip {
-        IpAddr::V4(ip) if !ipv6 && !(ip.is_loopback() || ip.is_link_local()) => {
+        IpAddr::V4(_) if ipv6 => return None,
+        IpAddr::V4(ip) if !(ip.is_loopback() || ip.is_link_local()) => {
             IpNetwork::V4(Ipv4Network::new(ip, row.prefix).ok()?)
         }
         IpAddr::V6(ip) if ipv6 && crate::lease::v6::is_global_unicast(ip) => {
