@@ -179,6 +179,20 @@ async fn acquire(
     }
 }
 
+/// The subnets nodes 1 to `n` (each a fresh `node()`) acquire under `cfg`.
+async fn acquire_nodes<B: Backing>(b: &B, cfg: &NetConfig, n: u8) -> Vec<Ipv4Network> {
+    let mut subnets = Vec::new();
+    for i in 1..=n {
+        let store = b.node().await;
+        subnets.push(
+            acquire(store.as_ref(), cfg, &attrs(i, 0), None)
+                .await
+                .subnet,
+        );
+    }
+    subnets
+}
+
 async fn watch(s: &dyn LeaseStore) -> LeaseWatch {
     s.watch().await.unwrap_or_else(|e| panic!("watch: {e}"))
 }
@@ -316,14 +330,7 @@ pub async fn random_pick_stays_within_bounds<B: Backing>() {
     let b = B::new(LONG).await;
     let cfg =
         config(r#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.10.0","SubnetMax":"10.5.13.0"}"#);
-    let mut got = HashSet::new();
-    for n in 1..=4 {
-        got.insert(
-            acquire(b.node().await.as_ref(), &cfg, &attrs(n, 0), None)
-                .await
-                .subnet,
-        );
-    }
+    let got: HashSet<_> = acquire_nodes(&b, &cfg, 4).await.into_iter().collect();
     let want: HashSet<_> = [
         "10.5.10.0/24",
         "10.5.11.0/24",
@@ -343,9 +350,7 @@ pub async fn random_pick_stays_within_bounds<B: Backing>() {
 pub async fn no_free_subnet_names_network_and_length<B: Backing>() {
     let b = B::new(LONG).await;
     let cfg = tiny_net();
-    for n in 1..=3 {
-        acquire(b.node().await.as_ref(), &cfg, &attrs(n, 0), None).await;
-    }
+    acquire_nodes(&b, &cfg, 3).await;
     match b.node().await.acquire(&cfg, &attrs(4, 0), None).await {
         Err(e @ LeaseError::NoFreeSubnet { .. }) => {
             let msg = e.to_string();

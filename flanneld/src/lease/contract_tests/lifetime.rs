@@ -11,14 +11,7 @@ pub async fn expired_lease_is_ignored_and_can_be_taken<B: Backing>() {
     let b = B::new(SHORT).await;
     let cfg = tiny_net();
     let mut w = watch(b.node().await.as_ref()).await;
-    let mut subnets = Vec::new();
-    for n in 1..=3 {
-        subnets.push(
-            acquire(b.node().await.as_ref(), &cfg, &attrs(n, 0), None)
-                .await
-                .subnet,
-        );
-    }
+    let subnets = acquire_nodes(&b, &cfg, 3).await;
     wait_removed(&mut w, &subnets, SHORT.ttl + EXPIRY_SLACK).await;
     assert!(
         watch(b.node().await.as_ref()).await.snapshot.is_empty(),
