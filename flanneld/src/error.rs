@@ -97,15 +97,15 @@ pub enum DaemonError {
 }
 
 /// `e` and every `source()` below it, joined by ": " (one line). A
-/// source whose text the line already ends with is not repeated: some
-/// errors (`common::nft::NftError`'s, `LeaseError::Io`) print their
-/// source themselves.
+/// source whose text the line already holds is not repeated: some errors
+/// (`common::nft::NftError`'s, `LeaseError::Io`, the lease stores') print
+/// their source themselves.
 pub fn chain(e: &dyn Error) -> String {
     let mut text = e.to_string();
     let mut next = e.source();
     while let Some(s) = next {
         let part = s.to_string();
-        if !text.ends_with(&format!(": {part}")) {
+        if !text.contains(&part) {
             text.push_str(": ");
             text.push_str(&part);
         }

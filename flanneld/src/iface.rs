@@ -2,16 +2,20 @@
 //! match wins), else `--iface-regex`, else the default route's interface.
 //! An interface counts when it has an address of the family the overlay
 //! runs on: IPv4, or a global IPv6 when IPv6-only (as flannel).
+//!
+//! Owns the choice only: it reads links, addresses and routes (the dumps
+//! are [`crate::vxlan::Links`]') and writes nothing to the kernel; what
+//! the chosen interface is used for is the daemon's.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use regex::Regex;
-use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
 use rtnetlink::{Handle, RouteMessageBuilder};
+
+use crate::vxlan::{AddrRow, LinkState, Links, VxlanError};
 
 /// The interface the overlay's VXLAN packets leave by.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,19 +31,12 @@ pub struct ExtIface {
 /// Why no external interface (or no public IPv6) could be chosen.
 #[derive(Debug, thiserror::Error)]
 pub enum IfaceError {
-    /// Listing `what` ("links", "addresses", "routes") over netlink failed.
-    #[error("list {what}")]
-    List {
-        what: &'static str,
-        #[source]
-        source: rtnetlink::Error,
-    },
-    #[error("list addresses of {iface}")]
-    ListAddressesOf {
-        iface: String,
-        #[source]
-        source: rtnetlink::Error,
-    },
+    /// Listing links or addresses failed (the error names which, and
+    /// the link).
+    #[error(transparent)]
+    Dump(#[from] VxlanError),
+    #[error("list routes")]
+    ListRoutes(#[source] rtnetlink::Error),
     /// `kind`: "an IPv4 address" or "a global IPv6 address".
     #[error("none of --iface {} exists with {kind}", specs.join(", "))]
     NoIface {
@@ -70,16 +67,10 @@ pub enum IfaceError {
     NoGlobalIpv6 { iface: String },
 }
 
-struct LinkRow {
-    index: u32,
-    name: String,
-    mtu: u32,
-}
-
 /// The host's links and their usable addresses of the overlay's family
 /// (IPv4, or global IPv6 when IPv6-only), as read once for a choice.
 struct Host {
-    links: Vec<LinkRow>,
+    links: Vec<LinkState>,
     addrs: Vec<(u32, IpNetwork)>,
     /// For messages: "an IPv4 address" or "a global IPv6 address".
     kind: &'static str,
@@ -88,7 +79,7 @@ struct Host {
 impl Host {
     /// `link` as the external interface, with address `want` (else its
     /// first); None when it has no (such) address.
-    fn build(&self, link: &LinkRow, want: Option<IpAddr>) -> Option<ExtIface> {
+    fn build(&self, link: &LinkState, want: Option<IpAddr>) -> Option<ExtIface> {
         let mut networks = self
             .addrs
             .iter()
@@ -146,7 +137,7 @@ impl Host {
 
     /// `link` if its name matches `re` (with its first address), else with
     /// its first address that matches.
-    fn matching(&self, re: &Regex, link: &LinkRow) -> Option<ExtIface> {
+    fn matching(&self, re: &Regex, link: &LinkState) -> Option<ExtIface> {
         if re.is_match(&link.name) {
             if let Some(ext) = self.build(link, None) {
                 return Some(ext);
@@ -201,7 +192,7 @@ pub async fn select(
     ipv6_only: bool,
 ) -> Result<ExtIface, IfaceError> {
     let host = Host {
-        links: links(handle).await?,
+        links: Links { handle }.all().await?,
         addrs: addresses(handle, ipv6_only).await?,
         kind: if ipv6_only {
             "a global IPv6 address"
@@ -227,31 +218,13 @@ pub async fn select(
 /// takes as the public IPv6 unless `--public-ipv6` says otherwise); None
 /// when it has none.
 pub async fn global_ipv6(handle: &Handle, ext: &ExtIface) -> Result<Option<Ipv6Addr>, IfaceError> {
-    let mut stream = handle
-        .address()
-        .get()
-        .set_link_index_filter(ext.index)
-        .execute();
-    while let Some(msg) = stream
-        .try_next()
-        .await
-        .map_err(|source| IfaceError::ListAddressesOf {
-            iface: ext.name.clone(),
-            source,
-        })?
-    {
-        if msg.header.index != ext.index {
-            continue;
-        }
-        for attr in &msg.attributes {
-            if let AddressAttribute::Address(IpAddr::V6(a)) = attr {
-                if crate::lease::v6::is_global_unicast(*a) {
-                    return Ok(Some(*a));
-                }
-            }
-        }
-    }
-    Ok(None)
+    let rows = Links { handle }
+        .address_rows(Some((ext.index, &ext.name)))
+        .await?;
+    Ok(rows.into_iter().find_map(|r| match r.ip {
+        IpAddr::V6(a) if crate::lease::v6::is_global_unicast(a) => Some(a),
+        _ => None,
+    }))
 }
 
 /// The public IPv6 when IPv6 is enabled: `--public-ipv6`, else the
@@ -274,65 +247,25 @@ pub async fn public_ipv6(
         })
 }
 
-async fn links(handle: &Handle) -> Result<Vec<LinkRow>, IfaceError> {
-    let mut stream = handle.link().get().execute();
-    let mut out = Vec::new();
-    while let Some(msg) = stream.try_next().await.map_err(|source| IfaceError::List {
-        what: "links",
-        source,
-    })? {
-        let mut row = LinkRow {
-            index: msg.header.index,
-            name: String::new(),
-            mtu: 1500,
-        };
-        for attr in msg.attributes {
-            match attr {
-                LinkAttribute::IfName(n) => row.name = n,
-                LinkAttribute::Mtu(m) => row.mtu = m,
-                _ => {}
-            }
-        }
-        out.push(row);
-    }
-    Ok(out)
-}
-
 /// Every usable address of one family: IPv4 but loopback and link-local,
 /// or global unicast IPv6.
 async fn addresses(handle: &Handle, ipv6: bool) -> Result<Vec<(u32, IpNetwork)>, IfaceError> {
-    let mut stream = handle.address().get().execute();
-    let mut out = Vec::new();
-    while let Some(msg) = stream.try_next().await.map_err(|source| IfaceError::List {
-        what: "addresses",
-        source,
-    })? {
-        // IFA_LOCAL is the interface's own address (IFA_ADDRESS is the
-        // peer's on point-to-point links).
-        let mut local = None;
-        let mut address = None;
-        for attr in &msg.attributes {
-            match attr {
-                AddressAttribute::Local(a) if a.is_ipv6() == ipv6 => local = Some(*a),
-                AddressAttribute::Address(a) if a.is_ipv6() == ipv6 => address = Some(*a),
-                _ => {}
-            }
+    let rows = Links { handle }.address_rows(None).await?;
+    Ok(rows.iter().filter_map(|r| usable(r, ipv6)).collect())
+}
+
+fn usable(row: &AddrRow, ipv6: bool) -> Option<(u32, IpNetwork)> {
+    let net = match row.ip {
+        IpAddr::V4(_) if ipv6 => return None,
+        IpAddr::V4(ip) if !(ip.is_loopback() || ip.is_link_local()) => {
+            IpNetwork::V4(Ipv4Network::new(ip, row.prefix).ok()?)
         }
-        let prefix = msg.header.prefix_len;
-        let net = match local.or(address) {
-            Some(IpAddr::V4(ip)) if !(ip.is_loopback() || ip.is_link_local()) => {
-                Ipv4Network::new(ip, prefix).ok().map(IpNetwork::V4)
-            }
-            Some(IpAddr::V6(ip)) if crate::lease::v6::is_global_unicast(ip) => {
-                Ipv6Network::new(ip, prefix).ok().map(IpNetwork::V6)
-            }
-            _ => None,
-        };
-        if let Some(net) = net {
-            out.push((msg.header.index, net));
+        IpAddr::V6(ip) if ipv6 && crate::lease::v6::is_global_unicast(ip) => {
+            IpNetwork::V6(Ipv6Network::new(ip, row.prefix).ok()?)
         }
-    }
-    Ok(out)
+        _ => return None,
+    };
+    Some((row.index, net))
 }
 
 async fn default_route_oif(handle: &Handle, ipv6: bool) -> Result<Option<u32>, IfaceError> {
@@ -342,10 +275,7 @@ async fn default_route_oif(handle: &Handle, ipv6: bool) -> Result<Option<u32>, I
         RouteMessageBuilder::<Ipv4Addr>::new().build()
     };
     let mut stream = handle.route().get(msg).execute();
-    while let Some(route) = stream.try_next().await.map_err(|source| IfaceError::List {
-        what: "routes",
-        source,
-    })? {
+    while let Some(route) = stream.try_next().await.map_err(IfaceError::ListRoutes)? {
         if route.header.destination_prefix_length != 0 || route.header.table != 254 {
             continue;
         }

@@ -122,7 +122,8 @@ impl LeaseFamily for Ipv6Network {
         store_chooses: bool,
         own_ip: Ipv6Addr,
     ) -> Result<Option<Peer<Self>>, String> {
-        let Some(p) = crate::lease::v6::v6_peer(l, net, vni, store_chooses)? else {
+        let p = crate::lease::v6::v6_peer(l, net, vni, store_chooses).map_err(|e| e.to_string());
+        let Some(p) = p? else {
             return Ok(None);
         };
         if p.public_ip == own_ip {

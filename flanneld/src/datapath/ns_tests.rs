@@ -58,22 +58,37 @@ fn routes(ns: &TestNs) -> (Vec<String>, Vec<String>) {
     (ns.gw_routes_af("-4"), ns.gw_routes_af("-6"))
 }
 
+/// The dual-stack datapath of node 2 in `ns` (its handle), with our lease
+/// adopted and node 3's programmed.
+async fn started(ns: &TestNs, handle: rtnetlink::Handle) -> Datapath {
+    let config = NetConfig::parse(DUAL).expect("config");
+    let metrics = Arc::new(Metrics::new());
+    let mut dp = Datapath::create(handle, config, specs(ns), true, metrics)
+        .await
+        .unwrap_or_else(|e| panic!("create: {e}"));
+    let own = lease(2, 2);
+    dp.adopt(&own)
+        .await
+        .unwrap_or_else(|e| panic!("adopt: {e}"));
+    dp.program(&[own, lease(3, 3)]).await;
+    dp
+}
+
+/// Hands `events` to the datapath in order; each must follow nothing.
+async fn apply(dp: &mut Datapath, events: impl IntoIterator<Item = LeaseEvent>) {
+    for ev in events {
+        let f = dp.on_lease_event(ev).await;
+        assert_eq!(f.map_err(|e| e.to_string()), Ok(Follow::Nothing));
+    }
+}
+
 #[test]
 fn dual_stack_peers_follow_their_leases_per_family() {
     let ns = TestNs::new();
-    let config = NetConfig::parse(DUAL).expect("config");
-    let specs = specs(&ns);
-    let own = lease(2, 2);
+    let ns_ref = &ns;
     ns.within(|handle| async move {
-        let metrics = Arc::new(Metrics::new());
-        let mut dp = Datapath::create(handle, config, specs, true, metrics)
-            .await
-            .unwrap_or_else(|e| panic!("create: {e}"));
-        dp.adopt(&own)
-            .await
-            .unwrap_or_else(|e| panic!("adopt: {e}"));
+        let dp = started(ns_ref, handle).await;
         assert_eq!(dp.indexes().len(), 2);
-        dp.program(&[own.clone(), lease(3, 3)]).await;
     });
     // The datapath above ran on a thread that has ended; what it wrote
     // stays in the namespace.
@@ -107,8 +122,6 @@ fn dual_stack_peers_follow_their_leases_per_family() {
 #[test]
 fn dual_stack_events_change_one_family_remove_both_and_repair_v6() {
     let ns = TestNs::new();
-    let config = NetConfig::parse(DUAL).expect("config");
-    let specs = specs(&ns);
     let own = lease(2, 2);
     let v6_route =
         |n: u8| format!("fd00:10:244:{n}::/64 via fd00:10:244:{n}:: dev flannel-v6.1 onlink");
@@ -116,22 +129,16 @@ fn dual_stack_events_change_one_family_remove_both_and_repair_v6() {
     let ns_ref = &ns;
     let (v4_route2, v6_route2) = (v4_route.clone(), v6_route);
     ns.within(|handle| async move {
-        let metrics = Arc::new(Metrics::new());
-        let mut dp = Datapath::create(handle, config, specs, true, metrics)
-            .await
-            .unwrap_or_else(|e| panic!("create: {e}"));
-        dp.adopt(&own)
-            .await
-            .unwrap_or_else(|e| panic!("adopt: {e}"));
-        dp.program(&[own.clone(), lease(3, 3)]).await;
+        let mut dp = started(ns_ref, handle).await;
 
         // Node 3's IPv6 subnet changes (its IPv4 half does not): a new
         // store key, whose lease may be reported before the old key's
         // removal; the old IPv6 entries go, the new come, IPv4 stays.
-        let f = dp.on_lease_event(LeaseEvent::Added(lease(3, 9))).await;
-        assert_eq!(f.map_err(|e| e.to_string()), Ok(Follow::Nothing));
-        let f = dp.on_lease_event(LeaseEvent::Removed(lease(3, 3))).await;
-        assert_eq!(f.map_err(|e| e.to_string()), Ok(Follow::Nothing));
+        let change = [
+            LeaseEvent::Added(lease(3, 9)),
+            LeaseEvent::Removed(lease(3, 3)),
+        ];
+        apply(&mut dp, change).await;
         assert_eq!(
             routes(ns_ref),
             (vec![v4_route2.clone()], vec![v6_route2(9)])
@@ -145,20 +152,15 @@ fn dual_stack_events_change_one_family_remove_both_and_repair_v6() {
         // keeps only its IPv4 peer.
         let mut v4_only = lease(3, 9);
         v4_only.ipv6_subnet = None;
-        for ev in [
+        let drop_v6 = [
             LeaseEvent::Added(v4_only.clone()),
             LeaseEvent::Removed(lease(3, 9)),
-        ] {
-            dp.on_lease_event(ev).await.expect("event");
-        }
+        ];
+        apply(&mut dp, drop_v6).await;
         assert_eq!(routes(ns_ref), (vec![v4_route2.clone()], vec![]));
         assert!(ns_ref.fdb("flannel-v6.1").is_empty());
-        for ev in [
-            LeaseEvent::Added(lease(3, 9)),
-            LeaseEvent::Removed(v4_only.clone()),
-        ] {
-            dp.on_lease_event(ev).await.expect("event");
-        }
+        let back = [LeaseEvent::Added(lease(3, 9)), LeaseEvent::Removed(v4_only)];
+        apply(&mut dp, back).await;
 
         // The IPv6 device deleted: recreated, replayed; IPv4 untouched.
         ns_ref.ip(&["link", "del", "flannel-v6.1"]);
@@ -174,14 +176,12 @@ fn dual_stack_events_change_one_family_remove_both_and_repair_v6() {
         );
 
         // Removed: both families' entries go.
-        dp.on_lease_event(LeaseEvent::Removed(lease(3, 9)))
-            .await
-            .expect("event");
+        apply(&mut dp, [LeaseEvent::Removed(lease(3, 9))]).await;
         assert_eq!(routes(ns_ref), (vec![], vec![]));
         assert!(ns_ref.neighbours_af("-6", "flannel-v6.1").is_empty());
         assert!(ns_ref.fdb("flannel.1").is_empty());
         // Our own lease removed from the store: renew, touch nothing.
-        let f = dp.on_lease_event(LeaseEvent::Removed(own.clone())).await;
+        let f = dp.on_lease_event(LeaseEvent::Removed(own)).await;
         assert_eq!(f.map_err(|e| e.to_string()), Ok(Follow::RenewNow));
     });
 }

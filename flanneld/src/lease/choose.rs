@@ -12,6 +12,9 @@
 //! before taking their subnets again. An IPv6-only configuration takes
 //! only an IPv6 subnet (the IPv4 part is [`NO_IPV4`]), and a node is known
 //! by its public IPv6 ([`super::LeaseAttrs::node_ip`]).
+//!
+//! Owns the choice only: it reads no store and writes nothing; the store
+//! calling it does the writes and their conditions.
 
 use std::collections::HashSet;
 use std::net::IpAddr;

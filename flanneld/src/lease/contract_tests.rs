@@ -13,6 +13,9 @@
 //!
 //! Expiry cases use a TTL of 2 s (etcd's minimum) and allow a few seconds
 //! for the store to notice. Concurrent cases make several `node()`s race.
+//!
+//! Owns the shared cases and their helpers; touches no network namespace
+//! and no store of its own (each store's tests supply the backing).
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -81,6 +84,7 @@ pub(crate) use choosing_store_contract;
 
 pub mod dual_stack;
 pub mod ipv6_only;
+pub mod lifetime;
 pub(crate) use dual_stack::{
     dual_stack_contract, dual_stack_leases_carry_both_families,
     dual_stack_v6_only_change_is_an_update, enabling_ipv6_replaces_the_ipv4_only_lease,
@@ -89,6 +93,10 @@ pub(crate) use dual_stack::{
 pub(crate) use ipv6_only::{
     ipv6_only_leases_are_named_by_their_ipv6_subnet,
     ipv6_only_previous_is_honoured_and_release_removes,
+};
+pub(crate) use lifetime::{
+    expired_lease_is_ignored_and_can_be_taken, release_removes, renew_extends,
+    stolen_lease_is_lost, watch_reports_expiry,
 };
 
 // ---- helpers -------------------------------------------------------------
@@ -169,6 +177,20 @@ async fn acquire(
         }
         Err(e) => panic!("acquire for {} (previous {prev:?}): {e}", a.public_ip),
     }
+}
+
+/// The subnets nodes 1 to `n` (each a fresh `node()`) acquire under `cfg`.
+async fn acquire_nodes<B: Backing>(b: &B, cfg: &NetConfig, n: u8) -> Vec<Ipv4Network> {
+    let mut subnets = Vec::new();
+    for i in 1..=n {
+        let store = b.node().await;
+        subnets.push(
+            acquire(store.as_ref(), cfg, &attrs(i, 0), None)
+                .await
+                .subnet,
+        );
+    }
+    subnets
 }
 
 async fn watch(s: &dyn LeaseStore) -> LeaseWatch {
@@ -308,14 +330,7 @@ pub async fn random_pick_stays_within_bounds<B: Backing>() {
     let b = B::new(LONG).await;
     let cfg =
         config(r#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.10.0","SubnetMax":"10.5.13.0"}"#);
-    let mut got = HashSet::new();
-    for n in 1..=4 {
-        got.insert(
-            acquire(b.node().await.as_ref(), &cfg, &attrs(n, 0), None)
-                .await
-                .subnet,
-        );
-    }
+    let got: HashSet<_> = acquire_nodes(&b, &cfg, 4).await.into_iter().collect();
     let want: HashSet<_> = [
         "10.5.10.0/24",
         "10.5.11.0/24",
@@ -335,9 +350,7 @@ pub async fn random_pick_stays_within_bounds<B: Backing>() {
 pub async fn no_free_subnet_names_network_and_length<B: Backing>() {
     let b = B::new(LONG).await;
     let cfg = tiny_net();
-    for n in 1..=3 {
-        acquire(b.node().await.as_ref(), &cfg, &attrs(n, 0), None).await;
-    }
+    acquire_nodes(&b, &cfg, 3).await;
     match b.node().await.acquire(&cfg, &attrs(4, 0), None).await {
         Err(e @ LeaseError::NoFreeSubnet { .. }) => {
             let msg = e.to_string();
@@ -347,139 +360,6 @@ pub async fn no_free_subnet_names_network_and_length<B: Backing>() {
     }
     // A full network still gives a node its own lease back.
     acquire(b.node().await.as_ref(), &cfg, &attrs(2, 1), None).await;
-}
-
-pub async fn expired_lease_is_ignored_and_can_be_taken<B: Backing>() {
-    let b = B::new(SHORT).await;
-    let cfg = tiny_net();
-    let mut w = watch(b.node().await.as_ref()).await;
-    let mut subnets = Vec::new();
-    for n in 1..=3 {
-        subnets.push(
-            acquire(b.node().await.as_ref(), &cfg, &attrs(n, 0), None)
-                .await
-                .subnet,
-        );
-    }
-    wait_removed(&mut w, &subnets, SHORT.ttl + EXPIRY_SLACK).await;
-    assert!(
-        watch(b.node().await.as_ref()).await.snapshot.is_empty(),
-        "expired leases are not in a snapshot"
-    );
-    let l = acquire(
-        b.node().await.as_ref(),
-        &cfg,
-        &attrs(4, 0),
-        Some(subnets[0]),
-    )
-    .await;
-    assert_eq!(l.subnet, subnets[0], "an expired lease is free");
-    acquire(b.node().await.as_ref(), &cfg, &attrs(5, 0), None).await;
-}
-
-pub async fn renew_extends<B: Backing>() {
-    let b = B::new(SHORT).await;
-    let cfg = default_net();
-    let node = b.node().await;
-    let mut lease = acquire(node.as_ref(), &cfg, &attrs(1, 0), None).await;
-    let mut w = watch(b.node().await.as_ref()).await;
-    let start = Instant::now();
-    while start.elapsed() < SHORT.ttl * 2 {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        let renewed = node
-            .renew(&lease)
-            .await
-            .unwrap_or_else(|e| panic!("renew: {e}"));
-        assert_eq!(renewed.subnet, lease.subnet);
-        assert!(
-            renewed.expiration > lease.expiration,
-            "renew extends the expiry"
-        );
-        lease = renewed;
-    }
-    let other = acquire(
-        b.node().await.as_ref(),
-        &cfg,
-        &attrs(2, 0),
-        Some(lease.subnet),
-    )
-    .await;
-    assert_ne!(
-        other.subnet, lease.subnet,
-        "a renewed lease outlives its first TTL"
-    );
-    assert!(
-        matches!(next_event(&mut w, EVENT_WAIT).await, LeaseEvent::Added(l) if l.subnet == other.subnet),
-        "renewals without changes send no event"
-    );
-    // A renewal with new attributes updates them.
-    let changed = Lease {
-        attrs: attrs(1, 7),
-        ..lease
-    };
-    let renewed = node
-        .renew(&changed)
-        .await
-        .unwrap_or_else(|e| panic!("renew: {e}"));
-    assert_eq!(renewed.attrs, attrs(1, 7));
-    match next_event(&mut w, EVENT_WAIT).await {
-        LeaseEvent::Added(l) => assert_eq!((l.subnet, l.attrs), (renewed.subnet, attrs(1, 7))),
-        ev => panic!("expected Added with the new MAC, got {ev:?}"),
-    }
-}
-
-pub async fn stolen_lease_is_lost<B: Backing>() {
-    let b = B::new(SHORT).await;
-    let cfg = default_net();
-    let a = b.node().await;
-    let mut w = watch(b.node().await.as_ref()).await;
-    let old = acquire(a.as_ref(), &cfg, &attrs(1, 0), None).await;
-    wait_removed(&mut w, &[old.subnet], SHORT.ttl + EXPIRY_SLACK).await;
-    let thief = b.node().await;
-    let stolen = acquire(thief.as_ref(), &cfg, &attrs(2, 0), Some(old.subnet)).await;
-    assert_eq!(stolen.subnet, old.subnet);
-    match a.renew(&old).await {
-        Err(LeaseError::Lost { subnet, holder }) => {
-            assert_eq!(subnet, old.key());
-            assert!(holder.contains("192.168.64.2"), "holder {holder}");
-        }
-        other => panic!("expected Lost, got {other:?}"),
-    }
-    // Releasing a lease that is no longer ours leaves the new holder alone.
-    a.release(&old)
-        .await
-        .unwrap_or_else(|e| panic!("release: {e}"));
-    let snap = watch(b.node().await.as_ref()).await.snapshot;
-    assert_eq!(
-        held(&snap),
-        vec![(old.subnet, Ipv4Addr::new(192, 168, 64, 2))]
-    );
-    thief
-        .renew(&stolen)
-        .await
-        .unwrap_or_else(|e| panic!("renew by the new holder: {e}"));
-}
-
-pub async fn release_removes<B: Backing>() {
-    let b = B::new(LONG).await;
-    let cfg = default_net();
-    let a = b.node().await;
-    let l = acquire(a.as_ref(), &cfg, &attrs(1, 0), None).await;
-    let mut w = watch(b.node().await.as_ref()).await;
-    assert_eq!(held(&w.snapshot), vec![(l.subnet, l.attrs.public_ip)]);
-    a.release(&l)
-        .await
-        .unwrap_or_else(|e| panic!("release: {e}"));
-    match next_event(&mut w, EVENT_WAIT).await {
-        LeaseEvent::Removed(r) => assert_eq!(r.subnet, l.subnet),
-        ev => panic!("expected Removed, got {ev:?}"),
-    }
-    assert!(watch(b.node().await.as_ref()).await.snapshot.is_empty());
-    a.release(&l)
-        .await
-        .unwrap_or_else(|e| panic!("a second release is harmless: {e}"));
-    let again = acquire(b.node().await.as_ref(), &cfg, &attrs(2, 0), Some(l.subnet)).await;
-    assert_eq!(again.subnet, l.subnet, "a released subnet is free");
 }
 
 pub async fn watch_snapshot_then_events<B: Backing>() {
@@ -528,26 +408,6 @@ pub async fn watch_snapshot_then_events<B: Backing>() {
         }
         expect_quiet(w, Duration::from_millis(100)).await;
     }
-}
-
-pub async fn watch_reports_expiry<B: Backing>() {
-    let b = B::new(SHORT).await;
-    let cfg = default_net();
-    let l = acquire(b.node().await.as_ref(), &cfg, &attrs(1, 0), None).await;
-    let mut w = watch(b.node().await.as_ref()).await;
-    assert_eq!(w.snapshot.len(), 1);
-    match next_event(&mut w, SHORT.ttl + EXPIRY_SLACK).await {
-        LeaseEvent::Removed(r) => assert_eq!(r.subnet, l.subnet),
-        ev => panic!("expected Removed on expiry, got {ev:?}"),
-    }
-    let early = l
-        .expiration
-        .duration_since(SystemTime::now())
-        .unwrap_or_default();
-    assert!(
-        early < Duration::from_millis(200),
-        "expiry reported {early:?} before the lease expired"
-    );
 }
 
 pub async fn concurrent_acquires_get_distinct_subnets<B: Backing>() {

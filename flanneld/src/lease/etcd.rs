@@ -47,8 +47,13 @@
 //!   watch reports as `Removed` (flannel does not ask either). They are
 //!   set to now + the configured TTL; a key without an etcd lease never
 //!   expires. Our own lease's expiration is exact (from the grant).
+//!
+//! Owns the store's requests and their conditions; it does not parse the
+//! flags (`conn`), name keys (`keys`) or follow the watch stream (`watch`),
+//! and never touches the kernel.
 
 pub mod conn;
+mod error;
 pub mod keys;
 mod watch;
 
@@ -67,6 +72,7 @@ use ipnetwork::{Ipv4Network, Ipv6Network};
 
 pub use self::conn::EtcdConfig;
 use self::conn::{call, Failure};
+pub use self::error::EtcdError;
 use self::keys::{decode, encode, Keys, EXAMPLE_CONFIG};
 use super::backoff::Backoff;
 use super::{
@@ -103,7 +109,7 @@ pub(crate) struct Entry {
     /// The IPv6 subnet of a dual-stack key (`10.244.1.0-24&fd00::-64`).
     pub ipv6: Option<Ipv6Network>,
     /// `Err` for a value that does not parse (logged by `list`).
-    pub attrs: Result<LeaseAttrs, String>,
+    pub attrs: Result<LeaseAttrs, keys::BadLeaseValue>,
     pub lease_id: i64,
     pub mod_revision: i64,
 }
@@ -369,7 +375,10 @@ impl EtcdStore {
         previous: Previous,
         grant: &mut Option<(i64, SystemTime)>,
     ) -> Result<Lease, AcquireError> {
-        let value = encode(attrs).map_err(|e| AcquireError::Lease(LeaseError::Store(e)))?;
+        let value = encode(attrs).map_err(|source| {
+            let node_ip = attrs.node_ip();
+            AcquireError::Lease(EtcdError::Encode { node_ip, source }.into())
+        })?;
         for _ in 0..MAX_CONFLICTS {
             let (entries, _) = self.list().await?;
             let taken: HashSet<Ipv4Network> = entries.iter().map(|e| e.subnet).collect();
@@ -428,10 +437,11 @@ impl EtcdStore {
             }
             tracing::info!(%subnet, "another node wrote {key} first; picking again");
         }
-        Err(AcquireError::Lease(LeaseError::Store(format!(
-            "acquire a subnet under {}: gave up after {MAX_CONFLICTS} conflicting writes by other nodes",
-            self.keys().subnets()
-        ))))
+        let prefix = self.keys().subnets();
+        let tries = MAX_CONFLICTS;
+        Err(AcquireError::Lease(
+            EtcdError::AcquireConflicts { prefix, tries }.into(),
+        ))
     }
 }
 
@@ -498,7 +508,10 @@ impl LeaseStore for EtcdStore {
 
     async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         let key = self.keys().lease(lease.subnet, lease.ipv6_subnet);
-        let value = encode(&lease.attrs).map_err(LeaseError::Store)?;
+        let value = encode(&lease.attrs).map_err(|source| EtcdError::Encode {
+            node_ip: lease.attrs.node_ip(),
+            source,
+        })?;
         let ours = lease.attrs.node_ip();
         let mut grant: Option<(i64, SystemTime)> = None;
         let result = async {
@@ -534,9 +547,8 @@ impl LeaseStore for EtcdStore {
                     });
                 }
             }
-            Err(LeaseError::Store(format!(
-                "renew {key}: gave up after {MAX_CONFLICTS} conflicting writes"
-            )))
+            let (op, tries) = ("renew", MAX_CONFLICTS);
+            Err(EtcdError::Conflicts { op, key, tries }.into())
         }
         .await;
         if let Some((unused, _)) = grant {
@@ -571,9 +583,8 @@ impl LeaseStore for EtcdStore {
                 }
             }
         }
-        Err(LeaseError::Store(format!(
-            "release {key}: gave up after {MAX_CONFLICTS} conflicting writes"
-        )))
+        let (op, tries) = ("release", MAX_CONFLICTS);
+        Err(EtcdError::Conflicts { op, key, tries }.into())
     }
 
     async fn watch(&self) -> Result<LeaseWatch, LeaseError> {

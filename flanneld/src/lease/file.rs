@@ -48,7 +48,11 @@
 //!   expiry) and `Removed` for a deleted, unparsable or expired one, with a
 //!   timer set to the earliest expiry. An inotify queue overflow re-reads
 //!   the whole directory and diffs. The task ends when the receiver drops.
+//!
+//! Owns the store's semantics; the bytes on disk are `format`'s and the
+//! inotify task is `watch`'s. It never touches the kernel.
 
+mod error;
 mod format;
 mod watch;
 
@@ -61,6 +65,7 @@ use std::time::SystemTime;
 
 use ipnetwork::Ipv4Network;
 
+pub use self::error::FileError;
 use self::format::{expiry_after, lock_dir, read_all, read_lease, remove_lease, write_lease};
 use super::{
     choose, Choice, Held, Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming, LeaseWatch,
@@ -111,11 +116,9 @@ impl FileStore {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || f(&inner))
             .await
-            .map_err(|e| {
-                LeaseError::Store(format!(
-                    "{what} in {}: task failed: {e}",
-                    self.inner.dir.display()
-                ))
+            .map_err(|source| {
+                let dir = self.inner.dir.clone();
+                FileError::Task { what, dir, source }
             })?
     }
 }
@@ -124,8 +127,7 @@ impl FileStore {
 impl LeaseStore for FileStore {
     async fn network_config(&self) -> Result<NetConfig, LeaseError> {
         self.blocking("read network config", |inner| {
-            NetConfig::read_file(&inner.net_config_path)
-                .map_err(|e| LeaseError::Store(crate::error::chain(&e)))
+            Ok(NetConfig::read_file(&inner.net_config_path)?)
         })
         .await
     }

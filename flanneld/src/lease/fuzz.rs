@@ -2,6 +2,8 @@
 //! both stores (`10.244.1.0-24`: the embedded store's file name, etcd's key
 //! suffix). A name is read only in the spelling `subnet_key` writes, so no
 //! two names can stand for one subnet. Corpus: `fuzz/corpus/subnet-key/`.
+//!
+//! Owns the fuzz target only; it touches no file, store or kernel.
 
 use flannel_tests::fuzz::{self, text::nasty_string};
 use flannel_tests::fuzz_test;

@@ -17,7 +17,12 @@
 //! (reason `FlannelIsUp`) once the datapath is up, unless
 //! `--set-node-network-unavailable=false`. Renew and release do nothing,
 //! and a lease never expires.
+//!
+//! Owns the store's API requests; how a Node becomes a lease is `node`'s,
+//! annotation names are `names`', the watch task is `watch`'s. It never
+//! touches the kernel.
 
+mod error;
 pub mod names;
 mod node;
 mod watch;
@@ -36,6 +41,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::json;
 
+pub use self::error::KubeError;
 use self::names::Names;
 use self::node::{inside, never, Networks, NodeView, SlimNode};
 use super::backoff::Backoff;
@@ -79,17 +85,13 @@ pub struct KubeStore {
     reachable: Arc<AtomicBool>,
 }
 
-fn store_err(msg: impl Into<String>) -> LeaseError {
-    LeaseError::Store(msg.into())
-}
-
 impl KubeStore {
     /// Builds the client (kubeconfig, else `--kube-api-url`, else the
     /// in-cluster service account) and finds out this node's name.
     pub async fn connect(cfg: KubeConfig) -> Result<KubeStore, LeaseError> {
-        let names = Names::new(&cfg.annotation_prefix).map_err(store_err)?;
+        let names = Names::new(&cfg.annotation_prefix).map_err(KubeError::from)?;
         let client = Client::try_from(client_config(&cfg).await?)
-            .map_err(|e| store_err(format!("create the Kubernetes client: {e}")))?;
+            .map_err(|source| KubeError::Client { source })?;
         let node = match cfg.node_name.filter(|n| !n.is_empty()) {
             Some(name) => name,
             None => node_of_pod(&client, cfg.pod_namespace, cfg.pod_name).await?,
@@ -129,7 +131,11 @@ impl KubeStore {
 
     /// A strategic-merge patch of `nodes/<name>/status`, retried for a
     /// while when the API does not answer.
-    async fn patch_status(&self, patch: serde_json::Value, what: &str) -> Result<(), LeaseError> {
+    async fn patch_status(
+        &self,
+        patch: serde_json::Value,
+        what: &'static str,
+    ) -> Result<(), LeaseError> {
         let mut backoff = Backoff::new(
             "the Kubernetes API",
             format!("patch node {} ({what})", self.node),
@@ -149,11 +155,9 @@ impl KubeStore {
                 Err(e) if Instant::now() < until => {
                     self.retry_or_fail(&mut backoff, e, "patch").await?
                 }
-                Err(e) => {
-                    return Err(store_err(format!(
-                        "patch node {} status ({what}): {e}",
-                        self.node
-                    )))
+                Err(source) => {
+                    let node = self.node.clone();
+                    return Err(KubeError::PatchStatus { node, what, source }.into());
                 }
             }
         }
@@ -173,18 +177,20 @@ impl KubeStore {
         // backend-data nor public-ip).
         let v6_only = attrs.backend_data.is_null() && attrs.vxlan_v6_data().is_some();
         if !v6_only {
-            let data = attrs
-                .vxlan_data()
-                .ok_or_else(|| store_err("only the vxlan backend is supported"))?;
-            let data = serde_json::to_string(&data)
-                .map_err(|e| store_err(format!("encode backend-data: {e}")))?;
+            let data = attrs.vxlan_data().ok_or(KubeError::NotVxlan)?;
+            let data = serde_json::to_string(&data).map_err(|source| {
+                let annotation = "backend-data";
+                KubeError::EncodeAnnotation { annotation, source }
+            })?;
             wanted.push(("backend-data", data));
             wanted.push(("public-ip", attrs.public_ip.to_string()));
         }
         // The IPv6 half, when this node has one (as flannel: both or none).
         if let (Some(ip), Some(data)) = (attrs.public_ipv6, attrs.vxlan_v6_data()) {
-            let data = serde_json::to_string(&data)
-                .map_err(|e| store_err(format!("encode backend-v6-data: {e}")))?;
+            let data = serde_json::to_string(&data).map_err(|source| {
+                let annotation = "backend-v6-data";
+                KubeError::EncodeAnnotation { annotation, source }
+            })?;
             wanted.push(("backend-v6-data", data));
             wanted.push(("public-ipv6", ip.to_string()));
         }
@@ -213,14 +219,17 @@ impl KubeStore {
         &self,
         backoff: &mut Backoff,
         e: kube::Error,
-        verb: &str,
+        verb: &'static str,
     ) -> Result<(), LeaseError> {
         if let kube::Error::Api(status) = &e {
             if matches!(status.code, 401 | 403) {
-                return Err(store_err(format!(
-                    "{verb} node {}: {} (flanneld needs RBAC nodes get/list/watch, nodes/status patch, pods get)",
-                    self.node, status.message
-                )));
+                let (node, message) = (self.node.clone(), status.message.clone());
+                return Err(KubeError::Forbidden {
+                    verb,
+                    node,
+                    message,
+                }
+                .into());
             }
         }
         self.reachable.store(false, Ordering::Relaxed);
@@ -233,29 +242,37 @@ impl KubeStore {
     }
 }
 
-async fn client_config(cfg: &KubeConfig) -> Result<Config, LeaseError> {
+/// `--kube-api-url` as the client's URL type.
+fn api_url<T>(url: &str) -> Result<T, KubeError>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    url.parse().map_err(|e| KubeError::ApiUrl {
+        url: url.to_owned(),
+        source: Box::new(e),
+    })
+}
+
+async fn client_config(cfg: &KubeConfig) -> Result<Config, KubeError> {
     let mut config = match (&cfg.kubeconfig, &cfg.api_url) {
         (Some(path), _) => {
-            let file = Kubeconfig::read_from(path)
-                .map_err(|e| store_err(format!("read kubeconfig {}: {e}", path.display())))?;
+            let file = Kubeconfig::read_from(path).map_err(|source| {
+                let path = path.clone();
+                KubeError::ReadKubeconfig { path, source }
+            })?;
             Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| store_err(format!("kubeconfig {}: {e}", path.display())))?
+                .map_err(|source| {
+                    let path = path.clone();
+                    KubeError::Kubeconfig { path, source }
+                })?
         }
-        (None, Some(url)) => Config::new(
-            url.parse()
-                .map_err(|e| store_err(format!("--kube-api-url {url:?}: {e}")))?,
-        ),
-        (None, None) => Config::incluster().map_err(|e| {
-            store_err(format!(
-                "in-cluster Kubernetes configuration: {e} (outside a pod, give --kubeconfig-file)"
-            ))
-        })?,
+        (None, Some(url)) => Config::new(api_url(url)?),
+        (None, None) => Config::incluster().map_err(|source| KubeError::InCluster { source })?,
     };
     if let (Some(_), Some(url)) = (&cfg.kubeconfig, &cfg.api_url) {
-        config.cluster_url = url
-            .parse()
-            .map_err(|e| store_err(format!("--kube-api-url {url:?}: {e}")))?;
+        config.cluster_url = api_url(url)?;
     }
     Ok(config)
 }
@@ -267,26 +284,30 @@ async fn node_of_pod(
     name: Option<String>,
 ) -> Result<String, LeaseError> {
     let (Some(namespace), Some(name)) = (namespace, name) else {
-        return Err(store_err(
-            "--kube-subnet-mgr needs the node's name: set NODE_NAME, or POD_NAME and POD_NAMESPACE",
-        ));
+        return Err(KubeError::NoNodeName.into());
     };
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let pod = pods.get(&name).await.map_err(|e| {
-        store_err(format!(
-            "get pod {namespace}/{name} (to learn the node name): {e}"
-        ))
-    })?;
-    pod.spec
-        .and_then(|s| s.node_name)
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| store_err(format!("pod {namespace}/{name} has no spec.nodeName")))
+    let pod = match pods.get(&name).await {
+        Ok(pod) => pod,
+        Err(source) => {
+            return Err(KubeError::GetPod {
+                namespace,
+                name,
+                source,
+            }
+            .into())
+        }
+    };
+    match pod.spec.and_then(|s| s.node_name).filter(|n| !n.is_empty()) {
+        Some(node) => Ok(node),
+        None => Err(KubeError::PodWithoutNode { namespace, name }.into()),
+    }
 }
 
 #[async_trait::async_trait]
 impl LeaseStore for KubeStore {
     async fn network_config(&self) -> Result<NetConfig, LeaseError> {
-        NetConfig::read_file(&self.net_config_path).map_err(|e| store_err(crate::error::chain(&e)))
+        Ok(NetConfig::read_file(&self.net_config_path)?)
     }
 
     fn chooses_subnets(&self) -> bool {
@@ -352,27 +373,30 @@ impl LeaseStore for KubeStore {
             }
             tokio::time::sleep(WAITING_POLL).await;
         };
-        let networks = Networks::of(config).map_err(store_err)?;
+        let networks = Networks::of(config);
         let subnet = match networks.v4 {
-            Some(v4) => inside(view.pod_cidr.clone().ok().flatten(), v4)
-                .map_err(|e| store_err(format!("node {}: {e} (net-conf.json)", self.node)))?,
+            Some(v4) => inside(view.pod_cidr.clone().ok().flatten(), v4).map_err(|source| {
+                let node = self.node.clone();
+                KubeError::PodCidr { node, source }
+            })?,
             None => NO_IPV4,
         };
         let ipv6_subnet = match networks.v6 {
             None => None,
             Some(net) => match view.pod_cidr_v6 {
                 Some(c) if c.prefix() >= net.prefix() && net.contains(c.network()) => Some(c),
-                Some(c) => {
-                    return Err(store_err(format!(
-                        "node {}: IPv6 podCIDR {c} is outside IPv6Network {net} (net-conf.json)",
-                        self.node
-                    )))
+                Some(cidr) => {
+                    let node = self.node.clone();
+                    return Err(KubeError::Ipv6PodCidrOutside {
+                        node,
+                        cidr,
+                        network: net,
+                    }
+                    .into());
                 }
                 None => {
-                    return Err(store_err(format!(
-                        "node {}: EnableIPv6 is set but the node has no IPv6 podCIDR (is the cluster dual-stack?)",
-                        self.node
-                    )))
+                    let node = self.node.clone();
+                    return Err(KubeError::NoIpv6PodCidr { node }.into());
                 }
             },
         };
@@ -457,7 +481,7 @@ impl LeaseStore for KubeStore {
     }
 
     async fn watch(&self) -> Result<LeaseWatch, LeaseError> {
-        let network = Networks::of(&self.network_config().await?).map_err(store_err)?;
+        let network = Networks::of(&self.network_config().await?);
         watch::start(
             self.nodes.clone(),
             self.names.clone(),

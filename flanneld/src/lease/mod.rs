@@ -4,6 +4,10 @@
 //! `choose` (subnet choice, for the stores that choose), `skip` (logging
 //! what is skipped), `open` (the store the flags name), `v6` (a peer's
 //! IPv6 half, checked).
+//!
+//! Owns the shared lease types, `LeaseError` and the `LeaseStore` trait;
+//! it does not talk to any store and does not decide when to acquire, renew
+//! or watch (that is the daemon).
 
 pub mod backoff;
 mod choose;
@@ -251,8 +255,17 @@ pub enum LeaseError {
     },
     #[error("lease for {subnet} is no longer ours (now held by {holder})")]
     Lost { subnet: String, holder: String },
-    #[error("lease store: {0}")]
-    Store(String),
+    /// The network configuration file (file and kube stores); the
+    /// message carries the whole chain, as the store's caller retries
+    /// and logs it.
+    #[error("{}", crate::error::chain(.0))]
+    Config(#[from] crate::netconf::NetConfError),
+    #[error(transparent)]
+    File(#[from] file::FileError),
+    #[error(transparent)]
+    Etcd(#[from] etcd::EtcdError),
+    #[error(transparent)]
+    Kube(#[from] kube::KubeError),
 }
 
 /// How long a lease lives, and when it is renewed.

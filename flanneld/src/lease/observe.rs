@@ -2,6 +2,8 @@
 //! counted (its watch restarted, and why) without knowing about metrics.
 //! flanneld installs one observer at start-up; without one (unit tests,
 //! other embedders) the notes go nowhere.
+//!
+//! Owns the hook only; it counts nothing itself and reads no store.
 
 use std::sync::{Arc, OnceLock};
 

@@ -1,5 +1,8 @@
 //! The lease store the flags name: one place that turns a `StoreConfig`
 //! into a store, so `main` only parses flags.
+//!
+//! Owns the choice of store; it does not parse flags and does no lease
+//! operation.
 
 use super::etcd::{EtcdConfig, EtcdStore};
 use super::file::FileStore;

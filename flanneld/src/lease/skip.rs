@@ -3,6 +3,9 @@
 //! at `warn` once per object and reason, and at `debug` on every later
 //! read: a resync every few seconds must not repeat the same line forever,
 //! and one bad entry never stops the node.
+//!
+//! Owns the logging of skips only: it decides nothing about what is
+//! skipped (the caller does) and writes nothing but log lines.
 
 use std::collections::HashSet;
 use std::sync::Mutex;

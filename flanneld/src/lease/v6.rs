@@ -4,6 +4,9 @@
 //! of our VNI with a unicast MAC. One function for every store: the kube
 //! store checks its annotations when it reads them, but etcd values and
 //! lease files arrive unchecked.
+//!
+//! Owns the check only: it does not log (the caller skips with
+//! [`super::skip`]) and writes nothing to the kernel.
 
 use std::net::Ipv6Addr;
 
@@ -32,8 +35,30 @@ pub fn is_global_unicast(ip: Ipv6Addr) -> bool {
         || ip.to_ipv4_mapped().is_some())
 }
 
-/// `lease`'s IPv6 half: `Ok(None)` when it has none, `Err` (the reason, for
-/// [`super::skip::skipped`]) when a part is bad. `store_chooses`: the
+/// Why a lease's IPv6 half is not used (a reason for
+/// [`super::skip::skipped`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadV6Half {
+    #[error("IPv6 subnet {subnet} is outside {network} (IPv6SubnetLen {subnet_len}, IPv6SubnetMin..IPv6SubnetMax)")]
+    Outside {
+        subnet: Ipv6Network,
+        network: Ipv6Network,
+        subnet_len: u8,
+    },
+    #[error("IPv6 subnet {0} without a PublicIPv6")]
+    NoPublicIp(Ipv6Network),
+    #[error("PublicIPv6 {0} is not a global unicast address")]
+    NotGlobalUnicast(Ipv6Addr),
+    #[error("no vxlan BackendV6Data")]
+    NoBackendData,
+    #[error("BackendV6Data VNI {got} is not ours ({ours})")]
+    OtherVni { got: u32, ours: u32 },
+    #[error("BackendV6Data VtepMAC {0:?} is not a unicast MAC")]
+    NotUnicastMac(String),
+}
+
+/// `lease`'s IPv6 half: `Ok(None)` when it has none, `Err` when a part is
+/// bad. `store_chooses`: the
 /// subnet must be leasable (file, etcd), else only inside the network
 /// (kube's podCIDRs).
 pub fn v6_peer(
@@ -41,7 +66,7 @@ pub fn v6_peer(
     config: &FamilyConfig<Ipv6Network>,
     vni: u32,
     store_chooses: bool,
-) -> Result<Option<V6Peer>, String> {
+) -> Result<Option<V6Peer>, BadV6Half> {
     let Some(subnet) = lease.ipv6_subnet else {
         return Ok(None);
     };
@@ -51,29 +76,26 @@ pub fn v6_peer(
         config.contains(subnet)
     };
     if !trusted {
-        return Err(format!(
-            "IPv6 subnet {subnet} is outside {} (IPv6SubnetLen {}, IPv6SubnetMin..IPv6SubnetMax)",
-            config.network, config.subnet_len
-        ));
+        return Err(BadV6Half::Outside {
+            subnet,
+            network: config.network,
+            subnet_len: config.subnet_len,
+        });
     }
     let public_ip = lease
         .attrs
         .public_ipv6
-        .ok_or_else(|| format!("IPv6 subnet {subnet} without a PublicIPv6"))?;
+        .ok_or(BadV6Half::NoPublicIp(subnet))?;
     if !is_global_unicast(public_ip) {
-        return Err(format!(
-            "PublicIPv6 {public_ip} is not a global unicast address"
-        ));
+        return Err(BadV6Half::NotGlobalUnicast(public_ip));
     }
     let data = lease
         .attrs
         .vxlan_v6_data()
-        .ok_or_else(|| "no vxlan BackendV6Data".to_string())?;
+        .ok_or(BadV6Half::NoBackendData)?;
     if data.vni != vni {
-        return Err(format!(
-            "BackendV6Data VNI {} is not ours ({vni})",
-            data.vni
-        ));
+        let (got, ours) = (data.vni, vni);
+        return Err(BadV6Half::OtherVni { got, ours });
     }
     match crate::mac::parse(&data.vtep_mac) {
         Some(m) if m[0] & 1 == 0 && m != [0; 6] => Ok(Some(V6Peer {
@@ -81,10 +103,7 @@ pub fn v6_peer(
             public_ip,
             vtep_mac: m,
         })),
-        _ => Err(format!(
-            "BackendV6Data VtepMAC {:?} is not a unicast MAC",
-            data.vtep_mac
-        )),
+        _ => Err(BadV6Half::NotUnicastMac(data.vtep_mac)),
     }
 }
 
@@ -176,7 +195,7 @@ mod tests {
         ];
         for (l, needle) in cases {
             let e = v6_peer(&l, &config(), 1, true).expect_err(needle);
-            assert!(e.contains(needle), "{needle}: {e}");
+            assert!(e.to_string().contains(needle), "{needle}: {e}");
         }
         // A podCIDR handed out by Kubernetes: anywhere inside the network.
         let first = lease("fd00:10:244::/64", "2001:db8::2", data("0e:00:00:00:00:22"));

@@ -1,6 +1,9 @@
 //! `flannel.<VNI>` / `flannel-v6.<VNI>`: create it, adopt a matching one,
 //! replace one that does not match; its `<subnet>.0/32` (`<subnet>::/128`)
 //! address.
+//!
+//! Owns the device's lifecycle; the netlink requests are `link`'s, and it
+//! never touches peers' entries.
 
 use std::path::Path;
 

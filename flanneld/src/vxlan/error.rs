@@ -1,5 +1,7 @@
 //! The one error type of the VXLAN backend: every variant names the
 //! operation and the object it was applied to.
+//!
+//! Owns the error type only; no kernel access.
 
 /// A failed kernel operation of the VXLAN backend.
 #[derive(Debug, thiserror::Error)]

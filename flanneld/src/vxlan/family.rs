@@ -4,6 +4,8 @@
 //! other line of the backend is written once, generic over
 //! [`VxlanFamily`], and runs unchanged for `flannel.<VNI>` (IPv4) and
 //! `flannel-v6.<VNI>` (IPv6).
+//!
+//! Owns constants and conversions only: no kernel access.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -1,4 +1,11 @@
-//! Links and addresses: one typed method per kernel operation.
+//! Links and addresses over rtnetlink: one typed method per kernel
+//! operation, and the one place links and addresses are dumped (the VXLAN
+//! device's code and `iface`'s choice of the external interface both read
+//! them here). Every error names the operation and the link.
+//!
+//! Owns the netlink requests only: it does not decide which device or
+//! address should exist (that is `device`), nor which interface is the
+//! external one (that is `iface`).
 
 use std::net::IpAddr;
 
@@ -14,6 +21,17 @@ use super::{DeviceSpec, VxlanFamily};
 
 /// The kernel's default VXLAN destination port when none is given.
 pub(crate) const KERNEL_DEFAULT_PORT: u16 = 8472;
+
+/// One address as dumped: its link, the address (IFA_LOCAL when present,
+/// the interface's own, else IFA_ADDRESS) and prefix length, and the
+/// message to delete it by.
+#[derive(Debug, Clone)]
+pub(crate) struct AddrRow {
+    pub index: u32,
+    pub ip: IpAddr,
+    pub prefix: u8,
+    pub msg: AddressMessage,
+}
 
 /// A link as read back from the kernel, with its VXLAN parameters when it
 /// is one.
@@ -250,6 +268,57 @@ impl Links<'_> {
             .map_err(|e| VxlanError::netlink(format!("set {name} up"), e))
     }
 
+    /// Every link (`ip link show`).
+    pub async fn all(&self) -> Result<Vec<LinkState>, VxlanError> {
+        let mut stream = self.handle.link().get().execute();
+        let mut out = Vec::new();
+        while let Some(msg) = stream
+            .try_next()
+            .await
+            .map_err(|e| VxlanError::netlink("list links".to_string(), e))?
+        {
+            out.push(LinkState::from_message(msg));
+        }
+        Ok(out)
+    }
+
+    /// The addresses of every family on link `(index, name)`, or on every
+    /// link when `link` is None (`ip addr show [dev NAME]`).
+    pub async fn address_rows(
+        &self,
+        link: Option<(u32, &str)>,
+    ) -> Result<Vec<AddrRow>, VxlanError> {
+        let mut req = self.handle.address().get();
+        if let Some((index, _)) = link {
+            req = req.set_link_index_filter(index);
+        }
+        let mut stream = req.execute();
+        let op = || match link {
+            Some((_, name)) => format!("list addresses of {name}"),
+            None => "list addresses".to_string(),
+        };
+        let mut out = Vec::new();
+        while let Some(msg) = stream
+            .try_next()
+            .await
+            .map_err(|e| VxlanError::netlink(op(), e))?
+        {
+            if link.is_some_and(|(index, _)| msg.header.index != index) {
+                continue;
+            }
+            if let Some(ip) = address_of(&msg) {
+                let (index, prefix) = (msg.header.index, msg.header.prefix_len);
+                out.push(AddrRow {
+                    index,
+                    ip,
+                    prefix,
+                    msg,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// The addresses of family `F` on link `index` with their prefix
     /// length, and the messages to delete them by.
     pub async fn addresses<F: VxlanFamily>(
@@ -257,28 +326,12 @@ impl Links<'_> {
         index: u32,
         name: &str,
     ) -> Result<Vec<(F, AddressMessage)>, VxlanError> {
-        let mut stream = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute();
-        let mut out = Vec::new();
-        while let Some(msg) = stream
-            .try_next()
-            .await
-            .map_err(|e| VxlanError::netlink(format!("list addresses of {name}"), e))?
-        {
-            if msg.header.index != index || msg.header.family != F::AF {
-                continue;
-            }
-            if let Some(ip) = address_of(&msg).and_then(F::from_ip) {
-                if let Some(net) = F::new(ip, msg.header.prefix_len) {
-                    out.push((net, msg));
-                }
-            }
-        }
-        Ok(out)
+        let rows = self.address_rows(Some((index, name))).await?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| r.msg.header.family == F::AF)
+            .filter_map(|r| Some((F::new(F::from_ip(r.ip)?, r.prefix)?, r.msg)))
+            .collect())
     }
 
     /// `ip addr add ADDR/PREFIX dev NAME [nodad]`; an address already

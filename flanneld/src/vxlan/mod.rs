@@ -17,6 +17,9 @@
 //! - `peer.rs`: what one peer needs, programming and removing it.
 //! - `reconcile.rs`: dump, diff against the wanted set, repair.
 //! - `link.rs`, `neigh.rs`, `route.rs`: one typed method per kernel operation.
+//!
+//! Owns the backend's kernel state; it does not decide when to act
+//! (the datapath and the daemon call it) and reads no lease store.
 
 mod device;
 mod error;
@@ -37,6 +40,7 @@ use rtnetlink::Handle;
 
 pub use error::VxlanError;
 pub use family::VxlanFamily;
+pub(crate) use link::{AddrRow, LinkState, Links};
 
 /// What `flannel.<VNI>` (`flannel-v6.<VNI>`) must look like.
 #[derive(Debug, Clone, PartialEq, Eq)]

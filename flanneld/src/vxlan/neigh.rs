@@ -1,5 +1,8 @@
 //! Neighbour (ARP / NDP) and FDB entries on the VXLAN device: one typed method per
 //! kernel operation.
+//!
+//! Owns the requests only: it does not decide which entries should exist
+//! (that is `peer` and `reconcile`).
 
 use std::marker::PhantomData;
 

@@ -1,4 +1,7 @@
 //! What one peer needs in the kernel, and programming or removing it.
+//!
+//! Owns one peer's entries; it does not decide which peers exist (the
+//! leases do) and does not dump the kernel (that is `reconcile`).
 
 use std::fmt::Display;
 

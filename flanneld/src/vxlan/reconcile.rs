@@ -12,6 +12,9 @@
 //! - with a [`Routing`](super::Routing): main-table routes out of the
 //!   external interface that have a gateway and whose destination is a
 //!   SubnetLen-sized subnet of Network. The node's other routes never are.
+//!
+//! Owns the diff and the repair; it does not decide when to run (the
+//! datapath's timer and events do) and never creates the device.
 
 use std::collections::HashSet;
 

@@ -1,5 +1,8 @@
 //! Routes of the main table, in one address family: one typed method per
 //! kernel operation.
+//!
+//! Owns the requests only: it does not decide which routes should exist
+//! (that is `peer` and `reconcile`).
 
 use std::fmt;
 use std::marker::PhantomData;

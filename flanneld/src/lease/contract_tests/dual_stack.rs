@@ -4,6 +4,8 @@
 //! and `BackendV6Data`, a change to only the IPv6 half is an update, and
 //! switching IPv6 on replaces a node's IPv4-only lease (same IPv4 subnet).
 //! The IPv6-only cases live in [`super::ipv6_only`] and run with these.
+//!
+//! Owns these cases only; the backing and helpers are the parent's.
 
 use std::collections::HashSet;
 

@@ -5,6 +5,8 @@
 //! gets its own lease back, another node never takes it), the old
 //! subnet.env's IPv6 subnet is honoured, and release and renewal work on
 //! that key.
+//!
+//! Owns these cases only; the backing and helpers are the parent's.
 
 use std::collections::HashSet;
 

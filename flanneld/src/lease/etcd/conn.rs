@@ -1,6 +1,9 @@
 //! Connecting to etcd: endpoints, TLS, credentials, timeouts; sorting
 //! failures into "etcd is unreachable, retry" and "this will never work";
 //! back-off that logs once per state change.
+//!
+//! Owns the client's options and the sorting of failures; it makes no lease
+//! decision and names no key.
 
 use std::error::Error as _;
 use std::path::{Path, PathBuf};
@@ -8,6 +11,7 @@ use std::time::Duration;
 
 use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
 
+use super::error::EtcdError;
 use crate::lease::LeaseError;
 
 /// How long one request may take before etcd counts as unreachable.
@@ -45,9 +49,7 @@ impl EtcdConfig {
     /// at start-up with its name.
     pub(super) fn connect_options(&self) -> Result<ConnectOptions, LeaseError> {
         if self.endpoints.is_empty() {
-            return Err(LeaseError::Store(
-                "--etcd-endpoints: no endpoint given".into(),
-            ));
+            return Err(EtcdError::NoEndpoint.into());
         }
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
@@ -59,18 +61,13 @@ impl EtcdConfig {
                     .with_user(u.clone(), p.clone().unwrap_or_default())
                     .with_auto_token_refresh(true)
             }
-            (None, Some(_)) => {
-                return Err(LeaseError::Store(
-                    "--etcd-password is set but --etcd-username is not".into(),
-                ))
-            }
+            (None, Some(_)) => return Err(EtcdError::PasswordWithoutUsername.into()),
             (None, None) => {}
         }
         if let Some(tls) = self.tls()? {
             if let Some(plain) = self.endpoints.iter().find(|e| e.starts_with("http://")) {
-                return Err(LeaseError::Store(format!(
-                    "--etcd-endpoints {plain}: TLS files are given (--etcd-keyfile/--etcd-certfile/--etcd-cafile), so every endpoint must be https://"
-                )));
+                let endpoint = plain.clone();
+                return Err(EtcdError::PlainEndpointWithTls { endpoint }.into());
             }
             opts = opts.with_tls(tls);
         }
@@ -93,29 +90,21 @@ impl EtcdConfig {
                 tls = tls.identity(Identity::from_pem(cert, key));
             }
             (None, None) => {}
-            (Some(_), None) => {
-                return Err(LeaseError::Store(
-                    "--etcd-certfile is set but --etcd-keyfile is not: a client certificate needs its key".into(),
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(LeaseError::Store(
-                    "--etcd-keyfile is set but --etcd-certfile is not: a client key needs its certificate".into(),
-                ))
-            }
+            (Some(_), None) => return Err(EtcdError::CertWithoutKey.into()),
+            (None, Some(_)) => return Err(EtcdError::KeyWithoutCert.into()),
         }
         Ok(Some(tls))
     }
 }
 
-fn read_pem(flag: &str, path: &Path) -> Result<Vec<u8>, LeaseError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| LeaseError::Store(format!("{flag}: read {}: {e}", path.display())))?;
+fn read_pem(flag: &'static str, path: &Path) -> Result<Vec<u8>, LeaseError> {
+    let path = path.to_path_buf();
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(source) => return Err(EtcdError::ReadPem { flag, path, source }.into()),
+    };
     if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
-        return Err(LeaseError::Store(format!(
-            "{flag}: {} is not a PEM file",
-            path.display()
-        )));
+        return Err(EtcdError::NotPem { flag, path }.into());
     }
     Ok(bytes)
 }
@@ -137,14 +126,6 @@ impl Failure {
             Failure::Unreachable(m) | Failure::Refused(m) => m,
         }
     }
-
-    /// "etcd <op>: <reason>" as a `LeaseError`.
-    pub fn into_lease_error(self) -> LeaseError {
-        match self {
-            Failure::Unreachable(m) => LeaseError::Store(format!("{m} (etcd unreachable)")),
-            Failure::Refused(m) => LeaseError::Store(m),
-        }
-    }
 }
 
 impl std::fmt::Display for Failure {
@@ -155,7 +136,7 @@ impl std::fmt::Display for Failure {
 
 impl From<Failure> for LeaseError {
     fn from(f: Failure) -> Self {
-        f.into_lease_error()
+        LeaseError::Etcd(f.into())
     }
 }
 

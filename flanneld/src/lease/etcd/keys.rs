@@ -6,6 +6,8 @@
 //! ```
 //!
 //! The value carries no expiry: the etcd lease the key is attached to does.
+//!
+//! Owns names and encodings only: no I/O, no etcd request.
 
 use ipnetwork::{Ipv4Network, Ipv6Network};
 
@@ -56,12 +58,22 @@ impl Keys {
 }
 
 /// flannel's lease value: `LeaseAttrs` as JSON, fields in flannel's order.
-pub fn encode(attrs: &LeaseAttrs) -> Result<Vec<u8>, String> {
-    serde_json::to_vec(attrs).map_err(|e| format!("encode lease value: {e}"))
+pub fn encode(attrs: &LeaseAttrs) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(attrs)
+}
+
+/// A lease value that is not flannel's: serde's reason (cut to 300 bytes)
+/// and the value's first 200 bytes, so a peer's value cannot make a log
+/// line unbounded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a flannel lease value ({why}): {shown:?}")]
+pub struct BadLeaseValue {
+    why: String,
+    shown: String,
 }
 
 /// Parses a lease value written by us or by upstream flannel.
-pub fn decode(value: &[u8]) -> Result<LeaseAttrs, String> {
+pub fn decode(value: &[u8]) -> Result<LeaseAttrs, BadLeaseValue> {
     serde_json::from_slice(value).map_err(|e| {
         let shown = String::from_utf8_lossy(&value[..value.len().min(200)]).into_owned();
         // serde's message quotes the offending value whole ("invalid type:
@@ -75,7 +87,7 @@ pub fn decode(value: &[u8]) -> Result<LeaseAttrs, String> {
             why.truncate(end);
             why.push('…');
         }
-        format!("not a flannel lease value ({why}): {shown:?}")
+        BadLeaseValue { why, shown }
     })
 }
 

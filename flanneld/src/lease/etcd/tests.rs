@@ -1,6 +1,8 @@
 //! The etcd store against a real etcd (one server per test, on loopback):
 //! the shared contract, then what is specific to etcd. Outages and
 //! compaction are in `tests/outage.rs`, TLS and passwords in `tests/auth.rs`.
+//!
+//! Each test runs its own etcd on loopback; no kernel state is touched.
 
 mod auth;
 mod outage;

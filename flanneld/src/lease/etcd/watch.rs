@@ -18,6 +18,9 @@
 //!
 //! The event channel stays open across outages; the task ends only when
 //! the receiver is dropped.
+//!
+//! Owns the watch task; it writes nothing to etcd and nothing to the
+//! kernel (the daemon decides what the events do).
 
 use std::collections::HashMap;
 

@@ -1,6 +1,9 @@
 //! The on-disk form of the embedded store: file names, lease files, atomic
 //! writes and the directory lock. The format is described in the parent
 //! module's documentation.
+//!
+//! Owns the bytes and the file operations; it does not decide which
+//! subnet to take or when a lease is renewed.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
@@ -13,6 +16,7 @@ use common::files::{lock_exclusive, write_atomic, WriteOpts};
 use nix::fcntl::Flock;
 use serde::{Deserialize, Serialize};
 
+use super::FileError;
 use crate::lease::{skip, Lease, LeaseAttrs, LeaseError};
 
 /// The lock file every read-modify-write holds `flock(LOCK_EX)` on.
@@ -74,7 +78,7 @@ pub(crate) fn expiry_after(ttl: Duration) -> SystemTime {
     }
 }
 
-pub(crate) fn encode(lease: &Lease) -> Result<Vec<u8>, String> {
+pub(crate) fn encode(lease: &Lease) -> Result<Vec<u8>, serde_json::Error> {
     let file = LeaseFile {
         public_ip: lease.attrs.public_ip,
         public_ipv6: lease.attrs.public_ipv6,
@@ -83,15 +87,30 @@ pub(crate) fn encode(lease: &Lease) -> Result<Vec<u8>, String> {
         backend_v6_data: lease.attrs.backend_v6_data.clone(),
         expiration: humantime::format_rfc3339_millis(lease.expiration).to_string(),
     };
-    let mut bytes = serde_json::to_vec(&file).map_err(|e| e.to_string())?;
+    let mut bytes = serde_json::to_vec(&file)?;
     bytes.push(b'\n');
     Ok(bytes)
 }
 
-pub(crate) fn decode((subnet, ipv6_subnet): Name, bytes: &[u8]) -> Result<Lease, String> {
-    let file: LeaseFile = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    let expiration = humantime::parse_rfc3339(file.expiration.trim())
-        .map_err(|e| format!("Expiration {:?}: {e}", file.expiration))?;
+/// Why a lease file's content is not a lease (the files are skipped, so
+/// the reasons are kept as text: serde's and humantime's errors are not
+/// `Eq`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BadLeaseFile {
+    #[error("{0}")]
+    Json(String),
+    #[error("Expiration {text:?}: {why}")]
+    Expiration { text: String, why: String },
+}
+
+pub(crate) fn decode((subnet, ipv6_subnet): Name, bytes: &[u8]) -> Result<Lease, BadLeaseFile> {
+    let file: LeaseFile =
+        serde_json::from_slice(bytes).map_err(|e| BadLeaseFile::Json(e.to_string()))?;
+    let expiration =
+        humantime::parse_rfc3339(file.expiration.trim()).map_err(|e| BadLeaseFile::Expiration {
+            text: file.expiration.clone(),
+            why: e.to_string(),
+        })?;
     Ok(Lease {
         subnet,
         ipv6_subnet,
@@ -165,8 +184,10 @@ pub(crate) fn read_all(dir: &Path) -> Result<Vec<Lease>, LeaseError> {
 pub(crate) fn write_lease(dir: &Path, lease: &Lease) -> Result<(), LeaseError> {
     let name = (lease.subnet, lease.ipv6_subnet);
     let path = lease_path(dir, name);
-    let bytes = encode(lease)
-        .map_err(|e| LeaseError::Store(format!("encode lease {}: {e}", path.display())))?;
+    let bytes = match encode(lease) {
+        Ok(bytes) => bytes,
+        Err(source) => return Err(FileError::Encode { path, source }.into()),
+    };
     let opts = WriteOpts {
         mode: 0o644,
         sync: true,

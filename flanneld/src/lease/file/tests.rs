@@ -1,4 +1,6 @@
 //! The embedded store: the shared contract, then what is specific to files.
+//!
+//! Writes only in its own temp directories.
 
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
@@ -6,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::format::{decode, encode, parse_name};
-use super::FileStore;
+use super::{FileError, FileStore};
 use crate::lease::contract_tests::{attrs, config, net, Backing, TempDir, LONG};
 use crate::lease::{LeaseError, LeaseEvent, LeaseStore, LeaseTiming};
 use crate::netconf::NetConfig;
@@ -320,7 +322,9 @@ async fn directory_is_created_on_first_use_and_its_removal_ends_the_watch() {
     assert!(dir.is_dir(), "created by watch");
     std::fs::remove_dir_all(t.path().join("a")).unwrap_or_else(|e| panic!("remove: {e}"));
     match tokio::time::timeout(Duration::from_secs(5), w.events.recv()).await {
-        Ok(Some(Err(LeaseError::Store(msg)))) => assert!(msg.contains("removed"), "{msg}"),
+        Ok(Some(Err(e @ LeaseError::File(FileError::DirGone { .. })))) => {
+            assert!(e.to_string().contains("removed"), "{e}")
+        }
         other => panic!("expected a watch error, got {other:?}"),
     }
     let cfg = NetConfig::default_config();

@@ -1,5 +1,8 @@
 //! Watching the lease directory with inotify: a snapshot, then a background
 //! task that turns file changes and expiries into `LeaseEvent`s.
+//!
+//! Owns the watch task; it writes no lease file (only creates the
+//! directory it watches) and nothing in the kernel.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -11,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::format::{ensure_dir, io_err, parse_name, read_all, read_lease};
+use super::FileError;
 use crate::lease::mirror::Mirror;
 use crate::lease::{Lease, LeaseError, LeaseEvent, LeaseKey, LeaseWatch};
 
@@ -89,8 +93,7 @@ impl Watcher {
                         self.fail(e).await
                     }
                     None => {
-                        let e = LeaseError::Store(format!(
-                            "inotify stream for {} ended", self.dir.display()));
+                        let e = FileError::WatchEnded { dir: self.dir.clone() }.into();
                         self.fail(e).await
                     }
                 },
@@ -120,10 +123,10 @@ impl Watcher {
             return self.rescan().await;
         }
         if mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::IGNORED) {
-            let e = LeaseError::Store(format!(
-                "lease directory {} was removed or moved; the watch has ended",
-                self.dir.display()
-            ));
+            let e = FileError::DirGone {
+                dir: self.dir.clone(),
+            }
+            .into();
             return self.fail(e).await;
         }
         let Some(name) = name.and_then(OsStr::to_str) else {

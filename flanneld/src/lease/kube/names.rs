@@ -7,6 +7,8 @@
 //! VtepMAC written under a custom prefix is found again under the same
 //! name (flannel reads it back with the raw prefix and misses it when the
 //! prefix holds a `/`).
+//!
+//! Owns the names only: no API request, no parsing of values.
 
 /// The default `--kube-annotation-prefix`.
 pub const DEFAULT_PREFIX: &str = "flannel.alpha.coreos.com";
@@ -21,25 +23,28 @@ pub struct Names {
     pub node_public_ip: String,
 }
 
+/// Why `--kube-annotation-prefix` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixError {
+    #[error("--kube-annotation-prefix {0:?}: at most one '/' is allowed")]
+    TwoSlashes(String),
+    #[error("--kube-annotation-prefix {0:?}: must look like fqdn/[a-z0-9_-]* (e.g. flannel.alpha.coreos.com)")]
+    Malformed(String),
+}
+
 impl Names {
-    pub fn new(prefix: &str) -> Result<Names, String> {
+    pub fn new(prefix: &str) -> Result<Names, PrefixError> {
         let mut p = prefix.to_owned();
         match p.matches('/').count() {
             0 => p.push('/'),
             1 => {}
-            _ => {
-                return Err(format!(
-                    "--kube-annotation-prefix {prefix:?}: at most one '/' is allowed"
-                ))
-            }
+            _ => return Err(PrefixError::TwoSlashes(prefix.to_owned())),
         }
         if !p.ends_with('/') && !p.ends_with('-') {
             p.push('-');
         }
         if !well_formed(&p) {
-            return Err(format!(
-                "--kube-annotation-prefix {prefix:?}: must look like fqdn/[a-z0-9_-]* (e.g. flannel.alpha.coreos.com)"
-            ));
+            return Err(PrefixError::Malformed(prefix.to_owned()));
         }
         let name = |suffix: &str| format!("{p}{suffix}");
         Ok(Names {

@@ -34,11 +34,11 @@ pub struct Networks {
 }
 
 impl Networks {
-    pub fn of(config: &NetConfig) -> Result<Self, String> {
-        Ok(Self {
+    pub fn of(config: &NetConfig) -> Self {
+        Self {
             v4: config.ipv4.map(|c| c.network),
             v6: config.ipv6.map(|c| c.network),
-        })
+        }
     }
 }
 
@@ -108,7 +108,7 @@ impl kube::Resource for SlimNode {
 pub struct NodeView {
     pub name: String,
     /// The IPv4 podCIDR, or why there is none usable.
-    pub pod_cidr: Result<Option<Ipv4Network>, String>,
+    pub pod_cidr: Result<Option<Ipv4Network>, NodeProblem>,
     /// The IPv6 entry of `podCIDRs` (`None` too when the list is malformed).
     pub pod_cidr_v6: Option<Ipv6Network>,
     /// The annotations under our prefix, without it (`backend-data`, ...).
@@ -144,22 +144,21 @@ impl NodeView {
     /// IPv4 address, and have an IPv4 podCIDR inside `network`. The backend
     /// (type, VNI, VtepMAC) and the address's kind are the datapath's to
     /// judge, as for every store.
-    pub fn lease(&self, networks: Networks) -> Result<Lease, String> {
+    pub fn lease(&self, networks: Networks) -> Result<Lease, NodeProblem> {
         if self.annotation("kube-subnet-manager") != Some("true") {
-            return Err("not managed by flannel (no kube-subnet-manager: \"true\")".into());
+            return Err(NodeProblem::NotManaged);
         }
         let Some(v4) = networks.v4 else {
-            let net6 = networks.v6.ok_or("no address family enabled")?;
+            let net6 = networks.v6.ok_or(NodeProblem::NoFamily)?;
             return self.lease_v6_only(net6);
         };
         let subnet = inside(self.pod_cidr.clone()?, v4)?;
         let ip = self.annotation("public-ip").unwrap_or_default();
         let public_ip: Ipv4Addr = ip
             .parse()
-            .map_err(|_| format!("public-ip {ip:?} is not an IPv4 address"))?;
+            .map_err(|_| NodeProblem::PublicIp(ip.to_owned()))?;
         let data = self.annotation("backend-data").unwrap_or("null");
-        let backend_data: serde_json::Value = serde_json::from_str(data)
-            .map_err(|e| format!("backend-data {data:?} is not JSON: {e}"))?;
+        let backend_data = json_annotation("backend-data", data)?;
         // The IPv6 half is checked apart: a bad one is dropped (and
         // logged), and the node stays an IPv4 peer.
         let what = format!("node {}'s IPv6 part", self.name);
@@ -167,16 +166,7 @@ impl NodeView {
         let backend_v6_data = drop_bad(&what, self.backend_v6_data());
         let ipv6_subnet = match networks.v6 {
             None => None,
-            Some(net) => drop_bad(
-                &what,
-                match self.pod_cidr_v6 {
-                    None => Err("no IPv6 podCIDR".into()),
-                    Some(c) if net.contains(c.network()) && c.prefix() >= net.prefix() => {
-                        Ok(Some(c))
-                    }
-                    Some(c) => Err(format!("podCIDR {c} is outside IPv6Network {net}")),
-                },
-            ),
+            Some(net) => drop_bad(&what, self.ipv6_subnet(net).map(Some)),
         };
         Ok(Lease {
             subnet,
@@ -199,14 +189,12 @@ impl NodeView {
     /// podCIDR inside `net6`, `public-ipv6` and `backend-v6-data` (flannel
     /// writes no `public-ip` nor `backend-data` then); named by
     /// [`NO_IPV4`] and its IPv6 subnet.
-    fn lease_v6_only(&self, net6: Ipv6Network) -> Result<Lease, String> {
-        let ipv6_subnet = match self.pod_cidr_v6 {
-            None => return Err("no IPv6 podCIDR".into()),
-            Some(c) if net6.contains(c.network()) && c.prefix() >= net6.prefix() => c,
-            Some(c) => return Err(format!("podCIDR {c} is outside IPv6Network {net6}")),
-        };
-        let public_ipv6 = self.public_ipv6()?.ok_or("no public-ipv6")?;
-        let backend_v6_data = self.backend_v6_data()?.ok_or("no backend-v6-data")?;
+    fn lease_v6_only(&self, net6: Ipv6Network) -> Result<Lease, NodeProblem> {
+        let ipv6_subnet = self.ipv6_subnet(net6)?;
+        let public_ipv6 = self.public_ipv6()?.ok_or(NodeProblem::NoPublicIpv6)?;
+        let backend_v6_data = self
+            .backend_v6_data()?
+            .ok_or(NodeProblem::NoBackendV6Data)?;
         Ok(Lease {
             subnet: NO_IPV4,
             ipv6_subnet: Some(ipv6_subnet),
@@ -224,44 +212,61 @@ impl NodeView {
         })
     }
 
+    /// The IPv6 podCIDR, checked to lie inside `network`.
+    fn ipv6_subnet(&self, network: Ipv6Network) -> Result<Ipv6Network, NodeProblem> {
+        match self.pod_cidr_v6 {
+            None => Err(NodeProblem::NoIpv6PodCidr),
+            Some(c) if network.contains(c.network()) && c.prefix() >= network.prefix() => Ok(c),
+            Some(cidr) => Err(NodeProblem::Ipv6PodCidrOutside { cidr, network }),
+        }
+    }
+
     /// The `public-ipv6` annotation: a global unicast address, if any.
-    pub fn public_ipv6(&self) -> Result<Option<Ipv6Addr>, String> {
+    pub fn public_ipv6(&self) -> Result<Option<Ipv6Addr>, NodeProblem> {
         let Some(text) = self.annotation("public-ipv6").filter(|t| !t.is_empty()) else {
             return Ok(None);
         };
         let ip: Ipv6Addr = text
             .parse()
-            .map_err(|_| format!("public-ipv6 {text:?} is not an IPv6 address"))?;
+            .map_err(|_| NodeProblem::PublicIpv6(text.to_owned()))?;
         if !is_global_unicast(ip) {
-            return Err(format!("public-ipv6 {ip} is not a global unicast address"));
+            return Err(NodeProblem::PublicIpv6NotGlobal(ip));
         }
         Ok(Some(ip))
     }
 
     /// The `backend-v6-data` annotation: `{"VNI":…,"VtepMAC":…}` with a
     /// unicast MAC, if any.
-    pub fn backend_v6_data(&self) -> Result<Option<serde_json::Value>, String> {
+    pub fn backend_v6_data(&self) -> Result<Option<serde_json::Value>, NodeProblem> {
         let Some(text) = self.annotation("backend-v6-data").filter(|t| !t.is_empty()) else {
             return Ok(None);
         };
-        let value: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| format!("backend-v6-data {text:?} is not JSON: {e}"))?;
-        let data: VxlanData = serde_json::from_value(value.clone())
-            .map_err(|e| format!("backend-v6-data {text:?}: {e}"))?;
+        let value = json_annotation("backend-v6-data", text)?;
+        let data: VxlanData =
+            serde_json::from_value(value.clone()).map_err(|e| NodeProblem::BackendV6DataShape {
+                text: text.to_owned(),
+                why: e.to_string(),
+            })?;
         match crate::mac::parse(&data.vtep_mac) {
             Some(m) if m[0] & 1 == 0 && m != [0; 6] => Ok(Some(value)),
-            _ => Err(format!(
-                "backend-v6-data VtepMAC {:?} is not a unicast MAC",
-                data.vtep_mac
-            )),
+            _ => Err(NodeProblem::BackendV6DataMac(data.vtep_mac)),
         }
     }
 }
 
+/// The JSON value of annotation `annotation` (`text`).
+fn json_annotation(annotation: &'static str, text: &str) -> Result<serde_json::Value, NodeProblem> {
+    serde_json::from_str(text).map_err(|e| NodeProblem::NotJson {
+        annotation,
+        text: text.to_owned(),
+        why: e.to_string(),
+    })
+}
+
 /// A part that failed its check is left out, and logged.
-fn drop_bad<T>(what: &str, r: Result<Option<T>, String>) -> Option<T> {
+fn drop_bad<T>(what: &str, r: Result<Option<T>, NodeProblem>) -> Option<T> {
     r.unwrap_or_else(|reason| {
-        skip::skipped(what, &reason);
+        skip::skipped(what, &reason.to_string());
         None
     })
 }
@@ -273,40 +278,59 @@ pub fn never() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX))
 }
 
+/// Why a node's IPv4 podCIDR cannot be its subnet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PodCidrError {
+    #[error("no IPv4 podCIDR")]
+    Missing,
+    #[error("podCIDR {cidr} is outside Network {network}")]
+    Outside {
+        cidr: Ipv4Network,
+        network: Ipv4Network,
+    },
+}
+
 /// The podCIDR, checked to lie inside `network`.
-pub fn inside(cidr: Option<Ipv4Network>, network: Ipv4Network) -> Result<Ipv4Network, String> {
-    let cidr = cidr.ok_or("no IPv4 podCIDR")?;
+pub fn inside(
+    cidr: Option<Ipv4Network>,
+    network: Ipv4Network,
+) -> Result<Ipv4Network, PodCidrError> {
+    let cidr = cidr.ok_or(PodCidrError::Missing)?;
     if cidr.prefix() >= network.prefix() && network.contains(cidr.network()) {
         Ok(cidr)
     } else {
-        Err(format!("podCIDR {cidr} is outside Network {network}"))
+        Err(PodCidrError::Outside { cidr, network })
     }
 }
 
 /// The node's podCIDRs by family (`podCIDRs`, 1–2 entries in any order,
 /// else `podCIDR`), each without host bits, at most one per family.
-pub fn pod_cidrs(spec: &SlimSpec) -> Result<(Option<Ipv4Network>, Option<Ipv6Network>), String> {
+pub fn pod_cidrs(
+    spec: &SlimSpec,
+) -> Result<(Option<Ipv4Network>, Option<Ipv6Network>), NodeProblem> {
     let list: Vec<&str> = match &spec.pod_cidrs {
         Some(list) if !list.is_empty() => list.iter().map(String::as_str).collect(),
         _ => spec.pod_cidr.iter().map(String::as_str).collect(),
     };
     if list.len() > 2 {
-        return Err(format!("podCIDRs {list:?}: more than one per family"));
+        let list = list.into_iter().map(str::to_owned).collect();
+        return Err(NodeProblem::TooManyPodCidrs(list));
     }
     let (mut v4, mut v6) = (None, None);
     for text in list.into_iter().filter(|t| !t.is_empty()) {
-        let net: IpNetwork = text
-            .parse()
-            .map_err(|e| format!("podCIDR {text:?} does not parse: {e}"))?;
+        let net: IpNetwork = text.parse().map_err(|source| NodeProblem::PodCidrParse {
+            text: text.to_owned(),
+            source,
+        })?;
         if net.ip() != net.network() {
-            return Err(format!("podCIDR {text:?} has host bits set"));
+            return Err(NodeProblem::HostBits(text.to_owned()));
         }
         let twice = match net {
             IpNetwork::V4(n) => v4.replace(n).is_some(),
             IpNetwork::V6(n) => v6.replace(n).is_some(),
         };
         if twice {
-            return Err(format!("podCIDRs name two ranges of one family ({text:?})"));
+            return Err(NodeProblem::TwoOfOneFamily(text.to_owned()));
         }
     }
     Ok((v4, v6))
@@ -315,12 +339,15 @@ pub fn pod_cidrs(spec: &SlimSpec) -> Result<(Option<Ipv4Network>, Option<Ipv6Net
 /// The IPv4 entry of the podCIDRs (flannel #2225: a dual-stack list with
 /// an IPv4-only configuration takes the IPv4 entry, whatever the order).
 #[cfg(test)]
-pub fn pod_cidr_v4(spec: &SlimSpec) -> Result<Option<Ipv4Network>, String> {
+pub fn pod_cidr_v4(spec: &SlimSpec) -> Result<Option<Ipv4Network>, NodeProblem> {
     pod_cidrs(spec).map(|(v4, _)| v4)
 }
 
+mod problem;
 #[cfg(test)]
 mod tests_v6;
+
+pub use self::problem::NodeProblem;
 
 #[cfg(test)]
 mod tests {
@@ -429,20 +456,23 @@ mod tests {
         assert!(node(bare)
             .lease(nets())
             .unwrap_err()
+            .to_string()
             .contains("not managed"));
         let outside = node(upstream("n3", "10.99.0.0/24", "192.168.64.3"));
-        let err = outside.lease(nets()).unwrap_err();
+        let err = outside.lease(nets()).unwrap_err().to_string();
         assert!(
             err.contains("10.99.0.0/24") && err.contains("10.244.0.0/16"),
             "{err}"
         );
         let bad_ip = node(upstream("n4", "10.244.3.0/24", "not-an-ip"));
-        assert!(bad_ip.lease(nets()).unwrap_err().contains("public-ip"));
+        let err = bad_ip.lease(nets()).unwrap_err().to_string();
+        assert!(err.contains("public-ip"), "{err}");
         let mut no_cidr = upstream("n5", "", "192.168.64.3");
         no_cidr["spec"] = json!({});
         assert!(node(no_cidr)
             .lease(nets())
             .unwrap_err()
+            .to_string()
             .contains("no IPv4 podCIDR"));
     }
 }

@@ -3,6 +3,8 @@
 //! manager's node IPAM): the contract every store passes, then what is
 //! specific to Kubernetes — waiting for a podCIDR, flannel's annotations
 //! byte for byte, the VtepMAC kept, NetworkUnavailable, watch breaks.
+//!
+//! Talks only to its own API stand-in on loopback; touches no kernel state.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -18,7 +20,7 @@ use super::{KubeConfig, KubeStore};
 use crate::lease::contract_tests::{
     attrs, config, expect_quiet, net, next_event, Backing, TempDir,
 };
-use crate::lease::{Lease, LeaseEvent, LeaseStore, LeaseTiming};
+use crate::lease::{Lease, LeaseAttrs, LeaseEvent, LeaseStore, LeaseTiming};
 
 const PREFIX: &str = "flannel.alpha.coreos.com/";
 const NET_CONF: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
@@ -96,6 +98,33 @@ impl KubeBacking {
             .as_str()
             .map(str::to_owned)
     }
+
+    /// Starts `store`'s acquire on node `name`, which has no podCIDR yet,
+    /// checks that it waits, assigns `cidr` as node IPAM would, and
+    /// returns the lease the acquire then ends with.
+    async fn acquire_after_pod_cidr(
+        &self,
+        store: &Arc<KubeStore>,
+        name: &str,
+        (cfg, attrs): (crate::netconf::NetConfig, LeaseAttrs),
+        cidr: &str,
+    ) -> Lease {
+        let s = Arc::clone(store);
+        let task = tokio::spawn(async move { s.acquire(&cfg, &attrs, None).await });
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!task.is_finished(), "acquire must wait for the podCIDR");
+        self.api
+            .patch_node(
+                name,
+                &json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}),
+            )
+            .expect("assign the podCIDR");
+        timeout(Duration::from_secs(10), task)
+            .await
+            .expect("acquire returns once the podCIDR is set")
+            .expect("task")
+            .expect("acquire")
+    }
 }
 
 #[async_trait::async_trait]
@@ -143,21 +172,9 @@ async fn a_node_without_a_pod_cidr_waits_then_proceeds() {
     let b = KubeBacking::start(false);
     let name = b.register(NodeFixture::new("late", 1));
     let store = Arc::new(b.store(&name).await);
-    let s = Arc::clone(&store);
-    let task = tokio::spawn(async move { s.acquire(&net_conf(), &attrs(1, 0), None).await });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(!task.is_finished(), "acquire must wait for the podCIDR");
-    b.api
-        .patch_node(
-            &name,
-            &json!({"spec": {"podCIDR": "10.244.7.0/24", "podCIDRs": ["10.244.7.0/24"]}}),
-        )
-        .expect("assign the podCIDR");
-    let lease = timeout(Duration::from_secs(10), task)
-        .await
-        .expect("acquire returns once the podCIDR is set")
-        .expect("task")
-        .expect("acquire");
+    let lease = b
+        .acquire_after_pod_cidr(&store, &name, (net_conf(), attrs(1, 0)), "10.244.7.0/24")
+        .await;
     assert_eq!(lease.subnet, net("10.244.7.0/24"));
 }
 
@@ -555,29 +572,10 @@ async fn an_ipv6_only_node_waits_for_its_ipv6_pod_cidr_and_gets_flannels_v6_anno
     let name = b.register(NodeFixture::new("six", 1));
     let store = Arc::new(b.store(&name).await);
     let cfg = config(r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}"#);
-    let a = crate::lease::LeaseAttrs::vxlan_v6_only(
-        "2001:db8::1".parse().expect("ip6"),
-        1,
-        "0a:58:0a:00:00:61",
-    );
-    let (s, c, a2) = (Arc::clone(&store), cfg.clone(), a.clone());
-    let task = tokio::spawn(async move { s.acquire(&c, &a2, None).await });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(
-        !task.is_finished(),
-        "acquire must wait for the IPv6 podCIDR"
-    );
-    b.api
-        .patch_node(
-            &name,
-            &json!({"spec": {"podCIDR": "fd00:10:244:5::/64", "podCIDRs": ["fd00:10:244:5::/64"]}}),
-        )
-        .expect("assign the podCIDR");
-    let lease = timeout(Duration::from_secs(10), task)
-        .await
-        .expect("acquire returns once the podCIDR is set")
-        .expect("task")
-        .expect("acquire");
+    let a = LeaseAttrs::vxlan_v6_only("2001:db8::1".parse().expect("ip6"), 1, "0a:58:0a:00:00:61");
+    let lease = b
+        .acquire_after_pod_cidr(&store, &name, (cfg, a.clone()), "fd00:10:244:5::/64")
+        .await;
     assert_eq!(lease.key(), "0.0.0.0-0&fd00:10:244:5::-64");
     assert_eq!(lease.attrs, a);
     assert_eq!(

@@ -13,6 +13,9 @@
 //! Errors are retried with back-off, logged once per kind of failure;
 //! whether the API answered last is kept for `/readyz`. The task ends when
 //! the receiver is dropped.
+//!
+//! Owns the watch task; it writes nothing to the API (annotations and
+//! conditions are `kube`'s) and nothing to the kernel.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -26,6 +29,7 @@ use tokio::sync::mpsc;
 
 use super::names::Names;
 use super::node::{Networks, NodeView, SlimNode};
+use super::KubeError;
 use crate::lease::backoff::Backoff;
 use crate::lease::mirror::Mirror;
 use crate::lease::{skip, Lease, LeaseError, LeaseEvent, LeaseKey, LeaseWatch};
@@ -59,7 +63,7 @@ pub(super) async fn start(
         match w.next().await {
             Some(Step::Listed(views)) => break views,
             Some(Step::Changed(_)) => {} // before any listing: cannot happen
-            None => return Err(LeaseError::Store("the node watch ended".into())),
+            None => return Err(KubeError::WatchEnded.into()),
         }
     };
     let leases = w.adopt(first);
@@ -116,9 +120,7 @@ impl Watcher {
                 Some(Step::Changed(Ok(view))) => self.apply(view),
                 Some(Step::Changed(Err(name))) => self.delete(&name),
                 None => {
-                    let _ = tx
-                        .send(Err(LeaseError::Store("the node watch ended".into())))
-                        .await;
+                    let _ = tx.send(Err(KubeError::WatchEnded.into())).await;
                     break;
                 }
             };
@@ -204,7 +206,7 @@ impl Watcher {
                 .find(|(name, s)| **s == lease.id() && **name != view.name);
             if let Some((other, _)) = taken {
                 let reason = format!("podCIDR {} is node {other}'s too", lease.subnet);
-                skip::skipped(&format!("node {}", view.name), &reason);
+                skip::skipped(&format!("node {}", view.name), &reason.to_string());
                 return events;
             }
         }
@@ -234,7 +236,7 @@ impl Watcher {
             Err(reason) => {
                 // A node flannel does not run on yet is normal, not news.
                 if view.annotation("kube-subnet-manager").is_some() {
-                    skip::skipped(&format!("node {}", view.name), &reason);
+                    skip::skipped(&format!("node {}", view.name), &reason.to_string());
                 } else {
                     tracing::debug!("node {}: {reason}", view.name);
                 }

@@ -2,6 +2,8 @@
 //! each in network namespaces it creates (the harness's `NetNs`, named
 //! `ft<pid>-<n>-vx`, deleted on drop, also on panic): the backend runs on a thread that enters the namespace
 //! and opens its netlink socket there; iproute2 reads back what it did.
+//!
+//! Never configures the host's own namespace.
 
 mod device;
 mod direct;

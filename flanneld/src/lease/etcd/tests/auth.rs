@@ -1,4 +1,7 @@
 //! TLS with client certificates (made here with openssl) and passwords.
+//!
+//! Each test runs its own etcd on loopback and writes only in its temp
+//! directory.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,4 +1,6 @@
 //! etcd going away and coming back; compaction.
+//!
+//! Each test runs its own etcd on loopback; no kernel state is touched.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

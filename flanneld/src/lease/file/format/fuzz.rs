@@ -2,6 +2,8 @@
 //! (`format::decode`, `format::encode`): flannel's lease value plus an
 //! RFC 3339 UTC `Expiration`, checked against an independent reading of
 //! the date. Corpus: `fuzz/corpus/lease-file/`.
+//!
+//! Owns the fuzz target only; no I/O.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -29,9 +31,9 @@ fn check_file(bytes: &[u8]) -> Result<(), TestCaseError> {
         prop_assert!(lease.expiration >= UNIX_EPOCH);
         let again = decode(
             (subnet(), None),
-            &encode(&lease).map_err(TestCaseError::fail)?,
+            &encode(&lease).map_err(|e| TestCaseError::fail(e.to_string()))?,
         )
-        .map_err(TestCaseError::fail)?;
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(again.attrs.public_ip, lease.attrs.public_ip);
         prop_assert_eq!(again.attrs.backend_type, lease.attrs.backend_type);
         prop_assert_eq!(again.expiration, millis(lease.expiration));
@@ -59,7 +61,7 @@ fuzz_test! {
             attrs: LeaseAttrs::vxlan(ip.into(), vni, "c6:d2:32:6f:8f:44"),
             expiration: UNIX_EPOCH + Duration::from_millis(ms),
         };
-        let back = decode((subnet(), None), &encode(&lease).map_err(TestCaseError::fail)?);
+        let back = decode((subnet(), None), &encode(&lease).map_err(|e| TestCaseError::fail(e.to_string()))?);
         prop_assert_eq!(back, Ok(lease));
     }
 }
@@ -123,6 +125,8 @@ fuzz_test! {
 fn corpus_replay() {
     fuzz::replay("lease-file", |name, bytes| {
         check_file(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
-        decode((subnet(), None), bytes).map(drop)
+        decode((subnet(), None), bytes)
+            .map(drop)
+            .map_err(|e| e.to_string())
     });
 }

@@ -1,5 +1,7 @@
 //! The IPv6 half of a Node: what passes as a public IPv6 and a
 //! `backend-v6-data`, and a peer kept when its IPv6 half is bad.
+//!
+//! Pure: no API, no I/O.
 
 use super::*;
 use serde_json::json;
@@ -50,7 +52,8 @@ fn ipv6_annotations_are_checked() {
             json!({format!("{P}public-ipv6"): ip, format!("{P}backend-v6-data"): data}),
             json!([]),
         );
-        assert!(v.public_ipv6().unwrap_err().contains(needle), "{ip}");
+        let err = v.public_ipv6().unwrap_err().to_string();
+        assert!(err.contains(needle), "{ip}: {err}");
     }
     for data in [
         "nope",
@@ -61,7 +64,10 @@ fn ipv6_annotations_are_checked() {
     ] {
         let v = view(json!({format!("{P}backend-v6-data"): data}), json!([]));
         assert!(
-            v.backend_v6_data().unwrap_err().contains("backend-v6-data"),
+            v.backend_v6_data()
+                .unwrap_err()
+                .to_string()
+                .contains("backend-v6-data"),
             "{data}"
         );
     }
@@ -145,7 +151,8 @@ fn an_ipv6_only_node_is_a_peer_by_its_ipv6_podcidr() {
     ] {
         let e = view(annotations.clone(), cidrs)
             .lease(nets)
-            .expect_err(needle);
+            .expect_err(needle)
+            .to_string();
         assert!(e.contains(needle), "{e}");
     }
     let no_ip = view(
@@ -158,5 +165,6 @@ fn an_ipv6_only_node_is_a_peer_by_its_ipv6_podcidr() {
     assert!(no_ip
         .lease(nets)
         .expect_err("no ip")
+        .to_string()
         .contains("public-ipv6"));
 }

@@ -2,6 +2,8 @@
 //! IPv4-only configuration, our own and upstream peers), a change to only
 //! the IPv6 annotations is an update, a dual-stack configuration's lease
 //! and annotations, and bad IPv6 parts dropped without losing the peer.
+//!
+//! Talks only to its own API stand-in on loopback; touches no kernel state.
 
 use super::*;
 
