@@ -215,51 +215,67 @@ fn ips_of(pods: &[&ClusterPod], f: IpFamily) -> Vec<IpAddr> {
     pods.iter().map(|p| p.ip_of_ok(f)).collect()
 }
 
+/// How a matrix probes a pair: one ping echo, or a TCP exchange with a
+/// server in the destination pod that answers with the client address it
+/// saw (which must be the client pod's own: no NAT inside the cluster
+/// network).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    Ping,
+    Tcp,
+}
+
+impl Probe {
+    /// The matrix's `how` over the pods' first addresses, or over single
+    /// family `f`.
+    fn how(self, f: Option<IpFamily>) -> &'static str {
+        match (self, f) {
+            (Probe::Ping, None) => "ping",
+            (Probe::Ping, Some(IpFamily::V6)) => "ping -6",
+            (Probe::Ping, Some(_)) => "ping -4",
+            (Probe::Tcp, None) => "tcp",
+            (Probe::Tcp, Some(IpFamily::V6)) => "tcp6",
+            (Probe::Tcp, Some(_)) => "tcp4",
+        }
+    }
+}
+
 impl Cluster {
     /// Pings every pod from every other at its first address (one echo
     /// each, retried until `timeout`).
     pub fn ping_matrix(&self, pods: &[&ClusterPod], timeout: Duration) -> Matrix {
-        let ips = pods.iter().map(|p| p.ip).collect();
-        self.ping_matrix_ips(pods, ips, "ping", timeout)
+        self.matrix(Probe::Ping, pods, None, timeout)
     }
 
     /// [`ping_matrix`](Self::ping_matrix) over single family `f` (`ping -6`
     /// to the IPv6 addresses).
     #[track_caller]
     pub fn ping_matrix_of(&self, pods: &[&ClusterPod], f: IpFamily, timeout: Duration) -> Matrix {
-        let how = if f == IpFamily::V6 {
-            "ping -6"
-        } else {
-            "ping -4"
-        };
-        self.ping_matrix_ips(pods, ips_of(pods, f), how, timeout)
+        self.matrix(Probe::Ping, pods, Some(f), timeout)
     }
 
     /// One ping matrix per family the cluster runs (IPv4 first).
     pub fn ping_matrices(&self, pods: &[&ClusterPod], timeout: Duration) -> Vec<Matrix> {
-        let fams = self.family().singles();
-        fams.into_iter()
-            .map(|f| self.ping_matrix_of(pods, f, timeout))
-            .collect()
+        self.matrices(Probe::Ping, pods, timeout)
     }
 
-    fn ping_matrix_ips(
-        &self,
-        pods: &[&ClusterPod],
-        ips: Vec<IpAddr>,
-        how: &'static str,
-        timeout: Duration,
-    ) -> Matrix {
-        let to = ips.clone();
-        run_matrix(
-            self,
-            how,
-            pods,
-            ips,
-            &all_pairs(pods.len()),
-            timeout,
-            &|a, b| self.ping_once(pods[a], to[b]),
-        )
+    /// A TCP connection from every pod to a server in every other, at
+    /// their first addresses; the server answers with the client address
+    /// it saw, which must be the client pod's own (no NAT inside the
+    /// cluster network).
+    pub fn tcp_matrix(&self, pods: &[&ClusterPod], timeout: Duration) -> Matrix {
+        self.matrix(Probe::Tcp, pods, None, timeout)
+    }
+
+    /// [`tcp_matrix`](Self::tcp_matrix) over single family `f`.
+    #[track_caller]
+    pub fn tcp_matrix_of(&self, pods: &[&ClusterPod], f: IpFamily, timeout: Duration) -> Matrix {
+        self.matrix(Probe::Tcp, pods, Some(f), timeout)
+    }
+
+    /// One TCP matrix per family the cluster runs (IPv4 first).
+    pub fn tcp_matrices(&self, pods: &[&ClusterPod], timeout: Duration) -> Vec<Matrix> {
+        self.matrices(Probe::Tcp, pods, timeout)
     }
 
     /// Pings every pod of `to` from `from` (one echo each, retried until
@@ -275,60 +291,52 @@ impl Cluster {
         })
     }
 
-    /// A TCP connection from every pod to a server in every other, at
-    /// their first addresses; the server answers with the client address
-    /// it saw, which must be the client pod's own (no NAT inside the
-    /// cluster network).
-    pub fn tcp_matrix(&self, pods: &[&ClusterPod], timeout: Duration) -> Matrix {
-        let ips = pods.iter().map(|p| p.ip).collect();
-        self.tcp_matrix_ips(pods, ips, "tcp", timeout)
-    }
-
-    /// [`tcp_matrix`](Self::tcp_matrix) over single family `f`.
-    #[track_caller]
-    pub fn tcp_matrix_of(&self, pods: &[&ClusterPod], f: IpFamily, timeout: Duration) -> Matrix {
-        let how = if f == IpFamily::V6 { "tcp6" } else { "tcp4" };
-        self.tcp_matrix_ips(pods, ips_of(pods, f), how, timeout)
-    }
-
-    /// One TCP matrix per family the cluster runs (IPv4 first).
-    pub fn tcp_matrices(&self, pods: &[&ClusterPod], timeout: Duration) -> Vec<Matrix> {
+    /// One `probe` matrix per family the cluster runs (IPv4 first).
+    fn matrices(&self, probe: Probe, pods: &[&ClusterPod], timeout: Duration) -> Vec<Matrix> {
         let fams = self.family().singles();
         fams.into_iter()
-            .map(|f| self.tcp_matrix_of(pods, f, timeout))
+            .map(|f| self.matrix(probe, pods, Some(f), timeout))
             .collect()
     }
 
-    fn tcp_matrix_ips(
+    /// Every ordered pair of `pods` by `probe`, at their addresses of
+    /// single family `f` (each pod's first address for `None`).
+    #[track_caller]
+    fn matrix(
         &self,
+        probe: Probe,
         pods: &[&ClusterPod],
-        ips: Vec<IpAddr>,
-        how: &'static str,
+        f: Option<IpFamily>,
         timeout: Duration,
     ) -> Matrix {
-        let servers: Vec<TcpServer> = pods
-            .iter()
-            .zip(&ips)
-            .map(|(p, ip)| TcpServer::start(p.ns(), SocketAddr::new(*ip, 0), "from {peer}"))
-            .collect();
-        let from = ips.clone();
-        run_matrix(
-            self,
-            how,
-            pods,
-            ips,
-            &all_pairs(pods.len()),
-            timeout,
-            &|a, b| {
-                let got = tcp_fetch(pods[a].ns(), servers[b].addr(), Duration::from_secs(1))?;
-                let want = format!("from {}", from[a]);
-                if got == want {
-                    Ok(())
-                } else {
-                    Err(format!("server saw {got:?}, want {want:?}"))
-                }
-            },
-        )
+        let ips: Vec<IpAddr> = match f {
+            Some(f) => ips_of(pods, f),
+            None => pods.iter().map(|p| p.ip).collect(),
+        };
+        let how = probe.how(f);
+        let pairs = all_pairs(pods.len());
+        let addrs = ips.clone();
+        match probe {
+            Probe::Ping => run_matrix(self, how, pods, ips, &pairs, timeout, &|a, b| {
+                self.ping_once(pods[a], addrs[b])
+            }),
+            Probe::Tcp => {
+                let servers: Vec<TcpServer> = pods
+                    .iter()
+                    .zip(&ips)
+                    .map(|(p, ip)| TcpServer::start(p.ns(), SocketAddr::new(*ip, 0), "from {peer}"))
+                    .collect();
+                run_matrix(self, how, pods, ips, &pairs, timeout, &|a, b| {
+                    let got = tcp_fetch(pods[a].ns(), servers[b].addr(), Duration::from_secs(1))?;
+                    let want = format!("from {}", addrs[a]);
+                    if got == want {
+                        Ok(())
+                    } else {
+                        Err(format!("server saw {got:?}, want {want:?}"))
+                    }
+                })
+            }
+        }
     }
 }
 
