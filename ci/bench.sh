@@ -46,16 +46,16 @@ else
 fi
 
 if [ "$suite" = kube ]; then
-  cargo build --release -p flannel-tests -p flanneld -p cni-plugin
+  cargo build --release -p flannel-tools -p flanneld -p cni-plugin
   exec target/release/kube-scale "$@"
 fi
 
 if [ "$suite" = scale ]; then
-  cargo build --release -p flannel-tests -p flanneld -p cni-plugin
+  cargo build --release -p flannel-tools -p flanneld -p cni-plugin
   exec target/release/scale-bench "$@"
 fi
 
-cargo build --release -p flannel-tests
+cargo build --release -p flannel-tools
 # The plugin as it is installed: static (see ci/build-plugin.sh).
 plugin=$(ci/build-plugin.sh)
 exec target/release/cni-bench --flannel "$plugin" "$@"

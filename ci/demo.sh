@@ -75,7 +75,7 @@ fi
 [ -n "$cargo" ] || die "cargo not found: install Rust (https://rustup.rs), then run sudo ci/demo.sh again"
 
 echo "==> building (release)"
-"$cargo" build --release --quiet -p flanneld -p cni-plugin -p flannel-tests ||
+"$cargo" build --release --quiet -p flanneld -p cni-plugin -p flannel-tools ||
   die "the build failed (see above)"
 
 nc=${CARGO_TARGET_DIR:-target}/release/netns-cluster

@@ -64,7 +64,7 @@ ci/validate-manifests.sh
 
 cargo build --workspace --all-targets
 # The suites call the plugin as it is installed (release, static), not the
-# debug build next to them: see tests/src/cni.rs, plugin_under_test.
+# debug build next to them: see cluster/src/cni.rs, plugin_under_test.
 FLANNEL_CNI_PLUGIN=$(ci/build-plugin.sh)
 export FLANNEL_CNI_PLUGIN
 echo "ci/test.sh: plugin under test: $FLANNEL_CNI_PLUGIN"

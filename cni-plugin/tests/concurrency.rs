@@ -1,7 +1,7 @@
 //! 64 ADDs at once on one node (kubelet after a reboot): all succeed with
 //! distinct IPs, every pod reaches the gateway, and 64 DELs clean up.
 
-use flannel_tests::*;
+use flannel_cluster::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -9,7 +9,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 fn bin() -> std::path::PathBuf {
-    flannel_tests::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
+    flannel_cluster::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
 }
 const PODS: usize = 64;
 

@@ -7,14 +7,14 @@
 //! node's `subnetFile` and `dataDir`, because this test may not use the
 //! host's /run/flannel and /var/lib/cni.
 
+use flannel_cluster::*;
 use flannel_tests::deploy::Manifest;
-use flannel_tests::*;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 fn bin() -> std::path::PathBuf {
-    flannel_tests::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
+    flannel_cluster::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
 }
 
 const NODE_ADDR: &str = "192.168.78.1";
@@ -45,7 +45,7 @@ fn plugin_path(ty: &str) -> std::path::PathBuf {
     if ty == "flannel" {
         bin()
     } else {
-        std::path::Path::new(flannel_tests::cni::REFERENCE_CNI_PATH).join(ty)
+        std::path::Path::new(flannel_cluster::cni::REFERENCE_CNI_PATH).join(ty)
     }
 }
 
@@ -53,7 +53,7 @@ fn call(node: &CniNode, pod: &Pod, verb: &str, conf: &Value) -> CniOutput {
     let ty = conf["type"].as_str().expect("type");
     CniCall::new(plugin_path(ty), Some(&node.ns))
         .command(verb)
-        .env("CNI_PATH", flannel_tests::cni::REFERENCE_CNI_PATH)
+        .env("CNI_PATH", flannel_cluster::cni::REFERENCE_CNI_PATH)
         .pod(pod)
         .config(conf)
         .run()

@@ -2,12 +2,12 @@
 //! a subnet.env carrying FLANNEL_IPV6_NETWORK/FLANNEL_IPV6_SUBNET, with and
 //! without the IPv4 pair; the IPAM store against the reference host-local.
 
-use flannel_tests::*;
+use flannel_cluster::*;
 use serde_json::{json, Value};
 use std::path::Path;
 
 fn bin() -> std::path::PathBuf {
-    flannel_tests::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
+    flannel_cluster::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
 }
 
 const REF_HOST_LOCAL: &str = "/usr/lib/cni/host-local";
@@ -173,7 +173,7 @@ fn ipam_store_matches_reference_host_local() {
     for p in &pods {
         CniCall::new(REF_HOST_LOCAL, Some(&node.ns))
             .command("ADD")
-            .env("CNI_PATH", flannel_tests::cni::REFERENCE_CNI_PATH)
+            .env("CNI_PATH", flannel_cluster::cni::REFERENCE_CNI_PATH)
             .pod(p)
             .config(&ipam)
             .run()

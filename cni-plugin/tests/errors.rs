@@ -1,11 +1,11 @@
 //! Bad input: the right CNI error code, a message naming the culprit, no
 //! panic, and nothing left behind.
 
-use flannel_tests::*;
+use flannel_cluster::*;
 use serde_json::json;
 
 fn bin() -> std::path::PathBuf {
-    flannel_tests::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
+    flannel_cluster::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
 }
 
 /// No veth in the node, no interface in the pod, no IP taken.
@@ -132,8 +132,8 @@ fn missing_netns_is_code_3() {
     let pod = Pod::new();
     let gone = format!(
         "{}/{}",
-        flannel_tests::netns::NETNS_DIR,
-        flannel_tests::names::unique("gone")
+        flannel_cluster::netns::NETNS_DIR,
+        flannel_cluster::names::unique("gone")
     );
     node.call("ADD")
         .pod(&pod)
@@ -438,7 +438,7 @@ fn masquerade_failure_rolls_back_veth_and_ip() {
         },
     );
     let script = "add table ip flannel-cni\nadd set ip flannel-cni pods-cbr0 { type ipv4_addr . inet_service; }\n";
-    let out = flannel_tests::cmd::run_with(
+    let out = flannel_cluster::cmd::run_with(
         node.ns.command("nft").arg("-f").arg("-"),
         Some(script.as_bytes()),
         std::time::Duration::from_secs(10),

@@ -6,8 +6,8 @@
 //! holds. The refused configurations never reach the verbs, so nothing
 //! on the machine is touched (and no root is needed).
 
+use flannel_cluster::{CniCall, CniOutput};
 use flannel_tests::fuzz;
-use flannel_tests::{CniCall, CniOutput};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::Value;
@@ -16,7 +16,7 @@ use serde_json::Value;
 const CASES: u64 = 48;
 
 fn call(verb: &str, stdin: &[u8]) -> CniOutput {
-    let bin = flannel_tests::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"));
+    let bin = flannel_cluster::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"));
     CniCall::new(bin, None)
         .command(verb)
         .container_id("fuzz0")

@@ -14,11 +14,11 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use flannel_tests::*;
+use flannel_cluster::*;
 use serde_json::{json, Value};
 
 fn bin() -> std::path::PathBuf {
-    flannel_tests::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
+    flannel_cluster::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
 }
 
 /// A node where the plugin masquerades (FLANNEL_IPMASQ=false).
@@ -63,7 +63,7 @@ fn assert_clean(node: &CniNode) {
     );
     // A deleted namespace's veth, and DEL's forked deleter, finish
     // asynchronously.
-    flannel_tests::eventually(Duration::from_secs(5), "no veth left", || {
+    flannel_cluster::eventually(Duration::from_secs(5), "no veth left", || {
         let veths = node.host_veths();
         if veths.is_empty() {
             Ok(())
@@ -363,7 +363,7 @@ fn sigkill_during_add_is_cleared_by_gc() {
     );
     assert_eq!(masq_elements(&node), vec![live_ip]);
     // The killed pods' veths go with their namespaces, asynchronously.
-    flannel_tests::eventually(Duration::from_secs(5), "only the live veth", || {
+    flannel_cluster::eventually(Duration::from_secs(5), "only the live veth", || {
         let veths = node.host_veths();
         if veths.len() == 1 {
             Ok(())

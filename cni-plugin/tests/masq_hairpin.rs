@@ -1,13 +1,13 @@
 //! ipMasq (nftables set + rule), DEL after the pod's netns is gone, and the
 //! hairpin flag on the host veth.
 
-use flannel_tests::nft::SetElem;
-use flannel_tests::*;
+use flannel_cluster::nft::SetElem;
+use flannel_cluster::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 
 fn bin() -> std::path::PathBuf {
-    flannel_tests::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
+    flannel_cluster::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
 }
 const TABLE: &str = "flannel-cni";
 const SET: &str = "pods-cbr0";

@@ -3,13 +3,13 @@
 //! elements' comments as `nft` shows them, and the same ruleset as the
 //! `nft` script the plugin ran per pod before.
 
-use flannel_tests::nft::SetElem;
-use flannel_tests::*;
+use flannel_cluster::nft::SetElem;
+use flannel_cluster::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
 fn bin() -> PathBuf {
-    flannel_tests::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
+    flannel_cluster::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
 }
 
 const TABLE: &str = "flannel-cni";
@@ -290,7 +290,7 @@ fn old_add_script(ip: &str, comment: &str) -> String {
 
 #[track_caller]
 fn nft_script(ns: &NetNs, script: &str) {
-    let out = flannel_tests::cmd::run_with(
+    let out = flannel_cluster::cmd::run_with(
         ns.command("nft").arg("-f").arg("-"),
         Some(script.as_bytes()),
         std::time::Duration::from_secs(10),

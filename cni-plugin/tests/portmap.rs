@@ -2,14 +2,14 @@
 //! conflist does: ADD flannel, ADD portmap with our result; a connection to
 //! the node's own address on the host port reaches the pod; DEL in reverse.
 
-use flannel_tests::*;
+use flannel_cluster::*;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 fn bin() -> std::path::PathBuf {
-    flannel_tests::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
+    flannel_cluster::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
 }
 const PORTMAP: &str = "/usr/lib/cni/portmap";
 const NODE_ADDR: &str = "192.168.77.1";
@@ -58,7 +58,7 @@ fn portmap_chained_after_flannel_forwards_host_port_to_pod() {
         let ours = node.add_ok(&pod, &conf);
         let pm = CniCall::new(PORTMAP, Some(&node.ns))
             .command("ADD")
-            .env("CNI_PATH", flannel_tests::cni::REFERENCE_CNI_PATH)
+            .env("CNI_PATH", flannel_cluster::cni::REFERENCE_CNI_PATH)
             .pod(&pod)
             .config(&portmap_conf(version, &ours))
             .run();
@@ -81,7 +81,7 @@ fn portmap_chained_after_flannel_forwards_host_port_to_pod() {
         // DEL in reverse order, each with the chain's final result as prevResult.
         CniCall::new(PORTMAP, Some(&node.ns))
             .command("DEL")
-            .env("CNI_PATH", flannel_tests::cni::REFERENCE_CNI_PATH)
+            .env("CNI_PATH", flannel_cluster::cni::REFERENCE_CNI_PATH)
             .pod(&pod)
             .config(&portmap_conf(version, &pm_res))
             .run()

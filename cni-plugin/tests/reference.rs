@@ -3,12 +3,12 @@
 //! must come out the same (addresses, routes, MTU), and the IPAM store must
 //! be interchangeable.
 
-use flannel_tests::*;
+use flannel_cluster::*;
 use serde_json::{json, Value};
 use std::path::Path;
 
 fn bin() -> std::path::PathBuf {
-    flannel_tests::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
+    flannel_cluster::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
 }
 const REF_BRIDGE: &str = "/usr/lib/cni/bridge";
 const REF_HOST_LOCAL: &str = "/usr/lib/cni/host-local";
@@ -34,7 +34,7 @@ fn reference_call(bin: &str, node: &NetNs, verb: &str) -> CniCall {
     );
     CniCall::new(bin, Some(node))
         .command(verb)
-        .env("CNI_PATH", flannel_tests::cni::REFERENCE_CNI_PATH)
+        .env("CNI_PATH", flannel_cluster::cni::REFERENCE_CNI_PATH)
 }
 
 #[test]

@@ -1,12 +1,12 @@
 //! Every CNI verb against the contract: ADD, DEL, CHECK, STATUS, GC, VERSION.
 
-use flannel_tests::*;
+use flannel_cluster::*;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 fn bin() -> std::path::PathBuf {
-    flannel_tests::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
+    flannel_cluster::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
 }
 
 /// The kernel and IPAM state ADD must leave, checked against the result.

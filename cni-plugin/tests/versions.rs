@@ -1,11 +1,11 @@
 //! The ADD result's shape in each supported cniVersion, checked against the
 //! kernel state it describes.
 
-use flannel_tests::*;
+use flannel_cluster::*;
 use serde_json::Value;
 
 fn bin() -> std::path::PathBuf {
-    flannel_tests::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
+    flannel_cluster::cni::plugin_under_test(env!("CARGO_BIN_EXE_flannel"))
 }
 
 fn is_mac(v: &Value) -> bool {

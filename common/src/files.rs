@@ -109,7 +109,7 @@ pub fn lock_exclusive(file: File, path: &Path) -> Result<Flock<File>, FileError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flannel_tests::tempdir::TempDir;
+    use flannel_cluster::tempdir::TempDir;
     use std::os::unix::fs::MetadataExt;
 
     #[test]

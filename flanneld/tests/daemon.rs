@@ -1,7 +1,7 @@
 //! The daemon's own contract: health endpoints, and what happens when its
 //! lease is taken by another node.
 
-use flannel_tests::cluster::Cluster;
+use flannel_cluster::cluster::Cluster;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -35,7 +35,7 @@ fn healthz_and_readyz_answer_once_subnet_env_is_written() {
         .flanneld_args(&["--healthz-ip", "127.0.0.1", "--healthz-port", &port])
         .build();
     let health =
-        flannel_tests::eventually(Duration::from_secs(5), "healthz", || get(&c, 0, "/healthz"));
+        flannel_cluster::eventually(Duration::from_secs(5), "healthz", || get(&c, 0, "/healthz"));
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     let ready = get(&c, 0, "/readyz").expect("readyz");
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
@@ -55,7 +55,7 @@ fn a_lease_taken_by_another_node_makes_the_daemon_exit_non_zero() {
     std::fs::write(&tmp, stolen).expect("write");
     std::fs::rename(&tmp, &lease.path).expect("rename");
 
-    flannel_tests::eventually(Duration::from_secs(10), "flanneld exits", || {
+    flannel_cluster::eventually(Duration::from_secs(10), "flanneld exits", || {
         if c.node(0).is_running() {
             Err("still running".into())
         } else {
@@ -84,7 +84,7 @@ fn a_lease_outside_the_network_never_becomes_a_route() {
         std::fs::write(&tmp, value).expect("write lease");
         std::fs::rename(&tmp, c.lease_dir().join(name)).expect("rename lease");
     }
-    flannel_tests::eventually(Duration::from_secs(5), "both ignored", || {
+    flannel_cluster::eventually(Duration::from_secs(5), "both ignored", || {
         let log = c.log(0);
         if log.matches("outside 10.244.0.0/16").count() >= 2 {
             Ok(())
@@ -136,7 +136,7 @@ fn bad_entries_in_the_lease_store_are_skipped_not_fatal() {
     c.wait_ready(0);
     c.wait_ready(1);
     let bad_ips: Vec<&str> = bad.iter().map(|(_, ip)| *ip).collect();
-    flannel_tests::eventually(Duration::from_secs(10), "only real peers", || {
+    flannel_cluster::eventually(Duration::from_secs(10), "only real peers", || {
         for i in 0..2 {
             let mut want = c.expected_peers(i);
             want.retain(|p| !bad_ips.contains(&p.public_ip.as_str()));

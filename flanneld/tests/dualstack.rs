@@ -7,7 +7,7 @@
 
 mod v6;
 
-use flannel_tests::cluster::StoreKind;
+use flannel_cluster::cluster::StoreKind;
 use std::time::Duration;
 use v6::{
     assert_device, cluster_with_ipv6, gateway, subnet_env, v6_net, v6_routes, wait_peer, wait_ping6,
@@ -60,7 +60,7 @@ fn dual_stack_nodes_peer_over_ipv6_and_repair_flannel_v6(store: StoreKind) {
     // Deleted by hand: recreated, and the peer replayed.
     let out = c.node(0).ns.exec("ip", &["link", "del", "flannel-v6.1"]);
     assert!(out.success(), "{out}");
-    flannel_tests::eventually(Duration::from_secs(15), "flannel-v6.1 recreated", || {
+    flannel_cluster::eventually(Duration::from_secs(15), "flannel-v6.1 recreated", || {
         let routes = v6_routes(&c, 0);
         if routes.contains(&format!("{n1} via {gw1}")) {
             Ok(())

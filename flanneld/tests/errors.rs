@@ -2,7 +2,7 @@
 //! naming the field, and leaves nothing behind. Every run happens inside a
 //! node namespace of a cluster, never in the host's.
 
-use flannel_tests::cluster::{Cluster, DaemonRun, VXLAN_DEV};
+use flannel_cluster::cluster::{Cluster, DaemonRun, VXLAN_DEV};
 use std::time::Duration;
 
 const EXIT_WITHIN: Duration = Duration::from_secs(10);

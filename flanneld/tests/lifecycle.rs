@@ -2,8 +2,8 @@
 //! every peer; a restarted flanneld (SIGTERM or SIGKILL) keeps its subnet and
 //! VtepMAC, and pods keep working through the restart.
 
-use flannel_tests::cluster::traffic::Pinger;
-use flannel_tests::cluster::Cluster;
+use flannel_cluster::cluster::traffic::Pinger;
+use flannel_cluster::cluster::Cluster;
 use std::time::{Duration, Instant};
 
 const CONVERGE: Duration = Duration::from_secs(10);
@@ -26,7 +26,7 @@ fn a_removed_lease_takes_its_entries_off_every_peer() {
         assert_eq!(c.expected_peers(i).len(), 2);
     }
     c.remove_lease(2);
-    flannel_tests::eventually(CONVERGE, "node2's entries to go", || {
+    flannel_cluster::eventually(CONVERGE, "node2's entries to go", || {
         for i in 0..2 {
             c.no_trace_of(i, &gone)?;
             c.check_entries(i, &c.expected_peers(i))?;
@@ -48,7 +48,7 @@ fn an_expired_lease_takes_its_entries_off_every_peer_and_live_ones_are_renewed()
     let first0 = c.lease_of_ok(0);
     c.kill(2);
     let killed = Instant::now();
-    flannel_tests::eventually(
+    flannel_cluster::eventually(
         Duration::from_secs(ttl + 10),
         "node2's lease to expire on its peers",
         || {

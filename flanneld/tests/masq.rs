@@ -1,7 +1,7 @@
 //! `--ip-masq` and the forward rules: flannel's rules as one nftables
 //! table, kept in place, and real traffic masqueraded.
 
-use flannel_tests::cluster::Cluster;
+use flannel_cluster::cluster::Cluster;
 use std::time::Duration;
 
 fn table(c: &Cluster, i: usize) -> Option<String> {
@@ -41,14 +41,14 @@ fn ip_masq_installs_flannels_rules_and_keeps_them() {
         .ns
         .exec("nft", &["delete", "table", "ip", "flannel-rs"]);
     assert!(out.success(), "{out}");
-    flannel_tests::eventually(Duration::from_secs(5), "rules restored", || {
+    flannel_cluster::eventually(Duration::from_secs(5), "rules restored", || {
         match table(&c, 0) {
             Some(t) if t == rules => Ok(()),
             other => Err(format!("{other:?}")),
         }
     });
     // The log line follows the rewrite by a moment.
-    flannel_tests::eventually(Duration::from_secs(2), "repair logged", || {
+    flannel_cluster::eventually(Duration::from_secs(2), "repair logged", || {
         let log = c.log(0);
         if log.contains("rewrote table ip flannel-rs") {
             Ok(())
@@ -73,7 +73,7 @@ fn without_ip_masq_only_the_forward_rules_exist() {
 /// another node still sees the pod's own address.
 #[test]
 fn ip_masq_rewrites_traffic_leaving_the_network_and_only_that() {
-    use flannel_tests::{tcp_fetch, TcpServer};
+    use flannel_cluster::{tcp_fetch, TcpServer};
     use std::net::SocketAddr;
 
     let c = Cluster::builder()
@@ -86,7 +86,7 @@ fn ip_masq_rewrites_traffic_leaving_the_network_and_only_that() {
 
     let outside: SocketAddr = "192.168.64.1:18081".parse().expect("addr");
     let _world = TcpServer::start(c.underlay(), outside, "{peer}");
-    let seen = flannel_tests::eventually(Duration::from_secs(5), "outside reachable", || {
+    let seen = flannel_cluster::eventually(Duration::from_secs(5), "outside reachable", || {
         tcp_fetch(pod.ns(), outside, Duration::from_secs(2))
     });
     assert_eq!(
@@ -97,7 +97,7 @@ fn ip_masq_rewrites_traffic_leaving_the_network_and_only_that() {
 
     let inside = SocketAddr::new(peer.ip, 18082);
     let _svc = TcpServer::start(peer.ns(), inside, "{peer}");
-    let seen = flannel_tests::eventually(Duration::from_secs(5), "pod reachable", || {
+    let seen = flannel_cluster::eventually(Duration::from_secs(5), "pod reachable", || {
         tcp_fetch(pod.ns(), inside, Duration::from_secs(2))
     });
     assert_eq!(

@@ -2,7 +2,7 @@
 //! parameterised flannel.1, exactly the peers' routes/neighbours/FDB entries,
 //! and pod-to-pod traffic across nodes.
 
-use flannel_tests::cluster::{Cluster, KernelState, VXLAN_DEV};
+use flannel_cluster::cluster::{Cluster, KernelState, VXLAN_DEV};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! within the resync interval, entries no lease explains go, and a deleted
 //! flannel.1 is recreated with every peer.
 
-use flannel_tests::cluster::{Cluster, VXLAN_DEV};
+use flannel_cluster::cluster::{Cluster, VXLAN_DEV};
 use std::time::{Duration, Instant};
 
 const CONVERGE: Duration = Duration::from_secs(10);
@@ -15,7 +15,7 @@ fn break_and_wait(c: &Cluster, prog: &str, args: &[&str]) -> Duration {
     let out = c.node(0).ns.exec(prog, args);
     assert!(out.success(), "{out}");
     let t = Instant::now();
-    flannel_tests::eventually(
+    flannel_cluster::eventually(
         c.resync_interval() + Duration::from_secs(10),
         "repair",
         || c.check_entries(0, &c.expected_peers(0)),
@@ -104,7 +104,7 @@ fn entries_no_lease_explains_are_removed_at_runtime_and_at_start_up() {
     };
     stray(&c);
     let t = Instant::now();
-    flannel_tests::eventually(
+    flannel_cluster::eventually(
         c.resync_interval() + Duration::from_secs(10),
         "stray entries to go",
         || c.check_entries(0, &c.expected_peers(0)),
@@ -135,7 +135,7 @@ fn a_deleted_flannel_1_is_recreated_with_every_peer() {
 
     c.node(0).ns.ip_ok(&["link", "del", VXLAN_DEV]);
     let t = Instant::now();
-    flannel_tests::eventually(
+    flannel_cluster::eventually(
         c.resync_interval() + Duration::from_secs(10),
         "flannel.1 to be back",
         || {

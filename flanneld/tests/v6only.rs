@@ -8,8 +8,8 @@
 
 mod v6;
 
-use flannel_tests::cluster::store::{etcdctl, ETCD_PREFIX};
-use flannel_tests::cluster::{Cluster, StoreKind};
+use flannel_cluster::cluster::store::{etcdctl, ETCD_PREFIX};
+use flannel_cluster::cluster::{Cluster, StoreKind};
 use std::collections::BTreeMap;
 use v6::{
     assert_device, cluster_with_ipv6, gateway, subnet_env, underlay6, v6_net, wait_peer, wait_ping6,

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::cmd::Output;
-use crate::proc::ChildGuard;
+use flannel_cluster::cmd::Output;
+use flannel_cluster::proc::ChildGuard;
 
 /// How long containerd may take to answer after it starts.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -82,7 +82,7 @@ impl Containerd {
                 .stdout(Stdio::from(log))
                 .stderr(Stdio::from(err)),
         );
-        let namespace = crate::names::unique("ctr");
+        let namespace = flannel_cluster::names::unique("ctr");
         let mut c = Containerd {
             dir: dir.to_owned(),
             sock,
@@ -126,7 +126,7 @@ impl Containerd {
 
     /// `ctr ARGS` against this containerd, in its namespace.
     pub fn ctr(&self, args: &[&str]) -> Output {
-        crate::cmd::run_with(self.ctr_command().args(args), None, CTR_TIMEOUT)
+        flannel_cluster::cmd::run_with(self.ctr_command().args(args), None, CTR_TIMEOUT)
     }
 
     /// Imports an OCI archive; returns the image names it brought.
@@ -166,7 +166,7 @@ impl Containerd {
 
     /// Runs a container to its end (`ctr run --rm`); returns its output.
     pub fn run(&self, id: &str, image: &str, spec: &RunSpec, argv: &[&str]) -> Output {
-        crate::cmd::run_with(
+        flannel_cluster::cmd::run_with(
             &mut self.run_command(id, image, spec, argv),
             None,
             CTR_TIMEOUT,

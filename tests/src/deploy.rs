@@ -7,8 +7,10 @@
 //! DaemonSet's arguments are flags flanneld accepts, the ClusterRole allows
 //! every request flanneld makes, and the image test runs flanneld with the
 //! manifest's own arguments, environment and mounts.
+//!
+//! It reads the manifest; it never applies it anywhere or rewrites it.
 
-use crate::kube_api::RequestRecord;
+use flannel_cluster::kube_api::RequestRecord;
 use serde_json::Value;
 use std::path::PathBuf;
 

@@ -1,60 +1,14 @@
-//! flannel-tests: the shared network-namespace harness for flannel-rs tests.
+//! flannel-tests: the end-to-end suites' test-only helpers. The cluster,
+//! namespaces, temp dirs, CNI calls and the kube API stand-in the suites run
+//! on are flannel-cluster's; this crate holds only what no tool needs, and
+//! like flannel-cluster never configures the host's own network namespace:
 //!
-//! Everything a test builds lives in namespaces and temp dirs it owns, named
-//! `ft<pid>-<n><tag>` and removed by `Drop` guards (so also on panic):
-//!
-//! - [`NetNs`]: a named netns (`ip netns add/del`), iproute2 inspection
-//!   (`links`, `link`, `ipv4_addrs`, `routes_v4`, `sysctl`,
-//!   `normalized_addrs/routes`), fixture plumbing (`add_veth_pair`,
-//!   `add_veth_to`, `add_bridge`, `add_addr`), nft inspection, and
-//!   `run`/`spawn` to execute Rust code on a thread inside the netns.
-//! - [`TempDir`]: a private temp dir, removed on drop.
-//! - [`cni`]: `CniCall` (one plugin invocation: env, stdin, run in a node
-//!   netns), `CniOutput` (success/error assertions), `SubnetFile`, `Pod`, and
-//!   `CniNode` (node netns + subnet.env + IPAM dir + flannel config).
-//! - [`tcp`]: `TcpServer` inside a netns and `tcp_fetch` from another.
-//! - [`wait::eventually`]: polling with a deadline for asynchronous kernel state.
-//! - [`proc::ChildGuard`]: a started process, stopped by PID on drop.
-//! - [`cluster`]: `Cluster`, an underlay netns + node netns with real
-//!   `flanneld`s on a shared lease dir, pods via the `flannel` CNI binary,
-//!   kernel-state readers and peer-entry checks.
-//! - [`netns_cluster`]: the `netns-cluster` tool (a cluster persisted across
-//!   processes: `up`, `status`, `matrix`, `exec`, `down`).
-//! - [`metrics`]: flanneld's `/metrics` scraped from inside a node's netns,
-//!   parsed with `prometheus-parse`; raw HTTP exchanges for the server's tests.
-//! - [`cmd`]: running commands with stdin, captured output and a timeout.
 //! - [`fuzz`]: the fuzz targets' runner, the regression corpus under
 //!   `fuzz/corpus/`, and generators of nasty JSON and text.
-//! - [`kube_api`]: `KubeApiServer`, a Kubernetes API stand-in (Nodes, Pods;
-//!   list/watch/patch as kube-rs expects them, TLS, bearer token, faults,
-//!   node IPAM) for the Kubernetes lease store's tests.
+//! - [`deploy`]: `deploy/kube-flannel-rs.yml` read as the tests need it.
+//! - [`containerd`]: a private containerd for running the image under a
+//!   real runtime.
 
-pub mod cluster;
-pub mod cmd;
-pub mod cni;
 pub mod containerd;
 pub mod deploy;
-pub mod etcd;
 pub mod fuzz;
-pub mod iproute;
-pub mod kube_api;
-pub mod metrics;
-pub mod names;
-pub mod netns;
-pub mod netns_cluster;
-pub mod nft;
-pub mod proc;
-pub mod tcp;
-pub mod tempdir;
-pub mod wait;
-
-pub use cluster::{Cluster, ClusterPod};
-pub use cni::{
-    assert_json_eq, is_host_veth_name, result_address, result_host_veth, result_ip,
-    with_prev_result, CniCall, CniNode, CniOutput, Pod, SubnetFile, IPV6_NETWORK, IPV6_SUBNET,
-    VERSIONS,
-};
-pub use netns::{require_root, NetNs};
-pub use tcp::{http_status, tcp_fetch, TcpServer};
-pub use tempdir::TempDir;
-pub use wait::eventually;

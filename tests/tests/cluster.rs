@@ -3,8 +3,8 @@
 //! readers of `flannel-v6.1`'s entries and the entry monitor see IPv6
 //! entries as they are, and everything goes on drop, also on panic.
 
-use flannel_tests::cluster::entry_monitor::{Entry, EntryMonitor};
-use flannel_tests::cluster::{
+use flannel_cluster::cluster::entry_monitor::{Entry, EntryMonitor};
+use flannel_cluster::cluster::{
     node_ip6, Cluster, ExpectedPeer, IpFamily, UNDERLAY_BRIDGE, UNDERLAY_GATEWAY,
     UNDERLAY_GATEWAY6, VXLAN_DEV6,
 };
@@ -211,7 +211,7 @@ fn ipv6_entries_on_flannel_v6_are_read_and_monitored_as_they_are() {
             table: 254,
         },
     ];
-    let seen = flannel_tests::eventually(
+    let seen = flannel_cluster::eventually(
         std::time::Duration::from_secs(2),
         "the monitor to see the three writes",
         || {

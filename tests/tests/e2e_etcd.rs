@@ -2,7 +2,7 @@
 //! namespace): the full matrix with exactly the peers' entries, and a node
 //! whose lease key is deleted vanishes from every peer.
 
-use flannel_tests::cluster::{Cluster, StoreKind};
+use flannel_cluster::cluster::{Cluster, StoreKind};
 use std::time::Duration;
 
 const CONVERGE: Duration = Duration::from_secs(10);
@@ -31,7 +31,7 @@ fn etcd_store_matrix_exact_entries_and_a_released_lease() {
     let gone = c.lease_of_ok(2);
     c.stop(2);
     c.remove_lease(2);
-    flannel_tests::eventually(CONVERGE, "the released node's entries to go", || {
+    flannel_cluster::eventually(CONVERGE, "the released node's entries to go", || {
         for i in 0..2 {
             c.no_trace_of(i, &gone)?;
             c.check_entries(i, &c.expected_peers(i))?;

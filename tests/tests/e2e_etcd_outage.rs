@@ -18,9 +18,9 @@
 //! every lease's countdown when it comes back) — the way a departed node
 //! disappears from a flannel cluster on etcd, with no operator action.
 
-use flannel_tests::cluster::traffic::{PingStats, Pinger};
-use flannel_tests::cluster::{Cluster, StoreKind, NODE_IP_BASE};
-use flannel_tests::{eventually, NetNs};
+use flannel_cluster::cluster::traffic::{PingStats, Pinger};
+use flannel_cluster::cluster::{Cluster, StoreKind, NODE_IP_BASE};
+use flannel_cluster::{eventually, NetNs};
 use serde_json::json;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};

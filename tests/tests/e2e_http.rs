@@ -7,10 +7,10 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
-use flannel_tests::cluster::Cluster;
-use flannel_tests::eventually;
-use flannel_tests::metrics::{self, exchange, split_reply, PORT};
-use flannel_tests::netns::NetNs;
+use flannel_cluster::cluster::Cluster;
+use flannel_cluster::eventually;
+use flannel_cluster::metrics::{self, exchange, split_reply, PORT};
+use flannel_cluster::netns::NetNs;
 
 const CONVERGE: Duration = Duration::from_secs(20);
 /// How long a client waits for a reply; flanneld's own header timeout is 5 s.

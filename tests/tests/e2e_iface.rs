@@ -4,7 +4,7 @@
 //! `local` and `dev`, the lease's PublicIP and real traffic say so. Without
 //! it flanneld follows the default route — the setup really is a trap.
 
-use flannel_tests::cluster::{Cluster, SECOND_GATEWAY};
+use flannel_cluster::cluster::{Cluster, SECOND_GATEWAY};
 use std::time::Duration;
 
 const CONVERGE: Duration = Duration::from_secs(10);

@@ -28,13 +28,13 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use flannel_tests::cluster::kube::KUBE_API_PORT;
-use flannel_tests::cluster::{StoreKind, UNDERLAY_GATEWAY};
-use flannel_tests::cni::REFERENCE_CNI_PATH;
+use flannel_cluster::cluster::kube::KUBE_API_PORT;
+use flannel_cluster::cluster::{StoreKind, UNDERLAY_GATEWAY};
+use flannel_cluster::cni::REFERENCE_CNI_PATH;
+use flannel_cluster::http_status;
+use flannel_cluster::{eventually, require_root, Cluster, ClusterPod, CniCall, Pod};
 use flannel_tests::containerd::{mounts_under, Containerd, RunSpec};
 use flannel_tests::deploy::Manifest;
-use flannel_tests::http_status;
-use flannel_tests::{eventually, require_root, Cluster, ClusterPod, CniCall, Pod};
 use serde_json::Value;
 
 /// The reference `ci/image.sh` gives the image (and the manifest runs).

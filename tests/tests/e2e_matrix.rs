@@ -3,7 +3,7 @@
 //! client addresses, and each node's flannel.1 holds exactly its two peers'
 //! entries — each matching the peer's own device and address.
 
-use flannel_tests::cluster::{Cluster, VXLAN_DEV};
+use flannel_cluster::cluster::{Cluster, VXLAN_DEV};
 use std::time::Duration;
 
 const CONVERGE: Duration = Duration::from_secs(10);
@@ -17,7 +17,7 @@ fn three_nodes_by_three_pods_full_matrix_and_exactly_the_peers_entries() {
     for p in &pods {
         let subnet = c.node(p.node).subnet();
         assert_eq!(
-            flannel_tests::cluster::network_of(&format!("{}/24", p.ip)).as_deref(),
+            flannel_cluster::cluster::network_of(&format!("{}/24", p.ip)).as_deref(),
             Some(subnet.as_str()),
             "pod {} is not in {}'s subnet",
             p.ip,

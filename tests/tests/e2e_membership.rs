@@ -4,8 +4,8 @@
 //! lease expires) vanishes from every peer's kernel, while the rest of the
 //! cluster keeps talking.
 
-use flannel_tests::cluster::Cluster;
-use flannel_tests::{eventually, tcp_fetch, TcpServer};
+use flannel_cluster::cluster::Cluster;
+use flannel_cluster::{eventually, tcp_fetch, TcpServer};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 

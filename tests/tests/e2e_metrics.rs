@@ -5,9 +5,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use flannel_tests::cluster::{Cluster, VXLAN_DEV};
-use flannel_tests::eventually;
-use flannel_tests::metrics::{self, Scrape};
+use flannel_cluster::cluster::{Cluster, VXLAN_DEV};
+use flannel_cluster::eventually;
+use flannel_cluster::metrics::{self, Scrape};
 
 const CONVERGE: Duration = Duration::from_secs(20);
 

@@ -3,10 +3,10 @@
 //! crosses nodes, so does the largest that fits (1450), and one byte more
 //! is refused at the pod.
 
-use flannel_tests::cluster::{Cluster, VXLAN_DEV};
+use flannel_cluster::cluster::{Cluster, VXLAN_DEV};
 use std::time::Duration;
 
-fn mtu(ns: &flannel_tests::NetNs, dev: &str) -> u64 {
+fn mtu(ns: &flannel_cluster::NetNs, dev: &str) -> u64 {
     ns.link(dev)
         .unwrap_or_else(|| panic!("no {dev} in {}", ns.name()))["mtu"]
         .as_u64()

@@ -3,8 +3,8 @@
 //! back, the node's entries match the leases again, and pods on it reach
 //! the other nodes' pods again.
 
-use flannel_tests::cluster::{Cluster, ClusterPod, VXLAN_DEV};
-use flannel_tests::eventually;
+use flannel_cluster::cluster::{Cluster, ClusterPod, VXLAN_DEV};
+use flannel_cluster::eventually;
 use std::time::{Duration, Instant};
 
 const CONVERGE: Duration = Duration::from_secs(10);

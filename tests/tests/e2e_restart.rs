@@ -3,8 +3,8 @@
 //! node keeps its subnet, VtepMAC and device, and no more than a second of
 //! traffic is lost on any path.
 
-use flannel_tests::cluster::traffic::Pinger;
-use flannel_tests::cluster::Cluster;
+use flannel_cluster::cluster::traffic::Pinger;
+use flannel_cluster::cluster::Cluster;
 use std::time::Duration;
 
 const CONVERGE: Duration = Duration::from_secs(10);

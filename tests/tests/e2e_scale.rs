@@ -2,8 +2,8 @@
 //! on another node; then all deleted: every address free again in the IPAM
 //! store, no veth left on the node, no pod port left on the bridge.
 
-use flannel_tests::cluster::{Cluster, ClusterPod};
-use flannel_tests::{eventually, is_host_veth_name};
+use flannel_cluster::cluster::{Cluster, ClusterPod};
+use flannel_cluster::{eventually, is_host_veth_name};
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Duration;

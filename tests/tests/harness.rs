@@ -1,7 +1,7 @@
 //! The harness's own promises: namespaces and temp dirs vanish on drop and on
 //! panic, threads enter namespaces, TCP helpers work across namespaces.
 
-use flannel_tests::*;
+use flannel_cluster::*;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -37,7 +37,7 @@ fn names_are_unique_and_owned_by_this_process() {
     let a = NetNs::new("h");
     let b = NetNs::new("h");
     assert_ne!(a.name(), b.name());
-    let own = flannel_tests::netns::own_namespaces();
+    let own = flannel_cluster::netns::own_namespaces();
     assert!(own.contains(&a.name().to_owned()) && own.contains(&b.name().to_owned()));
     assert!(a.name().len() <= 20, "keep names short: {}", a.name());
 }
@@ -100,14 +100,14 @@ fn eventually_returns_value_or_panics_with_reason() {
 #[test]
 fn cmd_timeout_kills_the_child() {
     let r = std::panic::catch_unwind(|| {
-        flannel_tests::cmd::run_with(
+        flannel_cluster::cmd::run_with(
             std::process::Command::new("sleep").arg("5"),
             None,
             Duration::from_millis(100),
         )
     });
     assert!(r.is_err());
-    let out = flannel_tests::cmd::run_with(
+    let out = flannel_cluster::cmd::run_with(
         &mut std::process::Command::new("cat"),
         Some(b"abc"),
         Duration::from_secs(5),

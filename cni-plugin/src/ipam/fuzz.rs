@@ -4,8 +4,9 @@
 //! DEL (`release`) uses them. Corpus: `fuzz/corpus/ipam-record/` and
 //! `fuzz/corpus/ipam-last-reserved/`.
 
+use flannel_cluster::TempDir;
 use flannel_tests::fuzz::{self, text::nasty_string};
-use flannel_tests::{fuzz_test, TempDir};
+use flannel_tests::fuzz_test;
 use proptest::prelude::*;
 
 use super::*;

@@ -1,7 +1,7 @@
 //! Unit tests of the IPAM store.
 
 use super::*;
-use flannel_tests::tempdir::TempDir;
+use flannel_cluster::tempdir::TempDir;
 use ipnetwork::Ipv4Network;
 use nix::fcntl::FlockArg;
 use std::net::Ipv4Addr;

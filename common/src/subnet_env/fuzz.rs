@@ -4,8 +4,9 @@
 
 use std::net::Ipv6Addr;
 
+use flannel_cluster::TempDir;
 use flannel_tests::fuzz::{self, text};
-use flannel_tests::{fuzz_test, TempDir};
+use flannel_tests::fuzz_test;
 use proptest::prelude::*;
 
 use super::*;

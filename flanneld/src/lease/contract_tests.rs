@@ -115,7 +115,7 @@ pub const SHORT: LeaseTiming = LeaseTiming {
 const EXPIRY_SLACK: Duration = Duration::from_secs(8);
 const EVENT_WAIT: Duration = Duration::from_secs(5);
 
-pub use flannel_tests::tempdir::TempDir;
+pub use flannel_cluster::tempdir::TempDir;
 
 pub fn config(json: &str) -> NetConfig {
     NetConfig::parse(json).unwrap_or_else(|e| panic!("test config {json}: {e}"))

@@ -2,7 +2,7 @@
 //! nodes have IPv6 on their underlay, and the checks of `flannel-v6.1`
 //! (the device, the peer's entries, traffic through the tunnel).
 
-use flannel_tests::cluster::{Cluster, StoreKind};
+use flannel_cluster::cluster::{Cluster, StoreKind};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -98,7 +98,7 @@ pub fn assert_device(c: &Cluster, i: usize) {
 /// the peer's flannel-v6 address and the FDB entry towards its underlay.
 pub fn wait_peer(c: &Cluster, peer: usize, net: &str) {
     let gw = gateway(net);
-    flannel_tests::eventually(Duration::from_secs(10), "IPv6 peer programmed", || {
+    flannel_cluster::eventually(Duration::from_secs(10), "IPv6 peer programmed", || {
         let routes = v6_routes(c, 0);
         let fdb = c
             .node(0)
@@ -117,7 +117,7 @@ pub fn wait_peer(c: &Cluster, peer: usize, net: &str) {
 
 /// Node 0 pings `addr` through the tunnel (retried while it comes up).
 pub fn wait_ping6(c: &Cluster, addr: &str, what: &str) {
-    flannel_tests::eventually(Duration::from_secs(10), what, || {
+    flannel_cluster::eventually(Duration::from_secs(10), what, || {
         let out = c
             .node(0)
             .ns

@@ -2,6 +2,8 @@
 //! corpus) with members dropped, values of the wrong type, numbers past
 //! every integer type, deep nesting, unicode and NULs, very long strings,
 //! keys in another case, duplicate keys, and damaged text.
+//!
+//! Generators only: they run nothing and read no file.
 
 use proptest::prelude::*;
 use proptest::sample::Index;

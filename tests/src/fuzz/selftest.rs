@@ -9,7 +9,7 @@ use proptest::test_runner::TestRunner;
 use serde_json::{json, Value};
 
 use super::{json as fjson, replay_dir, text};
-use crate::TempDir;
+use flannel_cluster::TempDir;
 
 /// 512 values of `strategy`, the same on every run.
 fn sample<S: Strategy>(strategy: S) -> Vec<S::Value> {

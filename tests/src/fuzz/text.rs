@@ -1,5 +1,7 @@
 //! Nasty strings and line-based mutations: what a fuzzer feeds a parser of
 //! text (`subnet.env`, CIDRs, MACs, keys, environment variables).
+//!
+//! Generators only: they run nothing and read no file.
 
 use proptest::prelude::*;
 

@@ -4,11 +4,11 @@
 use crate::steps::{
     join, leave, matrices_ok, node_state_ok, pods_in_their_subnets, repair_v6, restart, CONVERGE,
 };
-use flannel_tests::cluster::entry_monitor::EntryMonitor;
-use flannel_tests::cluster::kube::annotation;
-use flannel_tests::cluster::{node_ip6, Cluster, ClusterPod, IpFamily, LeaseFile, StoreKind};
-use flannel_tests::cluster::{VXLAN_DEV, VXLAN_DEV6};
-use flannel_tests::eventually;
+use flannel_cluster::cluster::entry_monitor::EntryMonitor;
+use flannel_cluster::cluster::kube::annotation;
+use flannel_cluster::cluster::{node_ip6, Cluster, ClusterPod, IpFamily, LeaseFile, StoreKind};
+use flannel_cluster::cluster::{VXLAN_DEV, VXLAN_DEV6};
+use flannel_cluster::eventually;
 
 fn dual(store: StoreKind, nodes: usize) -> Cluster {
     let c = Cluster::builder()

@@ -5,7 +5,7 @@
 use crate::steps::{
     join, leave, matrices_ok, node_state_ok, pods_in_their_subnets, repair_v6, restart, CONVERGE,
 };
-use flannel_tests::cluster::{Cluster, IpFamily, StoreKind};
+use flannel_cluster::cluster::{Cluster, IpFamily, StoreKind};
 use serde_json::json;
 
 /// `nodes` nodes on an IPv6-only overlay; on the file store the underlay

@@ -4,9 +4,11 @@
 //! matrices over each family; a node joins, leaves, restarts, and has its
 //! IPv6 entries deleted under it.
 
-use flannel_tests::cluster::family::IPV6_NETWORK;
-use flannel_tests::cluster::{network_of, network_of6, Cluster, ClusterPod, IpFamily, VXLAN_DEV6};
-use flannel_tests::eventually;
+use flannel_cluster::cluster::family::IPV6_NETWORK;
+use flannel_cluster::cluster::{
+    network_of, network_of6, Cluster, ClusterPod, IpFamily, VXLAN_DEV6,
+};
+use flannel_cluster::eventually;
 use std::time::{Duration, Instant};
 
 pub const CONVERGE: Duration = Duration::from_secs(10);

@@ -1,6 +1,6 @@
 //! End to end on the Kubernetes API lease store (`--kube-subnet-mgr`),
 //! against the stand-in API server in the underlay namespace (see
-//! `flannel_tests::cluster::kube`): podCIDRs handed out by its node IPAM
+//! `flannel_cluster::cluster::kube`): podCIDRs handed out by its node IPAM
 //! controller, each node's Node registered by the harness as a kubelet
 //! would before its flanneld starts.
 //!
@@ -24,10 +24,10 @@ mod scenarios;
 mod switch;
 mod watch_breaks;
 
-use flannel_tests::cluster::entry_monitor::EntryMonitor;
-use flannel_tests::cluster::{Cluster, LeaseFile, StoreKind};
-use flannel_tests::kube_api::RequestRecord;
-use flannel_tests::{eventually, http_status};
+use flannel_cluster::cluster::entry_monitor::EntryMonitor;
+use flannel_cluster::cluster::{Cluster, LeaseFile, StoreKind};
+use flannel_cluster::kube_api::RequestRecord;
+use flannel_cluster::{eventually, http_status};
 use serde_json::Value;
 use std::time::Duration;
 

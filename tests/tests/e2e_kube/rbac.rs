@@ -5,7 +5,7 @@
 //! the grants is used.
 
 use super::*;
-use flannel_tests::cluster::kube_client::HARNESS_USER_AGENT;
+use flannel_cluster::cluster::kube_client::HARNESS_USER_AGENT;
 use flannel_tests::deploy::{access_of, Access, Manifest};
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 #[test]
 fn every_request_flanneld_makes_is_one_the_manifests_cluster_role_allows() {
     let manifest = Manifest::load();
-    let mut c = flannel_tests::cluster::Cluster::builder()
+    let mut c = flannel_cluster::cluster::Cluster::builder()
         .nodes(2)
         .store(StoreKind::Kube)
         .start(false)

@@ -4,12 +4,12 @@
 //! a node annotated by upstream flannel, a node waiting for its podCIDR.
 
 use crate::*;
-use flannel_tests::cluster::entry_monitor::EntryMonitor;
-use flannel_tests::cluster::kube::annotation;
-use flannel_tests::cluster::traffic::Pinger;
-use flannel_tests::cluster::VXLAN_DEV;
-use flannel_tests::eventually;
-use flannel_tests::kube_api::{FlannelAnnotations, NodeFixture, RequestRecord};
+use flannel_cluster::cluster::entry_monitor::EntryMonitor;
+use flannel_cluster::cluster::kube::annotation;
+use flannel_cluster::cluster::traffic::Pinger;
+use flannel_cluster::cluster::VXLAN_DEV;
+use flannel_cluster::eventually;
+use flannel_cluster::kube_api::{FlannelAnnotations, NodeFixture, RequestRecord};
 use serde_json::{json, Value};
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! (README, "Switching a running cluster from flannel (and back)").
 //!
 //! Node 2 is left exactly as upstream flannel leaves it when its DaemonSet
-//! pod is deleted (`flannel_tests::cluster::upstream`): its Node annotated
+//! pod is deleted (`flannel_cluster::cluster::upstream`): its Node annotated
 //! by flannel's kube subnet manager with a MAC of this test's, upstream's
 //! `subnet.env`, a hand-made `flannel.1` with the peers' entries, pods
 //! attached by the reference bridge + host-local plugins. Nodes 0 and 1 run
@@ -12,11 +12,11 @@
 //! flanneld itself cannot run here; its state is made by hand.
 
 use crate::*;
-use flannel_tests::cluster::kube::annotation;
-use flannel_tests::cluster::traffic::{PingStats, Pinger};
-use flannel_tests::cluster::upstream::upstream_subnet_env;
-use flannel_tests::cluster::{ClusterPod, VXLAN_DEV};
-use flannel_tests::eventually;
+use flannel_cluster::cluster::kube::annotation;
+use flannel_cluster::cluster::traffic::{PingStats, Pinger};
+use flannel_cluster::cluster::upstream::upstream_subnet_env;
+use flannel_cluster::cluster::{ClusterPod, VXLAN_DEV};
+use flannel_cluster::eventually;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -34,7 +34,7 @@ fn flannel_annotations(node: &Value) -> BTreeMap<String, String> {
         .into_iter()
         .flatten()
         .filter_map(|(k, v)| {
-            let short = k.strip_prefix(flannel_tests::cluster::kube::ANNOTATION_PREFIX)?;
+            let short = k.strip_prefix(flannel_cluster::cluster::kube::ANNOTATION_PREFIX)?;
             Some((short.to_owned(), v.as_str()?.to_owned()))
         })
         .collect()
@@ -267,7 +267,7 @@ fn a_node_left_by_upstream_flannel_switches_to_flannel_rs_and_back_keeping_its_p
     );
     c.ping_from(&back, &[&others[0], &others[1], &ours, &kept], REACH)
         .assert_all_ok();
-    let veth = flannel_tests::cni::result_host_veth(&ours.result);
+    let veth = flannel_cluster::cni::result_host_veth(&ours.result);
     let ours_ip = ours.ip;
     c.del_pod_upstream(ours);
     let left: Vec<_> = c.ipam_files(2).into_iter().map(|(ip, _)| ip).collect();

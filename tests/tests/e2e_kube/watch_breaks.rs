@@ -4,12 +4,12 @@
 //! changed for untouched; with nothing changed, not one netlink write.
 
 use crate::*;
-use flannel_tests::cluster::entry_monitor::EntryMonitor;
-use flannel_tests::cluster::netlink_writes::NetlinkWrites;
-use flannel_tests::cluster::traffic::Pinger;
-use flannel_tests::cluster::VXLAN_DEV;
-use flannel_tests::eventually;
-use flannel_tests::kube_api::DownMode;
+use flannel_cluster::cluster::entry_monitor::EntryMonitor;
+use flannel_cluster::cluster::netlink_writes::NetlinkWrites;
+use flannel_cluster::cluster::traffic::Pinger;
+use flannel_cluster::cluster::VXLAN_DEV;
+use flannel_cluster::eventually;
+use flannel_cluster::kube_api::DownMode;
 use serde_json::json;
 use std::time::{Duration, Instant};
 

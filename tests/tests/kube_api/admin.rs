@@ -2,7 +2,7 @@
 //! subject to the faults it injects, and left out of the request log.
 
 use crate::{api_code, client_from_yaml, client_without_retries, raw, small_node, until};
-use flannel_tests::kube_api::{KubeApiOptions, KubeApiServer, NodeIpam};
+use flannel_cluster::kube_api::{KubeApiOptions, KubeApiServer, NodeIpam};
 use serde_json::Value;
 use std::time::Duration;
 

@@ -2,8 +2,8 @@
 //! writes (the CA inline, or by path).
 
 use crate::{api_status, client_from_yaml, raw, small_node};
-use flannel_tests::kube_api::{KubeApiOptions, KubeApiServer};
-use flannel_tests::TempDir;
+use flannel_cluster::kube_api::{KubeApiOptions, KubeApiServer};
+use flannel_cluster::TempDir;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::ListParams;

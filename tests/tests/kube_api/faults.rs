@@ -2,7 +2,7 @@
 //! the node IPAM controller.
 
 use crate::{api_status, nodes, small_node, until};
-use flannel_tests::kube_api::{DownMode, KubeApiOptions, KubeApiServer, NodeFixture, NodeIpam};
+use flannel_cluster::kube_api::{DownMode, KubeApiOptions, KubeApiServer, NodeFixture, NodeIpam};
 use kube::api::ListParams;
 use kube::runtime::watcher;
 use kube::ResourceExt;

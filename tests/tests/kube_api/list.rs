@@ -2,7 +2,7 @@
 //! selectors, GET of a Node and a Pod.
 
 use crate::{api_code, api_status, client, nodes, raw, small_node};
-use flannel_tests::kube_api::{realistic_nodes, KubeApiServer};
+use flannel_cluster::kube_api::{realistic_nodes, KubeApiServer};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{ListParams, VersionMatch};
 use kube::{Api, ResourceExt};

@@ -1,4 +1,4 @@
-//! The kube API stand-in (`flannel_tests::kube_api`) driven by the real
+//! The kube API stand-in (`flannel_cluster::kube_api`) driven by the real
 //! kube-rs client and kube-runtime's watcher, over loopback only: lists and
 //! pagination, watches and their recovery, patches, auth and TLS, faults,
 //! the node IPAM controller, the admin listener, scale, and the
@@ -13,7 +13,7 @@ mod scale;
 mod standin;
 mod watch;
 
-use flannel_tests::kube_api::KubeApiServer;
+use flannel_cluster::kube_api::KubeApiServer;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use hyper::http;

@@ -3,7 +3,7 @@
 //! answers to malformed requests.
 
 use crate::{api_code, api_status, client, nodes, raw, small_node};
-use flannel_tests::kube_api::{KubeApiServer, NodeFixture};
+use flannel_cluster::kube_api::{KubeApiServer, NodeFixture};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;

@@ -1,7 +1,7 @@
 //! Scale: realistic ~10 KiB Nodes, 5000 of them made and served fast.
 
 use crate::nodes;
-use flannel_tests::kube_api::{realistic_node, realistic_nodes, KubeApiServer, NodeFixture};
+use flannel_cluster::kube_api::{realistic_node, realistic_nodes, KubeApiServer, NodeFixture};
 use futures::StreamExt;
 use kube::api::ListParams;
 use kube::runtime::watcher;

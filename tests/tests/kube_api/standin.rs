@@ -2,9 +2,9 @@
 //! network namespace (root).
 
 use crate::client_from_yaml;
-use flannel_tests::kube_api::{KubeApiOptions, KubeApiServer};
-use flannel_tests::proc::ChildGuard;
-use flannel_tests::{NetNs, TempDir};
+use flannel_cluster::kube_api::{KubeApiOptions, KubeApiServer};
+use flannel_cluster::proc::ChildGuard;
+use flannel_cluster::{NetNs, TempDir};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::Api;
@@ -16,7 +16,10 @@ use std::time::Duration;
 async fn the_binary_serves_nodes_made_through_the_api_and_stops_on_sigterm() {
     let dir = TempDir::new("kbin");
     let kubeconfig = dir.join("kubeconfig");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kube-api-standin"));
+    // The binary is the tools crate's (`cargo build --workspace` builds it).
+    let mut cmd = Command::new(flannel_cluster::cluster::workspace_binary(
+        "kube-api-standin",
+    ));
     cmd.args([
         "--listen",
         "127.0.0.1:0",

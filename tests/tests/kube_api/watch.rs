@@ -3,7 +3,7 @@
 //! selectors, streaming lists.
 
 use crate::{next, nodes, small_node, spawn_watcher, until};
-use flannel_tests::kube_api::{KubeApiOptions, KubeApiServer};
+use flannel_cluster::kube_api::{KubeApiOptions, KubeApiServer};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{ListParams, WatchEvent, WatchParams};

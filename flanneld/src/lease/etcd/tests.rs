@@ -10,7 +10,7 @@ mod outage;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use flannel_tests::etcd::EtcdServer;
+use flannel_cluster::etcd::EtcdServer;
 use tokio::time::timeout;
 
 use super::{ConfigProblem, EtcdConfig, EtcdStore};

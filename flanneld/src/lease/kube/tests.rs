@@ -1,5 +1,5 @@
-//! The Kubernetes store against the API stand-in of the test crate
-//! (`flannel_tests::kube_api`: TLS, a bearer token, kube-controller-
+//! The Kubernetes store against the API stand-in of the cluster library
+//! (`flannel_cluster::kube_api`: TLS, a bearer token, kube-controller-
 //! manager's node IPAM): the contract every store passes, then what is
 //! specific to Kubernetes — waiting for a podCIDR, flannel's annotations
 //! byte for byte, the VtepMAC kept, NetworkUnavailable, watch breaks.
@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flannel_tests::kube_api::{DownMode, KubeApiOptions, KubeApiServer, NodeFixture, NodeIpam};
+use flannel_cluster::kube_api::{DownMode, KubeApiOptions, KubeApiServer, NodeFixture, NodeIpam};
 use serde_json::{json, Value};
 use tokio::time::timeout;
 

@@ -17,7 +17,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 use std::process::Command;
 
-use flannel_tests::netns::NetNs;
+use flannel_cluster::netns::NetNs;
 use ipnetwork::{Ipv4Network, Ipv6Network};
 use serde_json::Value;
 

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use flannel_tests::etcd::{EtcdServer, TlsFiles};
-use flannel_tests::TempDir;
+use flannel_cluster::etcd::{EtcdServer, TlsFiles};
+use flannel_cluster::TempDir;
 use tokio::time::timeout;
 
 use super::{backing, PREFIX};

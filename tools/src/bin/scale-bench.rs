@@ -1,0 +1,388 @@
+//! `scale-bench`: one flanneld (release build) starting in a fresh node
+//! namespace against N fake peers (leases only, never reached), per store:
+//! the file store, etcd (in the underlay namespace) and the Kubernetes API
+//! stand-in. The anchor, measured in the same run just before flanneld
+//! starts: the same 3·N entries written by `ip -batch` / `bridge -batch`
+//! into a fresh `flannel.1` in a fresh namespace. Prints per store and N:
+//!
+//! - start → subnet.env, start → every entry on flannel.1, and its ratio
+//!   to the `ip -batch` anchor;
+//! - RSS once settled; the CPU of one resync pass (flanneld's CPU over two
+//!   resync intervals, idle included, divided by the passes made);
+//! - 500 leases removed and 500 added → the kernel matches: the last
+//!   kernel change seen, after the last store write;
+//! - etcd: the same churn while flanneld is stopped (SIGSTOP), the history
+//!   then compacted, flanneld continued: SIGCONT → kernel matches, and the
+//!   CPU it took. Whether etcd cancelled the watch as compacted (so that
+//!   flanneld re-listed and diffed) is read from flanneld's log and printed;
+//!   in the runs so far etcd replayed the buffered events instead.
+//!
+//! Every figure is taken after checking that flannel.1 holds exactly the
+//! expected entries. Figures, not assertions. Needs root; builds its own
+//! namespaces and removes them.
+//! `scale-bench [--nodes 1000,5000,10000] [--stores file,etcd,kube] [--churn 500]`
+
+use std::time::{Duration, Instant};
+
+use flannel_cluster::cluster::entry_monitor::EntryMonitor;
+use flannel_cluster::cluster::{store::StoreKind, Cluster};
+use flannel_cluster::kube_api::NodeFixture;
+use flannel_cluster::proc::ChildGuard;
+use flannel_tools::bench::scale_flanneld::{cpu, flanneld_command, rss_mib};
+use flannel_tools::bench::scale_kernel::{ip_batch, load_average, Entries, FakePeer};
+use flannel_tools::bench::scale_store::Feed;
+use serde_json::json;
+
+const RESYNC_INTERVAL: u64 = 5;
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: scale-bench [--nodes 1000,5000,10000] [--stores file,etcd,kube] [--churn 500]"
+    );
+    std::process::exit(2)
+}
+
+struct Opts {
+    nodes: Vec<u32>,
+    stores: Vec<StoreKind>,
+    churn: u32,
+}
+
+fn parse() -> Opts {
+    let mut o = Opts {
+        nodes: vec![1000, 5000, 10000],
+        stores: vec![StoreKind::File, StoreKind::Etcd, StoreKind::Kube],
+        churn: 500,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let v = args.next().unwrap_or_else(|| usage());
+        match a.as_str() {
+            "--nodes" => {
+                o.nodes = v
+                    .split(',')
+                    .map(|n| n.parse().unwrap_or_else(|_| usage()))
+                    .collect()
+            }
+            "--stores" => {
+                o.stores = v
+                    .split(',')
+                    .map(|s| StoreKind::parse(s).unwrap_or_else(|| usage()))
+                    .collect()
+            }
+            "--churn" => o.churn = v.parse().unwrap_or_else(|_| usage()),
+            _ => usage(),
+        }
+    }
+    o
+}
+
+fn main() {
+    let o = parse();
+    flannel_cluster::netns::require_root();
+    let mut rows = Vec::new();
+    for &n in &o.nodes {
+        for &store in &o.stores {
+            let load = load_average();
+            eprintln!("== {} store, {n} peers (load {load})", store.as_str());
+            let f = run(store, n, o.churn);
+            rows.push((store, n, load, f));
+        }
+    }
+    println!();
+    println!(
+        "scale: one flanneld (release), fake peers, Network 10.0.0.0/8, SubnetLen 24; {} churn",
+        o.churn
+    );
+    println!("| store | peers | load | start → subnet.env | start → programmed | ip -batch | ratio | RSS settled | resync pass CPU | churn → kernel matches | relist after compaction | log lines at start |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (store, n, load, f) in &rows {
+        println!(
+            "| {} | {n} | {load} | {} | {} | {} | {:.2} | {:.1} MiB | {} | {} | {} | {} |",
+            store.as_str(),
+            ms(f.subnet_env),
+            ms(f.programmed),
+            ms(f.anchor),
+            f.programmed.as_secs_f64() / f.anchor.as_secs_f64(),
+            f.rss,
+            ms(f.resync_cpu),
+            signed_ms(f.churn),
+            f.relist.as_deref().unwrap_or("–"),
+            f.start_log_lines,
+        );
+    }
+    println!("targets: ratio ≤ 1.2, subnet.env ≤ 100 ms, RSS ≤ 30 MiB, resync ≤ 30 ms CPU, churn ≤ 150 ms");
+}
+
+struct Figures {
+    subnet_env: Duration,
+    programmed: Duration,
+    anchor: Duration,
+    rss: f64,
+    resync_cpu: Duration,
+    churn: f64,
+    relist: Option<String>,
+    start_log_lines: usize,
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1e3)
+}
+
+fn signed_ms(s: f64) -> String {
+    format!("{:.0} ms", s * 1e3)
+}
+
+fn run(store: StoreKind, n: u32, churn: u32) -> Figures {
+    let net_conf = json!({"Network": "10.0.0.0/8", "SubnetLen": 24, "Backend": {"Type": "vxlan"}});
+    let cluster_store = if store == StoreKind::Etcd {
+        StoreKind::Etcd
+    } else {
+        StoreKind::File
+    };
+    let c = Cluster::builder()
+        .nodes(1)
+        .start(false)
+        .net_conf(net_conf)
+        .store(cluster_store)
+        .resync_interval(RESYNC_INTERVAL)
+        .build();
+    let peers: Vec<FakePeer> = (0..n).map(FakePeer::new).collect();
+    let me = c.node(0).name.clone();
+    let scratch = c.dir().join("scratch");
+    std::fs::create_dir_all(&scratch).expect("scratch dir");
+    let mut kube_config = None;
+    let feed = match store {
+        StoreKind::File => Feed::File {
+            dir: c.lease_dir(),
+            scratch: scratch.clone(),
+        },
+        StoreKind::Etcd => Feed::Etcd {
+            endpoint: flannel_cluster::cluster::store::etcd_endpoint(),
+            underlay: flannel_cluster::NetNs::existing(c.underlay().name()),
+        },
+        StoreKind::Kube => {
+            let (api, kubeconfig) = c.kube_api_in_process();
+            let mine = NodeFixture::new(&me, 1 << 22)
+                .pod_cidr("10.255.0.0/24")
+                .build();
+            api.create_node(mine).expect("our node");
+            kube_config = Some(kubeconfig);
+            Feed::Kube(api)
+        }
+    };
+    let t = Instant::now();
+    feed.add(&peers);
+    eprintln!("{n} leases written ({:?})", t.elapsed());
+
+    let anchor = ip_batch(&peers, &scratch);
+    eprintln!("ip -batch anchor: {}", ms(anchor));
+
+    let log_path = c.dir().join("flanneld.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let node = c.node(0);
+    let mut cmd = flanneld_command(&c, &me, kube_config.as_deref(), log);
+    let subnet_file = node.subnet_file();
+    let ns_name = node.ns.name().to_owned();
+    let want = Entries::wanted(&peers);
+
+    let start = Instant::now();
+    let mut flanneld = ChildGuard::spawn(&mut cmd);
+    let pid = flanneld.pid();
+    let (mut subnet_env, mut dev_seen) = (None, false);
+    let deadline = start + Duration::from_secs(60);
+    while subnet_env.is_none() || !dev_seen {
+        assert!(
+            Instant::now() < deadline,
+            "flanneld did not start: {}",
+            tail(&log_path)
+        );
+        if subnet_env.is_none() && subnet_file.exists() {
+            subnet_env = Some(start.elapsed());
+        }
+        dev_seen = dev_seen || node.ns.run(has_flannel1);
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    let monitor = EntryMonitor::start(&node.ns, "flannel.1");
+    let programmed_at = wait_match(&ns_name, &want, &monitor, start, want.count(), &log_path);
+    let programmed = programmed_at - start;
+    let subnet_env = subnet_env.unwrap_or_default();
+    eprintln!(
+        "programmed: {} (subnet.env {})",
+        ms(programmed),
+        ms(subnet_env)
+    );
+    let start_log_lines = std::fs::read_to_string(&log_path)
+        .map(|t| t.lines().count())
+        .unwrap_or(0);
+
+    std::thread::sleep(Duration::from_secs(2));
+    let rss = rss_mib(pid);
+    let resync_cpu = resync_cpu(&node.ns, pid);
+
+    // Churn: the first `churn` peers go, `churn` new ones come.
+    let gone: Vec<FakePeer> = peers[..churn as usize].to_vec();
+    let new: Vec<FakePeer> = (n..n + churn).map(FakePeer::new).collect();
+    let now_peers: Vec<FakePeer> = peers[churn as usize..]
+        .iter()
+        .chain(&new)
+        .cloned()
+        .collect();
+    let want = Entries::wanted(&now_peers);
+    let writes = 6 * churn as usize;
+    let since = Instant::now();
+    feed.remove(&gone);
+    feed.add(&new);
+    let last_write = Instant::now();
+    let matched = wait_match(&ns_name, &want, &monitor, since, writes, &log_path);
+    let churn_s = matched.duration_since(since).as_secs_f64()
+        - last_write.duration_since(since).as_secs_f64();
+    eprintln!(
+        "churn: writes done in {}, kernel matched {} after the last",
+        ms(last_write - since),
+        signed_ms(churn_s)
+    );
+
+    let relist = (store == StoreKind::Etcd).then(|| {
+        relist_after_compaction(
+            &feed, pid, &ns_name, &monitor, &now_peers, churn, n, &log_path,
+        )
+    });
+
+    flanneld.stop(Duration::from_secs(5));
+    Figures {
+        subnet_env,
+        programmed,
+        anchor,
+        rss,
+        resync_cpu,
+        churn: churn_s,
+        relist,
+        start_log_lines,
+    }
+}
+
+/// etcd: churn while flanneld is stopped, history compacted, flanneld
+/// continued; says whether its watch was cancelled as compacted.
+#[allow(clippy::too_many_arguments)]
+fn relist_after_compaction(
+    feed: &Feed,
+    pid: u32,
+    ns: &str,
+    monitor: &EntryMonitor,
+    peers: &[FakePeer],
+    churn: u32,
+    n: u32,
+    log: &std::path::Path,
+) -> String {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let gone: Vec<FakePeer> = peers[..churn as usize].to_vec();
+    let new: Vec<FakePeer> = (n + churn..n + 2 * churn).map(FakePeer::new).collect();
+    let after: Vec<FakePeer> = peers[churn as usize..]
+        .iter()
+        .chain(&new)
+        .cloned()
+        .collect();
+    let want = Entries::wanted(&after);
+    let compacted_before = count_in(log, "was compacted");
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGSTOP);
+    feed.remove(&gone);
+    feed.add(&new);
+    feed.compact();
+    let cpu0 = cpu(pid);
+    let since = Instant::now();
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
+    let matched = wait_match(ns, &want, monitor, since, 6 * churn as usize, log);
+    std::thread::sleep(Duration::from_millis(500));
+    let relist_cpu = cpu(pid) - cpu0;
+    let compacted = count_in(log, "was compacted") > compacted_before;
+    let took = matched.duration_since(since);
+    if compacted {
+        format!(
+            "relisted: SIGCONT → matches {}, {} CPU",
+            ms(took),
+            ms(relist_cpu)
+        )
+    } else {
+        format!(
+            "no compaction cancel (events replayed): SIGCONT → matches {}, {} CPU",
+            ms(took),
+            ms(relist_cpu)
+        )
+    }
+}
+
+fn count_in(log: &std::path::Path, needle: &str) -> usize {
+    std::fs::read_to_string(log)
+        .map(|t| t.lines().filter(|l| l.contains(needle)).count())
+        .unwrap_or(0)
+}
+
+fn has_flannel1() -> bool {
+    // SAFETY: a NUL-terminated name.
+    unsafe { libc::if_nametoindex(c"flannel.1".as_ptr()) != 0 }
+}
+
+/// Waits until flannel.1 holds exactly `want`; returns the time of the last
+/// kernel change seen since `since`. Reads the device only once the monitor
+/// has seen `changes` changes, or every 2 s (the monitor may drop events).
+fn wait_match(
+    ns: &str,
+    want: &Entries,
+    monitor: &EntryMonitor,
+    since: Instant,
+    changes: usize,
+    log: &std::path::Path,
+) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last_read = Instant::now();
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "flannel.1 never matched: {}",
+            tail(log)
+        );
+        let seen: Vec<Instant> = monitor
+            .events()
+            .into_iter()
+            .map(|e| e.at)
+            .filter(|at| *at >= since)
+            .collect();
+        if seen.len() >= changes || last_read.elapsed() > Duration::from_secs(2) {
+            last_read = Instant::now();
+            if Entries::read(ns) == *want {
+                // Latest change, re-read after the check.
+                let last = monitor
+                    .events()
+                    .into_iter()
+                    .map(|e| e.at)
+                    .filter(|at| *at >= since)
+                    .max();
+                return last.unwrap_or(since);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// flanneld's CPU over two resync intervals, divided by the passes made.
+fn resync_cpu(ns: &flannel_cluster::NetNs, pid: u32) -> Duration {
+    let passes = || {
+        flannel_cluster::metrics::scrape(ns)
+            .ok()
+            .and_then(|s| s.value("flanneld_resyncs_total", &[]))
+            .unwrap_or(0.0)
+    };
+    let (p0, c0) = (passes(), cpu(pid));
+    std::thread::sleep(Duration::from_secs(2 * RESYNC_INTERVAL) + Duration::from_millis(500));
+    let (c1, p1) = (cpu(pid), passes());
+    let made = (p1 - p0).max(1.0);
+    (c1 - c0).div_f64(made)
+}
+
+fn tail(log: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
