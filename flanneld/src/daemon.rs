@@ -173,20 +173,21 @@ pub async fn run(
     );
     metrics.store_reachable.set(1);
 
+    dp.adopt(&lease).await.map_err(DaemonError::Datapath)?;
+    let mut rules = start_rules(&settings, &config, &lease).await?;
+    write_subnet_env(&settings, &config, &lease, mtu)?;
     // The store's listing (thousands of leases: a wait on etcd or the API
-    // server) runs while the node is set up.
-    let setup = async {
-        dp.adopt(&lease).await.map_err(DaemonError::Datapath)?;
-        let rules = start_rules(&settings, &config, &lease).await?;
-        write_subnet_env(&settings, &config, &lease, mtu)?;
+    // server) runs while the store is told the datapath is ready; not
+    // earlier, where parsing it would delay subnet.env.
+    let report = async {
         let reported = store.datapath_ready(&lease).await;
         metrics.store_request("datapath_ready", &reported);
         reported.map_err(DaemonError::Ready)?;
         ready.set(true);
-        Ok::<_, DaemonError>(rules)
+        Ok::<_, DaemonError>(())
     };
-    let (rules, watch) = tokio::join!(setup, store.watch());
-    let mut rules = rules?;
+    let (reported, watch) = tokio::join!(report, store.watch());
+    reported?;
     metrics.store_request("watch", &watch);
     let mut watch = watch.map_err(DaemonError::Watch)?;
     tracing::info!(leases = watch.snapshot.len(), "leases listed");
