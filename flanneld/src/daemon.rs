@@ -23,7 +23,7 @@ use crate::datapath::{Datapath, Follow, Specs};
 use crate::error::{chain, DaemonError};
 use crate::http::Readiness;
 use crate::iface::{ExtIface, IfaceError};
-use crate::lease::{Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming, Previous};
+use crate::lease::{Lease, LeaseAttrs, LeaseError, LeaseEvent, LeaseStore, LeaseTiming, Previous};
 use crate::masq::{MasqKeeper, MasqRules};
 use crate::metrics::Metrics;
 use crate::netconf::{Family, NetConfig};
@@ -183,14 +183,21 @@ pub async fn run(
     dp.adopt(&lease).await.map_err(DaemonError::Datapath)?;
     let mut rules = start_rules(&settings, &config, &lease).await?;
     write_subnet_env(&settings, &config, &lease, mtu)?;
-    let reported = store.datapath_ready(&lease).await;
-    metrics.store_request("datapath_ready", &reported);
-    reported.map_err(DaemonError::Ready)?;
-    ready.set(true);
-
-    let watch = store.watch().await;
+    // The store's listing (thousands of leases: a wait on etcd or the API
+    // server) runs while the store is told the datapath is ready; not
+    // earlier, where parsing it would delay subnet.env.
+    let report = async {
+        let reported = store.datapath_ready(&lease).await;
+        metrics.store_request("datapath_ready", &reported);
+        reported.map_err(DaemonError::Ready)?;
+        ready.set(true);
+        Ok::<_, DaemonError>(())
+    };
+    let (reported, watch) = tokio::join!(report, store.watch());
+    reported?;
     metrics.store_request("watch", &watch);
     let mut watch = watch.map_err(DaemonError::Watch)?;
+    tracing::info!(leases = watch.snapshot.len(), "leases listed");
     dp.program(&watch.snapshot).await;
 
     let mut kernel_events = watch_kernel::subscribe().map_err(DaemonError::KernelEvents)?;
@@ -208,19 +215,20 @@ pub async fn run(
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping, datapath left in place"); return Ok(Exit::Stopped) }
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping, datapath left in place"); return Ok(Exit::Stopped) }
-            ev = watch.events.recv() => match ev {
-                Some(Ok(ev)) => {
-                    let follow = dp.on_lease_event(ev).await.map_err(DaemonError::Datapath)?;
+            ev = watch.events.recv() => {
+                // Everything already queued goes as one batch: one list of
+                // kernel writes rather than three round trips per event.
+                let (batch, ended) = drain(ev, &mut watch.events, &metrics);
+                if !batch.is_empty() {
+                    let follow = dp.on_lease_events(batch).await.map_err(DaemonError::Datapath)?;
                     if follow == Follow::RenewNow {
                         renew_at = Instant::now();
                     }
                 }
-                Some(Err(e)) => {
-                    metrics.store_outcome("watch_event", Some(&e));
-                    tracing::warn!("lease watch: {e}")
+                if ended {
+                    return Err(DaemonError::WatchEnded);
                 }
-                None => return Err(DaemonError::WatchEnded),
-            },
+            }
             _ = kernel_events.changed(&indexes) => {
                 // Something on our device changed: check at once rather
                 // than at the next tick.
@@ -282,6 +290,38 @@ pub async fn run(
                 metrics.store_reachable.set(i64::from(store.is_reachable()));
             }
         }
+    }
+}
+
+/// Events a batch takes at most (the watches queue at most a few hundred).
+const BATCH_MAX: usize = 4096;
+
+/// `first` and every lease event already queued behind it, in order (watch
+/// errors are counted and logged on the way); and whether the watch ended.
+fn drain(
+    first: Option<Result<LeaseEvent, LeaseError>>,
+    rx: &mut tokio::sync::mpsc::Receiver<Result<LeaseEvent, LeaseError>>,
+    metrics: &Metrics,
+) -> (Vec<LeaseEvent>, bool) {
+    let mut batch = Vec::new();
+    let mut next = first;
+    loop {
+        match next {
+            Some(Ok(ev)) => batch.push(ev),
+            Some(Err(e)) => {
+                metrics.store_outcome("watch_event", Some(&e));
+                tracing::warn!("lease watch: {e}")
+            }
+            None => return (batch, true),
+        }
+        if batch.len() >= BATCH_MAX {
+            return (batch, false);
+        }
+        next = match rx.try_recv() {
+            Ok(item) => Some(item),
+            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => return (batch, false),
+            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => None,
+        };
     }
 }
 

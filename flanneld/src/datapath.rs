@@ -9,6 +9,8 @@
 //! `vxlan`. It does not talk to the lease store, nor decide when to act:
 //! that is the daemon's loop. It does not touch nftables or `subnet.env`.
 
+#[cfg(test)]
+mod batch_tests;
 mod error;
 mod family;
 #[cfg(test)]
@@ -59,20 +61,23 @@ pub struct Datapath {
     metrics: Arc<Metrics>,
 }
 
-/// One family's part of a lease event: `l` (None: removed) as that
-/// family's peer of lease `id`.
-async fn event<F: LeaseFamily>(
+/// One family's part of a batch of lease events: each lease (None:
+/// removed) as that family's peer, in order. Returns how many subnets
+/// changed.
+async fn events<F: LeaseFamily>(
     path: Option<&mut FamilyPath<F>>,
-    id: LeaseId,
-    l: Option<&Lease>,
+    leases: &[(LeaseId, Option<&Lease>)],
     vni: u32,
     store_chooses: bool,
-) -> bool {
+) -> usize {
     let Some(path) = path else {
-        return false;
+        return 0;
     };
-    let peer = l.and_then(|l| path.peer_of(l, vni, store_chooses));
-    path.update(id, peer).await
+    let updates = leases
+        .iter()
+        .map(|(id, l)| (*id, l.and_then(|l| path.peer_of(l, vni, store_chooses))))
+        .collect();
+    path.update_many(updates).await
 }
 
 /// Every lease of `snapshot` but ours as that family's peers.
@@ -157,36 +162,52 @@ impl Datapath {
 
     /// One change seen by the lease watch.
     pub async fn on_lease_event(&mut self, ev: LeaseEvent) -> Result<Follow, DatapathError> {
+        self.on_lease_events(vec![ev]).await
+    }
+
+    /// Changes seen by the lease watch, in the order seen, applied as one
+    /// batch: the kernel gets each touched subnet's final peer in one list
+    /// of writes (a lease removed and added again costs nothing when it did
+    /// not change). Our own lease's events are checked first, as for one.
+    pub async fn on_lease_events(&mut self, evs: Vec<LeaseEvent>) -> Result<Follow, DatapathError> {
         let Some((own, own_ip)) = self.own else {
             return Ok(Follow::Nothing);
         };
-        let (id, lease) = match &ev {
-            LeaseEvent::Added(l) => (lease_id(l), Some(l)),
-            LeaseEvent::Removed(l) => (lease_id(l), None),
-        };
-        if id == own {
+        let mut follow = Follow::Nothing;
+        let mut leases: Vec<(LeaseId, Option<&Lease>)> = Vec::with_capacity(evs.len());
+        for ev in &evs {
+            let (id, lease) = match ev {
+                LeaseEvent::Added(l) => (lease_id(l), Some(l)),
+                LeaseEvent::Removed(l) => (lease_id(l), None),
+            };
+            if id != own {
+                leases.push((id, lease));
+                continue;
+            }
             let own = crate::lease::subnet_key(own.0, own.1);
-            return match lease {
-                Some(l) if l.attrs.node_ip() != own_ip => Err(DatapathError::TakenOver {
-                    own,
-                    by: l.attrs.node_ip(),
-                }),
-                Some(_) => Ok(Follow::Nothing),
+            match lease {
+                Some(l) if l.attrs.node_ip() != own_ip => {
+                    return Err(DatapathError::TakenOver {
+                        own,
+                        by: l.attrs.node_ip(),
+                    })
+                }
+                Some(_) => {}
                 None => {
                     tracing::warn!("our lease for {own} disappeared; renewing it at once");
-                    Ok(Follow::RenewNow)
+                    follow = Follow::RenewNow;
                 }
-            };
+            }
         }
         let started = Instant::now();
         let (vni, sc) = (self.vni, self.store_chooses);
-        let mut changed = event(self.v4.as_mut(), id, lease, vni, sc).await;
-        changed |= event(self.v6.as_mut(), id, lease, vni, sc).await;
-        if changed {
+        let mut changed = events(self.v4.as_mut(), &leases, vni, sc).await;
+        changed += events(self.v6.as_mut(), &leases, vni, sc).await;
+        if changed > 0 {
             self.metrics.observe_latency("lease", started.elapsed());
         }
         self.metrics.peers.set(gauge(self.peer_count()));
-        Ok(Follow::Nothing)
+        Ok(follow)
     }
 
     /// Peers (nodes) programmed: the larger family's count.
@@ -243,9 +264,10 @@ impl Datapath {
         }
         if start_up {
             tracing::info!(
-                "start-up: {} peers; programmed {}",
+                "start-up: {} peers; programmed {} in {} ms",
                 self.peer_count(),
-                by_kind(&r.added)
+                by_kind(&r.added),
+                started.elapsed().as_millis()
             );
         }
         for entry in &r.removed {

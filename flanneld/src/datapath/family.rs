@@ -10,7 +10,7 @@
 //! here (`lease::skip`), never fatal. Kernel writes go through `vxlan`;
 //! the other family's half is never touched.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::{Ipv4Network, Ipv6Network};
@@ -20,7 +20,7 @@ use super::{underlay_unicast, DatapathError};
 use crate::lease::{skip, Lease};
 use crate::mac;
 use crate::netconf::{FamilyConfig, NetConfig};
-use crate::vxlan::{Device, DeviceSpec, Peer, Repairs, Vxlan, VxlanFamily};
+use crate::vxlan::{Change, Device, DeviceSpec, Peer, Repairs, Vxlan, VxlanFamily};
 
 /// What identifies a lease across its events, whatever its families (its
 /// store key: the IPv4 subnet, [`crate::lease::NO_IPV4`] when IPv6-only,
@@ -152,6 +152,8 @@ pub(super) struct FamilyPath<F: LeaseFamily> {
     /// Which lease each peer came from: a lease whose subnet of this
     /// family changed (or went) takes its old peer with it.
     by_lease: HashMap<LeaseId, F>,
+    /// How many leases hold each subnet of `by_lease`.
+    holders: HashMap<F, usize>,
 }
 
 impl<F: LeaseFamily> FamilyPath<F> {
@@ -180,6 +182,7 @@ impl<F: LeaseFamily> FamilyPath<F> {
             own: None,
             peers: BTreeMap::new(),
             by_lease: HashMap::new(),
+            holders: HashMap::new(),
         })
     }
 
@@ -213,57 +216,99 @@ impl<F: LeaseFamily> FamilyPath<F> {
     pub fn load(&mut self, peers: Vec<(LeaseId, Peer<F>)>) {
         self.peers.clear();
         self.by_lease.clear();
+        self.holders.clear();
         for (id, p) in peers {
-            self.by_lease.insert(id, p.subnet);
+            self.hold(id, p.subnet);
             self.peers.insert(p.subnet, p);
         }
     }
 
-    /// Lease `id` now has `peer` of this family (None: none any more):
-    /// programs it, and removes what the lease had before if that differs.
-    /// Returns whether anything changed.
-    pub async fn update(&mut self, id: LeaseId, peer: Option<Peer<F>>) -> bool {
-        let before = self.by_lease.get(&id).copied();
-        let mut changed = false;
-        if let Some(old) = before.filter(|s| peer.as_ref().map(|p| p.subnet) != Some(*s)) {
-            self.by_lease.remove(&id);
-            // Another lease may hold this subnet now (the same node under a
-            // new key: its other family's subnet changed).
-            if !self.by_lease.values().any(|s| *s == old) {
-                changed |= self.remove(old).await;
+    /// Many leases' new peers of this family, in the order the events came:
+    /// the peer set follows each in turn, then the kernel is brought from
+    /// the peers before to the peers after in one list of writes (see
+    /// [`crate::vxlan::Vxlan::apply_changes`]). A subnet removed and added
+    /// again by the batch is written once, as its final peer, or not at all
+    /// when that is what was programmed. Returns how many subnets changed.
+    pub async fn update_many(&mut self, updates: Vec<(LeaseId, Option<Peer<F>>)>) -> usize {
+        // Each touched subnet's peer before the batch.
+        let mut before: BTreeMap<F, Option<Peer<F>>> = BTreeMap::new();
+        for (id, peer) in updates {
+            let old = self.by_lease.get(&id).copied();
+            if let Some(old) = old.filter(|s| peer.as_ref().map(|p| p.subnet) != Some(*s)) {
+                self.unhold(id);
+                // Another lease may hold this subnet now (the same node under
+                // a new key: its other family's subnet changed).
+                if !self.holders.contains_key(&old) {
+                    let was = self.peers.remove(&old);
+                    before.entry(old).or_insert(was);
+                }
+            }
+            if let Some(p) = peer {
+                self.hold(id, p.subnet);
+                let was = self.peers.insert(p.subnet, p.clone());
+                before.entry(p.subnet).or_insert(was);
             }
         }
-        if let Some(p) = peer {
-            self.by_lease.insert(id, p.subnet);
-            changed |= self.set(p).await;
+        let changes: Vec<Change<F>> = before
+            .into_iter()
+            .filter_map(|(subnet, old)| {
+                let new = self.peers.get(&subnet).cloned();
+                (old != new).then_some(Change { old, new })
+            })
+            .collect();
+        if changes.is_empty() {
+            return 0;
         }
-        changed
-    }
-
-    async fn set(&mut self, p: Peer<F>) -> bool {
-        let old = self.peers.get(&p.subnet).cloned();
-        if old.as_ref() == Some(&p) {
-            return false;
-        }
-        match self.vx.set_peer(&self.dev, &p, old.as_ref()).await {
-            Ok(()) => {
-                tracing::info!(subnet = %p.subnet, public_ip = %p.public_ip, vtep = %mac::format(&p.vtep_mac), "peer programmed")
-            }
-            Err(e) => tracing::warn!("program peer {}: {e} (resync will retry)", p.subnet),
-        }
-        self.peers.insert(p.subnet, p);
-        true
-    }
-
-    async fn remove(&mut self, subnet: F) -> bool {
-        let Some(old) = self.peers.remove(&subnet) else {
-            return false;
+        // What the peers still need is only asked when something may be
+        // deleted: a peer gone, or one whose MAC or VTEP moved.
+        let deletes = changes.iter().any(|c| match (&c.old, &c.new) {
+            (Some(o), Some(n)) => o.vtep_mac != n.vtep_mac || o.public_ip != n.public_ip,
+            (Some(_), None) => true,
+            (None, _) => false,
+        });
+        let keep = if deletes {
+            self.vx.fdb_keys(self.peers.values())
+        } else {
+            HashSet::new()
         };
-        match self.vx.remove_peer(&self.dev, &old).await {
-            Ok(()) => tracing::info!(subnet = %old.subnet, "peer removed"),
-            Err(e) => tracing::warn!("remove peer {}: {e} (resync will retry)", old.subnet),
+        let failed = self.vx.apply_changes(&self.dev, &changes, &keep).await;
+        for c in &changes {
+            match (&c.old, &c.new) {
+                (_, Some(p)) => {
+                    tracing::info!(subnet = %p.subnet, public_ip = %p.public_ip, vtep = %mac::format(&p.vtep_mac), "peer programmed")
+                }
+                (Some(old), None) => tracing::info!(subnet = %old.subnet, "peer removed"),
+                (None, None) => {}
+            }
         }
-        true
+        for e in &failed {
+            tracing::warn!("update peers: {e} (resync will retry)");
+        }
+        changes.len()
+    }
+
+    /// Lease `id` holds `subnet` (and no other of this family).
+    fn hold(&mut self, id: LeaseId, subnet: F) {
+        if let Some(old) = self.by_lease.insert(id, subnet) {
+            self.release(old);
+        }
+        *self.holders.entry(subnet).or_default() += 1;
+    }
+
+    /// Lease `id` holds no subnet of this family.
+    fn unhold(&mut self, id: LeaseId) {
+        if let Some(old) = self.by_lease.remove(&id) {
+            self.release(old);
+        }
+    }
+
+    fn release(&mut self, subnet: F) {
+        if let Some(n) = self.holders.get_mut(&subnet) {
+            *n -= 1;
+            if *n == 0 {
+                self.holders.remove(&subnet);
+            }
+        }
     }
 
     /// Recreates the device if someone deleted or replaced it (the next

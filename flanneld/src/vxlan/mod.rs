@@ -16,6 +16,7 @@
 //! - `device.rs`: create / adopt / replace the device, its address.
 //! - `peer.rs`: what one peer needs, programming and removing it.
 //! - `reconcile.rs`: dump, diff against the wanted set, repair.
+//! - `write.rs`: lists of writes, many to a netlink datagram.
 //! - `link.rs`, `neigh.rs`, `route.rs`: one typed method per kernel operation.
 //!
 //! Owns the backend's kernel state; it does not decide when to act
@@ -29,6 +30,7 @@ mod neigh;
 mod peer;
 mod reconcile;
 mod route;
+mod write;
 
 #[cfg(test)]
 pub(crate) mod tests;
@@ -41,6 +43,7 @@ use rtnetlink::Handle;
 pub use error::VxlanError;
 pub use family::VxlanFamily;
 pub(crate) use link::{AddrRow, LinkState, Links};
+pub use peer::Change;
 
 /// What `flannel.<VNI>` (`flannel-v6.<VNI>`) must look like.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +155,9 @@ pub struct Routing<F: VxlanFamily = Ipv4Network> {
 /// The VXLAN backend of family `F` on one rtnetlink connection.
 pub struct Vxlan<F: VxlanFamily = Ipv4Network> {
     handle: Handle,
+    /// The socket lists of writes go through (None if it could not be
+    /// opened: then one request at a time on `handle`).
+    writer: Option<write::Writer>,
     routing: Option<Routing<F>>,
     family: PhantomData<F>,
 }
@@ -159,9 +165,23 @@ pub struct Vxlan<F: VxlanFamily = Ipv4Network> {
 impl<F: VxlanFamily> Vxlan<F> {
     /// The backend with overlay routing only: every peer gets the three
     /// VXLAN entries and the external interface's routes are never touched.
+    ///
+    /// Also opens a second netlink socket for writing many entries at once,
+    /// in the calling thread's network namespace, which must be the
+    /// handle's; inside a tokio runtime.
     pub fn new(handle: Handle) -> Self {
+        let writer = match write::Writer::open() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(
+                    "open a netlink socket for batched writes: {e}; writing one entry at a time"
+                );
+                None
+            }
+        };
         Self {
             handle,
+            writer,
             routing: None,
             family: PhantomData,
         }

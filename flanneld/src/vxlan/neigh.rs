@@ -1,19 +1,17 @@
-//! Neighbour (ARP / NDP) and FDB entries on the VXLAN device: one typed method per
-//! kernel operation.
+//! Neighbour (ARP / NDP) and FDB entries on the VXLAN device, as dumped
+//! (writing them is `write.rs`'s).
 //!
-//! Owns the requests only: it does not decide which entries should exist
-//! (that is `peer` and `reconcile`).
+//! Owns the entry types and their dump only: it does not decide which
+//! entries should exist (that is `peer` and `reconcile`).
 
 use std::marker::PhantomData;
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::neighbour::{
-    NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
-};
+use rtnetlink::packet_route::neighbour::{NeighbourAttribute, NeighbourMessage, NeighbourState};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::Handle;
 
-use super::error::{ok_if_missing, VxlanError};
+use super::error::VxlanError;
 use super::VxlanFamily;
 
 const NUD_PERMANENT: u16 = 0x80;
@@ -49,50 +47,6 @@ pub(crate) struct Neighbours<'a, F> {
 }
 
 impl<F: VxlanFamily> Neighbours<'_, F> {
-    /// `ip neigh replace IP lladdr MAC dev NAME nud permanent`.
-    pub async fn replace(&self, ip: F::Addr, mac: [u8; 6]) -> Result<(), VxlanError> {
-        self.handle
-            .neighbours()
-            .add(self.index, F::to_ip(ip))
-            .link_layer_address(&mac)
-            .state(NeighbourState::Permanent)
-            .replace()
-            .execute()
-            .await
-            .map_err(|e| {
-                VxlanError::netlink(
-                    format!(
-                        "replace neighbour {ip} lladdr {} on {}",
-                        common::mac::format(&mac),
-                        self.name
-                    ),
-                    e,
-                )
-            })
-    }
-
-    /// `ip neigh del IP dev NAME`; an entry already gone is fine.
-    pub async fn delete(&self, ip: F::Addr) -> Result<(), VxlanError> {
-        let mut msg = NeighbourMessage::default();
-        msg.header.family = F::AF;
-        msg.header.ifindex = self.index;
-        msg.attributes
-            .push(NeighbourAttribute::Destination(F::neigh_address(ip)));
-        self.del(msg, format!("neighbour {ip}")).await
-    }
-
-    /// Deletes a neighbour-table entry; one already gone is fine.
-    async fn del(&self, msg: NeighbourMessage, what: String) -> Result<(), VxlanError> {
-        ok_if_missing(
-            self.handle
-                .neighbours()
-                .del(msg)
-                .execute()
-                .await
-                .map_err(|e| VxlanError::netlink(format!("delete {what} on {}", self.name), e)),
-        )
-    }
-
     /// The neighbour entries of family `F` on this device.
     pub async fn dump(&self) -> Result<Vec<NeighEntry<F>>, VxlanError> {
         let mut out = Vec::new();
@@ -141,51 +95,6 @@ impl<F: VxlanFamily> Neighbours<'_, F> {
             }
         }
         Ok(out)
-    }
-
-    /// `bridge fdb replace MAC dev NAME dst DST self permanent`.
-    pub async fn fdb_replace(&self, mac: [u8; 6], dst: F::Addr) -> Result<(), VxlanError> {
-        let mut req = self
-            .handle
-            .neighbours()
-            .add_bridge(self.index, &mac)
-            .flags(NeighbourFlags::Own)
-            .state(NeighbourState::Permanent)
-            .replace();
-        req.message_mut()
-            .attributes
-            .push(NeighbourAttribute::Destination(F::neigh_address(dst)));
-        req.execute().await.map_err(|e| {
-            VxlanError::netlink(
-                format!(
-                    "replace fdb entry {} dst {dst} on {}",
-                    common::mac::format(&mac),
-                    self.name
-                ),
-                e,
-            )
-        })
-    }
-
-    /// `bridge fdb del MAC dev NAME dst DST self`: removes that remote (and
-    /// the entry with its last remote); an entry already gone is fine.
-    pub async fn fdb_delete(&self, mac: &[u8], dst: Option<F::Addr>) -> Result<(), VxlanError> {
-        let mut msg = NeighbourMessage::default();
-        msg.header.family = AddressFamily::Bridge;
-        msg.header.ifindex = self.index;
-        msg.header.flags = NeighbourFlags::Own;
-        msg.header.state = NeighbourState::Permanent;
-        msg.attributes
-            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
-        if let Some(dst) = dst {
-            msg.attributes
-                .push(NeighbourAttribute::Destination(F::neigh_address(dst)));
-        }
-        let what = match dst {
-            Some(dst) => format!("{} dst {dst}", common::mac::format(mac)),
-            None => common::mac::format(mac),
-        };
-        self.del(msg, format!("fdb entry {what}")).await
     }
 
     /// The FDB entries of this device (one per remote). A device of one

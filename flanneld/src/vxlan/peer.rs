@@ -1,11 +1,14 @@
-//! What one peer needs in the kernel, and programming or removing it.
+//! What one peer needs in the kernel, and programming or removing it:
+//! one peer, or many changes at once.
 //!
-//! Owns one peer's entries; it does not decide which peers exist (the
+//! Owns the peers' entries; it does not decide which peers exist (the
 //! leases do) and does not dump the kernel (that is `reconcile`).
 
+use std::collections::HashSet;
 use std::fmt::Display;
 
 use super::route::RouteSpec;
+use super::write::Write;
 use super::{Device, Peer, Vxlan, VxlanError, VxlanFamily};
 
 /// The kernel entries one peer needs.
@@ -89,56 +92,135 @@ impl<F: VxlanFamily> Vxlan<F> {
         peer: &Peer<F>,
         old: Option<&Peer<F>>,
     ) -> Result<(), VxlanError> {
-        let nb = self.neighbours(dev);
-        match self.entries(dev, peer) {
-            PeerEntries::Overlay {
-                neigh_ip,
-                mac,
-                vtep,
-                route,
-            } => {
-                nb.replace(neigh_ip, mac).await?;
-                nb.fdb_replace(mac, vtep).await?;
-                self.routes().replace(&route).await?;
-                if let Some(old) = old {
-                    if old.vtep_mac != peer.vtep_mac || old.public_ip != peer.public_ip {
-                        nb.fdb_delete(&old.vtep_mac, Some(old.public_ip)).await?;
-                    }
-                }
-            }
-            PeerEntries::Direct { route } => {
-                // Replaces an overlay route to the same subnet in place.
-                self.routes().replace(&route).await?;
-                nb.delete(peer.gateway()).await?;
-                nb.fdb_delete(&peer.vtep_mac, Some(peer.public_ip)).await?;
-                if let Some(old) = old.filter(|old| *old != peer) {
-                    nb.fdb_delete(&old.vtep_mac, Some(old.public_ip)).await?;
-                }
-            }
-        }
-        Ok(())
+        let change = Change {
+            old: old.cloned(),
+            new: Some(peer.clone()),
+        };
+        let keep = self.fdb_keys(std::iter::once(peer));
+        first_error(self.apply_changes(dev, &[change], &keep).await)
     }
 
     /// Removes `peer`'s entries: the route first (no traffic is sent
     /// towards a half-removed peer), then neighbour and FDB entry. Entries
     /// already gone are fine.
     pub async fn remove_peer(&self, dev: &Device, peer: &Peer<F>) -> Result<(), VxlanError> {
-        let nb = self.neighbours(dev);
-        match self.entries(dev, peer) {
-            PeerEntries::Overlay {
-                neigh_ip,
-                mac,
-                vtep,
-                route,
-            } => {
-                self.routes().delete(&route).await?;
-                nb.delete(neigh_ip).await?;
-                nb.fdb_delete(&mac, Some(vtep)).await?;
+        let change = Change {
+            old: Some(peer.clone()),
+            new: None,
+        };
+        first_error(self.apply_changes(dev, &[change], &HashSet::new()).await)
+    }
+
+    /// The FDB entries (MAC, VTEP) `peers` need (direct peers need none).
+    pub fn fdb_keys<'a>(
+        &self,
+        peers: impl IntoIterator<Item = &'a Peer<F>>,
+    ) -> HashSet<([u8; 6], F::Addr)> {
+        peers
+            .into_iter()
+            .filter(|p| !self.is_direct(p))
+            .map(|p| (p.vtep_mac, p.public_ip))
+            .collect()
+    }
+
+    /// Makes many peers' changes as one list of writes (many to a netlink
+    /// datagram, see [`Vxlan::write_all`]): first every removed peer's
+    /// entries (route, neighbour, FDB entry), then every new or changed
+    /// peer's (neighbour, FDB entry, route; a direct peer's route, and its
+    /// VXLAN entries removed), then the FDB entries changed peers no longer
+    /// use. An FDB entry in `keep` (what the peers after the change need,
+    /// see [`Vxlan::fdb_keys`]) is never deleted: another subnet of the
+    /// same node may use it. Returns the writes that failed, as errors.
+    pub async fn apply_changes(
+        &self,
+        dev: &Device,
+        changes: &[Change<F>],
+        keep: &HashSet<([u8; 6], F::Addr)>,
+    ) -> Vec<VxlanError> {
+        let mut removals = Vec::new();
+        let mut sets = Vec::new();
+        let mut cleanup = Vec::new();
+        let del_fdb = |mac: [u8; 6], dst: F::Addr, into: &mut Vec<Write<F>>| {
+            if !keep.contains(&(mac, dst)) {
+                into.push(Write::DelFdb {
+                    mac: mac.to_vec(),
+                    dst: Some(dst),
+                });
             }
-            PeerEntries::Direct { route } => {
-                self.routes().delete(&route).await?;
+        };
+        for c in changes {
+            match (&c.old, &c.new) {
+                (None, None) => {}
+                (Some(old), None) => match self.entries(dev, old) {
+                    PeerEntries::Overlay {
+                        neigh_ip,
+                        mac,
+                        vtep,
+                        route,
+                    } => {
+                        removals.push(Write::DelRoute(route));
+                        removals.push(Write::DelNeigh {
+                            ip: neigh_ip,
+                            mac: Some(mac.to_vec()),
+                        });
+                        del_fdb(mac, vtep, &mut removals);
+                    }
+                    PeerEntries::Direct { route } => removals.push(Write::DelRoute(route)),
+                },
+                (old, Some(peer)) => {
+                    let moved = old
+                        .as_ref()
+                        .filter(|o| o.vtep_mac != peer.vtep_mac || o.public_ip != peer.public_ip);
+                    match self.entries(dev, peer) {
+                        PeerEntries::Overlay {
+                            neigh_ip,
+                            mac,
+                            vtep,
+                            route,
+                        } => {
+                            sets.push(Write::Neigh { ip: neigh_ip, mac });
+                            sets.push(Write::Fdb { mac, dst: vtep });
+                            sets.push(Write::Route(route));
+                        }
+                        PeerEntries::Direct { route } => {
+                            // Replaces an overlay route to the same subnet
+                            // in place.
+                            sets.push(Write::Route(route));
+                            sets.push(Write::DelNeigh {
+                                ip: peer.gateway(),
+                                mac: None,
+                            });
+                            del_fdb(peer.vtep_mac, peer.public_ip, &mut sets);
+                        }
+                    }
+                    if let Some(old) = moved {
+                        del_fdb(old.vtep_mac, old.public_ip, &mut cleanup);
+                    }
+                }
             }
         }
-        Ok(())
+        let mut writes = removals;
+        writes.append(&mut sets);
+        writes.append(&mut cleanup);
+        self.write_all(dev, &writes)
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+            .collect()
+    }
+}
+
+/// One subnet's peer before (`old`) and after (`new`) a change; `None`:
+/// no peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change<F: VxlanFamily> {
+    pub old: Option<Peer<F>>,
+    pub new: Option<Peer<F>>,
+}
+
+fn first_error(errors: Vec<VxlanError>) -> Result<(), VxlanError> {
+    match errors.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }

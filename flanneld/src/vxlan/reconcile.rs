@@ -21,8 +21,9 @@ use std::collections::HashSet;
 use rtnetlink::packet_route::route::RouteProtocol;
 
 use super::neigh::{FdbEntry, NeighEntry};
-use super::peer::{describe_fdb, describe_neigh, PeerEntries};
+use super::peer::PeerEntries;
 use super::route::{RouteEntry, RouteKey, RouteSpec};
+use super::write::Write;
 use super::{Device, Peer, Repairs, Routing, Vxlan, VxlanError, VxlanFamily};
 
 /// The kernel's state, as dumped.
@@ -230,48 +231,45 @@ impl<F: VxlanFamily> Vxlan<F> {
         Ok(repairs)
     }
 
-    /// Writes the plan: removals, then additions, each kind pipelined
-    /// ([`pipelined`]) rather than one request per round trip.
+    /// Writes the plan: removals, then additions, as one list of writes
+    /// ([`Vxlan::write_all`]: many to a netlink datagram, in order).
     async fn apply(&self, dev: &Device, plan: Plan<F>, repairs: &mut Repairs) {
-        let nb = self.neighbours(dev);
-        let routes = self.routes();
-        let Repairs {
-            added,
-            removed,
-            failed,
-            ..
-        } = repairs;
-        let routes = &routes;
-        let done = pipelined(&plan.del_routes, |route| async move {
-            routes
-                .delete_entry(route, &self.oif_name(dev, route.oif))
-                .await
-        })
-        .await;
-        for (route, r) in plan.del_routes.iter().zip(done) {
-            let dev_name = self.oif_name(dev, route.oif);
-            note(removed, failed, route.describe(&dev_name), r);
-        }
-        let done = pipelined(&plan.del_neigh, |n| nb.delete(n.ip)).await;
-        for (n, r) in plan.del_neigh.iter().zip(done) {
-            let what = describe_neigh(n.ip, n.mac.as_deref(), &dev.name);
-            note(removed, failed, what, r);
-        }
-        let done = pipelined(&plan.del_fdb, |f| nb.fdb_delete(&f.mac, f.dst)).await;
-        for (f, r) in plan.del_fdb.iter().zip(done) {
-            note(removed, failed, describe_fdb(&f.mac, f.dst, &dev.name), r);
-        }
-        let done = pipelined(&plan.add_neigh, |(ip, mac)| nb.replace(*ip, *mac)).await;
-        for ((ip, mac), r) in plan.add_neigh.iter().zip(done) {
-            note(added, failed, describe_neigh(*ip, Some(mac), &dev.name), r);
-        }
-        let done = pipelined(&plan.add_fdb, |(mac, dst)| nb.fdb_replace(*mac, *dst)).await;
-        for ((mac, dst), r) in plan.add_fdb.iter().zip(done) {
-            note(added, failed, describe_fdb(mac, Some(*dst), &dev.name), r);
-        }
-        let done = pipelined(&plan.add_routes, |spec| routes.replace(spec)).await;
-        for (spec, r) in plan.add_routes.iter().zip(done) {
-            note(added, failed, spec.to_string(), r);
+        let mut writes: Vec<Write<F>> = Vec::new();
+        writes.extend(plan.del_routes.into_iter().map(|entry| {
+            let dev = self.oif_name(dev, entry.oif);
+            Write::DelRouteEntry { entry, dev }
+        }));
+        writes.extend(plan.del_neigh.into_iter().map(|n| Write::DelNeigh {
+            ip: n.ip,
+            mac: n.mac,
+        }));
+        writes.extend(plan.del_fdb.into_iter().map(|f| Write::DelFdb {
+            mac: f.mac,
+            dst: f.dst,
+        }));
+        let removals = writes.len();
+        writes.extend(
+            plan.add_neigh
+                .into_iter()
+                .map(|(ip, mac)| Write::Neigh { ip, mac }),
+        );
+        writes.extend(
+            plan.add_fdb
+                .into_iter()
+                .map(|(mac, dst)| Write::Fdb { mac, dst }),
+        );
+        writes.extend(plan.add_routes.into_iter().map(Write::Route));
+        let done = self.write_all(dev, &writes).await;
+        for (i, (w, r)) in writes.iter().zip(done).enumerate() {
+            let into = if i < removals {
+                &mut repairs.removed
+            } else {
+                &mut repairs.added
+            };
+            match r {
+                Ok(()) => into.push(w.describe(dev)),
+                Err(e) => repairs.failed.push(e.to_string()),
+            }
         }
     }
 
@@ -283,33 +281,5 @@ impl<F: VxlanFamily> Vxlan<F> {
             (Some(i), _) => format!("#{i}"),
             (None, _) => "?".to_string(),
         }
-    }
-}
-
-/// Netlink requests a reconcile keeps in flight. Waiting for each ack
-/// before the next request made a 15,000-entry start-up 1.7x slower than
-/// `ip -batch`; the acks of this many fit the socket's receive buffer many
-/// times over (an ack of a failed request carries the request, < 200 bytes).
-const IN_FLIGHT: usize = 64;
-
-/// Runs `write` for every item with up to [`IN_FLIGHT`] requests
-/// outstanding on the one netlink socket; the results in `items`' order.
-async fn pipelined<'a, T, F, Fut>(items: &'a [T], write: F) -> Vec<Result<(), VxlanError>>
-where
-    F: FnMut(&'a T) -> Fut,
-    Fut: std::future::Future<Output = Result<(), VxlanError>>,
-{
-    use futures::StreamExt;
-    futures::stream::iter(items.iter().map(write))
-        .buffered(IN_FLIGHT)
-        .collect()
-        .await
-}
-
-/// Records a repair as done, or its error as failed.
-fn note(done: &mut Vec<String>, failed: &mut Vec<String>, what: String, r: Result<(), VxlanError>) {
-    match r {
-        Ok(()) => done.push(what),
-        Err(e) => failed.push(e.to_string()),
     }
 }

@@ -1,8 +1,8 @@
-//! Routes of the main table, in one address family: one typed method per
-//! kernel operation.
+//! Routes of the main table, in one address family: the routes we want,
+//! and dumping what is there (writing them is `write.rs`'s).
 //!
-//! Owns the requests only: it does not decide which routes should exist
-//! (that is `peer` and `reconcile`).
+//! Owns the route types and their dump only: it does not decide which
+//! routes should exist (that is `peer` and `reconcile`).
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -10,11 +10,11 @@ use std::net::IpAddr;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::route::{
-    RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+    RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteType,
 };
 use rtnetlink::{Handle, RouteMessageBuilder};
 
-use super::error::{ok_if_missing, VxlanError};
+use super::error::VxlanError;
 use super::VxlanFamily;
 
 /// A route we want: `DST via GW dev OIF [onlink]`, main table, the
@@ -95,73 +95,7 @@ pub(crate) struct Routes<'a, F> {
     pub family: PhantomData<F>,
 }
 
-/// The message for `DST via GW dev OIF`; the rest is the caller's.
-fn message<F: VxlanFamily>(
-    dst: F,
-    gw: F::Addr,
-    oif: u32,
-) -> Result<RouteMessageBuilder<IpAddr>, VxlanError> {
-    let bad = |reason: String| VxlanError::Unexpected {
-        op: format!("build route {dst} via {gw}"),
-        reason,
-    };
-    Ok(RouteMessageBuilder::<IpAddr>::new()
-        .destination_prefix(F::to_ip(dst.base()), dst.prefix())
-        .map_err(|e| bad(e.to_string()))?
-        .gateway(F::to_ip(gw))
-        .map_err(|e| bad(e.to_string()))?
-        .output_interface(oif))
-}
-
 impl<F: VxlanFamily> Routes<'_, F> {
-    /// `ip route replace DST via GW dev OIF [onlink]` ("proto boot", as
-    /// iproute2 and flannel leave it).
-    pub async fn replace(&self, spec: &RouteSpec<F>) -> Result<(), VxlanError> {
-        let mut b = message(spec.dst, spec.gw, spec.oif)?
-            .protocol(RouteProtocol::Boot)
-            .priority(F::ROUTE_METRIC);
-        if spec.onlink {
-            b = b.onlink();
-        }
-        self.handle
-            .route()
-            .add(b.build())
-            .replace()
-            .execute()
-            .await
-            .map_err(|e| VxlanError::netlink(format!("replace {spec}"), e))
-    }
-
-    /// `ip route del DST via GW dev OIF`; a route already gone is fine.
-    /// Protocol unspecified and scope "nowhere" as iproute2 sends them: the
-    /// kernel only matches the fields that are set.
-    pub async fn delete(&self, spec: &RouteSpec<F>) -> Result<(), VxlanError> {
-        let msg = message(spec.dst, spec.gw, spec.oif)?
-            .protocol(RouteProtocol::Unspec)
-            .scope(RouteScope::NoWhere)
-            .build();
-        ok_if_missing(
-            self.handle
-                .route()
-                .del(msg)
-                .execute()
-                .await
-                .map_err(|e| VxlanError::netlink(format!("delete {spec}"), e)),
-        )
-    }
-
-    /// Deletes a route exactly as dumped; one already gone is fine.
-    pub async fn delete_entry(&self, entry: &RouteEntry<F>, dev: &str) -> Result<(), VxlanError> {
-        ok_if_missing(
-            self.handle
-                .route()
-                .del(entry.msg.clone())
-                .execute()
-                .await
-                .map_err(|e| VxlanError::netlink(format!("delete {}", entry.describe(dev)), e)),
-        )
-    }
-
     /// The unicast routes of family `F` in the main table.
     pub async fn dump(&self) -> Result<Vec<RouteEntry<F>>, VxlanError> {
         let mut msg = RouteMessageBuilder::<IpAddr>::new().build();

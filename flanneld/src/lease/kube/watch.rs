@@ -57,6 +57,7 @@ pub(super) async fn start(
         backoff: Backoff::new("the Kubernetes API", "watch nodes"),
         mirror: Mirror::default(),
         subnet_of: HashMap::new(),
+        owner: HashMap::new(),
         listing: None,
     };
     let first = loop {
@@ -94,6 +95,8 @@ struct Watcher {
     mirror: Mirror,
     /// The subnet each node's lease is reported under.
     subnet_of: HashMap<String, LeaseKey>,
+    /// The other way round: the node each reported subnet belongs to.
+    owner: HashMap<LeaseKey, String>,
     /// A listing being collected (between `Init` and `InitDone`).
     listing: Option<Vec<NodeView>>,
 }
@@ -174,20 +177,20 @@ impl Watcher {
     fn adopt(&mut self, mut views: Vec<NodeView>) -> Vec<Lease> {
         views.sort_by(|a, b| a.name.cmp(&b.name));
         self.subnet_of.clear();
-        let mut owner: HashMap<LeaseKey, String> = HashMap::new();
+        self.owner.clear();
         let mut leases = Vec::new();
         for view in views {
             let Some(lease) = self.lease_of(&view) else {
                 continue;
             };
-            if let Some(first) = owner.get(&lease.id()) {
+            if let Some(first) = self.owner.get(&lease.id()) {
                 skip::skipped(
                     &format!("node {}", view.name),
                     &format!("podCIDR {} is node {first}'s too", lease.subnet),
                 );
                 continue;
             }
-            owner.insert(lease.id(), view.name.clone());
+            self.owner.insert(lease.id(), view.name.clone());
             self.subnet_of.insert(view.name, lease.id());
             leases.push(lease);
         }
@@ -201,10 +204,10 @@ impl Watcher {
         let mut events = Vec::new();
         if let Some(lease) = &lease {
             let taken = self
-                .subnet_of
-                .iter()
-                .find(|(name, s)| **s == lease.id() && **name != view.name);
-            if let Some((other, _)) = taken {
+                .owner
+                .get(&lease.id())
+                .filter(|name| **name != view.name);
+            if let Some(other) = taken {
                 let reason = format!("podCIDR {} is node {other}'s too", lease.subnet);
                 skip::skipped(&format!("node {}", view.name), &reason.to_string());
                 return events;
@@ -212,9 +215,11 @@ impl Watcher {
         }
         if let Some(old) = old.filter(|o| Some(*o) != lease.as_ref().map(Lease::id)) {
             self.subnet_of.remove(&view.name);
+            self.owner.remove(&old);
             events.extend(self.mirror.update(old, None));
         }
         if let Some(lease) = lease {
+            self.owner.insert(lease.id(), view.name.clone());
             self.subnet_of.insert(view.name, lease.id());
             events.extend(self.mirror.update(lease.id(), Some(lease)));
         }
@@ -224,7 +229,10 @@ impl Watcher {
     /// One node deleted.
     fn delete(&mut self, name: &str) -> Vec<LeaseEvent> {
         match self.subnet_of.remove(name) {
-            Some(subnet) => self.mirror.update(subnet, None).into_iter().collect(),
+            Some(subnet) => {
+                self.owner.remove(&subnet);
+                self.mirror.update(subnet, None).into_iter().collect()
+            }
             None => Vec::new(),
         }
     }
