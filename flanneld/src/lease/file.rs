@@ -46,27 +46,40 @@
 //!   task keeps the current map, re-reads a changed file, sends `Added` for
 //!   a new lease or new attributes (not for a renewal that only moves the
 //!   expiry) and `Removed` for a deleted, unparsable or expired one, with a
-//!   timer set to the earliest expiry. An inotify queue overflow re-reads
-//!   the whole directory and diffs. The task ends when the receiver drops.
+//!   timer set to the earliest expiry. Events are taken in batches: a
+//!   lease named several times in a batch is read once, and an inotify
+//!   queue overflow anywhere in it is one re-read of the whole directory,
+//!   diffed. The task ends when the receiver drops.
+//! - The first acquire adds the watch's inotify watch before it reads the
+//!   directory, and the watch started next begins from that read: at
+//!   start every lease file is read once, not twice (files are read
+//!   relative to the open directory; see `read`).
 //!
-//! Owns the store's semantics; the bytes on disk are `format`'s and the
-//! inotify task is `watch`'s. It never touches the kernel.
+//! Owns the store's semantics; the bytes on disk are `format`'s, reading
+//! the directory is `read`'s and the inotify task is `watch`'s. It never
+//! touches the kernel.
 
 mod error;
 mod format;
+mod read;
 mod watch;
 
+#[cfg(test)]
+mod scale_tests;
 #[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use ipnetwork::Ipv4Network;
 
 pub use self::error::FileError;
-use self::format::{expiry_after, lock_dir, read_all, read_lease, remove_lease, write_lease};
+use self::format::{expiry_after, lock_dir, read_lease, remove_lease, write_lease};
+use self::read::LeaseDir;
+use self::watch::Primed;
 use super::{
     choose, Choice, Held, Lease, LeaseAttrs, LeaseError, LeaseStore, LeaseTiming, LeaseWatch,
     Previous,
@@ -85,6 +98,12 @@ struct Inner {
     dir: PathBuf,
     net_config_path: PathBuf,
     timing: LeaseTiming,
+    /// The inotify watch and leases the first acquire read, for the watch
+    /// started next (the daemon acquires, then watches): every lease is
+    /// read once at start, not twice.
+    primed: Mutex<Option<Primed>>,
+    /// A watch was started: later acquires prime nothing.
+    watched: AtomicBool,
 }
 
 impl FileStore {
@@ -98,6 +117,8 @@ impl FileStore {
                 dir,
                 net_config_path,
                 timing,
+                primed: Mutex::new(None),
+                watched: AtomicBool::new(false),
             }),
         }
     }
@@ -158,7 +179,14 @@ impl LeaseStore for FileStore {
     }
 
     async fn watch(&self) -> Result<LeaseWatch, LeaseError> {
-        watch::start(&self.inner.dir)
+        self.inner.watched.store(true, Ordering::SeqCst);
+        let primed = self
+            .inner
+            .primed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        watch::start(&self.inner.dir, primed)
     }
 }
 
@@ -170,8 +198,21 @@ impl Inner {
         previous: Previous,
     ) -> Result<Lease, LeaseError> {
         let _lock = lock_dir(&self.dir)?;
+        let started = std::time::Instant::now();
+        // Until a watch is started, the inotify watch goes in before the
+        // read, which the watch then starts from.
+        // Best effort: without it (inotify instances exhausted, say) the
+        // watch reads the directory itself.
+        let mut primed = if self.watched.load(Ordering::SeqCst) {
+            None
+        } else {
+            Primed::watch(&self.dir)
+                .inspect_err(|e| tracing::debug!("{e}; the watch will read every lease again"))
+                .ok()
+        };
         let now = SystemTime::now();
-        let leases = read_all(&self.dir)?;
+        let leases = LeaseDir::open(&self.dir)?.read_all()?;
+        let read_took = started.elapsed();
         // A set: `choose` asks about every candidate subnet (65,535 of a
         // /8 in /24s), and scanning thousands of leases for each cost
         // hundreds of milliseconds.
@@ -194,12 +235,14 @@ impl Inner {
                     .map_or(0, |d| d.as_nanos()),
             })
             .collect();
+        let mut removed = Vec::new();
         let (subnet, ipv6_subnet) = match choose(config, attrs.node_ip(), previous, held, taken)? {
             Choice::Keep { keep, extras } => {
                 for extra in extras {
                     tracing::warn!(lease = %extra.key(), kept = %keep.key(), node_ip = %attrs.node_ip(),
                         "removing another lease held by the same public IP");
                     remove_lease(&self.dir, (extra.subnet, extra.ipv6_subnet))?;
+                    removed.push(extra.id());
                 }
                 (keep.subnet, keep.ipv6_subnet)
             }
@@ -212,6 +255,7 @@ impl Inner {
                     tracing::info!(lease = %old.key(), node_ip = %attrs.node_ip(),
                         "removing this public IP's lease that no longer fits the network configuration");
                     remove_lease(&self.dir, (old.subnet, old.ipv6_subnet))?;
+                    removed.push(old.id());
                 }
                 (subnet, ipv6)
             }
@@ -223,6 +267,21 @@ impl Inner {
             expiration: expiry_after(self.timing.ttl),
         };
         write_lease(&self.dir, &lease)?;
+        tracing::debug!(dir = %self.dir.display(), leases = leases.len(), read = ?read_took,
+            took = ?started.elapsed(), "lease chosen and written");
+        if let Some(p) = primed.as_mut() {
+            p.set_leases(leases);
+            for key in removed {
+                p.wrote(key, None);
+            }
+            p.wrote(lease.id(), Some(lease.clone()));
+        }
+        if let Some(p) = primed {
+            *self
+                .primed
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(p);
+        }
         Ok(lease)
     }
 

@@ -156,29 +156,6 @@ fn is_file(path: &Path) -> bool {
     fs::metadata(path).is_ok_and(|m| m.is_file())
 }
 
-/// Every well-formed lease in the directory, expired ones included. Dot
-/// files (the lock, temp files) and files not named like a subnet are skipped.
-pub(crate) fn read_all(dir: &Path) -> Result<Vec<Lease>, LeaseError> {
-    let entries = fs::read_dir(dir).map_err(io_err("list lease directory", dir))?;
-    let mut leases = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(io_err("list lease directory", dir))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.starts_with('.') {
-            continue;
-        }
-        let Some(parsed) = parse_name(name) else {
-            tracing::debug!(dir = %dir.display(), "ignoring {name:?}: not named like a subnet");
-            continue;
-        };
-        if let Some(lease) = read_lease(dir, parsed)? {
-            leases.push(lease);
-        }
-    }
-    Ok(leases)
-}
-
 /// Writes a lease file atomically: a dot-named temp file in the same
 /// directory, fsync, rename over the lease file.
 pub(crate) fn write_lease(dir: &Path, lease: &Lease) -> Result<(), LeaseError> {
