@@ -153,8 +153,9 @@ impl Store {
     /// `last_reserved_ip.<range_id>` (round robin, wrapping) to (`container_id`, `ifname`).
     ///
     /// Never hands out the network address, network+1, `gateway` or (IPv4) the broadcast
-    /// address. Candidates are probed with `O_EXCL` creates under the store lock, stopping at the
-    /// first success, so the cost does not grow with the number of allocations. A
+    /// address. Each candidate's record is written unnamed and linked into place, which
+    /// fails if the address is taken (as an `O_EXCL` create would), under the store lock, stopping
+    /// at the first success, so the cost does not grow with the number of allocations. A
     /// `last_reserved_ip.<range_id>` that is missing, unreadable or outside the range is ignored
     /// (the search starts at network+2). Does not check whether the pair already holds an
     /// address: see [`Store::find`].

@@ -7,7 +7,6 @@
 //! `NetConfError` into a `LeaseError`'s message (`lease/file.rs`,
 //! `lease/kube.rs`, `lease/etcd.rs`). Logs nothing itself: `main` does.
 
-use std::error::Error;
 use std::io;
 
 use crate::cli::CliError;
@@ -21,8 +20,7 @@ use crate::netconf::NetConfError;
 
 /// Why flanneld stopped (or never started); `main` prints it with
 /// [`chain`] as one line and exits 1. Each variant names the step; its
-/// source says what went wrong there. The `String` variants carry the
-/// messages of modules not yet given an error type of their own.
+/// source says what went wrong there.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("start runtime")]
@@ -96,48 +94,4 @@ pub enum DaemonError {
     LeaseLost(LeaseError),
 }
 
-/// `e` and every `source()` below it, joined by ": " (one line). A
-/// source whose text the line already holds is not repeated: some errors
-/// (`common::nft::NftError`'s, `LeaseError::Io`, the lease stores') print
-/// their source themselves.
-pub fn chain(e: &dyn Error) -> String {
-    let mut text = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        next = s.source();
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("outer {what}")]
-    struct Outer {
-        what: &'static str,
-        #[source]
-        source: std::io::Error,
-    }
-
-    #[test]
-    fn chain_joins_each_source_once() {
-        let e = Outer {
-            what: "x",
-            source: std::io::Error::other("inner"),
-        };
-        assert_eq!(chain(&e), "outer x: inner");
-    }
-
-    #[test]
-    fn chain_skips_a_source_already_printed() {
-        let e = common::nft::NftError::Spawn(std::io::Error::other("denied"));
-        assert_eq!(chain(&e), "run nft: denied");
-    }
-}
+pub use crate::chain::chain;

@@ -8,9 +8,10 @@
 //! `vxlan` (the device and its entries: the only code that writes them to
 //! the kernel). Beside them: `netconf` (`net-conf.json`), `iface` (the
 //! external interface), `masq` (flanneld's nftables tables), `watch_kernel`
-//! (kernel change notices), `http` and `metrics`, `mac` (the VtepMAC), and
-//! `error` (the top-level error `main` prints).
+//! (kernel change notices), `http` and `metrics`, `mac` (the VtepMAC), `error` (the top-level error `main` prints) and `chain` (an error and
+//! its sources as one line, for every layer).
 
+pub mod chain;
 pub mod cli;
 pub mod daemon;
 pub mod datapath;

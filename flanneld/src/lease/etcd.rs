@@ -202,7 +202,7 @@ impl EtcdStore {
         };
         let text = String::from_utf8_lossy(kv.value());
         NetConfig::parse(&text).map_err(|reason| {
-            let reason = crate::error::chain(&reason);
+            let reason = crate::chain::chain(&reason);
             ConfigProblem::Invalid(format!(
                 "etcd key {key}: {reason} (value {text:?}; example: '{EXAMPLE_CONFIG}')"
             ))

@@ -258,7 +258,7 @@ pub enum LeaseError {
     /// The network configuration file (file and kube stores); the
     /// message carries the whole chain, as the store's caller retries
     /// and logs it.
-    #[error("{}", crate::error::chain(.0))]
+    #[error("{}", crate::chain::chain(.0))]
     Config(#[from] crate::netconf::NetConfError),
     #[error(transparent)]
     File(#[from] file::FileError),
