@@ -205,9 +205,32 @@ impl Datapath {
         changed += events(self.v6.as_mut(), &leases, vni, sc).await;
         if changed > 0 {
             self.metrics.observe_latency("lease", started.elapsed());
+            self.count_expected();
         }
         self.metrics.peers.set(gauge(self.peer_count()));
         Ok(follow)
+    }
+
+    /// Sets the `kernel_entries` gauges to what the peers need, after a
+    /// batch of lease events was written (a resync sets them from the
+    /// kernel's own count; a write that failed is corrected there).
+    fn count_expected(&self) {
+        let mut all = KernelCounts::default();
+        let counts = [
+            self.v4.as_ref().map(FamilyPath::expected_counts),
+            self.v6.as_ref().map(FamilyPath::expected_counts),
+        ];
+        for c in counts.into_iter().flatten() {
+            all.neigh += c.neigh;
+            all.fdb += c.fdb;
+            all.route += c.route;
+        }
+        for (kind, n) in [("neigh", all.neigh), ("fdb", all.fdb), ("route", all.route)] {
+            self.metrics
+                .kernel_entries
+                .get_or_create(&Metrics::kind(kind))
+                .set(gauge(n));
+        }
     }
 
     /// Peers (nodes) programmed: the larger family's count.

@@ -20,7 +20,7 @@ use super::{underlay_unicast, DatapathError};
 use crate::lease::{skip, Lease};
 use crate::mac;
 use crate::netconf::{FamilyConfig, NetConfig};
-use crate::vxlan::{Change, Device, DeviceSpec, Peer, Repairs, Vxlan, VxlanFamily};
+use crate::vxlan::{Change, Device, DeviceSpec, KernelCounts, Peer, Repairs, Vxlan, VxlanFamily};
 
 /// What identifies a lease across its events, whatever its families (its
 /// store key: the IPv4 subnet, [`crate::lease::NO_IPV4`] when IPv6-only,
@@ -221,6 +221,14 @@ impl<F: LeaseFamily> FamilyPath<F> {
             self.hold(id, p.subnet);
             self.peers.insert(p.subnet, p);
         }
+    }
+
+    /// What the device holds once every peer is programmed: one neighbour
+    /// and route per overlay peer, one FDB entry per distinct (MAC, VTEP),
+    /// one route per direct peer. Keeps the `kernel_entries` gauges true
+    /// between resyncs, which count what the kernel really holds.
+    pub fn expected_counts(&self) -> KernelCounts {
+        self.vx.expected_counts(self.peers.values())
     }
 
     /// Many leases' new peers of this family, in the order the events came:

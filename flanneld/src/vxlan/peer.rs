@@ -9,7 +9,7 @@ use std::fmt::Display;
 
 use super::route::RouteSpec;
 use super::write::Write;
-use super::{Device, Peer, Vxlan, VxlanError, VxlanFamily};
+use super::{Device, KernelCounts, Peer, Vxlan, VxlanError, VxlanFamily};
 
 /// The kernel entries one peer needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +121,26 @@ impl<F: VxlanFamily> Vxlan<F> {
             .filter(|p| !self.is_direct(p))
             .map(|p| (p.vtep_mac, p.public_ip))
             .collect()
+    }
+
+    /// What the device holds once `peers` are programmed: one neighbour
+    /// and route per overlay peer, one FDB entry per distinct (MAC, VTEP),
+    /// one route per direct peer.
+    pub fn expected_counts<'a>(
+        &self,
+        peers: impl IntoIterator<Item = &'a Peer<F>>,
+    ) -> KernelCounts {
+        let mut counts = KernelCounts::default();
+        let mut fdb = HashSet::new();
+        for p in peers {
+            counts.route += 1;
+            if !self.is_direct(p) {
+                counts.neigh += 1;
+                fdb.insert((p.vtep_mac, p.public_ip));
+            }
+        }
+        counts.fdb = fdb.len();
+        counts
     }
 
     /// Makes many peers' changes as one list of writes (many to a netlink
