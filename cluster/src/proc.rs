@@ -148,3 +148,41 @@ impl Drop for ChildGuard {
         self.stop(std::time::Duration::from_secs(2));
     }
 }
+
+/// A server of the harness (etcd, the kube API stand-in): started by this
+/// process (stopped when the guard drops) or recorded by another run of a
+/// tool (left alone).
+#[derive(Default)]
+pub struct ServerProcess {
+    pub child: Option<ChildGuard>,
+    pub recorded: Option<RecordedProcess>,
+}
+
+impl ServerProcess {
+    pub fn recorded(r: RecordedProcess) -> ServerProcess {
+        ServerProcess {
+            child: None,
+            recorded: Some(r),
+        }
+    }
+
+    /// Lets the server outlive this handle; returns it as a recorded
+    /// process whose command line must contain `marker` (a path it was
+    /// started with).
+    pub fn detach(&mut self, marker: &std::path::Path) -> Option<RecordedProcess> {
+        if let Some(g) = self.child.take() {
+            self.recorded = Some(RecordedProcess {
+                pid: g.detach(),
+                cmdline_contains: marker.to_string_lossy().into_owned(),
+            });
+        }
+        self.recorded.clone()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child
+            .as_ref()
+            .map(ChildGuard::pid)
+            .or(self.recorded.as_ref().map(|r| r.pid))
+    }
+}

@@ -22,7 +22,7 @@ use super::lease::LeaseFile;
 use super::{workspace_binary, UNDERLAY_GATEWAY};
 use crate::kube_api::{DownMode, RequestRecord};
 use crate::netns::NetNs;
-use crate::proc::{ChildGuard, RecordedProcess};
+use crate::proc::{ChildGuard, RecordedProcess, ServerProcess};
 use serde_json::Value;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -52,8 +52,7 @@ fn admin_url() -> String {
 pub struct KubeStandin {
     // First: the client's thread (in the underlay) ends before the rest.
     client: KubeClient,
-    child: Option<ChildGuard>,
-    recorded: Option<RecordedProcess>,
+    server: ServerProcess,
     /// `<cluster dir>/kube`: TLS material and the stand-in's log.
     dir: PathBuf,
     kubeconfig: PathBuf,
@@ -125,7 +124,7 @@ impl KubeStandin {
             std::thread::sleep(Duration::from_millis(10));
         }
         let mut s = KubeStandin::with_client(underlay, cluster_dir, net_conf);
-        s.child = Some(child);
+        s.server.child = Some(child);
         s
     }
 
@@ -134,8 +133,7 @@ impl KubeStandin {
         let yaml = std::fs::read_to_string(&kubeconfig).unwrap_or_default();
         KubeStandin {
             client: KubeClient::start(underlay, yaml, &admin_url()),
-            child: None,
-            recorded: None,
+            server: ServerProcess::default(),
             dir: cluster_dir.join("kube"),
             kubeconfig,
             network: parse_cidr(&network_of_conf(net_conf).0),
@@ -147,27 +145,18 @@ impl KubeStandin {
     pub fn recorded(r: RecordedProcess, cluster_dir: &Path, underlay: &NetNs) -> KubeStandin {
         let conf = std::fs::read_to_string(cluster_dir.join("net-conf.json")).ok();
         let mut s = KubeStandin::with_client(underlay, cluster_dir, conf.as_deref());
-        s.recorded = Some(r);
+        s.server.recorded = Some(r);
         s
     }
 
     /// Lets the stand-in outlive this handle; returns it as a recorded
     /// process (its command line names its TLS dir).
     pub fn detach(&mut self) -> Option<RecordedProcess> {
-        if let Some(g) = self.child.take() {
-            self.recorded = Some(RecordedProcess {
-                pid: g.detach(),
-                cmdline_contains: self.dir.join("tls").to_string_lossy().into_owned(),
-            });
-        }
-        self.recorded.clone()
+        self.server.detach(&self.dir.join("tls"))
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child
-            .as_ref()
-            .map(ChildGuard::pid)
-            .or(self.recorded.as_ref().map(|r| r.pid))
+        self.server.pid()
     }
 
     /// The kubeconfig flanneld reads (`--kubeconfig-file`).

@@ -8,7 +8,7 @@ pub use super::kube::KubeStandin;
 use super::lease::{parse_etcdctl_leases, read_leases, LeaseFile};
 use super::UNDERLAY_GATEWAY;
 use crate::netns::NetNs;
-use crate::proc::{ChildGuard, RecordedProcess};
+use crate::proc::{ChildGuard, RecordedProcess, ServerProcess};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -60,8 +60,7 @@ pub const ETCDCTL_BIN: &str = "/usr/bin/etcdctl";
 /// A running etcd: started by this process (stopped on drop) or recorded
 /// by another run of the tool (left alone on drop).
 pub struct EtcdServer {
-    child: Option<ChildGuard>,
-    recorded: Option<RecordedProcess>,
+    server: ServerProcess,
     dir: PathBuf,
     /// Started in a session of its own (kept across a restart).
     detached: bool,
@@ -79,8 +78,7 @@ impl EtcdServer {
             );
         }
         let mut server = EtcdServer {
-            child: None,
-            recorded: None,
+            server: ServerProcess::default(),
             dir: dir.to_owned(),
             detached,
         };
@@ -126,7 +124,7 @@ impl EtcdServer {
         if self.detached {
             crate::proc::new_session(&mut c);
         }
-        self.child = Some(ChildGuard::spawn(&mut c));
+        self.server.child = Some(ChildGuard::spawn(&mut c));
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let out = etcdctl(underlay, &["endpoint", "health"]);
@@ -146,6 +144,7 @@ impl EtcdServer {
     /// after 10 s), keeping its data dir for [`restart`](Self::restart).
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut g = self
+            .server
             .child
             .take()
             .expect("stop: etcd is not running, or was not started by this process");
@@ -156,7 +155,7 @@ impl EtcdServer {
     /// address; waits until it answers.
     pub fn restart(&mut self, underlay: &NetNs) {
         assert!(
-            self.child.is_none() && self.recorded.is_none(),
+            self.server.child.is_none() && self.server.recorded.is_none(),
             "restart: etcd is still running (stop it first)"
         );
         self.spawn(underlay);
@@ -165,8 +164,7 @@ impl EtcdServer {
     /// A server another process started (from its saved state).
     pub fn recorded(r: RecordedProcess, dir: &Path) -> EtcdServer {
         EtcdServer {
-            child: None,
-            recorded: Some(r),
+            server: ServerProcess::recorded(r),
             dir: dir.to_owned(),
             detached: true,
         }
@@ -175,20 +173,11 @@ impl EtcdServer {
     /// Lets etcd outlive this handle; returns it as a recorded process (its
     /// command line names its data dir).
     pub fn detach(&mut self) -> Option<RecordedProcess> {
-        if let Some(g) = self.child.take() {
-            self.recorded = Some(RecordedProcess {
-                pid: g.detach(),
-                cmdline_contains: self.dir.join("etcd").to_string_lossy().into_owned(),
-            });
-        }
-        self.recorded.clone()
+        self.server.detach(&self.dir.join("etcd"))
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child
-            .as_ref()
-            .map(ChildGuard::pid)
-            .or(self.recorded.as_ref().map(|r| r.pid))
+        self.server.pid()
     }
 }
 

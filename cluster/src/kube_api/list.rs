@@ -66,13 +66,7 @@ pub fn parse_rv(s: &str) -> Result<u64, ApiError> {
 
 /// Answers `GET` on a collection (not a watch).
 pub fn list(store: &Store, kind: Kind, ns: Option<&str>, q: &Query) -> Result<Bytes, ApiError> {
-    let filter = Filter::new(
-        kind,
-        ns,
-        q.get("labelSelector").unwrap_or(""),
-        q.get("fieldSelector").unwrap_or(""),
-    )
-    .map_err(ApiError::bad_request)?;
+    let filter = q.filter(kind, ns)?;
     let limit = match q.get("limit").filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => {

@@ -14,6 +14,7 @@ use super::http::Shared;
 use super::object::{self, Kind, Subresource};
 use super::patch::{self, PatchType};
 use super::respond::{self, ApiError, Resp};
+use super::selector::Filter;
 use super::{list, watch};
 
 /// Query parameters in order; `get` returns the first value, as Go does.
@@ -28,6 +29,18 @@ impl Query {
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect(),
         )
+    }
+
+    /// The request's `labelSelector` and `fieldSelector` as one filter on
+    /// `kind` in `ns` (a list and a watch read them alike).
+    pub fn filter(&self, kind: Kind, ns: Option<&str>) -> Result<Filter, ApiError> {
+        Filter::new(
+            kind,
+            ns,
+            self.get("labelSelector").unwrap_or(""),
+            self.get("fieldSelector").unwrap_or(""),
+        )
+        .map_err(ApiError::bad_request)
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {

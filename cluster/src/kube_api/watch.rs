@@ -62,13 +62,7 @@ pub fn parse_bool(name: &str, s: &str) -> Result<bool, ApiError> {
 
 impl WatchRequest {
     pub fn parse(kind: Kind, ns: Option<&str>, q: &Query) -> Result<WatchRequest, ApiError> {
-        let filter = Filter::new(
-            kind,
-            ns,
-            q.get("labelSelector").unwrap_or(""),
-            q.get("fieldSelector").unwrap_or(""),
-        )
-        .map_err(ApiError::bad_request)?;
+        let filter = q.filter(kind, ns)?;
         let bookmarks = parse_bool(
             "allowWatchBookmarks",
             q.get("allowWatchBookmarks").unwrap_or(""),

@@ -130,17 +130,12 @@ impl<F: VxlanFamily> Vxlan<F> {
         &self,
         peers: impl IntoIterator<Item = &'a Peer<F>>,
     ) -> KernelCounts {
-        let mut counts = KernelCounts::default();
-        let mut fdb = HashSet::new();
-        for p in peers {
-            counts.route += 1;
-            if !self.is_direct(p) {
-                counts.neigh += 1;
-                fdb.insert((p.vtep_mac, p.public_ip));
-            }
+        let peers: Vec<&Peer<F>> = peers.into_iter().collect();
+        KernelCounts {
+            neigh: peers.iter().filter(|p| !self.is_direct(p)).count(),
+            fdb: self.fdb_keys(peers.iter().copied()).len(),
+            route: peers.len(),
         }
-        counts.fdb = fdb.len();
-        counts
     }
 
     /// Makes many peers' changes as one list of writes (many to a netlink
