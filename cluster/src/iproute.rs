@@ -136,8 +136,14 @@ impl NetNs {
     }
 
     /// A bridge `name`, up.
+    /// A bridge with a MAC of its own, set at creation. A bridge created
+    /// without one takes the lowest MAC of its ports, so each node joining
+    /// the underlay could change the gateway's MAC under the other nodes'
+    /// ARP caches, black-holing their traffic to the servers behind it (the
+    /// kube API, etcd) until the entry is probed again, tens of seconds.
     pub fn add_bridge(&self, name: &str) {
-        self.ip_ok(&["link", "add", name, "type", "bridge"]);
+        let mac = locally_administered_mac(&format!("{}/{name}", self.name()));
+        self.ip_ok(&["link", "add", name, "address", &mac, "type", "bridge"]);
         self.ip_ok(&["link", "set", name, "up"]);
     }
 
@@ -209,4 +215,17 @@ pub(crate) fn as_vec(v: Value) -> Vec<Value> {
         Value::Null => vec![],
         other => vec![other],
     }
+}
+
+/// A unicast, locally administered MAC derived from `seed` (stable for a
+/// name, distinct between names in practice).
+fn locally_administered_mac(seed: &str) -> String {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    seed.hash(&mut h);
+    let b = h.finish().to_be_bytes();
+    format!(
+        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        b[0], b[1], b[2], b[3], b[4]
+    )
 }

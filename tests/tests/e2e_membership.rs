@@ -4,7 +4,7 @@
 //! lease expires) vanishes from every peer's kernel, while the rest of the
 //! cluster keeps talking.
 
-use flannel_cluster::cluster::Cluster;
+use flannel_cluster::cluster::{Cluster, UNDERLAY_BRIDGE};
 use flannel_cluster::{eventually, tcp_fetch, TcpServer};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
@@ -17,7 +17,20 @@ fn a_fourth_node_is_reachable_from_every_node_within_a_second_of_its_flanneld_st
     let mut c = Cluster::new(3);
     c.wait_all_converged(CONVERGE);
     let pods = c.add_pods(1);
+    let gateway_mac = |c: &Cluster| {
+        c.underlay()
+            .link(UNDERLAY_BRIDGE)
+            .map(|l| l["address"].clone())
+    };
+    let before = gateway_mac(&c);
     let new = c.add_node();
+    // A port joining the underlay leaves the gateway's MAC alone: the other
+    // nodes' ARP entries for it (their way to etcd and the kube API) hold.
+    assert_eq!(
+        gateway_mac(&c),
+        before,
+        "underlay bridge MAC after a node joined"
+    );
     // The pod's namespace exists beforehand: on the clock are flanneld's
     // start, its lease reaching the peers, and the CNI ADD.
     let pod = c.new_pod(new);

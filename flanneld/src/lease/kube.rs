@@ -254,6 +254,9 @@ where
     })
 }
 
+/// How long one connection to the API (TCP and TLS) may take.
+const API_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn client_config(cfg: &KubeConfig) -> Result<Config, KubeError> {
     let mut config = match (&cfg.kubeconfig, &cfg.api_url) {
         (Some(path), _) => {
@@ -274,6 +277,12 @@ async fn client_config(cfg: &KubeConfig) -> Result<Config, KubeError> {
     if let (Some(_), Some(url)) = (&cfg.kubeconfig, &cfg.api_url) {
         config.cluster_url = api_url(url)?;
     }
+    // kube's default waits 30 s for a connection (TCP and TLS) whose SYN
+    // went nowhere (an API address moving, a gateway's MAC changing): the
+    // daemon would notice an API that is back only that late. A connect to
+    // the API takes milliseconds; give up after 10 s and retry on the
+    // back-off.
+    config.connect_timeout = Some(API_CONNECT_TIMEOUT);
     Ok(config)
 }
 
