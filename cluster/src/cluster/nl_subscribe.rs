@@ -11,7 +11,10 @@
 //! what a message means.
 
 use crate::netns::NetNs;
-use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
+use nix::sys::socket::{
+    setsockopt,
+    sockopt::{RcvBufForce, ReceiveTimeout},
+};
 use nix::sys::time::TimeVal;
 use rtnetlink::packet_core::{NetlinkBuffer, NetlinkMessage, NetlinkPayload};
 use rtnetlink::packet_route::RouteNetlinkMessage;
@@ -24,6 +27,11 @@ use std::time::Instant;
 
 /// How long a read waits before the thread looks at its stop flag again.
 const READ_TIMEOUT_MS: i64 = 100;
+
+/// The socket's receive buffer: room for the announcements of tens of
+/// thousands of entries written in a burst (a daemon programming 10,000
+/// peers), so the kernel drops none (ENOBUFS) before the thread reads.
+const RECV_BUFFER: usize = 64 << 20;
 
 /// The events a mapping made of the messages read so far, in order.
 pub(super) struct Subscription<E> {
@@ -118,7 +126,8 @@ fn lock<E>(m: &Mutex<Vec<E>>) -> MutexGuard<'_, Vec<E>> {
 }
 
 /// A NETLINK_ROUTE socket of this thread's namespace, bound to the
-/// multicast `groups`, whose reads time out after READ_TIMEOUT_MS.
+/// multicast `groups`, whose reads time out after READ_TIMEOUT_MS, with a
+/// RECV_BUFFER receive buffer (SO_RCVBUFFORCE: the harness runs as root).
 fn subscribed_socket(groups: u32) -> Result<Socket, String> {
     let mut socket =
         Socket::new(NETLINK_ROUTE).map_err(|e| format!("open a NETLINK_ROUTE socket: {e}"))?;
@@ -131,6 +140,8 @@ fn subscribed_socket(groups: u32) -> Result<Socket, String> {
         &TimeVal::new(0, READ_TIMEOUT_MS * 1000),
     )
     .map_err(|e| format!("set the netlink socket's receive timeout: {e}"))?;
+    setsockopt(&socket, RcvBufForce, &RECV_BUFFER)
+        .map_err(|e| format!("set the netlink socket's receive buffer to {RECV_BUFFER}: {e}"))?;
     Ok(socket)
 }
 
