@@ -1,5 +1,6 @@
 //! The daemon's life: acquire a lease, bring up `flannel.<VNI>` (and
-//! `flannel-v6.<VNI>`), install the masquerade rules, publish subnet.env, then
+//! `flannel-v6.<VNI>`), install the masquerade rules, publish subnet.env
+//! (the rules are read back for the periodic check only after it), then
 //! keep the kernel true to the leases until SIGTERM or SIGINT (which leave
 //! the datapath in place).
 //!
@@ -193,8 +194,12 @@ pub async fn run(
         ready.set(true);
         Ok::<_, DaemonError>(())
     };
-    let (reported, watch) = tokio::join!(report, store.watch());
+    // The rules' read-back (two `nft list` runs) waits until now too: it
+    // only gives the periodic check something to compare with.
+    let (reported, watch, recorded) =
+        tokio::join!(report, store.watch(), record_rules(&settings, &mut rules));
     reported?;
+    recorded?;
     metrics.store_request("watch", &watch);
     let mut watch = watch.map_err(DaemonError::Watch)?;
     tracing::info!(leases = watch.snapshot.len(), "leases listed");
@@ -365,17 +370,43 @@ async fn start_rules(
         forward: settings.forward_rules,
         fully_random: settings.fully_random,
     };
-    match MasqKeeper::start(rules).await {
+    match MasqKeeper::write(rules).await {
         Ok(keeper) => Ok(Some(keeper)),
-        Err(e) if settings.ip_masq => Err(DaemonError::Masquerade(e)),
-        Err(e) => {
-            tracing::warn!(
-                "install forward rules: {}; continuing without them",
-                chain(&e)
-            );
-            Ok(None)
-        }
+        Err(e) => rules_failed(settings, "install", e),
     }
+}
+
+/// Reads back the rules `start_rules` wrote (see `MasqKeeper::record`).
+/// A failure is handled as one of writing them: fatal with `--ip-masq`,
+/// else the forward rules are no longer kept.
+async fn record_rules(
+    settings: &Settings,
+    rules: &mut Option<MasqKeeper>,
+) -> Result<(), DaemonError> {
+    let Some(keeper) = rules.as_mut() else {
+        return Ok(());
+    };
+    if let Err(e) = keeper.record().await {
+        *rules = rules_failed(settings, "read back", e)?;
+    }
+    Ok(())
+}
+
+/// Masquerading was asked for, so failing it is fatal; the forward rules
+/// are only a convenience: a warning, and they are not kept.
+fn rules_failed(
+    settings: &Settings,
+    what: &str,
+    e: crate::masq::MasqError,
+) -> Result<Option<MasqKeeper>, DaemonError> {
+    if settings.ip_masq {
+        return Err(DaemonError::Masquerade(e));
+    }
+    tracing::warn!(
+        "{what} forward rules: {}; continuing without them",
+        chain(&e)
+    );
+    Ok(None)
 }
 
 /// Lease renewal, run in a task off the loop: a failed attempt schedules

@@ -182,24 +182,51 @@ impl MasqKeeper {
         }
     }
 
+    /// Writes the rules (removes the tables when none are wanted) and
+    /// reads them back ([`write`](Self::write), then
+    /// [`record`](Self::record)).
     pub async fn start(rules: MasqRules) -> Result<Self, MasqError> {
-        let mut keeper = Self {
-            rules,
-            applied: None,
-        };
-        keeper.install().await?;
+        let mut keeper = Self::write(rules).await?;
+        keeper.record().await?;
         Ok(keeper)
     }
 
-    async fn install(&mut self) -> Result<(), MasqError> {
-        if self.rules.wanted() {
-            self.rules.apply().await?;
-            self.applied = MasqRules::current().await?;
+    /// Writes the rules (removes the tables when none are wanted), without
+    /// reading them back: until [`record`](Self::record) has, the first
+    /// [`check`](Self::check) rewrites them. The daemon writes them before
+    /// subnet.env and reads them back after (two `nft list` runs it need
+    /// not wait for).
+    pub async fn write(rules: MasqRules) -> Result<Self, MasqError> {
+        let keeper = Self {
+            rules,
+            applied: None,
+        };
+        keeper.write_rules().await?;
+        Ok(keeper)
+    }
+
+    /// Reads back what the kernel made of the rules written, for `check`
+    /// to compare with.
+    pub async fn record(&mut self) -> Result<(), MasqError> {
+        self.applied = if self.rules.wanted() {
+            MasqRules::current().await?
         } else {
-            MasqRules::remove().await?;
-            self.applied = None;
-        }
+            None
+        };
         Ok(())
+    }
+
+    async fn write_rules(&self) -> Result<(), MasqError> {
+        if self.rules.wanted() {
+            self.rules.apply().await
+        } else {
+            MasqRules::remove().await
+        }
+    }
+
+    async fn install(&mut self) -> Result<(), MasqError> {
+        self.write_rules().await?;
+        self.record().await
     }
 
     /// Rewrites the table if it differs from what we installed; returns
@@ -381,6 +408,38 @@ mod tests {
         assert_eq!(keeper.tables(), "ip flannel-rs");
         assert_eq!(list("ip6"), None);
         assert_eq!(list("ip").as_deref(), Some(v4.as_str()));
+    }
+
+    /// `write` puts the rules in the kernel without reading them back;
+    /// `record` reads them, after which an untouched table is left alone.
+    #[test]
+    fn rules_written_first_are_recorded_later() {
+        let ns = crate::vxlan::tests::TestNs::new();
+        let rules = MasqRules {
+            ipv6: None,
+            ..dual()
+        };
+        let keeper = ns
+            .within(|_| MasqKeeper::write(rules))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(keeper.applied, None, "not read back yet");
+        let table = ns
+            .nft_table("ip", TABLE)
+            .expect("written before any read-back");
+        let (keeper, recorded) = ns.within(|_| async move {
+            let mut keeper = keeper;
+            let r = keeper.record().await.map_err(|e| crate::error::chain(&e));
+            (keeper, r)
+        });
+        assert_eq!(recorded, Ok(()));
+        let applied = keeper.applied.clone().expect("recorded");
+        assert_eq!(applied, normalise(&table));
+        let (_, unchanged) = ns.within(|_| async move {
+            let mut keeper = keeper;
+            let r = keeper.check().await.map_err(|e| crate::error::chain(&e));
+            (keeper, r)
+        });
+        assert_eq!(unchanged, Ok(false), "recorded: nothing to rewrite");
     }
 
     #[test]
