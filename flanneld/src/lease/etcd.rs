@@ -21,8 +21,10 @@
 //!   succeeds only if the key does not exist (`CreateRevision == 0`, i.e.
 //!   `Version == 0`), our own key only if unchanged since it was read
 //!   (`ModRevision == r`). A lost race is not fatal: the list is read again
-//!   and another subnet picked, until none is free (`NoFreeSubnet`). While
-//!   etcd is unreachable, acquire waits with back-off.
+//!   and another subnet picked, until none is free (`NoFreeSubnet`). The
+//!   etcd lease the write needs is granted while the first listing is
+//!   read (two round trips in the time of one); unused, it is revoked.
+//!   While etcd is unreachable, acquire waits with back-off.
 //! - renew: *re-put with a new etcd lease*, as flannel does: grant a lease
 //!   of the TTL, put the value (with the current attributes) on it in a
 //!   transaction conditioned on the key's `ModRevision`, then revoke the
@@ -275,6 +277,29 @@ impl EtcdStore {
         Ok((r.id(), start + Duration::from_secs(r.ttl().max(0) as u64)))
     }
 
+    /// An acquire's first listing, with the etcd lease its write needs
+    /// granted at the same time (unless `grant` holds one already): two
+    /// round trips in the time of one. A lease granted is kept in `grant`
+    /// even when the listing failed, for the next attempt (acquire revokes
+    /// it if it goes unused).
+    async fn list_granting(
+        &self,
+        grant: &mut Option<(i64, SystemTime)>,
+    ) -> Result<(Vec<Entry>, i64), Failure> {
+        if grant.is_some() {
+            return self.list().await;
+        }
+        let what = format!("a key under {}", self.keys().subnets());
+        let (listed, granted) = tokio::join!(self.list(), self.grant(&what));
+        match granted {
+            Ok(g) => *grant = Some(g),
+            // The listing's failure, if any, is the one reported.
+            Err(f) if listed.is_ok() => return Err(f),
+            Err(_) => {}
+        }
+        listed
+    }
+
     /// Revokes an etcd lease we no longer use; failures are only logged
     /// (an orphan lease with no key expires by itself).
     async fn revoke(&self, lease_id: i64) {
@@ -379,8 +404,12 @@ impl EtcdStore {
             let node_ip = attrs.node_ip();
             AcquireError::Lease(EtcdError::Encode { node_ip, source }.into())
         })?;
-        for _ in 0..MAX_CONFLICTS {
-            let (entries, _) = self.list().await?;
+        for attempt in 0..MAX_CONFLICTS {
+            let (entries, _) = if attempt == 0 {
+                self.list_granting(grant).await?
+            } else {
+                self.list().await?
+            };
             let taken: HashSet<Ipv4Network> = entries.iter().map(|e| e.subnet).collect();
             let held = entries
                 .iter()

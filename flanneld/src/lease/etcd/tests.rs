@@ -383,3 +383,40 @@ async fn a_dead_endpoint_in_the_list_is_skipped() {
         assert_eq!(cfg.v4().expect("ipv4").network, net("10.7.0.0/16"));
     }
 }
+
+/// The etcd lease granted beside acquire's first listing is the one the
+/// key goes on; one granted for an acquire that finds no free subnet is
+/// revoked, not left to expire.
+#[tokio::test]
+async fn the_grant_made_with_the_first_listing_is_used_or_revoked() {
+    let b = backing().await;
+    let etcd_leases = || {
+        let out = b.ctl(&["lease", "list"]);
+        out.lines().skip(1).filter(|l| !l.trim().is_empty()).count()
+    };
+    let cfg = config(r#"{"Network":"10.9.0.0/16","SubnetMin":"10.9.3.0","SubnetMax":"10.9.3.0"}"#);
+    let won = b
+        .store()
+        .acquire(&cfg, &attrs(1, 0), None)
+        .await
+        .unwrap_or_else(|e| panic!("acquire: {e}"));
+    assert_eq!(etcd_leases(), 1, "one etcd lease, the key's");
+    let key = format!("{PREFIX}/subnets/10.9.3.0-24");
+    let listed = b.ctl(&["get", &key, "-w", "json"]);
+    // etcd leaves the field out for a key on no lease.
+    assert!(
+        listed.contains("\"lease\":"),
+        "the key is on an etcd lease: {listed}"
+    );
+    let lost = b.store().acquire(&cfg, &attrs(2, 0), None).await;
+    assert!(
+        matches!(lost, Err(LeaseError::NoFreeSubnet { .. })),
+        "{lost:?}"
+    );
+    assert_eq!(etcd_leases(), 1, "the loser's grant was revoked");
+    b.store()
+        .release(&won)
+        .await
+        .unwrap_or_else(|e| panic!("release: {e}"));
+    assert_eq!(etcd_leases(), 0);
+}
