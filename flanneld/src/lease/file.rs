@@ -53,7 +53,8 @@
 //! - The first acquire adds the watch's inotify watch before it reads the
 //!   directory, and the watch started next begins from that read: at
 //!   start every lease file is read once, not twice (files are read
-//!   relative to the open directory; see `read`).
+//!   relative to the open directory, without touching their access time,
+//!   and from 2,048 leases on by up to 4 threads; see `read`).
 //!
 //! Owns the store's semantics; the bytes on disk are `format`'s, reading
 //! the directory is `read`'s and the inotify task is `watch`'s. It never
@@ -64,6 +65,8 @@ mod format;
 mod read;
 mod watch;
 
+#[cfg(test)]
+mod read_tests;
 #[cfg(test)]
 mod scale_tests;
 #[cfg(test)]

@@ -1,12 +1,18 @@
 //! Reading lease files at scale: the directory is opened once and each
-//! lease is opened relative to it (`openat`: no path walk per file), read
-//! into one reused buffer (no `statx` for a size hint) and closed, so a
-//! listing of N leases costs one `getdents` pass and N × (open, read, read
-//! to EOF, close). Entries the directory says are not regular files (nor
-//! symlinks, nor of unknown type) are skipped without being opened.
+//! lease is opened relative to it (`openat`: no path walk per file), with
+//! `O_NOATIME` (reading a freshly written file would otherwise update its
+//! access time under `relatime`: an inode write per lease), read into one
+//! reused buffer (no `statx` for a size hint) and closed, so a listing of N
+//! leases costs one `getdents` pass and N × (open, read, read to EOF,
+//! close). Entries the directory says are not regular files (nor symlinks,
+//! nor of unknown type) are skipped without being opened. From
+//! [`PARALLEL_FROM`] leases on, the files are read on up to
+//! [`MAX_THREADS`] threads, each taking one contiguous share of the
+//! listing; the result is in listing order either way.
 
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
@@ -20,6 +26,12 @@ use crate::lease::{skip, Lease, LeaseError};
 /// A lease file larger than this is not a lease (flannel's value is about
 /// 200 bytes); it is reported as malformed rather than read whole.
 const MAX_LEASE_BYTES: usize = 64 * 1024;
+
+/// From this many listed leases on, `read_all` reads on several threads
+/// (below it, starting threads costs more than it saves).
+pub(crate) const PARALLEL_FROM: usize = 2048;
+/// At most this many threads read (the caller's included).
+pub(crate) const MAX_THREADS: usize = 4;
 
 /// An open lease directory and a buffer to read its files into.
 pub(crate) struct LeaseDir {
@@ -74,14 +86,60 @@ impl LeaseDir {
         Ok(names)
     }
 
-    /// Every well-formed lease in the directory, expired ones included.
+    /// Every well-formed lease in the directory, expired ones included, in
+    /// listing order.
     pub(crate) fn read_all(&mut self) -> Result<Vec<Lease>, LeaseError> {
         let listed = self.list()?;
-        let mut leases = Vec::with_capacity(listed.len());
-        for name in listed {
-            if let Some(lease) = self.read(name)? {
-                leases.push(lease);
+        let threads = threads_for(listed.len());
+        if threads <= 1 {
+            return read_names(&self.fd, &self.path, &mut self.buf, &listed);
+        }
+        self.read_threaded(&listed, threads)
+    }
+
+    /// Reads `names` on `threads` threads (this one included), one
+    /// contiguous share each, and joins the shares in order. A share whose
+    /// thread cannot be started is read here.
+    pub(crate) fn read_threaded(
+        &mut self,
+        names: &[Name],
+        threads: usize,
+    ) -> Result<Vec<Lease>, LeaseError> {
+        let share = names.len().div_ceil(threads.max(1)).max(1);
+        let mut parts = names.chunks(share);
+        let first = parts.next().unwrap_or(&[]);
+        let (dir, path) = (&self.fd, self.path.as_path());
+        let results = std::thread::scope(|scope| {
+            let spawned: Vec<_> = parts
+                .map(|part| {
+                    let started = std::thread::Builder::new()
+                        .name("lease-read".into())
+                        .spawn_scoped(scope, move || {
+                            read_names(dir, path, &mut Vec::with_capacity(1024), part)
+                        });
+                    (part, started)
+                })
+                .collect();
+            let mut results = vec![read_names(dir, path, &mut self.buf, first)];
+            for (part, started) in spawned {
+                results.push(match started {
+                    Ok(handle) => match handle.join() {
+                        Ok(r) => r,
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    },
+                    Err(e) => {
+                        tracing::debug!(
+                            "start a lease-reading thread: {e}; reading its share here"
+                        );
+                        read_names(dir, path, &mut Vec::with_capacity(1024), part)
+                    }
+                });
             }
+            results
+        });
+        let mut leases = Vec::with_capacity(names.len());
+        for r in results {
+            leases.extend(r?);
         }
         Ok(leases)
     }
@@ -90,46 +148,87 @@ impl LeaseDir {
     /// one or one that is not a regular file, which is logged and otherwise
     /// treated as absent.
     pub(crate) fn read(&mut self, name: Name) -> Result<Option<Lease>, LeaseError> {
-        let file_name = super::format::file_name(name);
-        // O_NONBLOCK: a FIFO named like a lease must not block the open.
-        let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
-        let fd = match openat(&self.fd, file_name.as_str(), flags, Mode::empty()) {
-            Ok(fd) => fd,
-            Err(Errno::ENOENT) => return Ok(None),
-            Err(e) => {
-                let path = self.path.join(&file_name);
-                return Err(io_err("read lease", &path)(e.into()));
-            }
-        };
-        let mut file = File::from(fd);
-        self.buf.clear();
-        let read = (&mut file)
-            .take(MAX_LEASE_BYTES as u64 + 1)
-            .read_to_end(&mut self.buf);
-        let path = || self.path.join(&file_name);
-        match read {
-            Ok(_) if self.buf.len() > MAX_LEASE_BYTES => {
-                skip::skipped(&path().display().to_string(), "malformed lease: too large");
-                return Ok(None);
-            }
-            Ok(_) => {}
-            Err(e)
-                if e.raw_os_error() == Some(libc::EISDIR) || e.kind() == ErrorKind::WouldBlock =>
-            {
-                skip::skipped(&path().display().to_string(), "not a regular file");
-                return Ok(None);
-            }
-            Err(e) => return Err(io_err("read lease", &path())(e)),
+        read_one(&self.fd, &self.path, &mut self.buf, name)
+    }
+}
+
+/// How many threads read `n` leases.
+pub(crate) fn threads_for(n: usize) -> usize {
+    if n < PARALLEL_FROM {
+        return 1;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+    cpus.clamp(1, MAX_THREADS)
+}
+
+/// The well-formed leases among `names`, in order.
+fn read_names(
+    dir: &File,
+    path: &Path,
+    buf: &mut Vec<u8>,
+    names: &[Name],
+) -> Result<Vec<Lease>, LeaseError> {
+    let mut leases = Vec::with_capacity(names.len());
+    for &name in names {
+        if let Some(lease) = read_one(dir, path, buf, name)? {
+            leases.push(lease);
         }
-        match decode(name, &self.buf) {
-            Ok(lease) => Ok(Some(lease)),
-            Err(reason) => {
-                skip::skipped(
-                    &path().display().to_string(),
-                    &format!("malformed lease: {reason}"),
-                );
-                Ok(None)
-            }
+    }
+    Ok(leases)
+}
+
+/// Opens `file_name` in `dir` for reading: `None` if it is missing.
+/// `O_NOATIME` is only allowed to the file's owner (or with
+/// `CAP_FOWNER`); refused, the file is opened without it.
+fn open_lease(dir: &File, file_name: &str) -> Result<Option<OwnedFd>, Errno> {
+    // O_NONBLOCK: a FIFO named like a lease must not block the open.
+    let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+    let opened = match openat(dir, file_name, flags | OFlag::O_NOATIME, Mode::empty()) {
+        Err(Errno::EPERM) => openat(dir, file_name, flags, Mode::empty()),
+        other => other,
+    };
+    match opened {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn read_one(
+    dir: &File,
+    path: &Path,
+    buf: &mut Vec<u8>,
+    name: Name,
+) -> Result<Option<Lease>, LeaseError> {
+    let file_name = super::format::file_name(name);
+    let fd = match open_lease(dir, &file_name) {
+        Ok(Some(fd)) => fd,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(io_err("read lease", &path.join(&file_name))(e.into())),
+    };
+    let mut file = File::from(fd);
+    buf.clear();
+    let read = (&mut file)
+        .take(MAX_LEASE_BYTES as u64 + 1)
+        .read_to_end(buf);
+    let shown = || path.join(&file_name).display().to_string();
+    match read {
+        Ok(_) if buf.len() > MAX_LEASE_BYTES => {
+            skip::skipped(&shown(), "malformed lease: too large");
+            return Ok(None);
+        }
+        Ok(_) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EISDIR) || e.kind() == ErrorKind::WouldBlock => {
+            skip::skipped(&shown(), "not a regular file");
+            return Ok(None);
+        }
+        Err(e) => return Err(io_err("read lease", &path.join(&file_name))(e)),
+    }
+    match decode(name, buf) {
+        Ok(lease) => Ok(Some(lease)),
+        Err(reason) => {
+            skip::skipped(&shown(), &format!("malformed lease: {reason}"));
+            Ok(None)
         }
     }
 }
