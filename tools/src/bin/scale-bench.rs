@@ -11,11 +11,13 @@
 //!   resync intervals, idle included, divided by the passes made);
 //! - 500 leases removed and 500 added → the kernel matches: the last
 //!   kernel change seen, after the last store write;
-//! - etcd: the same churn while flanneld is stopped (SIGSTOP), the history
-//!   then compacted, flanneld continued: SIGCONT → kernel matches, and the
-//!   CPU it took. Whether etcd cancelled the watch as compacted (so that
-//!   flanneld re-listed and diffed) is read from flanneld's log and printed;
-//!   in the runs so far etcd replayed the buffered events instead.
+//! - etcd: a relist after a compaction. flanneld is stopped (SIGSTOP),
+//!   etcd restarted on its data dir (so flanneld's watch stream is broken:
+//!   left alone, etcd would replay the events buffered for the stopped
+//!   watcher rather than cancel its watch), the same churn made, the
+//!   history compacted, flanneld continued: it cannot resume its watch
+//!   from its revision, so it re-lists and diffs. SIGCONT → kernel matches,
+//!   and the CPU it took; that it re-listed is read from flanneld's log.
 //!
 //! Every figure is taken after checking that flannel.1 holds exactly the
 //! expected entries. Figures, not assertions. Needs root; builds its own
@@ -140,7 +142,7 @@ fn run(store: StoreKind, n: u32, churn: u32) -> Figures {
     } else {
         StoreKind::File
     };
-    let c = Cluster::builder()
+    let mut c = Cluster::builder()
         .nodes(1)
         .start(false)
         .net_conf(net_conf)
@@ -212,9 +214,12 @@ fn run(store: StoreKind, n: u32, churn: u32) -> Figures {
         ms(programmed),
         ms(subnet_env)
     );
-    let start_log_lines = std::fs::read_to_string(&log_path)
-        .map(|t| t.lines().count())
-        .unwrap_or(0);
+    let start_log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    // With their timestamps: where the start-up time went.
+    for line in start_log.lines() {
+        eprintln!("flanneld: {line}");
+    }
+    let start_log_lines = start_log.lines().count();
 
     std::thread::sleep(Duration::from_secs(2));
     let rss = rss_mib(pid);
@@ -245,7 +250,7 @@ fn run(store: StoreKind, n: u32, churn: u32) -> Figures {
 
     let relist = (store == StoreKind::Etcd).then(|| {
         relist_after_compaction(
-            &feed, pid, &ns_name, &monitor, &now_peers, churn, n, &log_path,
+            &mut c, &feed, pid, &ns_name, &monitor, &now_peers, churn, n, &log_path,
         )
     });
 
@@ -262,10 +267,12 @@ fn run(store: StoreKind, n: u32, churn: u32) -> Figures {
     }
 }
 
-/// etcd: churn while flanneld is stopped, history compacted, flanneld
-/// continued; says whether its watch was cancelled as compacted.
+/// etcd: flanneld stopped, etcd restarted on its data dir (the watch
+/// stream breaks), churn, the history compacted, flanneld continued; checks
+/// in flanneld's log that it re-listed.
 #[allow(clippy::too_many_arguments)]
 fn relist_after_compaction(
+    c: &mut Cluster,
     feed: &Feed,
     pid: u32,
     ns: &str,
@@ -285,8 +292,10 @@ fn relist_after_compaction(
         .cloned()
         .collect();
     let want = Entries::wanted(&after);
-    let compacted_before = count_in(log, "was compacted");
+    let relisted_before = count_in(log, RELISTED);
     let _ = kill(Pid::from_raw(pid as i32), Signal::SIGSTOP);
+    c.stop_etcd();
+    c.restart_etcd();
     feed.remove(&gone);
     feed.add(&new);
     feed.compact();
@@ -296,22 +305,27 @@ fn relist_after_compaction(
     let matched = wait_match(ns, &want, monitor, since, 6 * churn as usize, log);
     std::thread::sleep(Duration::from_millis(500));
     let relist_cpu = cpu(pid) - cpu0;
-    let compacted = count_in(log, "was compacted") > compacted_before;
     let took = matched.duration_since(since);
-    if compacted {
-        format!(
-            "relisted: SIGCONT → matches {}, {} CPU",
-            ms(took),
-            ms(relist_cpu)
-        )
-    } else {
-        format!(
-            "no compaction cancel (events replayed): SIGCONT → matches {}, {} CPU",
-            ms(took),
-            ms(relist_cpu)
-        )
+    // What flanneld's watch said about it, for the record.
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    for line in text.lines().filter(|l| l.contains("watch /")) {
+        eprintln!("flanneld: {line}");
     }
+    let how = if count_in(log, RELISTED) > relisted_before {
+        "relisted"
+    } else {
+        "NOT relisted (see flanneld.log)"
+    };
+    format!(
+        "{how}: SIGCONT → matches {}, {} CPU",
+        ms(took),
+        ms(relist_cpu)
+    )
 }
+
+/// What flanneld's etcd watch logs once a re-list has caught up with
+/// changes it missed (after a compaction, a broken stream or an outage).
+const RELISTED: &str = "caught up with";
 
 fn count_in(log: &std::path::Path, needle: &str) -> usize {
     std::fs::read_to_string(log)
