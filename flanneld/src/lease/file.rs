@@ -54,7 +54,8 @@
 //!   directory, and the watch started next begins from that read: at
 //!   start every lease file is read once, not twice (files are read
 //!   relative to the open directory, without touching their access time,
-//!   and from 2,048 leases on by up to 4 threads; see `read`).
+//!   and from 2,048 leases on, with 4 CPUs or more, by up to 4 threads;
+//!   see `read`).
 //!
 //! Owns the store's semantics; the bytes on disk are `format`'s, reading
 //! the directory is `read`'s and the inotify task is `watch`'s. It never

@@ -5,7 +5,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::format::{encode, lease_path};
-use super::read::{threads_for, LeaseDir, MAX_THREADS, PARALLEL_FROM};
+use super::read::{threads_for, threads_for_cpus, LeaseDir, MAX_THREADS, MIN_CPUS, PARALLEL_FROM};
 use crate::lease::contract_tests::TempDir;
 use crate::lease::{Lease, LeaseAttrs};
 
@@ -71,11 +71,21 @@ fn threaded_reads_give_what_one_thread_gives_in_listing_order() {
 }
 
 #[test]
-fn read_all_takes_the_threaded_path_from_the_threshold_on() {
-    assert_eq!(threads_for(PARALLEL_FROM - 1), 1);
+fn threads_only_for_many_leases_and_enough_cpus() {
+    assert_eq!(threads_for_cpus(PARALLEL_FROM - 1, 8), 1);
+    assert_eq!(threads_for_cpus(PARALLEL_FROM, MIN_CPUS - 1), 1);
+    assert_eq!(
+        threads_for_cpus(PARALLEL_FROM, MIN_CPUS),
+        MIN_CPUS.min(MAX_THREADS)
+    );
+    assert_eq!(threads_for_cpus(PARALLEL_FROM, 64), MAX_THREADS);
+}
+
+#[test]
+fn read_all_of_many_leases_reads_every_one() {
     let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
-    assert_eq!(threads_for(PARALLEL_FROM), cpus.clamp(1, MAX_THREADS));
     let n = PARALLEL_FROM as u32 + 5;
+    assert_eq!(threads_for(n as usize), threads_for_cpus(n as usize, cpus));
     let t = TempDir::new("leases-many");
     let dir = populated(&t, n);
     let all = LeaseDir::open(&dir)
