@@ -152,6 +152,7 @@ impl Backing for KubeBacking {
     }
 }
 
+mod listing;
 mod v6;
 
 mod contract {
