@@ -152,7 +152,6 @@ impl Backing for KubeBacking {
     }
 }
 
-mod listing;
 mod v6;
 
 mod contract {

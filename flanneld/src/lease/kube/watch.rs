@@ -1,4 +1,4 @@
-//! Watching Node objects: kube's watcher (a list, then a watch from
+//! Watching Node objects: kube's watcher (a paged list, then a watch from
 //! the list's resourceVersion, with bookmarks; after a `410 Gone`, a
 //! dropped connection or an API error it lists again) turned into
 //! `LeaseEvent`s through the shared [`Mirror`].
@@ -47,7 +47,7 @@ pub(super) async fn start(
     network: Networks,
     reachable: Arc<AtomicBool>,
 ) -> Result<LeaseWatch, LeaseError> {
-    let config = list_config();
+    let config = watcher::Config::default();
     let stream: NodeStream = Box::pin(watcher::watcher(api, config));
     let mut w = Watcher {
         stream,
@@ -76,26 +76,6 @@ pub(super) async fn start(
         snapshot,
         events: rx,
     })
-}
-
-/// How the nodes are listed: as upstream flannel's informer (client-go's
-/// reflector) first lists them, `resourceVersion=0`: kube-apiserver
-/// answers that from its watch cache, without a read from etcd, and has
-/// long ignored `limit` for it (one response). No `limit` is sent, so the
-/// answer is one response whatever the server; one that pages anyway
-/// sends a `continue` token, which kube's watcher follows. kube's default
-/// (a quorum read, pages of 500) cost 10 round trips to the API at 5,000
-/// nodes before the first peer could be programmed, and the API server an
-/// etcd range read per page. Relists (after a `410 Gone` or an error) are
-/// made the same way.
-///
-/// What is given up: a listing from one API server's cache may be older
-/// than what another already answered (HA); the watch that follows it
-/// brings the changes since, as for flannel.
-fn list_config() -> watcher::Config {
-    let mut config = watcher::Config::default().any_semantic();
-    config.page_size = None;
-    config
 }
 
 /// What one or more watcher events amount to.
