@@ -204,6 +204,11 @@ pub async fn run(
     let mut watch = watch.map_err(DaemonError::Watch)?;
     tracing::info!(leases = watch.snapshot.len(), "leases listed");
     dp.program(&watch.snapshot).await;
+    // The listing lives on as the peers (and the store's mirror); this copy
+    // would stay for the daemon's life. What the listing and the first
+    // programming allocated goes back to the system.
+    watch.snapshot = Vec::new();
+    crate::heap::trim("the first programming");
 
     let mut kernel_events = watch_kernel::subscribe().map_err(DaemonError::KernelEvents)?;
     let mut next_resync = Instant::now() + settings.resync_interval;
@@ -234,11 +239,14 @@ pub async fn run(
                     return Err(DaemonError::WatchEnded);
                 }
             }
-            _ = kernel_events.changed(&indexes) => {
-                // Something on our device changed: check at once rather
-                // than at the next tick.
-                next_resync = Instant::now() + Duration::from_millis(20);
-                changed_at.get_or_insert_with(Instant::now);
+            gone = kernel_events.changed(&indexes) => {
+                // Something a peer needs went from our device: check at
+                // once rather than at the next tick. Our own removals are
+                // told back too; those need no check.
+                if dp.wants(&gone) {
+                    next_resync = Instant::now() + Duration::from_millis(20);
+                    changed_at.get_or_insert_with(Instant::now);
+                }
             }
             _ = tokio::time::sleep_until(next_resync) => {
                 let started = Instant::now();

@@ -15,6 +15,8 @@ mod error;
 mod family;
 #[cfg(test)]
 mod ns_tests;
+#[cfg(test)]
+mod wants_tests;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -28,6 +30,7 @@ use crate::lease::{Lease, LeaseEvent};
 use crate::metrics::Metrics;
 use crate::netconf::NetConfig;
 use crate::vxlan::{DeviceSpec, KernelCounts, Repairs};
+use crate::watch_kernel::Deleted;
 pub use error::DatapathError;
 use family::FamilyPath;
 pub use family::{lease_id, LeaseFamily, LeaseId};
@@ -238,6 +241,14 @@ impl Datapath {
         let v4 = self.v4.as_ref().map_or(0, |p| p.peers.len());
         let v6 = self.v6.as_ref().map_or(0, |p| p.peers.len());
         v4.max(v6)
+    }
+
+    /// Whether a peer needs what the kernel said was deleted on one of our
+    /// devices: if not (our own removal of a peer, told back to us), no
+    /// check is needed.
+    pub fn wants(&self, gone: &Deleted) -> bool {
+        let v4 = self.v4.as_ref().is_some_and(|p| p.wants(gone));
+        v4 || self.v6.as_ref().is_some_and(|p| p.wants(gone))
     }
 
     /// Recreates a device (and replays every peer at the next resync) if

@@ -8,7 +8,8 @@
 //! `vxlan` (the device and its entries: the only code that writes them to
 //! the kernel). Beside them: `netconf` (`net-conf.json`), `iface` (the
 //! external interface), `masq` (flanneld's nftables tables), `watch_kernel`
-//! (kernel change notices), `http` and `metrics`, `mac` (the VtepMAC), `error` (the top-level error `main` prints) and `chain` (an error and
+//! (kernel change notices), `http` and `metrics`, `mac` (the VtepMAC), `error` (the top-level error `main` prints), `heap` (returning freed
+//! memory after a listing) and `chain` (an error and
 //! its sources as one line, for every layer).
 
 pub mod chain;
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod daemon;
 pub mod datapath;
 pub mod error;
+pub mod heap;
 pub mod http;
 pub mod iface;
 pub mod lease;

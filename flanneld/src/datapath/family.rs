@@ -21,6 +21,7 @@ use crate::lease::{skip, Lease};
 use crate::mac;
 use crate::netconf::{FamilyConfig, NetConfig};
 use crate::vxlan::{Change, Device, DeviceSpec, KernelCounts, Peer, Repairs, Vxlan, VxlanFamily};
+use crate::watch_kernel::Deleted;
 
 /// What identifies a lease across its events, whatever its families (its
 /// store key: the IPv4 subnet, [`crate::lease::NO_IPV4`] when IPv6-only,
@@ -346,6 +347,31 @@ impl<F: LeaseFamily> FamilyPath<F> {
                 self.dev = new;
             }
             Err(e) => tracing::error!("recreate {}: {e}", self.dev.name),
+        }
+    }
+
+    /// Whether a peer of this family needs what the kernel said it
+    /// deleted (a link or an entry that did not parse: always).
+    pub fn wants(&self, gone: &Deleted) -> bool {
+        let overlay = |p: &&Peer<F>| !self.vx.is_direct(p);
+        match gone {
+            Deleted::Link | Deleted::Unknown => true,
+            Deleted::Route { dst, prefix } => F::from_ip(*dst)
+                .and_then(|a| F::new(a, *prefix))
+                .is_some_and(|s| self.peers.contains_key(&s)),
+            Deleted::Neigh { ip } => F::from_ip(*ip).is_some_and(|a| {
+                F::new(a, self.net.subnet_len)
+                    .and_then(|s| self.peers.get(&s))
+                    .filter(overlay)
+                    .is_some_and(|p| p.gateway() == a)
+            }),
+            // A linear look: FDB notices come only from deletions.
+            Deleted::Fdb { mac, dst } => {
+                let dst = dst.map(F::from_ip);
+                self.peers.values().filter(overlay).any(|p| {
+                    p.vtep_mac[..] == mac[..] && dst.is_none_or(|d| d == Some(p.public_ip))
+                })
+            }
         }
     }
 

@@ -16,7 +16,8 @@ use flannel_cluster::Cluster;
 
 /// flanneld on node 0 of `c` as node `me`, with `extra` flags after the
 /// cluster's own; `kubeconfig` set: on the Kubernetes store (no
-/// `--lease-dir`). Logs at `info` to `log`; no stdin, stdout discarded.
+/// `--lease-dir`). Logs at `info` (or `$SCALE_BENCH_RUST_LOG`) to `log`;
+/// no stdin, stdout discarded.
 pub fn flanneld_command(c: &Cluster, me: &str, kubeconfig: Option<&Path>, log: File) -> Command {
     let kube_path = kubeconfig.map(|p| p.to_string_lossy().into_owned());
     let extra: Vec<&str> = match &kube_path {
@@ -32,7 +33,10 @@ pub fn flanneld_command(c: &Cluster, me: &str, kubeconfig: Option<&Path>, log: F
     let mut cmd = c.node(0).ns.command(c.flanneld_bin());
     cmd.args(&args)
         .env("NODE_NAME", me)
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("SCALE_BENCH_RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);

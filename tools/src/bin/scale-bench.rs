@@ -189,6 +189,7 @@ fn run(store: StoreKind, n: u32, churn: u32) -> Figures {
     let want = Entries::wanted(&peers);
 
     let start = Instant::now();
+    eprintln!("flanneld started at {}", wall());
     let mut flanneld = ChildGuard::spawn(&mut cmd);
     let pid = flanneld.pid();
     let (mut subnet_env, mut dev_seen) = (None, false);
@@ -236,9 +237,11 @@ fn run(store: StoreKind, n: u32, churn: u32) -> Figures {
     let want = Entries::wanted(&now_peers);
     let writes = 6 * churn as usize;
     let since = Instant::now();
+    eprintln!("churn starts at {}", wall());
     feed.remove(&gone);
     feed.add(&new);
     let last_write = Instant::now();
+    eprintln!("churn's last write at {}", wall());
     let matched = wait_match(&ns_name, &want, &monitor, since, writes, &log_path);
     let churn_s = matched.duration_since(since).as_secs_f64()
         - last_write.duration_since(since).as_secs_f64();
@@ -255,6 +258,7 @@ fn run(store: StoreKind, n: u32, churn: u32) -> Figures {
     });
 
     flanneld.stop(Duration::from_secs(5));
+    keep_log(&log_path, store, n);
     Figures {
         subnet_env,
         programmed,
@@ -326,6 +330,34 @@ fn relist_after_compaction(
 /// What flanneld's etcd watch logs once a re-list has caught up with
 /// changes it missed (after a compaction, a broken stream or an outage).
 const RELISTED: &str = "caught up with";
+
+/// Now, as seconds of the day (UTC) with microseconds, as flanneld's log
+/// writes its time.
+fn wall() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let s = t.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:06}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        t.subsec_micros()
+    )
+}
+
+/// With `$SCALE_BENCH_KEEP_LOG` (a directory): flanneld's log is copied
+/// there as `<store>-<peers>.log` before the cluster's directory goes.
+fn keep_log(log: &std::path::Path, store: StoreKind, n: u32) {
+    let Ok(dir) = std::env::var("SCALE_BENCH_KEEP_LOG") else {
+        return;
+    };
+    let to = std::path::Path::new(&dir).join(format!("{}-{n}.log", store.as_str()));
+    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::copy(log, &to)) {
+        eprintln!("keep flanneld's log as {}: {e}", to.display());
+    }
+}
 
 fn count_in(log: &std::path::Path, needle: &str) -> usize {
     std::fs::read_to_string(log)

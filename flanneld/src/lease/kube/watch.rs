@@ -112,6 +112,8 @@ impl Watcher {
                 Some(Step::Listed(views)) => {
                     let leases = self.adopt(views);
                     let events = self.mirror.replace_all(leases);
+                    // The listing's bodies and nodes are freed by now.
+                    crate::heap::trim("a relist of the nodes");
                     if !events.is_empty() {
                         tracing::info!(
                             "watch nodes: relisted, {} change(s) since the last listing",
