@@ -136,6 +136,9 @@ pub fn add(
         sock.change_element(at, &key, Some(&comment))
             .map_err(|e| CniError::new(Code::Masquerade, format!("{}: {e}", what())))?;
     }
+    // The release of a netfilter socket waits for frees still pending from
+    // an earlier commit (a DEL's element just before): a child takes it.
+    park::release(sock);
     Ok(())
 }
 

@@ -3,7 +3,9 @@
 //! When the last reference to a NETLINK_NETFILTER socket that made changes
 //! goes, nf_tables flushes its deferred frees first, and freeing a deleted
 //! set element waits for an RCU grace period: 1 to 12 ms on a busy VM,
-//! paid by whoever closes the socket (a DEL's exit, otherwise). Here a
+//! paid by whoever closes the socket, even one that only added an element
+//! while an earlier DEL's frees were pending (a DEL's or an ADD's exit,
+//! otherwise: an ADD right after a DEL took 8 ms instead of 4). Here a
 //! forked child inherits the socket and keeps it until this process has
 //! exited (the end of a pipe it waits on), so its reference is the last
 //! one and the wait lands on it. This module owns that child only; it
