@@ -14,6 +14,8 @@ mod batch_tests;
 mod error;
 mod family;
 #[cfg(test)]
+mod fixture;
+#[cfg(test)]
 mod ns_tests;
 #[cfg(test)]
 mod wants_tests;

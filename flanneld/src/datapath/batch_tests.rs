@@ -3,34 +3,10 @@
 //! subnet removed and added again nets out; a node that moves to another
 //! subnet keeps its FDB entry whichever of its two events comes first.
 
-use std::net::Ipv4Addr;
-use std::sync::Arc;
-use std::time::SystemTime;
-
-use ipnetwork::Ipv4Network;
-
-use super::{Datapath, Follow, Specs};
-use crate::lease::{Lease, LeaseAttrs, LeaseEvent};
-use crate::metrics::Metrics;
-use crate::netconf::NetConfig;
+use super::fixture::{adopted, lease, v4_specs};
+use super::Follow;
+use crate::lease::{Lease, LeaseEvent};
 use crate::vxlan::tests::TestNs;
-
-const V4: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
-
-/// Subnet 10.244.N.0/24 held by node `node` (192.168.64.NODE), whose VTEP
-/// MAC is 0e:00:00:00:VER:NODE.
-fn lease(n: u8, node: u8, ver: u8) -> Lease {
-    Lease {
-        subnet: Ipv4Network::new(Ipv4Addr::new(10, 244, n, 0), 24).expect("net"),
-        ipv6_subnet: None,
-        attrs: LeaseAttrs::vxlan(
-            Ipv4Addr::new(192, 168, 64, node),
-            1,
-            &format!("0e:00:00:00:{ver:02x}:{node:02x}"),
-        ),
-        expiration: SystemTime::now(),
-    }
-}
 
 /// What `leases` need on flannel.1: neighbours, FDB, routes (sorted as
 /// the test namespace lists them).
@@ -63,24 +39,12 @@ fn kernel(ns: &TestNs) -> (Vec<String>, Vec<String>, Vec<String>) {
 #[test]
 fn a_burst_of_events_leaves_exactly_the_final_leases_entries() {
     let ns = TestNs::new();
-    let config = NetConfig::parse(V4).expect("config");
-    let mut spec = ns.spec();
-    spec.local = Ipv4Addr::new(192, 168, 64, 2);
-    let specs = Specs {
-        v4: Some(spec),
-        v6: None,
-    };
+    let specs = v4_specs(&ns);
     let own = lease(2, 2, 4);
     let start: Vec<Lease> = (3..=8).map(|n| lease(n, n, 4)).collect();
     let ns_ref = &ns;
     ns.within(|handle| async move {
-        let metrics = Arc::new(Metrics::new());
-        let mut dp = Datapath::create(handle, config, specs, true, metrics)
-            .await
-            .unwrap_or_else(|e| panic!("create: {e}"));
-        dp.adopt(&own)
-            .await
-            .unwrap_or_else(|e| panic!("adopt: {e}"));
+        let mut dp = adopted(handle, specs, &own).await;
         let mut snapshot = start.clone();
         snapshot.push(own.clone());
         dp.program(&snapshot).await;
@@ -136,23 +100,11 @@ fn a_burst_of_events_leaves_exactly_the_final_leases_entries() {
 #[test]
 fn a_subnet_passed_between_leases_in_one_batch_keeps_its_last_holder() {
     let ns = TestNs::new();
-    let config = NetConfig::parse(V4).expect("config");
-    let mut spec = ns.spec();
-    spec.local = Ipv4Addr::new(192, 168, 64, 2);
-    let specs = Specs {
-        v4: Some(spec),
-        v6: None,
-    };
+    let specs = v4_specs(&ns);
     let own = lease(2, 2, 4);
     let ns_ref = &ns;
     ns.within(|handle| async move {
-        let metrics = Arc::new(Metrics::new());
-        let mut dp = Datapath::create(handle, config, specs, true, metrics)
-            .await
-            .unwrap_or_else(|e| panic!("create: {e}"));
-        dp.adopt(&own)
-            .await
-            .unwrap_or_else(|e| panic!("adopt: {e}"));
+        let mut dp = adopted(handle, specs, &own).await;
         dp.program(&[own.clone(), lease(3, 3, 4)]).await;
         // Subnet 3 goes from node 3 to node 4 and back to node 3 with a new
         // MAC, then to node 5: only node 5's entries remain.

@@ -3,34 +3,12 @@
 //! peer still needs, deleted by someone else, does (each kind: route,
 //! neighbour, FDB entry).
 
-use std::net::Ipv4Addr;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use ipnetwork::Ipv4Network;
-
-use super::{Datapath, Specs};
-use crate::lease::{Lease, LeaseAttrs, LeaseEvent};
-use crate::metrics::Metrics;
-use crate::netconf::NetConfig;
+use super::fixture::{adopted, lease, v4_specs};
+use crate::lease::LeaseEvent;
 use crate::vxlan::tests::TestNs;
 use crate::watch_kernel::{self, Deleted, KernelEvents};
-
-const V4: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
-
-/// Subnet 10.244.N.0/24 of node 192.168.64.N, MAC 0e:00:00:00:00:N.
-fn lease(n: u8) -> Lease {
-    Lease {
-        subnet: Ipv4Network::new(Ipv4Addr::new(10, 244, n, 0), 24).expect("net"),
-        ipv6_subnet: None,
-        attrs: LeaseAttrs::vxlan(
-            Ipv4Addr::new(192, 168, 64, n),
-            1,
-            &format!("0e:00:00:00:00:{n:02x}"),
-        ),
-        expiration: SystemTime::now(),
-    }
-}
 
 /// The notices that arrive until none has for 300 ms.
 async fn notices(events: &mut KernelEvents, index: u32) -> Vec<Deleted> {
@@ -45,29 +23,18 @@ async fn notices(events: &mut KernelEvents, index: u32) -> Vec<Deleted> {
 #[test]
 fn own_removals_need_no_check_and_a_needed_entry_deleted_does() {
     let ns = TestNs::new();
-    let config = NetConfig::parse(V4).expect("config");
-    let mut spec = ns.spec();
-    spec.local = Ipv4Addr::new(192, 168, 64, 2);
-    let specs = Specs {
-        v4: Some(spec),
-        v6: None,
-    };
-    let own = lease(2);
+    let specs = v4_specs(&ns);
+    let own = lease(2, 2, 0);
     let ns_ref = &ns;
     ns.within(|handle| async move {
-        let metrics = Arc::new(Metrics::new());
-        let mut dp = Datapath::create(handle, config, specs, true, metrics)
-            .await
-            .unwrap_or_else(|e| panic!("create: {e}"));
-        dp.adopt(&own)
-            .await
-            .unwrap_or_else(|e| panic!("adopt: {e}"));
-        dp.program(&[own.clone(), lease(3), lease(4)]).await;
+        let mut dp = adopted(handle, specs, &own).await;
+        dp.program(&[own.clone(), lease(3, 3, 0), lease(4, 4, 0)])
+            .await;
         let index = dp.indexes()[0];
         let mut events = watch_kernel::subscribe().expect("subscribe");
 
         // Our own removal of peer 4: told of, but wanted by no peer.
-        dp.on_lease_events(vec![LeaseEvent::Removed(lease(4))])
+        dp.on_lease_events(vec![LeaseEvent::Removed(lease(4, 4, 0))])
             .await
             .expect("events");
         let ours = notices(&mut events, index).await;
