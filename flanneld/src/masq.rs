@@ -184,7 +184,9 @@ impl MasqKeeper {
 
     /// Writes the rules (removes the tables when none are wanted) and
     /// reads them back ([`write`](Self::write), then
-    /// [`record`](Self::record)).
+    /// [`record`](Self::record)). The daemon does the two apart, with
+    /// subnet.env written between them; the tests do both at once.
+    #[cfg(test)]
     pub async fn start(rules: MasqRules) -> Result<Self, MasqError> {
         let mut keeper = Self::write(rules).await?;
         keeper.record().await?;
