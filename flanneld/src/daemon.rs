@@ -196,18 +196,23 @@ pub async fn run(
     };
     // The rules' read-back (two `nft list` runs) waits until now too: it
     // only gives the periodic check something to compare with.
+    // The kernel is programmed as the listing's pages arrive.
+    let listed = async {
+        let watch = store.watch().await;
+        metrics.store_request("watch", &watch);
+        let mut watch = watch.map_err(DaemonError::Watch)?;
+        dp.program_listing(&mut watch.listing)
+            .await
+            .map_err(DaemonError::Watch)?;
+        Ok::<_, DaemonError>(watch)
+    };
     let (reported, watch, recorded) =
-        tokio::join!(report, store.watch(), record_rules(&settings, &mut rules));
+        tokio::join!(report, listed, record_rules(&settings, &mut rules));
     reported?;
     recorded?;
-    metrics.store_request("watch", &watch);
-    let mut watch = watch.map_err(DaemonError::Watch)?;
-    tracing::info!(leases = watch.snapshot.len(), "leases listed");
-    dp.program(&watch.snapshot).await;
-    // The listing lives on as the peers (and the store's mirror); this copy
-    // would stay for the daemon's life. What the listing and the first
-    // programming allocated goes back to the system.
-    watch.snapshot = Vec::new();
+    let mut watch = watch?;
+    // What the listing and the first programming allocated goes back to
+    // the system (the leases live on as the peers and the store's mirror).
     crate::heap::trim("the first programming");
 
     let mut kernel_events = watch_kernel::subscribe().map_err(DaemonError::KernelEvents)?;

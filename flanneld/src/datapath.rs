@@ -2,7 +2,8 @@
 //! / `flannel-v6.<VNI>` device and, for every peer lease, its neighbour,
 //! FDB and route entries (`family.rs`: one family's half, written once for
 //! both). One method per event the daemon's loop receives: our own lease
-//! (`adopt`), the watch's snapshot and events, a device check, a resync.
+//! (`adopt`), the pages of the watch's first listing and its events, a
+//! device check, a resync.
 //!
 //! Owns the device and the set of peers; decides which leases are peers
 //! (nothing from outside reaches the kernel unchecked) and writes through
@@ -16,6 +17,8 @@ mod family;
 #[cfg(test)]
 mod fixture;
 #[cfg(test)]
+mod listing_tests;
+#[cfg(test)]
 mod ns_tests;
 #[cfg(test)]
 mod wants_tests;
@@ -28,7 +31,7 @@ use std::time::Instant;
 use ipnetwork::{Ipv4Network, Ipv6Network};
 use rtnetlink::Handle;
 
-use crate::lease::{Lease, LeaseEvent};
+use crate::lease::{Lease, LeaseError, LeaseEvent, ListingPart, ListingRx};
 use crate::metrics::Metrics;
 use crate::netconf::NetConfig;
 use crate::vxlan::{DeviceSpec, KernelCounts, Repairs};
@@ -63,6 +66,8 @@ pub struct Datapath {
     store_chooses: bool,
     /// Our lease and public IP, once acquired.
     own: Option<(LeaseId, IpAddr)>,
+    /// The first listing, while it is programmed.
+    listing: Option<Listing>,
     metrics: Arc<Metrics>,
 }
 
@@ -85,22 +90,28 @@ async fn events<F: LeaseFamily>(
     path.update_many(updates).await
 }
 
-/// Every lease of `snapshot` but ours as that family's peers.
-fn load<F: LeaseFamily>(
+/// Every lease of a first listing's `page` but ours as that family's
+/// peers, programmed (see [`FamilyPath::program_page`]).
+async fn page<F: LeaseFamily>(
     path: Option<&mut FamilyPath<F>>,
-    snapshot: &[Lease],
+    page: &[Lease],
     own: Option<LeaseId>,
     vni: u32,
     store_chooses: bool,
-) {
-    if let Some(path) = path {
-        let peers = snapshot
-            .iter()
-            .filter(|l| Some(lease_id(l)) != own)
-            .filter_map(|l| Some((lease_id(l), path.peer_of(l, vni, store_chooses)?)))
-            .collect();
-        path.load(peers);
-    }
+) -> Option<Result<Repairs, DatapathError>> {
+    let path = path?;
+    let peers = page
+        .iter()
+        .filter(|l| Some(lease_id(l)) != own)
+        .filter_map(|l| Some((lease_id(l), path.peer_of(l, vni, store_chooses)?)))
+        .collect();
+    Some(path.program_page(peers).await)
+}
+
+/// What the first listing's programming has done so far.
+struct Listing {
+    started: Instant,
+    repairs: Repairs,
 }
 
 impl Datapath {
@@ -132,6 +143,7 @@ impl Datapath {
             vni: config.backend.vni,
             store_chooses,
             own: None,
+            listing: None,
             metrics,
         })
     }
@@ -148,14 +160,104 @@ impl Datapath {
         Ok(())
     }
 
-    /// Programs every peer of `snapshot` (the watch's first listing), and
-    /// removes what no lease explains.
+    /// Programs every peer of `snapshot` (the watch's first listing, read
+    /// whole), and removes what no lease explains.
     pub async fn program(&mut self, snapshot: &[Lease]) {
+        self.program_page(snapshot).await;
+        self.finish_listing().await;
+    }
+
+    /// Programs the watch's first listing page by page as it arrives (the
+    /// kube store's next page is read meanwhile), then removes what no
+    /// lease explains. Returns how many leases it listed; `ListingCut`
+    /// when the watch ended before the listing was complete (nothing is
+    /// then removed).
+    pub async fn program_listing(&mut self, listing: &mut ListingRx) -> Result<usize, LeaseError> {
+        let mut leases = 0;
+        loop {
+            match listing.recv().await {
+                Some(ListingPart::Page(page)) => {
+                    leases += page.len();
+                    self.program_page(&page).await;
+                }
+                Some(ListingPart::Restart) => {
+                    leases = 0;
+                    self.restart_listing();
+                }
+                Some(ListingPart::Complete) => break,
+                None => return Err(LeaseError::ListingCut),
+            }
+        }
+        tracing::info!(leases, "leases listed");
+        self.finish_listing().await;
+        Ok(leases)
+    }
+
+    /// Programs the peers of one page of the watch's first listing, as it
+    /// arrives; nothing is removed before the listing is complete.
+    async fn program_page(&mut self, leases: &[Lease]) {
         let own = self.own.map(|(id, _)| id);
         let (vni, sc) = (self.vni, self.store_chooses);
-        load(self.v4.as_mut(), snapshot, own, vni, sc);
-        load(self.v6.as_mut(), snapshot, own, vni, sc);
-        self.resync("start-up").await;
+        let listing = self.listing.get_or_insert_with(|| Listing {
+            started: Instant::now(),
+            repairs: Repairs::default(),
+        });
+        let results = [
+            page(self.v4.as_mut(), leases, own, vni, sc).await,
+            page(self.v6.as_mut(), leases, own, vni, sc).await,
+        ];
+        for result in results.into_iter().flatten() {
+            match result {
+                Ok(r) => merge(&mut listing.repairs, r),
+                Err(e) => tracing::warn!("start-up {}", crate::error::chain(&e)),
+            }
+        }
+    }
+
+    /// The first listing broke off and is read again from the start.
+    fn restart_listing(&mut self) {
+        tracing::info!("the lease listing broke off; programming it again as it is read");
+        if let Some(v4) = self.v4.as_mut() {
+            v4.restart_listing();
+        }
+        if let Some(v6) = self.v6.as_mut() {
+            v6.restart_listing();
+        }
+        // What was written is in the kernel's next dump.
+        if let Some(listing) = self.listing.as_mut() {
+            listing.repairs = Repairs::default();
+        }
+    }
+
+    /// The first listing is complete: removes what no lease explains, and
+    /// sums the programming up in one line. Returns how many entries it
+    /// wrote and removed.
+    async fn finish_listing(&mut self) -> usize {
+        let Listing {
+            started,
+            mut repairs,
+        } = self.listing.take().unwrap_or_else(|| Listing {
+            started: Instant::now(),
+            repairs: Repairs::default(),
+        });
+        let mut results = Vec::new();
+        if let Some(v4) = self.v4.as_mut() {
+            results.push(v4.finish_listing().await);
+        }
+        if let Some(v6) = self.v6.as_mut() {
+            results.push(v6.finish_listing().await);
+        }
+        for result in results {
+            match result {
+                Ok(r) => merge(&mut repairs, r),
+                Err(e) => tracing::warn!("start-up {}", crate::error::chain(&e)),
+            }
+        }
+        self.metrics.resyncs.inc();
+        self.metrics
+            .resync_duration
+            .observe(started.elapsed().as_secs_f64());
+        self.report("start-up", &repairs, started)
     }
 
     /// The ifindex of every device, for the kernel-event filter.
@@ -264,13 +366,11 @@ impl Datapath {
         }
     }
 
-    /// Diffs the kernel against the peers and fixes it, every family. At
-    /// start-up what it adds is the normal programming of peers, summed up
-    /// in one line; later it is a repair, and each entry is named. Returns
-    /// how many entries it restored or removed.
+    /// Diffs the kernel against the peers and fixes it, every family: a
+    /// repair, each entry named. Returns how many entries it restored or
+    /// removed.
     pub async fn resync(&self, why: &str) -> usize {
         let started = Instant::now();
-        let start_up = why == "start-up";
         let mut results = Vec::new();
         if let Some(v4) = self.v4.as_ref() {
             results.push(v4.reconcile().await);
@@ -282,7 +382,6 @@ impl Datapath {
         self.metrics
             .resync_duration
             .observe(started.elapsed().as_secs_f64());
-        self.metrics.peers.set(gauge(self.peer_count()));
         let mut r = Repairs::default();
         for result in results {
             match result {
@@ -290,7 +389,16 @@ impl Datapath {
                 Err(e) => tracing::warn!("{why} {}", crate::error::chain(&e)),
             }
         }
-        self.count(&r, start_up);
+        self.report(why, &r, started)
+    }
+
+    /// Metrics and log lines of a reconcile (or of the first listing's
+    /// programming, `why` "start-up"); how many entries it restored or
+    /// removed.
+    fn report(&self, why: &str, r: &Repairs, started: Instant) -> usize {
+        let start_up = why == "start-up";
+        self.metrics.peers.set(gauge(self.peer_count()));
+        self.count(r, start_up);
         for entry in &r.added {
             if start_up {
                 tracing::debug!("programmed {entry}");
@@ -349,8 +457,8 @@ impl Datapath {
     }
 }
 
-/// Adds one family's repairs to the others'.
-fn merge(into: &mut Repairs, one: Repairs) {
+/// Adds one family's (or page's) repairs to the others'.
+pub(super) fn merge(into: &mut Repairs, one: Repairs) {
     into.added.extend(one.added);
     into.removed.extend(one.removed);
     into.failed.extend(one.failed);

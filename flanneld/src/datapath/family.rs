@@ -20,7 +20,9 @@ use super::{underlay_unicast, DatapathError};
 use crate::lease::{skip, Lease};
 use crate::mac;
 use crate::netconf::{FamilyConfig, NetConfig};
-use crate::vxlan::{Change, Device, DeviceSpec, KernelCounts, Peer, Repairs, Vxlan, VxlanFamily};
+use crate::vxlan::{
+    Change, Device, DeviceSpec, KernelCounts, Observed, Peer, Repairs, Vxlan, VxlanFamily,
+};
 use crate::watch_kernel::Deleted;
 
 /// What identifies a lease across its events, whatever its families (its
@@ -155,6 +157,9 @@ pub(super) struct FamilyPath<F: LeaseFamily> {
     by_lease: HashMap<LeaseId, F>,
     /// How many leases hold each subnet of `by_lease`.
     holders: HashMap<F, usize>,
+    /// The kernel as dumped when the first listing's programming began
+    /// (until it is complete).
+    observed: Option<Observed<F>>,
 }
 
 impl<F: LeaseFamily> FamilyPath<F> {
@@ -184,6 +189,7 @@ impl<F: LeaseFamily> FamilyPath<F> {
             peers: BTreeMap::new(),
             by_lease: HashMap::new(),
             holders: HashMap::new(),
+            observed: None,
         })
     }
 
@@ -213,14 +219,66 @@ impl<F: LeaseFamily> FamilyPath<F> {
         }
     }
 
-    /// The peer set as of the watch's first listing.
-    pub fn load(&mut self, peers: Vec<(LeaseId, Peer<F>)>) {
+    /// A page of the watch's first listing: its peers join the set, and
+    /// what they need and the kernel lacks is written. Nothing is removed
+    /// before the listing is complete ([`Self::finish_listing`]): a later
+    /// page may explain it. The kernel is dumped once, at the first page.
+    pub async fn program_page(
+        &mut self,
+        peers: Vec<(LeaseId, Peer<F>)>,
+    ) -> Result<Repairs, DatapathError> {
+        let mut repairs = Repairs::default();
+        if self.observed.is_none() {
+            let observed = self.vx.observe(&self.dev, &mut repairs).await;
+            self.observed = Some(observed.map_err(|e| self.resync_error(e))?);
+        }
+        let mut page = Vec::with_capacity(peers.len());
+        for (id, p) in peers {
+            self.hold(id, p.subnet);
+            self.peers.insert(p.subnet, p.clone());
+            page.push(p);
+        }
+        if let Some(observed) = self.observed.as_ref() {
+            let added = self.vx.add_missing(&self.dev, observed, &page).await;
+            super::merge(&mut repairs, added);
+        }
+        Ok(repairs)
+    }
+
+    /// The first listing broke off and starts again: its peers so far are
+    /// forgotten, and the kernel is dumped again at the next page, so what
+    /// was written for them goes at the end unless a lease explains it.
+    pub fn restart_listing(&mut self) {
         self.peers.clear();
         self.by_lease.clear();
         self.holders.clear();
-        for (id, p) in peers {
-            self.hold(id, p.subnet);
-            self.peers.insert(p.subnet, p);
+        self.observed = None;
+    }
+
+    /// The first listing is complete: what the kernel held of ours before
+    /// it and no peer explains is removed.
+    pub async fn finish_listing(&mut self) -> Result<Repairs, DatapathError> {
+        let mut repairs = Repairs::default();
+        let observed = match self.observed.take() {
+            Some(o) => o,
+            None => {
+                let observed = self.vx.observe(&self.dev, &mut repairs).await;
+                observed.map_err(|e| self.resync_error(e))?
+            }
+        };
+        let wanted: Vec<Peer<F>> = self.peers.values().cloned().collect();
+        let removed = self
+            .vx
+            .remove_unexplained(&self.dev, &observed, &wanted)
+            .await;
+        super::merge(&mut repairs, removed);
+        Ok(repairs)
+    }
+
+    fn resync_error(&self, source: crate::vxlan::VxlanError) -> DatapathError {
+        DatapathError::Resync {
+            device: self.dev.name.clone(),
+            source,
         }
     }
 
@@ -381,9 +439,6 @@ impl<F: LeaseFamily> FamilyPath<F> {
         self.vx
             .reconcile(&self.dev, &wanted)
             .await
-            .map_err(|source| DatapathError::Resync {
-                device: self.dev.name.clone(),
-                source,
-            })
+            .map_err(|e| self.resync_error(e))
     }
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ipnetwork::Ipv4Network;
 use tokio::time::timeout;
 
-use super::{Lease, LeaseAttrs, LeaseError, LeaseEvent, LeaseStore, LeaseTiming, LeaseWatch};
+use super::{Lease, LeaseAttrs, LeaseError, LeaseEvent, LeaseStore, LeaseTiming, Listed};
 use crate::netconf::NetConfig;
 
 /// A fresh, empty lease backing shared by every store `node()` returns.
@@ -193,11 +193,15 @@ async fn acquire_nodes<B: Backing>(b: &B, cfg: &NetConfig, n: u8) -> Vec<Ipv4Net
     subnets
 }
 
-async fn watch(s: &dyn LeaseStore) -> LeaseWatch {
-    s.watch().await.unwrap_or_else(|e| panic!("watch: {e}"))
+async fn watch(s: &dyn LeaseStore) -> Listed {
+    s.watch()
+        .await
+        .unwrap_or_else(|e| panic!("watch: {e}"))
+        .listed()
+        .await
 }
 
-pub async fn next_event(w: &mut LeaseWatch, within: Duration) -> LeaseEvent {
+pub async fn next_event(w: &mut Listed, within: Duration) -> LeaseEvent {
     match timeout(within, w.events.recv()).await {
         Ok(Some(Ok(ev))) => ev,
         Ok(Some(Err(e))) => panic!("watch error: {e}"),
@@ -206,7 +210,7 @@ pub async fn next_event(w: &mut LeaseWatch, within: Duration) -> LeaseEvent {
     }
 }
 
-pub async fn expect_quiet(w: &mut LeaseWatch, for_: Duration) {
+pub async fn expect_quiet(w: &mut Listed, for_: Duration) {
     if let Ok(ev) = timeout(for_, w.events.recv()).await {
         panic!("expected no lease event, got {ev:?}");
     }
@@ -222,7 +226,7 @@ fn held(snapshot: &[Lease]) -> Vec<(Ipv4Network, Ipv4Addr)> {
 }
 
 /// Waits until the watch reports every subnet in `subnets` removed.
-async fn wait_removed(w: &mut LeaseWatch, subnets: &[Ipv4Network], within: Duration) {
+async fn wait_removed(w: &mut Listed, subnets: &[Ipv4Network], within: Duration) {
     let mut left: HashSet<Ipv4Network> = subnets.iter().copied().collect();
     let deadline = Instant::now() + within;
     while !left.is_empty() {

@@ -30,6 +30,13 @@ impl Mirror {
         (Self { current }, snapshot)
     }
 
+    /// A mirror of `leases`, for a consumer that already has them.
+    pub fn of(leases: impl IntoIterator<Item = Lease>) -> Self {
+        Self {
+            current: leases.into_iter().map(|l| (l.id(), l)).collect(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.current.len()
     }

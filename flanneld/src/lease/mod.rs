@@ -1,7 +1,8 @@
 //! Subnet leases: the types every store shares and the trait they
 //! implement. One module per store: `file` (embedded, the default),
 //! `etcd`, `kube`; what they share: `mirror` (the watch diff), `backoff`,
-//! `choose` (subnet choice, for the stores that choose), `skip` (logging
+//! `choose` (subnet choice, for the stores that choose), `listing` (a
+//! watch's first listing, in pages), `skip` (logging
 //! what is skipped), `open` (the store the flags name), `v6` (a peer's
 //! IPv6 half, checked).
 //!
@@ -14,12 +15,14 @@ mod choose;
 pub mod etcd;
 pub mod file;
 pub mod kube;
+pub mod listing;
 pub mod mirror;
 pub mod observe;
 mod open;
 pub mod skip;
 pub mod v6;
 
+pub use listing::{ListingPart, ListingRx};
 pub use open::{open, StoreConfig};
 
 pub(crate) use choose::{choose, Choice, Held};
@@ -237,8 +240,47 @@ pub enum LeaseEvent {
     Removed(Lease),
 }
 
-/// What a watch delivers: the current leases, then every change after them.
+/// What a watch delivers: the current leases (a first listing, in one or
+/// more pages), then every change after them.
 pub struct LeaseWatch {
+    pub listing: ListingRx,
+    pub events: mpsc::Receiver<Result<LeaseEvent, LeaseError>>,
+}
+
+impl LeaseWatch {
+    /// A watch whose first listing was read whole.
+    pub fn whole(
+        snapshot: Vec<Lease>,
+        events: mpsc::Receiver<Result<LeaseEvent, LeaseError>>,
+    ) -> Self {
+        Self {
+            listing: listing::whole(snapshot),
+            events,
+        }
+    }
+
+    /// The whole first listing, its pages collected.
+    pub async fn snapshot(&mut self) -> Result<Vec<Lease>, LeaseError> {
+        listing::collect(&mut self.listing).await
+    }
+
+    /// This watch with its first listing collected (tests).
+    #[cfg(test)]
+    pub async fn listed(mut self) -> Listed {
+        let snapshot = self
+            .snapshot()
+            .await
+            .unwrap_or_else(|e| panic!("the first listing: {e}"));
+        Listed {
+            snapshot,
+            events: self.events,
+        }
+    }
+}
+
+/// A watch whose first listing was collected (tests).
+#[cfg(test)]
+pub struct Listed {
     pub snapshot: Vec<Lease>,
     pub events: mpsc::Receiver<Result<LeaseEvent, LeaseError>>,
 }
@@ -253,6 +295,8 @@ pub enum LeaseError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the lease watch ended before its first listing was complete")]
+    ListingCut,
     #[error("lease for {subnet} is no longer ours (now held by {holder})")]
     Lost { subnet: String, holder: String },
     /// The network configuration file (file and kube stores); the

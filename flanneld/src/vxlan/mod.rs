@@ -44,6 +44,7 @@ pub use error::VxlanError;
 pub use family::VxlanFamily;
 pub(crate) use link::{AddrRow, LinkState, Links};
 pub use peer::Change;
+pub(crate) use reconcile::Observed;
 
 /// What `flannel.<VNI>` (`flannel-v6.<VNI>`) must look like.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -191,6 +191,22 @@ impl<F: VxlanFamily> Vxlan<F> {
     /// the others; it is listed in `Repairs::failed`.
     pub async fn reconcile(&self, dev: &Device, peers: &[Peer<F>]) -> Result<Repairs, VxlanError> {
         let mut repairs = Repairs::default();
+        let observed = self.observe(dev, &mut repairs).await?;
+        let plan = self.plan_for(dev, &observed, peers);
+        if !plan.is_empty() {
+            self.apply(dev, plan, &mut repairs).await;
+        }
+        Ok(repairs)
+    }
+
+    /// The kernel's entries on `dev`, one dump each; what it holds of ours
+    /// is counted in `repairs.found`. Sets the device up if someone set it
+    /// down; `Err(DeviceGone)` when it no longer exists.
+    pub(crate) async fn observe(
+        &self,
+        dev: &Device,
+        repairs: &mut Repairs,
+    ) -> Result<Observed<F>, VxlanError> {
         let links = self.links();
         let link = links.by_index(dev.index).await?;
         match link {
@@ -222,18 +238,54 @@ impl<F: VxlanFamily> Vxlan<F> {
                 .filter(|r| is_managed(r, dev, self.routing.as_ref()))
                 .count(),
         };
-        let wanted: Vec<PeerEntries<F>> = peers.iter().map(|p| self.entries(dev, p)).collect();
-        let plan = plan(&observed, &wanted, dev, self.routing.as_ref());
-        if plan.is_empty() {
-            return Ok(repairs);
-        }
+        Ok(observed)
+    }
+
+    /// Writes what `peers` need and `observed` lacks, removing nothing:
+    /// one page of a first listing, whose later pages may explain the rest.
+    pub(crate) async fn add_missing(
+        &self,
+        dev: &Device,
+        observed: &Observed<F>,
+        peers: &[Peer<F>],
+    ) -> Repairs {
+        let mut plan = self.plan_for(dev, observed, peers);
+        plan.del_neigh.clear();
+        plan.del_fdb.clear();
+        plan.del_routes.clear();
+        let mut repairs = Repairs::default();
         self.apply(dev, plan, &mut repairs).await;
-        Ok(repairs)
+        repairs
+    }
+
+    /// Removes what `observed` holds of ours and no peer of `peers` (every
+    /// peer: the listing is complete) explains; adds nothing.
+    pub(crate) async fn remove_unexplained(
+        &self,
+        dev: &Device,
+        observed: &Observed<F>,
+        peers: &[Peer<F>],
+    ) -> Repairs {
+        let mut plan = self.plan_for(dev, observed, peers);
+        plan.add_neigh.clear();
+        plan.add_fdb.clear();
+        plan.add_routes.clear();
+        let mut repairs = Repairs::default();
+        self.apply(dev, plan, &mut repairs).await;
+        repairs
+    }
+
+    fn plan_for(&self, dev: &Device, observed: &Observed<F>, peers: &[Peer<F>]) -> Plan<F> {
+        let wanted: Vec<PeerEntries<F>> = peers.iter().map(|p| self.entries(dev, p)).collect();
+        plan(observed, &wanted, dev, self.routing.as_ref())
     }
 
     /// Writes the plan: removals, then additions, as one list of writes
     /// ([`Vxlan::write_all`]: many to a netlink datagram, in order).
     async fn apply(&self, dev: &Device, plan: Plan<F>, repairs: &mut Repairs) {
+        if plan.is_empty() {
+            return;
+        }
         let mut writes: Vec<Write<F>> = Vec::new();
         writes.extend(plan.del_routes.into_iter().map(|entry| {
             let dev = self.oif_name(dev, entry.oif);

@@ -15,7 +15,7 @@ use tokio::time::timeout;
 
 use super::{ConfigProblem, EtcdConfig, EtcdStore};
 use crate::lease::contract_tests::{attrs, config, net, Backing, LONG};
-use crate::lease::{LeaseError, LeaseEvent, LeaseStore, LeaseTiming, LeaseWatch};
+use crate::lease::{LeaseError, LeaseEvent, LeaseStore, LeaseTiming, Listed};
 
 pub(super) const PREFIX: &str = "/coreos.com/network";
 
@@ -85,7 +85,7 @@ pub(super) async fn next_event(
     }
 }
 
-pub(super) async fn expect_quiet(w: &mut LeaseWatch, for_: Duration) {
+pub(super) async fn expect_quiet(w: &mut Listed, for_: Duration) {
     if let Ok(ev) = timeout(for_, w.events.recv()).await {
         panic!("expected no lease event, got {ev:?}");
     }
@@ -124,7 +124,12 @@ async fn a_lease_written_by_upstream_flannel_is_seen() {
     let value = flannel_value("192.168.64.9", "c6:d2:32:6f:8f:44");
     put_flannel_lease(&b, "10.244.9.0-24", &value, 600);
     let store = b.store();
-    let mut w = store.watch().await.unwrap_or_else(|e| panic!("watch: {e}"));
+    let mut w = store
+        .watch()
+        .await
+        .unwrap_or_else(|e| panic!("watch: {e}"))
+        .listed()
+        .await;
     assert_eq!(w.snapshot.len(), 1);
     let l = &w.snapshot[0];
     assert_eq!(l.subnet, net("10.244.9.0/24"));
@@ -292,7 +297,12 @@ async fn malformed_values_are_skipped_and_never_overwritten() {
         &flannel_value("192.168.64.7", "0a:00:00:00:00:07"),
     ]);
     let store = b.store();
-    let mut w = store.watch().await.unwrap_or_else(|e| panic!("watch: {e}"));
+    let mut w = store
+        .watch()
+        .await
+        .unwrap_or_else(|e| panic!("watch: {e}"))
+        .listed()
+        .await;
     assert!(w.snapshot.is_empty(), "{:?}", w.snapshot);
     b.ctl(&[
         "put",

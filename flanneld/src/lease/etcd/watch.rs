@@ -86,10 +86,7 @@ pub(super) async fn start(store: EtcdStore) -> Result<LeaseWatch, LeaseError> {
         tx,
     };
     tokio::spawn(watcher.run(backoff));
-    Ok(LeaseWatch {
-        snapshot,
-        events: rx,
-    })
+    Ok(LeaseWatch::whole(snapshot, rx))
 }
 
 /// A watch that claims to have reported `reported` as of `revision`: the

@@ -12,7 +12,7 @@ use super::format::{encode, file_name, lease_path};
 use super::watch::{spawn, Item};
 use super::FileStore;
 use crate::lease::contract_tests::{attrs, expect_quiet, net, next_event, TempDir, LONG};
-use crate::lease::{Lease, LeaseAttrs, LeaseEvent, LeaseStore, LeaseWatch};
+use crate::lease::{Lease, LeaseAttrs, LeaseEvent, LeaseStore, Listed};
 use crate::netconf::NetConfig;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -54,16 +54,19 @@ fn lease_dir(t: &TempDir) -> std::path::PathBuf {
 }
 
 /// A watch on `dir` knowing `known`, fed batches by hand.
-fn fed_watch(dir: &std::path::Path, known: Vec<Lease>) -> (LeaseWatch, UnboundedSender<Vec<Item>>) {
+async fn fed_watch(
+    dir: &std::path::Path,
+    known: Vec<Lease>,
+) -> (Listed, UnboundedSender<Vec<Item>>) {
     let (tx, rx) = unbounded();
-    (spawn(dir, known, rx), tx)
+    (spawn(dir, known, rx).listed().await, tx)
 }
 
 fn event(mask: EventMask, l: &Lease) -> Item {
     Ok((mask, Some(OsString::from(file_name(l.id())))))
 }
 
-async fn events(w: &mut LeaseWatch, n: usize) -> Vec<LeaseEvent> {
+async fn events(w: &mut Listed, n: usize) -> Vec<LeaseEvent> {
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
         v.push(next_event(w, WAIT).await);
@@ -84,7 +87,7 @@ async fn an_overflow_is_one_rescan_reporting_only_the_difference() {
     for l in [&a, &b, &c] {
         put(&dir, l);
     }
-    let (mut w, tx) = fed_watch(&dir, vec![a.clone(), b.clone(), c.clone()]);
+    let (mut w, tx) = fed_watch(&dir, vec![a.clone(), b.clone(), c.clone()]).await;
     assert_eq!(w.snapshot, vec![a.clone(), b.clone(), c.clone()]);
 
     // Changes whose events were lost: A gone, B's attributes changed, C
@@ -122,7 +125,7 @@ async fn a_batch_reads_each_lease_once_and_reports_its_last_state() {
     let (a, b) = (lease(1, 1, 0, 300), lease(2, 2, 0, 300));
     put(&dir, &a);
     put(&dir, &b);
-    let (mut w, tx) = fed_watch(&dir, vec![a.clone(), b.clone()]);
+    let (mut w, tx) = fed_watch(&dir, vec![a.clone(), b.clone()]).await;
 
     // C came, went and came again; A went; B was renewed; a temp file and
     // a stray name were written.
@@ -179,7 +182,12 @@ async fn the_watch_after_acquire_starts_from_its_read_and_misses_nothing() {
     let late = lease(220, 251, 1, 300);
     put(&dir, &late);
     del(&dir, &others[1]);
-    let mut w = s.watch().await.unwrap_or_else(|e| panic!("watch: {e}"));
+    let mut w = s
+        .watch()
+        .await
+        .unwrap_or_else(|e| panic!("watch: {e}"))
+        .listed()
+        .await;
     let mut want: Vec<Lease> = others[1..].to_vec();
     want.push(mine.clone());
     want.sort_by_key(Lease::id);
@@ -202,7 +210,9 @@ async fn the_watch_after_acquire_starts_from_its_read_and_misses_nothing() {
     let w2 = s
         .watch()
         .await
-        .unwrap_or_else(|e| panic!("second watch: {e}"));
+        .unwrap_or_else(|e| panic!("second watch: {e}"))
+        .listed()
+        .await;
     want.retain(|l| l.id() != others[1].id());
     want.push(late);
     want.sort_by_key(Lease::id);

@@ -125,10 +125,7 @@ where
         tx,
     };
     tokio::spawn(watcher.run(batches));
-    LeaseWatch {
-        snapshot,
-        events: rx,
-    }
+    LeaseWatch::whole(snapshot, rx)
 }
 
 struct Watcher {

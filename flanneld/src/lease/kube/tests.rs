@@ -152,6 +152,7 @@ impl Backing for KubeBacking {
     }
 }
 
+mod paging;
 mod v6;
 
 mod contract {
@@ -416,7 +417,14 @@ async fn peers_follow_their_nodes() {
     b.register(upstream("up1", 11, "10.244.11.0/24"));
     b.register(NodeFixture::new("bare", 12).pod_cidr("10.244.12.0/24"));
     let me = b.register(NodeFixture::new("me", 1).pod_cidr("10.244.1.0/24"));
-    let mut w = b.store(&me).await.watch().await.expect("watch");
+    let mut w = b
+        .store(&me)
+        .await
+        .watch()
+        .await
+        .expect("watch")
+        .listed()
+        .await;
     let snap: Vec<(String, String)> = w
         .snapshot
         .iter()
@@ -470,7 +478,7 @@ async fn watch_breaks_end_in_the_right_state() {
     }
     let me = b.register(NodeFixture::new("me", 1).pod_cidr("10.244.1.0/24"));
     let store = b.store(&me).await;
-    let mut w = store.watch().await.expect("watch");
+    let mut w = store.watch().await.expect("watch").listed().await;
     assert_eq!(w.snapshot.len(), 3);
 
     b.api.drop_watches();

@@ -3,8 +3,12 @@
 //! dropped connection or an API error it lists again) turned into
 //! `LeaseEvent`s through the shared [`Mirror`].
 //!
-//! A listing (`Init` … `InitDone`) is collected as `NodeView`s and handed
-//! to the mirror whole, so a relist reports only what changed while the
+//! The first listing goes to the consumer a page at a time, as the API
+//! server answers (a page is what arrived before the stream had to wait),
+//! so the kernel is programmed while the next page is on its way; a
+//! listing that breaks off is sent again from the start after a `Restart`.
+//! A later listing (`Init` … `InitDone`) is collected as `NodeView`s and
+//! handed to the mirror whole, so a relist reports only what changed while the
 //! watch was down, and a relist of thousands of unchanged nodes writes
 //! nothing to the kernel. Single changes (`Apply`, `Delete`) go through the
 //! mirror one node at a time; a node whose podCIDR changed reports its old
@@ -22,7 +26,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use kube::runtime::watcher::{self, Event};
 use kube::Api;
 use tokio::sync::mpsc;
@@ -32,15 +36,20 @@ use super::node::{Networks, NodeView, SlimNode};
 use super::KubeError;
 use crate::lease::backoff::Backoff;
 use crate::lease::mirror::Mirror;
-use crate::lease::{skip, Lease, LeaseError, LeaseEvent, LeaseKey, LeaseWatch};
+use crate::lease::{skip, Lease, LeaseError, LeaseEvent, LeaseKey, LeaseWatch, ListingPart};
 
 /// Room for events not yet taken by the consumer.
 const CHANNEL_DEPTH: usize = 256;
 
+/// Pages of the first listing not yet taken: reading goes on while the
+/// consumer programs one.
+const LISTING_DEPTH: usize = 4;
+
 type NodeStream = Pin<Box<dyn Stream<Item = watcher::Result<Event<SlimNode>>> + Send>>;
 
-/// Lists the nodes (retrying while the API does not answer), returns the
-/// leases of that listing, and follows the watch in a task.
+/// Follows the nodes in a task: the first listing goes out a page at a
+/// time as the API server answers (retrying while it does not), then
+/// every change.
 pub(super) async fn start(
     api: Api<SlimNode>,
     names: Names,
@@ -49,7 +58,7 @@ pub(super) async fn start(
 ) -> Result<LeaseWatch, LeaseError> {
     let config = watcher::Config::default();
     let stream: NodeStream = Box::pin(watcher::watcher(api, config));
-    let mut w = Watcher {
+    let w = Watcher {
         stream,
         names,
         network,
@@ -59,29 +68,31 @@ pub(super) async fn start(
         subnet_of: HashMap::new(),
         owner: HashMap::new(),
         listing: None,
+        paging: true,
+        paged: false,
     };
-    let first = loop {
-        match w.next().await {
-            Some(Step::Listed(views)) => break views,
-            Some(Step::Changed(_)) => {} // before any listing: cannot happen
-            None => return Err(KubeError::WatchEnded.into()),
-        }
-    };
-    let leases = w.adopt(first);
-    let (mirror, snapshot) = Mirror::new(leases);
-    w.mirror = mirror;
+    let (list_tx, list_rx) = mpsc::channel(LISTING_DEPTH);
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-    tokio::spawn(w.run(tx));
+    tokio::spawn(async move {
+        let mut w = w;
+        if w.list_first(list_tx).await.is_some() {
+            w.run(tx).await;
+        }
+    });
     Ok(LeaseWatch {
-        snapshot,
+        listing: list_rx,
         events: rx,
     })
 }
 
 /// What one or more watcher events amount to.
 enum Step {
-    /// A complete listing.
+    /// A complete listing, or the last part of a paged one.
     Listed(Vec<NodeView>),
+    /// The first listing's nodes received so far (more are on their way).
+    Page(Vec<NodeView>),
+    /// The first listing broke off after a page; it starts again.
+    Restart,
     /// One node added or changed (`Ok`), or deleted (`Err`, its name).
     Changed(Result<NodeView, String>),
 }
@@ -99,9 +110,49 @@ struct Watcher {
     owner: HashMap<LeaseKey, String>,
     /// A listing being collected (between `Init` and `InitDone`).
     listing: Option<Vec<NodeView>>,
+    /// Whether the listing under way is the first, handed on in pages.
+    paging: bool,
+    /// Whether a page of the listing under way was handed on.
+    paged: bool,
 }
 
 impl Watcher {
+    /// The first listing, sent on a page at a time; `None` when the
+    /// receiver went or the stream ended (the listing is then never
+    /// complete, which its receiver sees).
+    async fn list_first(&mut self, tx: mpsc::Sender<ListingPart>) -> Option<()> {
+        let mut all: Vec<Lease> = Vec::new();
+        loop {
+            let part = match self.next().await? {
+                Step::Page(views) => {
+                    let leases = self.adopt_page(views);
+                    all.extend(leases.iter().cloned());
+                    ListingPart::Page(leases)
+                }
+                Step::Restart => {
+                    self.subnet_of.clear();
+                    self.owner.clear();
+                    all.clear();
+                    ListingPart::Restart
+                }
+                Step::Listed(views) => {
+                    let leases = self.adopt_page(views);
+                    all.extend(leases.iter().cloned());
+                    tracing::debug!(
+                        "watch nodes: first listing complete, {} lease(s)",
+                        all.len()
+                    );
+                    self.mirror = Mirror::of(all);
+                    tx.send(ListingPart::Page(leases)).await.ok()?;
+                    tx.send(ListingPart::Complete).await.ok()?;
+                    return Some(());
+                }
+                Step::Changed(_) => continue, // before any listing: cannot happen
+            };
+            tx.send(part).await.ok()?;
+        }
+    }
+
     async fn run(mut self, tx: mpsc::Sender<Result<LeaseEvent, LeaseError>>) {
         loop {
             let step = tokio::select! {
@@ -122,6 +173,8 @@ impl Watcher {
                     }
                     events
                 }
+                // Only the first listing is paged.
+                Some(Step::Page(_) | Step::Restart) => Vec::new(),
                 Some(Step::Changed(Ok(view))) => self.apply(view),
                 Some(Step::Changed(Err(name))) => self.delete(&name),
                 None => {
@@ -138,10 +191,24 @@ impl Watcher {
         tracing::debug!("watch nodes: ended (receiver dropped)");
     }
 
-    /// The next listing or change, retrying errors with back-off.
+    /// The next listing or change, retrying errors with back-off. While
+    /// the first listing is read, what has arrived goes out as a page as
+    /// soon as the stream must wait (for the API server's next page).
     async fn next(&mut self) -> Option<Step> {
         loop {
-            let event = match self.stream.next().await? {
+            let pending = self.listing.as_ref().is_some_and(|l| !l.is_empty());
+            let item = if self.paging && pending {
+                match self.stream.next().now_or_never() {
+                    Some(item) => item,
+                    None => {
+                        self.paged = true;
+                        return Some(Step::Page(self.listing.replace(Vec::new())?));
+                    }
+                }
+            } else {
+                self.stream.next().await
+            };
+            let event = match item? {
                 Ok(event) => event,
                 Err(e) => {
                     self.reachable.store(false, Ordering::Relaxed);
@@ -157,13 +224,19 @@ impl Watcher {
             self.backoff.succeeded();
             let names = &self.names;
             match event {
-                Event::Init => self.listing = Some(Vec::new()),
+                Event::Init => {
+                    self.listing = Some(Vec::new());
+                    if self.paging && std::mem::take(&mut self.paged) {
+                        return Some(Step::Restart);
+                    }
+                }
                 Event::InitApply(node) => {
                     let view = NodeView::of(&node, names);
                     self.listing.get_or_insert_with(Vec::new).push(view);
                 }
                 Event::InitDone => {
-                    return Some(Step::Listed(self.listing.take().unwrap_or_default()))
+                    self.paging = false;
+                    return Some(Step::Listed(self.listing.take().unwrap_or_default()));
                 }
                 Event::Apply(node) => return Some(Step::Changed(Ok(NodeView::of(&node, names)))),
                 Event::Delete(node) => {
@@ -180,21 +253,39 @@ impl Watcher {
         views.sort_by(|a, b| a.name.cmp(&b.name));
         self.subnet_of.clear();
         self.owner.clear();
+        views
+            .into_iter()
+            .filter_map(|view| self.claim(view))
+            .collect()
+    }
+
+    /// The node's lease, unless it is none or its subnet is another
+    /// node's already (logged); recorded as that node's.
+    fn claim(&mut self, view: NodeView) -> Option<Lease> {
+        let lease = self.lease_of(&view)?;
+        if let Some(first) = self.owner.get(&lease.id()) {
+            skip::skipped(
+                &format!("node {}", view.name),
+                &format!("podCIDR {} is node {first}'s too", lease.subnet),
+            );
+            return None;
+        }
+        self.owner.insert(lease.id(), view.name.clone());
+        self.subnet_of.insert(view.name, lease.id());
+        Some(lease)
+    }
+
+    /// A page of the first listing: its leases to report, one per subnet
+    /// (a subnet claimed by a node of an earlier page stays that node's:
+    /// the API lists nodes by name, so the first by name keeps it, as in
+    /// [`Self::adopt`]).
+    fn adopt_page(&mut self, mut views: Vec<NodeView>) -> Vec<Lease> {
+        views.sort_by(|a, b| a.name.cmp(&b.name));
         let mut leases = Vec::new();
         for view in views {
-            let Some(lease) = self.lease_of(&view) else {
-                continue;
-            };
-            if let Some(first) = self.owner.get(&lease.id()) {
-                skip::skipped(
-                    &format!("node {}", view.name),
-                    &format!("podCIDR {} is node {first}'s too", lease.subnet),
-                );
-                continue;
+            if let Some(lease) = self.claim(view) {
+                leases.push(lease);
             }
-            self.owner.insert(lease.id(), view.name.clone());
-            self.subnet_of.insert(view.name, lease.id());
-            leases.push(lease);
         }
         leases
     }

@@ -77,7 +77,9 @@ async fn tls_client_certificates() {
     let w = store
         .watch()
         .await
-        .unwrap_or_else(|e| panic!("watch over TLS: {e}"));
+        .unwrap_or_else(|e| panic!("watch over TLS: {e}"))
+        .listed()
+        .await;
     assert_eq!(w.snapshot.len(), 1);
     assert_eq!(w.snapshot[0].subnet, lease.subnet);
 
