@@ -9,7 +9,25 @@
 //! passes, never per event: it walks the arenas (well under a millisecond
 //! here). On a libc without it (musl), it does nothing.
 //!
+//! The daemon has two threads (its own, and the kube store's node watch):
+//! with glibc's default, the second gets an arena of its own, where the
+//! listing's bodies and the leases kept from them interleave, and after
+//! the trim ~10 MiB more stayed resident. [`one_arena`] keeps every
+//! allocation in one arena, as in a single-threaded process; the two
+//! threads rarely allocate at the same time.
+//!
 //! Owns nothing; changes no state the daemon sees.
+
+/// Makes every thread allocate from the one main arena; call it before
+/// any thread is started. Does nothing on a libc without arenas (musl).
+pub fn one_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt takes no pointers; called before any other thread
+    // exists. A refusal (0) leaves glibc's default, which only costs memory.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
 
 /// Returns free heap memory to the system; says how much went, at debug.
 pub fn trim(after: &str) {

@@ -33,6 +33,7 @@ fn main() {
         }
     };
     init_logging(cli.log_format);
+    flanneld::heap::one_arena();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -78,6 +78,8 @@ pub struct KubeConfig {
 
 pub struct KubeStore {
     nodes: Api<SlimNode>,
+    /// The client's settings, for the watch's own client on its thread.
+    config: Config,
     names: Names,
     node: String,
     net_config_path: PathBuf,
@@ -90,8 +92,9 @@ impl KubeStore {
     /// in-cluster service account) and finds out this node's name.
     pub async fn connect(cfg: KubeConfig) -> Result<KubeStore, LeaseError> {
         let names = Names::new(&cfg.annotation_prefix).map_err(KubeError::from)?;
-        let client = Client::try_from(client_config(&cfg).await?)
-            .map_err(|source| KubeError::Client { source })?;
+        let config = client_config(&cfg).await?;
+        let client =
+            Client::try_from(config.clone()).map_err(|source| KubeError::Client { source })?;
         let node = match cfg.node_name.filter(|n| !n.is_empty()) {
             Some(name) => name,
             None => node_of_pod(&client, cfg.pod_namespace, cfg.pod_name).await?,
@@ -99,6 +102,7 @@ impl KubeStore {
         tracing::info!(node = %node, prefix = %names.prefix(), "Kubernetes API lease store");
         Ok(KubeStore {
             nodes: Api::all(client),
+            config,
             names,
             node,
             net_config_path: cfg.net_config_path,
@@ -492,7 +496,7 @@ impl LeaseStore for KubeStore {
     async fn watch(&self) -> Result<LeaseWatch, LeaseError> {
         let network = Networks::of(&self.network_config().await?);
         watch::start(
-            self.nodes.clone(),
+            self.config.clone(),
             self.names.clone(),
             network,
             Arc::clone(&self.reachable),

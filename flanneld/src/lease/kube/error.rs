@@ -84,4 +84,6 @@ pub enum KubeError {
     NoIpv6PodCidr { node: String },
     #[error("the node watch ended")]
     WatchEnded,
+    #[error("start the node watch's thread: {source}")]
+    WatchThread { source: std::io::Error },
 }

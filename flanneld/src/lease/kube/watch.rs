@@ -14,9 +14,14 @@
 //! mirror one node at a time; a node whose podCIDR changed reports its old
 //! subnet removed and its new one added (flannel ignores such changes).
 //!
+//! The watch runs on a thread of its own, with a client of its own (the
+//! same settings as the store's): reading and decoding thousands of Nodes
+//! (TLS, JSON) then takes nothing from the daemon's thread, which writes
+//! the kernel meanwhile. Only leases cross over, on channels.
+//!
 //! Errors are retried with back-off, logged once per kind of failure;
 //! whether the API answered last is kept for `/readyz`. The task ends when
-//! the receiver is dropped.
+//! the receiver is dropped (so does its thread).
 //!
 //! Owns the watch task; it writes nothing to the API (annotations and
 //! conditions are `kube`'s) and nothing to the kernel.
@@ -28,8 +33,8 @@ use std::sync::Arc;
 
 use futures::{FutureExt, Stream, StreamExt};
 use kube::runtime::watcher::{self, Event};
-use kube::Api;
-use tokio::sync::mpsc;
+use kube::{Api, Client, Config};
+use tokio::sync::{mpsc, oneshot};
 
 use super::names::Names;
 use super::node::{Networks, NodeView, SlimNode};
@@ -47,42 +52,71 @@ const LISTING_DEPTH: usize = 4;
 
 type NodeStream = Pin<Box<dyn Stream<Item = watcher::Result<Event<SlimNode>>> + Send>>;
 
-/// Follows the nodes in a task: the first listing goes out a page at a
-/// time as the API server answers (retrying while it does not), then
-/// every change.
+/// Follows the nodes on a thread of its own, with its own client (see
+/// the module docs): the first listing goes out a page at a time as the
+/// API server answers (retrying while it does not), then every change.
 pub(super) async fn start(
-    api: Api<SlimNode>,
+    config: Config,
     names: Names,
     network: Networks,
     reachable: Arc<AtomicBool>,
 ) -> Result<LeaseWatch, LeaseError> {
-    let config = watcher::Config::default();
-    let stream: NodeStream = Box::pin(watcher::watcher(api, config));
-    let w = Watcher {
-        stream,
-        names,
-        network,
-        reachable,
-        backoff: Backoff::new("the Kubernetes API", "watch nodes"),
-        mirror: Mirror::default(),
-        subnet_of: HashMap::new(),
-        owner: HashMap::new(),
-        listing: None,
-        paging: true,
-        paged: false,
-    };
     let (list_tx, list_rx) = mpsc::channel(LISTING_DEPTH);
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-    tokio::spawn(async move {
-        let mut w = w;
-        if w.list_first(list_tx).await.is_some() {
-            w.run(tx).await;
-        }
-    });
-    Ok(LeaseWatch {
-        listing: list_rx,
-        events: rx,
-    })
+    let (made, client) = oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name("kube-watch".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = made.send(Err(KubeError::WatchThread { source: e }));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let api: Api<SlimNode> = match Client::try_from(config) {
+                    Ok(client) => Api::all(client),
+                    Err(source) => {
+                        let _ = made.send(Err(KubeError::Client { source }));
+                        return;
+                    }
+                };
+                let _ = made.send(Ok(()));
+                let stream: NodeStream =
+                    Box::pin(watcher::watcher(api, watcher::Config::default()));
+                let mut w = Watcher {
+                    stream,
+                    names,
+                    network,
+                    reachable,
+                    backoff: Backoff::new("the Kubernetes API", "watch nodes"),
+                    mirror: Mirror::default(),
+                    subnet_of: HashMap::new(),
+                    owner: HashMap::new(),
+                    listing: None,
+                    paging: true,
+                    paged: false,
+                };
+                if w.list_first(list_tx).await.is_some() {
+                    w.run(tx).await;
+                }
+            });
+        });
+    if let Err(source) = thread {
+        return Err(KubeError::WatchThread { source }.into());
+    }
+    match client.await {
+        Ok(Ok(())) => Ok(LeaseWatch {
+            listing: list_rx,
+            events: rx,
+        }),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(KubeError::WatchEnded.into()),
+    }
 }
 
 /// What one or more watcher events amount to.
@@ -123,7 +157,11 @@ impl Watcher {
     async fn list_first(&mut self, tx: mpsc::Sender<ListingPart>) -> Option<()> {
         let mut all: Vec<Lease> = Vec::new();
         loop {
-            let part = match self.next().await? {
+            let step = tokio::select! {
+                _ = tx.closed() => return None,
+                step = self.next() => step,
+            };
+            let part = match step? {
                 Step::Page(views) => {
                     let leases = self.adopt_page(views);
                     all.extend(leases.iter().cloned());
@@ -145,6 +183,8 @@ impl Watcher {
                     self.mirror = Mirror::of(all);
                     tx.send(ListingPart::Page(leases)).await.ok()?;
                     tx.send(ListingPart::Complete).await.ok()?;
+                    // This thread's arena held the pages' bodies and nodes.
+                    crate::heap::trim("the first listing of the nodes");
                     return Some(());
                 }
                 Step::Changed(_) => continue, // before any listing: cannot happen
