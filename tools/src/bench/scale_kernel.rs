@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use flannel_cluster::cluster::entry_monitor::EntryMonitor;
 use flannel_cluster::kube_api::NodeFixture;
 use flannel_cluster::NetNs;
 
@@ -145,9 +146,7 @@ fn vxlan_device(ns: &NetNs) {
 /// and neighbours) and one `bridge -batch` (FDB) into a fresh `flannel.1`
 /// in a fresh namespace. Returns the wall time of the two batches; checks
 /// that every entry landed.
-pub fn ip_batch(peers: &[FakePeer], dir: &std::path::Path) -> Duration {
-    let ns = NetNs::new("anchor");
-    vxlan_device(&ns);
+pub fn ip_batch(peers: &[FakePeer], dir: &std::path::Path) -> Anchor {
     let mut ip = String::new();
     let mut bridge = String::new();
     for p in peers {
@@ -169,22 +168,57 @@ pub fn ip_batch(peers: &[FakePeer], dir: &std::path::Path) -> Duration {
     let bridge_file = dir.join("anchor.bridge");
     std::fs::write(&ip_file, ip).expect("write the ip batch");
     std::fs::write(&bridge_file, bridge).expect("write the bridge batch");
-    let batch = |prog: &str, file: &std::path::Path| {
-        let st = Command::new(prog)
-            .args(["-n", ns.name(), "-batch"])
-            .arg(file)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap_or_else(|e| panic!("run {prog} -batch: {e}"));
-        assert!(st.success(), "{prog} -batch {}: {st}", file.display());
+    let want = Entries::wanted(peers);
+    let write = |observed: bool| {
+        let ns = NetNs::new("anchor");
+        vxlan_device(&ns);
+        let monitor = observed.then(|| EntryMonitor::start(&ns, "flannel.1"));
+        let batch = |prog: &str, file: &std::path::Path| {
+            let st = Command::new(prog)
+                .args(["-n", ns.name(), "-batch"])
+                .arg(file)
+                .stdout(Stdio::null())
+                .status()
+                .unwrap_or_else(|e| panic!("run {prog} -batch: {e}"));
+            assert!(st.success(), "{prog} -batch {}: {st}", file.display());
+        };
+        let start = Instant::now();
+        batch("ip", &ip_file);
+        batch("bridge", &bridge_file);
+        let mut took = start.elapsed();
+        if let Some(m) = monitor {
+            // The same end as flanneld's figure: the last change the
+            // monitor saw.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while m.events().len() < want.count() {
+                assert!(Instant::now() < deadline, "the monitor missed changes");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let last = m.events().iter().map(|e| e.at).max().unwrap_or(start);
+            took = last.saturating_duration_since(start);
+        }
+        assert_eq!(
+            Entries::read(ns.name()),
+            want,
+            "ip -batch wrote every entry"
+        );
+        took
     };
-    let start = Instant::now();
-    batch("ip", &ip_file);
-    batch("bridge", &bridge_file);
-    let took = start.elapsed();
-    let got = Entries::read(ns.name());
-    assert_eq!(got, Entries::wanted(peers), "ip -batch wrote every entry");
-    took
+    let unobserved = write(false);
+    let observed = write(true);
+    Anchor {
+        observed,
+        unobserved,
+    }
+}
+
+/// The anchor's time: under the same netlink monitor that times flanneld
+/// (the ratio's base: the kernel tells every listener of every change, at
+/// the writer's cost), and with no listener.
+#[derive(Clone, Copy, Debug)]
+pub struct Anchor {
+    pub observed: Duration,
+    pub unobserved: Duration,
 }
 
 /// The 1-minute load average.
