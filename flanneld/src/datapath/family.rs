@@ -157,6 +157,9 @@ pub(super) struct FamilyPath<F: LeaseFamily> {
     by_lease: HashMap<LeaseId, F>,
     /// How many leases hold each subnet of `by_lease`.
     holders: HashMap<F, usize>,
+    /// How many overlay peers need each FDB entry (VtepMAC, public IP):
+    /// a deletion notice is checked against it in constant time.
+    fdb_refs: HashMap<([u8; 6], F::Addr), usize>,
     /// The kernel as dumped when the first listing's programming began
     /// (until it is complete).
     observed: Option<Observed<F>>,
@@ -189,6 +192,7 @@ impl<F: LeaseFamily> FamilyPath<F> {
             peers: BTreeMap::new(),
             by_lease: HashMap::new(),
             holders: HashMap::new(),
+            fdb_refs: HashMap::new(),
             observed: None,
         })
     }
@@ -235,7 +239,7 @@ impl<F: LeaseFamily> FamilyPath<F> {
         let mut page = Vec::with_capacity(peers.len());
         for (id, p) in peers {
             self.hold(id, p.subnet);
-            self.peers.insert(p.subnet, p.clone());
+            self.insert_peer(p.clone());
             page.push(p);
         }
         if let Some(observed) = self.observed.as_ref() {
@@ -250,6 +254,7 @@ impl<F: LeaseFamily> FamilyPath<F> {
     /// was written for them goes at the end unless a lease explains it.
     pub fn restart_listing(&mut self) {
         self.peers.clear();
+        self.fdb_refs.clear();
         self.by_lease.clear();
         self.holders.clear();
         self.observed = None;
@@ -306,13 +311,13 @@ impl<F: LeaseFamily> FamilyPath<F> {
                 // Another lease may hold this subnet now (the same node under
                 // a new key: its other family's subnet changed).
                 if !self.holders.contains_key(&old) {
-                    let was = self.peers.remove(&old);
+                    let was = self.remove_peer(old);
                     before.entry(old).or_insert(was);
                 }
             }
             if let Some(p) = peer {
                 self.hold(id, p.subnet);
-                let was = self.peers.insert(p.subnet, p.clone());
+                let was = self.insert_peer(p.clone());
                 before.entry(p.subnet).or_insert(was);
             }
         }
@@ -352,6 +357,40 @@ impl<F: LeaseFamily> FamilyPath<F> {
             tracing::warn!("update peers: {e} (resync will retry)");
         }
         changes.len()
+    }
+
+    /// `p` as the peer of its subnet; the peer it replaces.
+    fn insert_peer(&mut self, p: Peer<F>) -> Option<Peer<F>> {
+        if !self.vx.is_direct(&p) {
+            *self.fdb_refs.entry((p.vtep_mac, p.public_ip)).or_default() += 1;
+        }
+        let was = self.peers.insert(p.subnet, p);
+        if let Some(old) = &was {
+            self.unref_fdb(old);
+        }
+        was
+    }
+
+    /// The peer of `subnet` is gone; what it was.
+    fn remove_peer(&mut self, subnet: F) -> Option<Peer<F>> {
+        let was = self.peers.remove(&subnet);
+        if let Some(old) = &was {
+            self.unref_fdb(old);
+        }
+        was
+    }
+
+    fn unref_fdb(&mut self, p: &Peer<F>) {
+        if self.vx.is_direct(p) {
+            return;
+        }
+        let key = (p.vtep_mac, p.public_ip);
+        if let Some(n) = self.fdb_refs.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.fdb_refs.remove(&key);
+            }
+        }
     }
 
     /// Lease `id` holds `subnet` (and no other of this family).
@@ -423,12 +462,16 @@ impl<F: LeaseFamily> FamilyPath<F> {
                     .filter(overlay)
                     .is_some_and(|p| p.gateway() == a)
             }),
-            // A linear look: FDB notices come only from deletions.
             Deleted::Fdb { mac, dst } => {
-                let dst = dst.map(F::from_ip);
-                self.peers.values().filter(overlay).any(|p| {
-                    p.vtep_mac[..] == mac[..] && dst.is_none_or(|d| d == Some(p.public_ip))
-                })
+                let Ok(mac) = <[u8; 6]>::try_from(mac.as_slice()) else {
+                    return false;
+                };
+                match dst.map(F::from_ip) {
+                    Some(Some(dst)) => self.fdb_refs.contains_key(&(mac, dst)),
+                    Some(None) => false,
+                    // No destination (never one of ours): any entry of the MAC.
+                    None => self.fdb_refs.keys().any(|(m, _)| *m == mac),
+                }
             }
         }
     }

@@ -74,3 +74,34 @@ fn own_removals_need_no_check_and_a_needed_entry_deleted_does() {
         assert!(dp.wants(&Deleted::Link));
     });
 }
+
+/// An FDB entry two subnets of one node share stays wanted until the last
+/// of them goes.
+#[test]
+fn a_shared_fdb_entry_is_wanted_until_its_last_peer_goes() {
+    let ns = TestNs::new();
+    let specs = v4_specs(&ns);
+    let own = lease(2, 2, 0);
+    ns.within(|handle| async move {
+        let mut dp = adopted(handle, specs, &own).await;
+        // Subnets 3 and 5 are both node 3's (one VtepMAC, one VTEP).
+        dp.program(&[own.clone(), lease(3, 3, 0), lease(5, 3, 0)])
+            .await;
+        let node3 = Deleted::Fdb {
+            mac: vec![0x0e, 0, 0, 0, 0, 3],
+            dst: Some("192.168.64.3".parse().expect("ip")),
+        };
+        let elsewhere = Deleted::Fdb {
+            mac: vec![0x0e, 0, 0, 0, 0, 3],
+            dst: Some("192.168.64.9".parse().expect("ip")),
+        };
+        assert!(dp.wants(&node3));
+        assert!(!dp.wants(&elsewhere), "no peer has that VTEP");
+        for (gone, wanted) in [(5, true), (3, false)] {
+            dp.on_lease_events(vec![LeaseEvent::Removed(lease(gone, 3, 0))])
+                .await
+                .expect("events");
+            assert_eq!(dp.wants(&node3), wanted, "after subnet {gone} went");
+        }
+    });
+}
