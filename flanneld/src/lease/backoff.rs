@@ -48,13 +48,7 @@ impl Backoff {
 
     /// Logs `msg` if `state` differs from the last failure's, then sleeps.
     pub async fn failed(&mut self, state: &str, msg: &str) {
-        if self.state.as_deref() != Some(state) {
-            tracing::warn!(
-                "{}: {msg}; retrying with back-off (logged again only when this changes)",
-                self.what
-            );
-            self.state = Some(state.to_string());
-        }
+        self.note(state, msg);
         let jitter = Duration::from_millis(rand::random::<u64>() % 100);
         if dropped_at_once(msg) && self.quick < QUICK_RETRIES {
             self.quick += 1;
@@ -63,6 +57,18 @@ impl Backoff {
         }
         tokio::time::sleep(self.delay + jitter).await;
         self.delay = (self.delay * 2).min(BACKOFF_MAX);
+    }
+
+    /// Logs `msg` if `state` differs from the last failure's, without
+    /// waiting: for a retry worth making at once (the next failure waits).
+    pub fn note(&mut self, state: &str, msg: &str) {
+        if self.state.as_deref() != Some(state) {
+            tracing::warn!(
+                "{}: {msg}; retrying with back-off (logged again only when this changes)",
+                self.what
+            );
+            self.state = Some(state.to_string());
+        }
     }
 
     /// Logs the recovery if something had failed.

@@ -84,6 +84,7 @@ pub(super) async fn start(store: EtcdStore) -> Result<LeaseWatch, LeaseError> {
         mirror,
         revision,
         tx,
+        watching_since: None,
     };
     tokio::spawn(watcher.run(backoff));
     Ok(LeaseWatch::whole(snapshot, rx))
@@ -105,6 +106,7 @@ pub(super) fn start_from(
         mirror: Mirror::new(reported).0,
         revision,
         tx,
+        watching_since: None,
     };
     tokio::spawn(watcher.run(backoff));
     rx
@@ -128,7 +130,13 @@ struct Watcher {
     /// The revision `current` reflects.
     revision: i64,
     tx: mpsc::Sender<Result<LeaseEvent, LeaseError>>,
+    /// Since when the current watch stream is established.
+    watching_since: Option<std::time::Instant>,
 }
+
+/// How long a watch stream must have run for its break to be re-listed
+/// at once rather than after the back-off.
+const STEADY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Watcher {
     async fn run(mut self, mut backoff: Backoff) {
@@ -160,9 +168,17 @@ impl Watcher {
                         Failure::Unreachable(_) => "unreachable".to_string(),
                         Failure::Refused(m) => m.clone(),
                     };
-                    backoff
-                        .failed(&state, &format!("{}; will re-list and diff", f.message()))
-                        .await;
+                    let msg = format!("{}; will re-list and diff", f.message());
+                    // A watch that had run steadily broke (etcd restarted, a
+                    // connection lost): the re-list goes at once, and waits
+                    // with back-off itself while etcd does not answer. One
+                    // that breaks as soon as it is made waits here.
+                    let steady = self.watching_since.take().map(|t| t.elapsed());
+                    if steady.is_some_and(|d| d >= STEADY) {
+                        backoff.note(&state, &msg);
+                    } else {
+                        backoff.failed(&state, &msg).await;
+                    }
                 }
             }
             let relisted = tokio::select! {
@@ -204,6 +220,7 @@ impl Watcher {
             };
             if resp.created() {
                 backoff.succeeded();
+                self.watching_since = Some(std::time::Instant::now());
             }
             if resp.canceled() {
                 if resp.compact_revision() > 0 {
