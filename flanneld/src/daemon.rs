@@ -182,21 +182,12 @@ pub async fn run(
     metrics.store_reachable.set(1);
 
     dp.adopt(&lease).await.map_err(DaemonError::Datapath)?;
-    let mut rules = start_rules(&settings, &config, &lease).await?;
-    write_subnet_env(&settings, &config, &lease, mtu)?;
     // The store's listing (thousands of leases: a wait on etcd or the API
-    // server) runs while the store is told the datapath is ready; not
-    // earlier, where parsing it would delay subnet.env.
-    let report = async {
-        let reported = store.datapath_ready(&lease).await;
-        metrics.store_request("datapath_ready", &reported);
-        reported.map_err(DaemonError::Ready)?;
-        ready.set(true);
-        Ok::<_, DaemonError>(())
-    };
-    // The rules' read-back (two `nft list` runs) waits until now too: it
-    // only gives the periodic check something to compare with.
-    // The kernel is programmed as the listing's pages arrive.
+    // server) starts now, beside the rules and subnet.env, and the kernel
+    // is programmed as its pages arrive. The rules come before subnet.env
+    // (pods take FLANNEL_IPMASQ from it); after it, the store is told the
+    // datapath is ready, and the rules are read back (two `nft list` runs,
+    // only for the periodic check).
     let listed = async {
         let watch = store.watch().await;
         metrics.store_request("watch", &watch);
@@ -206,11 +197,23 @@ pub async fn run(
             .map_err(DaemonError::Watch)?;
         Ok::<_, DaemonError>(watch)
     };
-    let (reported, watch, recorded) =
-        tokio::join!(report, listed, record_rules(&settings, &mut rules));
-    reported?;
-    recorded?;
-    let mut watch = watch?;
+    let published = async {
+        let mut rules = start_rules(&settings, &config, &lease).await?;
+        write_subnet_env(&settings, &config, &lease, mtu)?;
+        let report = async {
+            let reported = store.datapath_ready(&lease).await;
+            metrics.store_request("datapath_ready", &reported);
+            reported.map_err(DaemonError::Ready)?;
+            ready.set(true);
+            Ok::<_, DaemonError>(())
+        };
+        let (reported, recorded) = tokio::join!(report, record_rules(&settings, &mut rules));
+        reported?;
+        recorded?;
+        Ok::<_, DaemonError>(rules)
+    };
+    // A failure of either (the masquerade, the store) stops the other.
+    let (mut rules, mut watch) = tokio::try_join!(published, listed)?;
     // What the listing and the first programming allocated goes back to
     // the system (the leases live on as the peers and the store's mirror).
     crate::heap::trim("the first programming");
