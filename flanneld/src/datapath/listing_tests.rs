@@ -9,6 +9,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::fixture::{adopted, lease, v4_specs};
+use super::{Datapath, Specs};
+use crate::lease::Lease;
 use crate::lease::{LeaseError, ListingPart};
 use crate::vxlan::tests::TestNs;
 
@@ -32,6 +34,19 @@ async fn until_routed(ns: &TestNs, subnet: &str) {
     panic!("{subnet} never routed: {:?}", routed(ns));
 }
 
+/// A datapath that adopted `own` after a previous run programmed `before`.
+async fn after_a_run_of(
+    handle: rtnetlink::Handle,
+    specs: Specs,
+    own: &Lease,
+    before: &[Lease],
+) -> Datapath {
+    let mut previous = adopted(handle.clone(), specs.clone(), own).await;
+    previous.program(before).await;
+    drop(previous);
+    adopted(handle, specs, own).await
+}
+
 #[test]
 fn pages_are_programmed_as_they_come_and_strays_go_once_the_listing_is_complete() {
     let ns = TestNs::new();
@@ -40,12 +55,8 @@ fn pages_are_programmed_as_they_come_and_strays_go_once_the_listing_is_complete(
     let ns_ref = &ns;
     ns.within(|handle| async move {
         // A previous run programmed peers 4 and 9; 9 has left since.
-        let mut before = adopted(handle.clone(), specs.clone(), &own).await;
-        before
-            .program(&[own.clone(), lease(4, 4, 0), lease(9, 9, 0)])
-            .await;
-        drop(before);
-        let mut dp = adopted(handle, specs, &own).await;
+        let before = [own.clone(), lease(4, 4, 0), lease(9, 9, 0)];
+        let mut dp = after_a_run_of(handle, specs, &own, &before).await;
         let (tx, mut rx) = mpsc::channel(4);
         let drive = async {
             let send = |part| {
@@ -104,10 +115,8 @@ fn a_listing_the_watch_cut_short_removes_nothing() {
     let own = lease(2, 2, 0);
     let ns_ref = &ns;
     ns.within(|handle| async move {
-        let mut before = adopted(handle.clone(), specs.clone(), &own).await;
-        before.program(&[own.clone(), lease(9, 9, 0)]).await;
-        drop(before);
-        let mut dp = adopted(handle, specs, &own).await;
+        let before = [own.clone(), lease(9, 9, 0)];
+        let mut dp = after_a_run_of(handle, specs, &own, &before).await;
         let (tx, mut rx) = mpsc::channel(4);
         tx.send(ListingPart::Page(vec![own.clone(), lease(3, 3, 0)]))
             .await

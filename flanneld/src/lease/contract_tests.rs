@@ -194,11 +194,7 @@ async fn acquire_nodes<B: Backing>(b: &B, cfg: &NetConfig, n: u8) -> Vec<Ipv4Net
 }
 
 async fn watch(s: &dyn LeaseStore) -> Listed {
-    s.watch()
-        .await
-        .unwrap_or_else(|e| panic!("watch: {e}"))
-        .listed()
-        .await
+    super::listed(s).await
 }
 
 pub async fn next_event(w: &mut Listed, within: Duration) -> LeaseEvent {

@@ -278,6 +278,17 @@ impl LeaseWatch {
     }
 }
 
+/// `store`'s watch with its first listing collected (tests).
+#[cfg(test)]
+pub async fn listed(store: &dyn LeaseStore) -> Listed {
+    store
+        .watch()
+        .await
+        .unwrap_or_else(|e| panic!("watch: {e}"))
+        .listed()
+        .await
+}
+
 /// A watch whose first listing was collected (tests).
 #[cfg(test)]
 pub struct Listed {

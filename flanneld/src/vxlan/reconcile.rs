@@ -56,6 +56,26 @@ pub(crate) struct Plan<F: VxlanFamily> {
 }
 
 impl<F: VxlanFamily> Plan<F> {
+    /// Only the additions of this plan.
+    pub fn additions(self) -> Self {
+        Plan {
+            del_neigh: Vec::new(),
+            del_fdb: Vec::new(),
+            del_routes: Vec::new(),
+            ..self
+        }
+    }
+
+    /// Only the removals of this plan.
+    pub fn removals(self) -> Self {
+        Plan {
+            add_neigh: Vec::new(),
+            add_fdb: Vec::new(),
+            add_routes: Vec::new(),
+            ..self
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.del_neigh.is_empty()
             && self.del_fdb.is_empty()
@@ -249,13 +269,8 @@ impl<F: VxlanFamily> Vxlan<F> {
         observed: &Observed<F>,
         peers: &[Peer<F>],
     ) -> Repairs {
-        let mut plan = self.plan_for(dev, observed, peers);
-        plan.del_neigh.clear();
-        plan.del_fdb.clear();
-        plan.del_routes.clear();
-        let mut repairs = Repairs::default();
-        self.apply(dev, plan, &mut repairs).await;
-        repairs
+        let plan = self.plan_for(dev, observed, peers).additions();
+        self.write_plan(dev, plan).await
     }
 
     /// Removes what `observed` holds of ours and no peer of `peers` (every
@@ -266,10 +281,11 @@ impl<F: VxlanFamily> Vxlan<F> {
         observed: &Observed<F>,
         peers: &[Peer<F>],
     ) -> Repairs {
-        let mut plan = self.plan_for(dev, observed, peers);
-        plan.add_neigh.clear();
-        plan.add_fdb.clear();
-        plan.add_routes.clear();
+        let plan = self.plan_for(dev, observed, peers).removals();
+        self.write_plan(dev, plan).await
+    }
+
+    async fn write_plan(&self, dev: &Device, plan: Plan<F>) -> Repairs {
         let mut repairs = Repairs::default();
         self.apply(dev, plan, &mut repairs).await;
         repairs

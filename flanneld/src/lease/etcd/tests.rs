@@ -124,12 +124,7 @@ async fn a_lease_written_by_upstream_flannel_is_seen() {
     let value = flannel_value("192.168.64.9", "c6:d2:32:6f:8f:44");
     put_flannel_lease(&b, "10.244.9.0-24", &value, 600);
     let store = b.store();
-    let mut w = store
-        .watch()
-        .await
-        .unwrap_or_else(|e| panic!("watch: {e}"))
-        .listed()
-        .await;
+    let mut w = crate::lease::listed(&store).await;
     assert_eq!(w.snapshot.len(), 1);
     let l = &w.snapshot[0];
     assert_eq!(l.subnet, net("10.244.9.0/24"));
@@ -297,12 +292,7 @@ async fn malformed_values_are_skipped_and_never_overwritten() {
         &flannel_value("192.168.64.7", "0a:00:00:00:00:07"),
     ]);
     let store = b.store();
-    let mut w = store
-        .watch()
-        .await
-        .unwrap_or_else(|e| panic!("watch: {e}"))
-        .listed()
-        .await;
+    let mut w = crate::lease::listed(&store).await;
     assert!(w.snapshot.is_empty(), "{:?}", w.snapshot);
     b.ctl(&[
         "put",

@@ -182,12 +182,7 @@ async fn the_watch_after_acquire_starts_from_its_read_and_misses_nothing() {
     let late = lease(220, 251, 1, 300);
     put(&dir, &late);
     del(&dir, &others[1]);
-    let mut w = s
-        .watch()
-        .await
-        .unwrap_or_else(|e| panic!("watch: {e}"))
-        .listed()
-        .await;
+    let mut w = crate::lease::listed(&s).await;
     let mut want: Vec<Lease> = others[1..].to_vec();
     want.push(mine.clone());
     want.sort_by_key(Lease::id);
@@ -207,12 +202,7 @@ async fn the_watch_after_acquire_starts_from_its_read_and_misses_nothing() {
     );
 
     // A second watch reads the directory itself.
-    let w2 = s
-        .watch()
-        .await
-        .unwrap_or_else(|e| panic!("second watch: {e}"))
-        .listed()
-        .await;
+    let w2 = crate::lease::listed(&s).await;
     want.retain(|l| l.id() != others[1].id());
     want.push(late);
     want.sort_by_key(Lease::id);

@@ -187,12 +187,7 @@ async fn hand_written_and_malformed_files() {
     write(&dir.join("10.244.7.1-24"), "host bits in the name");
     write(&dir.join("README"), "not a lease");
     write(&dir.join(".10.244.8.0-24.tmp"), "a temp file");
-    let mut w = s
-        .watch()
-        .await
-        .unwrap_or_else(|e| panic!("watch: {e}"))
-        .listed()
-        .await;
+    let mut w = crate::lease::listed(&s).await;
     let held: Vec<_> = w
         .snapshot
         .iter()
@@ -323,12 +318,7 @@ async fn directory_is_created_on_first_use_and_its_removal_ends_the_watch() {
     let t = TempDir::new("leases-nested");
     let dir = t.path().join("a/b/leases");
     let s = FileStore::new(dir.clone(), t.path().join("none.json"), LONG);
-    let mut w = s
-        .watch()
-        .await
-        .unwrap_or_else(|e| panic!("watch: {e}"))
-        .listed()
-        .await;
+    let mut w = crate::lease::listed(&s).await;
     assert!(dir.is_dir(), "created by watch");
     std::fs::remove_dir_all(t.path().join("a")).unwrap_or_else(|e| panic!("remove: {e}"));
     match tokio::time::timeout(Duration::from_secs(5), w.events.recv()).await {

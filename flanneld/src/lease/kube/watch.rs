@@ -183,7 +183,7 @@ impl Watcher {
                     self.mirror = Mirror::of(all);
                     tx.send(ListingPart::Page(leases)).await.ok()?;
                     tx.send(ListingPart::Complete).await.ok()?;
-                    // This thread's arena held the pages' bodies and nodes.
+                    // The pages' bodies and nodes are freed by now.
                     crate::heap::trim("the first listing of the nodes");
                     return Some(());
                 }

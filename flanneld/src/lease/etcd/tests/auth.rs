@@ -74,12 +74,7 @@ async fn tls_client_certificates() {
         .acquire(&cfg, &attrs(1, 0), None)
         .await
         .unwrap_or_else(|e| panic!("acquire over TLS: {e}"));
-    let w = store
-        .watch()
-        .await
-        .unwrap_or_else(|e| panic!("watch over TLS: {e}"))
-        .listed()
-        .await;
+    let w = crate::lease::listed(&store).await;
     assert_eq!(w.snapshot.len(), 1);
     assert_eq!(w.snapshot[0].subnet, lease.subnet);
 

@@ -39,12 +39,7 @@ async fn watch_resumes_after_an_outage_without_loss_or_duplicates() {
         &flannel_value("192.168.64.3", "0a:00:00:00:00:03"),
         600,
     );
-    let mut w = store
-        .watch()
-        .await
-        .unwrap_or_else(|e| panic!("watch: {e}"))
-        .listed()
-        .await;
+    let mut w = crate::lease::listed(&store).await;
     assert_eq!(w.snapshot.len(), 3);
 
     b.server.stop();

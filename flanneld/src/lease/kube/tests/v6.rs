@@ -73,12 +73,7 @@ async fn flannel_2225_upstream_dual_stack_peers_are_ipv4_peers_and_v6_changes_up
         .acquire(&net_conf(), &attrs(1, 0), None)
         .await
         .unwrap_or_else(|e| panic!("acquire: {e}"));
-    let mut w = store
-        .watch()
-        .await
-        .unwrap_or_else(|e| panic!("watch: {e}"))
-        .listed()
-        .await;
+    let mut w = crate::lease::listed(&store).await;
     let l = w
         .snapshot
         .iter()
@@ -161,12 +156,7 @@ async fn bad_ipv6_parts_are_dropped_and_the_peer_stays() {
         .acquire(&cfg, &mine, None)
         .await
         .unwrap_or_else(|e| panic!("acquire: {e}"));
-    let w = store
-        .watch()
-        .await
-        .unwrap_or_else(|e| panic!("watch: {e}"))
-        .listed()
-        .await;
+    let w = crate::lease::listed(&store).await;
     let get = |n: u8| {
         w.snapshot
             .iter()
