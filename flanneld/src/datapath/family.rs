@@ -231,16 +231,18 @@ impl<F: LeaseFamily> FamilyPath<F> {
         &mut self,
         peers: Vec<(LeaseId, Peer<F>)>,
     ) -> Result<Repairs, DatapathError> {
-        let mut repairs = Repairs::default();
-        if self.observed.is_none() {
-            let observed = self.vx.observe(&self.dev, &mut repairs).await;
-            self.observed = Some(observed.map_err(|e| self.resync_error(e))?);
-        }
+        // The peers first: should the kernel not answer (the device gone),
+        // the next device check and resync still program them.
         let mut page = Vec::with_capacity(peers.len());
         for (id, p) in peers {
             self.hold(id, p.subnet);
             self.insert_peer(p.clone());
             page.push(p);
+        }
+        let mut repairs = Repairs::default();
+        if self.observed.is_none() {
+            let observed = self.vx.observe(&self.dev, &mut repairs).await;
+            self.observed = Some(observed.map_err(|e| self.resync_error(e))?);
         }
         if let Some(observed) = self.observed.as_ref() {
             let added = self.vx.add_missing(&self.dev, observed, &page).await;

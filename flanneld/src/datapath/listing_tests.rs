@@ -131,3 +131,29 @@ fn a_listing_the_watch_cut_short_removes_nothing() {
         );
     });
 }
+
+#[test]
+fn a_page_the_kernel_could_not_take_is_programmed_once_the_device_is_back() {
+    let ns = TestNs::new();
+    let specs = v4_specs(&ns);
+    let own = lease(2, 2, 0);
+    let ns_ref = &ns;
+    ns.within(|handle| async move {
+        let mut dp = adopted(handle, specs, &own).await;
+        ns_ref.ip(&["link", "del", "flannel.1"]);
+        let (tx, mut rx) = mpsc::channel(4);
+        for part in [
+            ListingPart::Page(vec![own.clone(), lease(3, 3, 0)]),
+            ListingPart::Complete,
+        ] {
+            tx.send(part).await.expect("send");
+        }
+        let listed = dp.program_listing(&mut rx).await;
+        assert_eq!(listed.expect("complete"), 2);
+        // The periodic check recreates the device; the resync programs
+        // the page's peer, which was kept.
+        dp.check_device().await;
+        dp.resync("periodic").await;
+        assert_eq!(routed(ns_ref), ["10.244.3.0/24"]);
+    });
+}
