@@ -178,7 +178,13 @@ impl Datapath {
             match listing.recv().await {
                 Some(ListingPart::Page(page)) => {
                     leases += page.len();
+                    let at = Instant::now();
                     self.program_page(&page).await;
+                    tracing::debug!(
+                        "start-up: a page of {} lease(s) programmed in {} ms",
+                        page.len(),
+                        at.elapsed().as_millis()
+                    );
                 }
                 Some(ListingPart::Restart) => {
                     leases = 0;

@@ -163,6 +163,7 @@ impl Watcher {
             };
             let part = match step? {
                 Step::Page(views) => {
+                    tracing::debug!("watch nodes: a page of {} node(s) read", views.len());
                     let leases = self.adopt_page(views);
                     all.extend(leases.iter().cloned());
                     ListingPart::Page(leases)
