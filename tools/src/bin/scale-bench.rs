@@ -14,6 +14,12 @@
 //!   resync intervals, idle included, divided by the passes made);
 //! - 500 leases removed and 500 added → the kernel matches: the last
 //!   kernel change seen, after the last store write;
+//! - start → programmed once more with nothing listening to the kernel
+//!   (after everything else: flanneld stopped, `flannel.1` deleted,
+//!   flanneld started again on the same store, timed to its "start-up: N
+//!   peers; programmed …" log line, written once the first listing is
+//!   programmed and nothing stale is left, then
+//!   the device checked with one dump), beside the unobserved anchor;
 //! - etcd: a relist after a compaction. flanneld is stopped (SIGSTOP),
 //!   etcd restarted on its data dir (so flanneld's watch stream is broken:
 //!   left alone, etcd would replay the events buffered for the stopped
@@ -99,17 +105,19 @@ fn main() {
         "scale: one flanneld (release), fake peers, Network 10.0.0.0/8, SubnetLen 24; {} churn",
         o.churn
     );
-    println!("| store | peers | load | start → subnet.env | start → programmed | ip -batch | ratio | ip -batch unobserved | RSS settled | resync pass CPU | churn → kernel matches | relist after compaction | log lines at start |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| store | peers | load | start → subnet.env | start → programmed | ip -batch | ratio | unobserved: programmed | ip -batch | ratio | RSS settled | resync pass CPU | churn → kernel matches | relist after compaction | log lines at start |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (store, n, load, f) in &rows {
         println!(
-            "| {} | {n} | {load} | {} | {} | {} | {:.2} | {} | {:.1} MiB | {} | {} | {} | {} |",
+            "| {} | {n} | {load} | {} | {} | {} | {:.2} | {} | {} | {:.2} | {:.1} MiB | {} | {} | {} | {} |",
             store.as_str(),
             ms(f.subnet_env),
             ms(f.programmed),
             ms(f.anchor.observed),
             f.programmed.as_secs_f64() / f.anchor.observed.as_secs_f64(),
+            ms(f.unobserved),
             ms(f.anchor.unobserved),
+            f.unobserved.as_secs_f64() / f.anchor.unobserved.as_secs_f64(),
             f.rss,
             ms(f.resync_cpu),
             signed_ms(f.churn),
@@ -123,6 +131,8 @@ fn main() {
 struct Figures {
     subnet_env: Duration,
     programmed: Duration,
+    /// Start → programmed with no netlink listener (see the module docs).
+    unobserved: Duration,
     anchor: Anchor,
     rss: f64,
     resync_cpu: Duration,
@@ -259,17 +269,24 @@ fn run(store: StoreKind, n: u32, churn: u32) -> Figures {
         signed_ms(churn_s)
     );
 
-    let relist = (store == StoreKind::Etcd).then(|| {
-        relist_after_compaction(
+    let (relist, now_peers) = if store == StoreKind::Etcd {
+        let (how, after) = relist_after_compaction(
             &mut c, &feed, pid, &ns_name, &monitor, &now_peers, churn, n, &log_path,
-        )
-    });
+        );
+        (Some(how), after)
+    } else {
+        (None, now_peers)
+    };
 
     flanneld.stop(Duration::from_secs(5));
     keep_log(&log_path, store, n);
+    drop(monitor);
+    let unobserved = unobserved_start(&c, &me, kube_config.as_deref(), &now_peers);
+    eprintln!("programmed with nothing listening: {}", ms(unobserved));
     Figures {
         subnet_env,
         programmed,
+        unobserved,
         anchor,
         rss,
         resync_cpu,
@@ -293,7 +310,7 @@ fn relist_after_compaction(
     churn: u32,
     n: u32,
     log: &std::path::Path,
-) -> String {
+) -> (String, Vec<FakePeer>) {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
     let gone: Vec<FakePeer> = peers[..churn as usize].to_vec();
@@ -328,12 +345,70 @@ fn relist_after_compaction(
     } else {
         "NOT relisted (see flanneld.log)"
     };
-    format!(
+    let how = format!(
         "{how}: SIGCONT → matches {}, {} CPU",
         ms(took),
         ms(relist_cpu)
-    )
+    );
+    (how, after)
 }
+
+/// flanneld started again, on the same store and lease, onto a fresh
+/// `flannel.1`, with nothing listening to the kernel: start → the
+/// "start-up: N peers; programmed …" line of its log (written once the
+/// first listing is programmed and nothing stale is left; the log is read
+/// every millisecond). The device is then checked
+/// against `peers` with one dump.
+fn unobserved_start(
+    c: &Cluster,
+    me: &str,
+    kubeconfig: Option<&std::path::Path>,
+    peers: &[FakePeer],
+) -> Duration {
+    let node = c.node(0);
+    let deleted = node
+        .ns
+        .command("ip")
+        .args(["link", "del", "flannel.1"])
+        .status();
+    assert!(
+        deleted.as_ref().is_ok_and(|s| s.success()),
+        "delete flannel.1 in {}: {deleted:?}",
+        node.ns.name()
+    );
+    let log_path = c.dir().join("flanneld-unobserved.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let mut cmd = flanneld_command(c, me, kubeconfig, log);
+    let start = Instant::now();
+    let mut flanneld = ChildGuard::spawn(&mut cmd);
+    let deadline = start + Duration::from_secs(60);
+    let took = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if text.contains(START_UP) {
+            break start.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "flanneld (unobserved) never logged {START_UP:?}: {}",
+            tail(&log_path)
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let want = Entries::wanted(peers);
+    let held = Entries::read(node.ns.name());
+    flanneld.stop(Duration::from_secs(5));
+    assert!(
+        held == want,
+        "flanneld (unobserved) logged {START_UP:?} but flannel.1 does not hold exactly the {} expected entries: {}",
+        want.count(),
+        tail(&log_path)
+    );
+    took
+}
+
+/// What flanneld's line once its first listing is programmed says ("start-up:
+/// 5000 peers; programmed 5000 fdb, … in 480 ms").
+const START_UP: &str = " peers; programmed ";
 
 /// What flanneld's etcd watch logs once a re-list has caught up with
 /// changes it missed (after a compaction, a broken stream or an outage).
