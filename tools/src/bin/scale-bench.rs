@@ -279,9 +279,13 @@ fn run(store: StoreKind, n: u32, churn: u32) -> Figures {
     };
 
     flanneld.stop(Duration::from_secs(5));
-    keep_log(&log_path, store, n);
+    keep_log(&log_path, &format!("{}-{n}", store.as_str()));
     drop(monitor);
     let unobserved = unobserved_start(&c, &me, kube_config.as_deref(), &now_peers);
+    keep_log(
+        &c.dir().join(UNOBSERVED_LOG),
+        &format!("{}-{n}-unobserved", store.as_str()),
+    );
     eprintln!("programmed with nothing listening: {}", ms(unobserved));
     Figures {
         subnet_env,
@@ -376,7 +380,7 @@ fn unobserved_start(
         "delete flannel.1 in {}: {deleted:?}",
         node.ns.name()
     );
-    let log_path = c.dir().join("flanneld-unobserved.log");
+    let log_path = c.dir().join(UNOBSERVED_LOG);
     let log = std::fs::File::create(&log_path).expect("log");
     let mut cmd = flanneld_command(c, me, kubeconfig, log);
     let start = Instant::now();
@@ -406,6 +410,9 @@ fn unobserved_start(
     took
 }
 
+/// The restarted flanneld's log, in the cluster's directory.
+const UNOBSERVED_LOG: &str = "flanneld-unobserved.log";
+
 /// What flanneld's line once its first listing is programmed says ("start-up:
 /// 5000 peers; programmed 5000 fdb, … in 480 ms").
 const START_UP: &str = " peers; programmed ";
@@ -431,12 +438,13 @@ fn wall() -> String {
 }
 
 /// With `$SCALE_BENCH_KEEP_LOG` (a directory): flanneld's log is copied
-/// there as `<store>-<peers>.log` before the cluster's directory goes.
-fn keep_log(log: &std::path::Path, store: StoreKind, n: u32) {
+/// there as `<store>-<peers>.log` (the restart with nothing listening as
+/// `<store>-<peers>-unobserved.log`) before the cluster's directory goes.
+fn keep_log(log: &std::path::Path, name: &str) {
     let Ok(dir) = std::env::var("SCALE_BENCH_KEEP_LOG") else {
         return;
     };
-    let to = std::path::Path::new(&dir).join(format!("{}-{n}.log", store.as_str()));
+    let to = std::path::Path::new(&dir).join(format!("{name}.log"));
     if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::copy(log, &to)) {
         eprintln!("keep flanneld's log as {}: {e}", to.display());
     }
