@@ -14,12 +14,13 @@
 //!   resync intervals, idle included, divided by the passes made);
 //! - 500 leases removed and 500 added → the kernel matches: the last
 //!   kernel change seen, after the last store write;
-//! - start → programmed once more with nothing listening to the kernel
-//!   (after everything else: flanneld stopped, `flannel.1` deleted,
-//!   flanneld started again on the same store, timed to its "start-up: N
-//!   peers; programmed …" log line, written once the first listing is
-//!   programmed and nothing stale is left, then
-//!   the device checked with one dump), beside the unobserved anchor;
+//! - start → programmed once more with nothing listening to the kernel,
+//!   beside the unobserved anchor: after everything else, flanneld is
+//!   stopped, `flannel.1` deleted and flanneld started again on the same
+//!   store, timed to its "start-up: N peers; programmed …" log line
+//!   (written once the first listing is programmed and nothing stale is
+//!   left; at `SCALE_BENCH_RUST_LOG=debug` the per-entry lines come first
+//!   and count in it), then the device is checked with one dump;
 //! - etcd: a relist after a compaction. flanneld is stopped (SIGSTOP),
 //!   etcd restarted on its data dir (so flanneld's watch stream is broken:
 //!   left alone, etcd would replay the events buffered for the stopped
@@ -361,8 +362,8 @@ fn relist_after_compaction(
 /// `flannel.1`, with nothing listening to the kernel: start → the
 /// "start-up: N peers; programmed …" line of its log (written once the
 /// first listing is programmed and nothing stale is left; the log is read
-/// every millisecond). The device is then checked
-/// against `peers` with one dump.
+/// every millisecond). The device is then checked against `peers` with
+/// one dump.
 fn unobserved_start(
     c: &Cluster,
     me: &str,
